@@ -1,0 +1,231 @@
+"""
+Every contract of mbmsd, in one place.
+
+A role, a storage backend or a metrics exporter is a plugin found with
+C{twisted.plugin.getPlugins(I..., mbmsd.plugins)}; what a role needs from the
+process comes through L{INode}; what it needs from storage comes through the
+narrow stores of L{IStorage}. Every provider is checked with
+C{zope.interface.verify.verifyObject} in tests/test_interfaces.py.
+
+Every store method returns a Deferred; the docstring says what it fires with.
+Records (Subscriber, BootstrapSession, ...) are the frozen dataclasses of
+L{mbmsd.storage.records}.
+"""
+
+from twisted.application.service import IService
+from twisted.plugin import IPlugin
+from zope.interface import Attribute, Interface
+
+
+# ---------------------------------------------------------------- plugins
+
+
+class IRoleFactory(IPlugin):
+    """
+    A role (bsf, pcscf, scf, bmsc) that a node can run.
+    """
+
+    name = Attribute("The role's name as written in node.roles, e.g. 'bsf'.")
+    description = Attribute("One line for humans.")
+    configSchema = Attribute(
+        "The L{mbmsd.config.Section} that validates this role's config table "
+        "(the table named after the role)."
+    )
+    startOrder = Attribute(
+        "An int: roles start in ascending order and stop in reverse "
+        "(the SIP edge starts last and stops first)."
+    )
+
+    def makeService(node, config):
+        """
+        Build the role.
+
+        @param node: the L{INode} the role runs in.
+        @param config: the validated config table of the role (a dict).
+        @return: an L{IService}; the node starts it once storage is ready.
+        """
+
+
+class IStorageFactory(IPlugin):
+    """
+    A storage backend chosen by C{storage.backend}.
+    """
+
+    name = Attribute("The backend's name, e.g. 'sqlite'.")
+    configSchema = Attribute("The L{mbmsd.config.Section} for its keys in [storage].")
+
+    def open(config, reactor):
+        """
+        Create (not yet open) the storage.
+
+        @param config: the validated [storage] table.
+        @param reactor: the reactor (IReactorThreads and IReactorTime).
+        @return: an L{IStorage}.
+        """
+
+
+class IMetricsExporterFactory(IPlugin):
+    """
+    A metrics exporter chosen by C{metrics.exporters}.
+    """
+
+    name = Attribute("The exporter's name, e.g. 'prometheus'.")
+    configSchema = Attribute("The L{mbmsd.config.Section} for [metrics.<name>].")
+
+    def makeService(config, registry, reactor):
+        """
+        @param config: the validated [metrics.<name>] table.
+        @param registry: the node's C{prometheus_client.CollectorRegistry}.
+        @return: an L{IService} that exposes or pushes the registry.
+        """
+
+
+# ---------------------------------------------------------------- node
+
+
+class INode(Interface):
+    """
+    What a role may ask of the process it runs in.
+    """
+
+    name = Attribute("The node's name (a metric label and a log prefix).")
+    homeDomain = Attribute("The home network domain, e.g. 'home1.net'.")
+    reactor = Attribute(
+        "The reactor: IReactorTime (the one clock every role uses), "
+        "IReactorTCP, IReactorUDP."
+    )
+    storage = Attribute("The node's L{IStorage}.")
+    metrics = Attribute("The node's L{mbmsd.metrics.Metrics} facade.")
+    config = Attribute("The whole validated node config (a dict).")
+
+    def provide(interface, provider):
+        """
+        Offer an in-process port (for example Zn, L{IBootstrapLookup}) to the
+        roles that start after this one.
+        """
+
+    def lookup(interface):
+        """
+        @return: the provider offered for C{interface}, or None.
+        """
+
+
+# ---------------------------------------------------------------- storage
+
+
+class IStorage(Interface):
+    """
+    A storage backend: one schema, versioned migrations, typed stores.
+    """
+
+    subscribers = Attribute("The L{ISubscriberStore}.")
+    bootstrap = Attribute("The L{IBootstrapStore}.")
+
+    def open():
+        """
+        Open the backend and apply pending schema migrations.
+
+        @return: a Deferred that fires with None when the stores are usable,
+            or fails (the node then does not start).
+        """
+
+    def close():
+        """
+        Release connections. @return: a Deferred firing when done.
+        """
+
+
+class ISubscriberStore(Interface):
+    """
+    The subscriber data an HSS would hold (Zh stands in-process).
+    """
+
+    def provision(subscriber):
+        """
+        Create or update a L{Subscriber} from configuration. K, OPc, AMF and
+        IMPUs are replaced; a stored SQN is kept when it is ahead of the
+        provisioned one (SQN never goes back, TS 33.102 C.1).
+
+        @return: Deferred firing with None.
+        """
+
+    def get(impi):
+        """
+        @return: Deferred firing with the L{Subscriber} or None if unknown.
+        """
+
+    def nextSqn(impi):
+        """
+        Atomically advance the subscriber's SQN by one and return it.
+
+        @return: Deferred firing with the new SQN (int), or None if the IMPI
+            is unknown.
+        """
+
+    def resynchronise(impi, sqnMs):
+        """
+        Set the subscriber's SQN to C{sqnMs} (from a verified AUTS, TS 33.102
+        6.3.5) so that the next vector uses SQN_MS + 1.
+
+        @return: Deferred firing with None.
+        """
+
+
+class IBootstrapStore(Interface):
+    """
+    GBA state of the BSF: outstanding Ub challenges and bootstrapping sessions.
+    """
+
+    def putChallenge(challenge):
+        """
+        Store an outstanding L{Challenge}, keyed by its nonce.
+
+        @return: Deferred firing with None.
+        """
+
+    def takeChallenge(nonce):
+        """
+        Remove and return the challenge for C{nonce}; a nonce answers once.
+
+        @return: Deferred firing with the L{Challenge}, or None if unknown or
+            already used.
+        """
+
+    def putSession(session):
+        """
+        Store a L{BootstrapSession} (replacing one with the same B-TID).
+
+        @return: Deferred firing with None once durable.
+        """
+
+    def getSession(btid):
+        """
+        @return: Deferred firing with the L{BootstrapSession} or None.
+        """
+
+    def prune(now):
+        """
+        Delete sessions and challenges that expired at or before C{now}
+        (POSIX seconds).
+
+        @return: Deferred firing with the number of rows removed.
+        """
+
+
+# ---------------------------------------------------------------- ports
+
+
+class IBootstrapLookup(Interface):
+    """
+    Zn: what a NAF asks the BSF (TS 33.220 4.5.3, DESIGN 8.5).
+    """
+
+    def getNafKey(btid, nafId, peer):
+        """
+        @param btid: the B-TID the UE presented.
+        @param nafId: NAF_Id bytes (NAF FQDN || Ua security protocol id).
+        @param peer: the asking NAF's IP address (str), for authorisation.
+        @return: Deferred firing with a L{mbmsd.storage.records.NafKey};
+            fails with L{mbmsd.errors.UnknownBTID} or
+            L{mbmsd.errors.NafNotAuthorized}.
+        """

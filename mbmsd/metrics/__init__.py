@@ -1,0 +1,97 @@
+"""
+Metrics: one C{prometheus_client.CollectorRegistry} per node, and a facade
+that labels every metric with the node and the role (so one scrape can hold
+many nodes) and refuses subscriber identifiers as labels (their cardinality
+is unbounded and they are personal data).
+
+Names follow C{mbmsd_<role>_<what>_total} and C{..._seconds}.
+"""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import ProcessCollector
+
+FORBIDDEN_LABELS = frozenset(
+    {"impi", "impu", "btid", "b_tid", "user", "subscriber", "imsi", "msisdn", "ip", "ue_ip"}
+)
+
+# Seconds: Ub and Ua are two HTTP round trips on loopback to a few on a WAN.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """
+    The node's registry and its constant labels.
+    """
+
+    def __init__(self, node, registry=None):
+        self.node = node
+        self.registry = registry if registry is not None else CollectorRegistry()
+
+    def forRole(self, role):
+        return RoleMetrics(self, role)
+
+    def processCollector(self):
+        ProcessCollector(registry=self.registry)
+
+    def info(self, name, doc, values):
+        i = Info(name, doc, registry=self.registry)
+        i.info(dict(values, node=self.node))
+
+
+class RoleMetrics:
+    """
+    Declares a role's metrics; each comes back already bound to node and role.
+    """
+
+    def __init__(self, metrics, role):
+        self.metrics = metrics
+        self.role = role
+
+    def _declare(self, cls, name, doc, labelnames, **kwargs):
+        bad = FORBIDDEN_LABELS.intersection(l.lower() for l in labelnames)
+        if bad:
+            raise ValueError(
+                "metric %s: %s must not be a label (subscriber identifiers are "
+                "never metric labels)" % (name, ", ".join(sorted(bad)))
+            )
+        metric = cls(
+            name, doc, ("node", "role") + tuple(labelnames),
+            registry=self.metrics.registry, **kwargs
+        )
+        return _Bound(metric, {"node": self.metrics.node, "role": self.role}, labelnames)
+
+    def counter(self, name, doc, labelnames=(), initial=()):
+        """
+        @param initial: label value tuples to expose at 0 from the start.
+        """
+        bound = self._declare(Counter, name, doc, labelnames)
+        for values in initial:
+            bound.labels(*values)
+        return bound
+
+    def gauge(self, name, doc, labelnames=()):
+        return self._declare(Gauge, name, doc, labelnames)
+
+    def histogram(self, name, doc, labelnames=(), buckets=LATENCY_BUCKETS):
+        return self._declare(Histogram, name, doc, labelnames, buckets=buckets)
+
+
+class _Bound:
+    def __init__(self, metric, constant, labelnames):
+        self._metric = metric
+        self._constant = constant
+        self._labelnames = tuple(labelnames)
+        self._plain = metric.labels(**constant) if not labelnames else None
+
+    def labels(self, *values, **kw):
+        if values:
+            kw.update(zip(self._labelnames, values))
+        return self._metric.labels(**self._constant, **kw)
+
+    def __getattr__(self, name):
+        # inc / observe / set / time on a metric without extra labels
+        if self._plain is None:
+            raise AttributeError(
+                "%s has labels %s: call .labels(...) first" % (self._metric._name, self._labelnames)
+            )
+        return getattr(self._plain, name)

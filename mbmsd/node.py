@@ -1,0 +1,294 @@
+"""
+The node: one process, one reactor, one store, one metrics registry, and the
+roles its config enables, as a tree of services with an explicit order.
+
+Start: storage opens and migrates, subscribers are provisioned, then the
+exporters and the roles start in ascending C{startOrder}. Stop: the roles in
+reverse, each awaited, then the exporters, then storage closes.
+MultiService would not wait for any of this, so NodeService sequences it.
+"""
+
+import re
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.logger import Logger
+from twisted.plugin import getPlugins
+from zope.interface import implementer
+
+from mbmsd import __version__
+from mbmsd import config as c
+from mbmsd.interfaces import (
+    IMetricsExporterFactory,
+    INode,
+    IRoleFactory,
+    IStorageFactory,
+)
+from mbmsd.metrics import Metrics
+from mbmsd.storage.records import Subscriber
+
+log = Logger(namespace="mbmsd.node")
+
+
+# ---------------------------------------------------------------- plugins
+
+
+def _plugins(interface):
+    import mbmsd.plugins
+
+    found = {}
+    for plugin in getPlugins(interface, mbmsd.plugins):
+        found[plugin.name] = plugin
+    return found
+
+
+def roleFactories():
+    return _plugins(IRoleFactory)
+
+
+def storageFactories():
+    return _plugins(IStorageFactory)
+
+
+def exporterFactories():
+    return _plugins(IMetricsExporterFactory)
+
+
+# ---------------------------------------------------------------- config
+
+NAI = r"[^@\s]+@[A-Za-z0-9.-]+"
+PUBLIC_ID = r"(sips?:[^\s]+|tel:\+?[0-9A-Fa-f.()-]+)"
+
+NODE_SECTION = c.Section(
+    fields={
+        "name": c.Field(c.string(r"[A-Za-z0-9_.-]{1,64}", "letters, digits, '_', '.', '-'"),
+                        "mbmsd", "node name: a metric label and a log prefix"),
+        "home_domain": c.Field(c.fqdn(), c.REQUIRED, "home network domain"),
+        "roles": c.Field(c.array(c.string(), minimum=1), c.REQUIRED,
+                         "roles this node runs: bsf, pcscf, scf, bmsc"),
+    }
+)
+
+SUBSCRIBER_SECTION = c.Section(
+    fields={
+        "impi": c.Field(c.string(NAI, "an NAI such as 'user1@home1.net'"), c.REQUIRED, "IMPI"),
+        "impus": c.Field(c.array(c.string(PUBLIC_ID, "a SIP or tel URI"), minimum=1),
+                         c.REQUIRED, "IMPUs; the first is the default public identity"),
+        "k": c.Field(c.hexbytes(16), c.REQUIRED, "subscriber key K", secret=True),
+        "op": c.Field(c.hexbytes(16), None, "operator variant OP (or give opc)", secret=True),
+        "opc": c.Field(c.hexbytes(16), None, "OPc (or give op)", secret=True),
+        "amf": c.Field(c.hexbytes(2), bytes.fromhex("8000"), "AMF for vectors"),
+        "sqn": c.Field(c.hexbytes(6), bytes(6), "initial SQN (a stored SQN ahead of it wins)"),
+    }
+)
+
+
+def load_config(paths):
+    """
+    Read, merge and validate the node's config files.
+
+    @return: the validated config dict.
+    @raise c.ConfigError: with every problem found, one line each.
+    """
+    data, where = c.load_files(paths)
+    errors = []
+    out = {}
+    roles = roleFactories()
+    storages = storageFactories()
+    exporters = exporterFactories()
+
+    out["node"] = NODE_SECTION.validate(data.get("node", {}), ("node",), errors, where)
+    for i, role in enumerate(out["node"].get("roles") or ()):
+        if role not in roles:
+            errors.append(
+                "%s: node.roles: item %d: unknown role %r (installed: %s)"
+                % (where(("node", "roles")), i, role, ", ".join(sorted(roles)))
+            )
+
+    storage = dict(data.get("storage", {})) if isinstance(data.get("storage"), dict) else {}
+    backend = storage.pop("backend", "sqlite")
+    if backend not in storages:
+        errors.append(
+            "%s: storage.backend: unknown backend %r (installed: %s)"
+            % (where(("storage", "backend")), backend, ", ".join(sorted(storages)))
+        )
+        out["storage"] = {"backend": backend}
+    else:
+        out["storage"] = storages[backend].configSchema.validate(
+            storage, ("storage",), errors, where
+        )
+        out["storage"]["backend"] = backend
+
+    metrics = dict(data.get("metrics", {})) if isinstance(data.get("metrics"), dict) else {}
+    names = metrics.pop("exporters", ["prometheus"])
+    out["metrics"] = {"exporters": []}
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        errors.append("%s: metrics.exporters: must be an array of names"
+                      % (where(("metrics", "exporters")),))
+        names = []
+    for name in names:
+        if name not in exporters:
+            errors.append(
+                "%s: metrics.exporters: unknown exporter %r (installed: %s)"
+                % (where(("metrics", "exporters")), name, ", ".join(sorted(exporters)))
+            )
+            continue
+        out["metrics"]["exporters"].append(name)
+        out["metrics"][name] = exporters[name].configSchema.validate(
+            metrics.pop(name, {}), ("metrics", name), errors, where
+        )
+    for key in metrics:
+        errors.append("%s: metrics.%s: unknown key (not an enabled exporter)"
+                      % (where(("metrics", key)), key))
+
+    subs = data.get("subscriber", [])
+    out["subscriber"] = []
+    if not isinstance(subs, list):
+        errors.append("%s: subscriber: must be an array of tables ([[subscriber]])"
+                      % (where(("subscriber",)),))
+        subs = []
+    seen = set()
+    for i, item in enumerate(subs):
+        path = ("subscriber[%d]" % (i,),)
+        sub = SUBSCRIBER_SECTION.validate(item, path, errors, where)
+        if (sub.get("op") is None) == (sub.get("opc") is None):
+            errors.append("%s: %s: give exactly one of op and opc" % (where(("subscriber",)), path[0]))
+        if sub.get("impi") in seen:
+            errors.append("%s: %s.impi: duplicate IMPI %r"
+                          % (where(("subscriber",)), path[0], sub["impi"]))
+        seen.add(sub.get("impi"))
+        out["subscriber"].append(sub)
+
+    enabled = set(out["node"].get("roles") or ())
+    for name, factory in roles.items():
+        if name in enabled or name in data:
+            out[name] = factory.configSchema.validate(data.get(name, {}), (name,), errors, where)
+
+    known = {"node", "storage", "metrics", "subscriber"} | set(roles)
+    for key in data:
+        if key not in known:
+            errors.append("%s: %s: unknown section (known: %s)"
+                          % (where((key,)), key, ", ".join(sorted(known))))
+    if errors:
+        raise c.ConfigError(errors)
+    return out
+
+
+def subscribersFromConfig(config):
+    from mbmsd.protocols.milenage import compute_opc
+
+    for sub in config["subscriber"]:
+        opc = sub["opc"] if sub["opc"] is not None else compute_opc(sub["k"], sub["op"])
+        yield Subscriber(
+            impi=sub["impi"], impus=tuple(sub["impus"]), k=sub["k"], opc=opc,
+            amf=sub["amf"], sqn=int.from_bytes(sub["sqn"], "big"),
+        )
+
+
+# ---------------------------------------------------------------- node
+
+
+@implementer(INode)
+class Node:
+    def __init__(self, config, reactor, storage, metrics):
+        self.config = config
+        self.name = config["node"]["name"]
+        self.homeDomain = config["node"]["home_domain"]
+        self.reactor = reactor
+        self.storage = storage
+        self.metrics = metrics
+        self._ports = {}
+
+    def provide(self, interface, provider):
+        self._ports[interface] = provider
+
+    def lookup(self, interface):
+        return self._ports.get(interface)
+
+
+class NodeService(MultiService):
+    """
+    The root service. C{ready} fires once everything has started.
+
+    @ivar onStartupFailure: called with the Failure when start-up fails
+        (twistd: log and exit non-zero, so systemd sees it).
+    """
+
+    def __init__(self, node, exporters, roles, onStartupFailure=None):
+        MultiService.__init__(self)
+        self.node = node
+        self.exporters = list(exporters)
+        self.roles = list(roles)
+        self.onStartupFailure = onStartupFailure
+        self._started = []
+        self.ready = None
+        for svc in self.exporters + self.roles:
+            svc.setServiceParent(self)
+
+    def startService(self):
+        Service.startService(self)
+        self.ready = self._start()
+        self.ready.addErrback(self._failed)
+
+    @inlineCallbacks
+    def _start(self):
+        yield self.node.storage.open()
+        count = 0
+        for subscriber in subscribersFromConfig(self.node.config):
+            yield self.node.storage.subscribers.provision(subscriber)
+            count += 1
+        if count:
+            log.info("provisioned {n} subscriber(s) from the config", n=count)
+        for svc in self.exporters + self.roles:
+            svc.startService()
+            self._started.append(svc)
+        log.info(
+            "node {node} ready (mbmsd {v}): roles {roles}",
+            node=self.node.name, v=__version__, roles=", ".join(s.name for s in self.roles),
+        )
+
+    def _failed(self, failure):
+        log.failure("node {node} failed to start", failure, node=self.node.name)
+        if self.onStartupFailure is not None:
+            self.onStartupFailure(failure)
+        return None
+
+    @inlineCallbacks
+    def stopService(self):
+        Service.stopService(self)
+        while self._started:
+            svc = self._started.pop()
+            try:
+                yield maybeDeferred(svc.stopService)
+            except Exception:
+                log.failure("stopping {name} failed", name=svc.name)
+        yield self.node.storage.close()
+        log.info("node {node} stopped", node=self.node.name)
+
+
+def makeNode(config, reactor, onStartupFailure=None, registry=None):
+    """
+    Build the node and its service tree from a validated config.
+    """
+    storage = storageFactories()[config["storage"]["backend"]].open(config["storage"], reactor)
+    metrics = Metrics(config["node"]["name"], registry)
+    metrics.info("mbmsd_node", "This mbmsd node", {
+        "version": __version__, "roles": ",".join(config["node"]["roles"]),
+    })
+    node = Node(config, reactor, storage, metrics)
+    exporters = []
+    factories = exporterFactories()
+    for name in config["metrics"]["exporters"]:
+        exporters.append(factories[name].makeService(config["metrics"][name], metrics.registry, reactor))
+    roles = []
+    available = roleFactories()
+    enabled = sorted(config["node"]["roles"], key=lambda r: (available[r].startOrder, r))
+    for name in enabled:
+        svc = available[name].makeService(node, config[name])
+        svc.setName(name)
+        roles.append(svc)
+    return NodeService(node, exporters, roles, onStartupFailure)
+
+
+def sanitize(text):
+    return re.sub(r"[^\x20-\x7e]", "?", text)

@@ -1,0 +1,14 @@
+"""
+The built-in plugins. Importing this module is cheap: each factory imports its
+implementation only when a node uses it.
+"""
+
+from mbmsd.metrics.prometheus import PrometheusExporterFactory
+from mbmsd.roles.bsf.plugin import BsfRoleFactory
+from mbmsd.storage.plugin import MemoryStorageFactory
+from mbmsd.storage.sqlite import SqliteStorageFactory
+
+bsf = BsfRoleFactory()
+memory = MemoryStorageFactory()
+sqlite = SqliteStorageFactory()
+prometheus = PrometheusExporterFactory()

@@ -1,0 +1,78 @@
+"""
+The BSF service: the Ub and Zn listeners and the pruning timer.
+"""
+
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from mbmsd.interfaces import IBootstrapLookup
+from mbmsd.roles.bsf.bootstrap import Bootstrapper
+from mbmsd.roles.bsf.ub import UbResource
+from mbmsd.roles.bsf.zn import ZnLookup, ZnResource
+
+log = Logger(namespace="mbmsd.bsf")
+
+
+def _site(resource, reactor):
+    site = Site(resource, reactor=reactor)
+    site.displayTracebacks = False
+    site.noisy = False
+    return site
+
+
+def _listener(reactor, description, factory, name):
+    svc = StreamServerEndpointService(serverFromString(reactor, description), factory)
+    # a port that cannot be bound fails start-up instead of leaving a dead role
+    svc._raiseSynchronously = True
+    svc.setName(name)
+    return svc
+
+
+class BsfService(MultiService):
+    def __init__(self, node, config):
+        MultiService.__init__(self)
+        reactor = node.reactor
+        domain = config["domain"] or "bsf." + node.homeDomain
+        metrics = node.metrics.forRole("bsf")
+        self.bootstrapper = Bootstrapper(
+            node.storage.subscribers, node.storage.bootstrap, reactor,
+            domain=domain, realm=domain,
+            keyLifetime=config["key_lifetime"],
+            challengeLifetime=config["challenge_lifetime"],
+            maxFailures=config["max_auth_failures"],
+            failureWindow=config["auth_failure_window"],
+        )
+        nafs = {}
+        for naf in config["naf"]:
+            nafs.setdefault(naf["fqdn"].lower(), set()).update(naf["addresses"])
+        self.zn = ZnLookup(node.storage.bootstrap, reactor, nafs)
+        node.provide(IBootstrapLookup, self.zn)
+        self.ubResource = UbResource(self.bootstrapper, metrics, reactor)
+        self.znResource = ZnResource(self.zn, metrics, reactor)
+        _listener(reactor, config["ub_listen"], _site(self.ubResource, reactor), "ub").setServiceParent(self)
+        _listener(reactor, config["zn_listen"], _site(self.znResource, reactor), "zn").setServiceParent(self)
+        self.pruned = metrics.counter("mbmsd_bsf_pruned_total",
+                                      "Expired bootstrapping sessions and challenges removed")
+        self.store = node.storage.bootstrap
+        self.clock = reactor
+        timer = TimerService(config["prune_interval"], self.prune)
+        timer.clock = reactor
+        timer.setName("prune")
+        timer.setServiceParent(self)
+        log.info("BSF {domain}: Ub on {ub}, Zn on {zn}", domain=domain,
+                 ub=config["ub_listen"], zn=config["zn_listen"])
+
+    def prune(self):
+        d = self.store.prune(self.clock.seconds())
+
+        def done(n):
+            if n:
+                self.pruned.inc(n)
+                log.info("pruned {n} expired bootstrapping entries", n=n)
+
+        d.addCallback(done)
+        d.addErrback(lambda f: log.failure("pruning failed", f))
+        return d

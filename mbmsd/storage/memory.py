@@ -1,0 +1,84 @@
+"""
+The in-memory reference implementation of every store: what the contract
+suite (tests/store_contract.py) proves the SQL backends against. Nothing
+survives a restart; for tests and throwaway labs.
+"""
+
+import dataclasses
+
+from twisted.internet.defer import succeed
+from zope.interface import implementer
+
+from mbmsd.interfaces import IBootstrapStore, IStorage, ISubscriberStore
+
+
+@implementer(ISubscriberStore)
+class MemorySubscriberStore:
+    def __init__(self):
+        self._rows = {}
+
+    def provision(self, subscriber):
+        old = self._rows.get(subscriber.impi)
+        if old is not None and old.sqn > subscriber.sqn:
+            subscriber = dataclasses.replace(subscriber, sqn=old.sqn)
+        self._rows[subscriber.impi] = subscriber
+        return succeed(None)
+
+    def get(self, impi):
+        return succeed(self._rows.get(impi))
+
+    def nextSqn(self, impi):
+        row = self._rows.get(impi)
+        if row is None:
+            return succeed(None)
+        row = dataclasses.replace(row, sqn=(row.sqn + 1) % (1 << 48))
+        self._rows[impi] = row
+        return succeed(row.sqn)
+
+    def resynchronise(self, impi, sqnMs):
+        row = self._rows.get(impi)
+        if row is not None:
+            self._rows[impi] = dataclasses.replace(row, sqn=sqnMs)
+        return succeed(None)
+
+
+@implementer(IBootstrapStore)
+class MemoryBootstrapStore:
+    def __init__(self):
+        self._challenges = {}
+        self._sessions = {}
+
+    def putChallenge(self, challenge):
+        self._challenges[challenge.nonce] = challenge
+        return succeed(None)
+
+    def takeChallenge(self, nonce):
+        return succeed(self._challenges.pop(nonce, None))
+
+    def putSession(self, session):
+        self._sessions[session.btid] = session
+        return succeed(None)
+
+    def getSession(self, btid):
+        return succeed(self._sessions.get(btid))
+
+    def prune(self, now):
+        removed = 0
+        for table in (self._challenges, self._sessions):
+            for key in [k for k, v in table.items() if v.expires <= now]:
+                del table[key]
+                removed += 1
+        return succeed(removed)
+
+
+@implementer(IStorage)
+class MemoryStorage:
+    def __init__(self):
+        self.subscribers = MemorySubscriberStore()
+        self.bootstrap = MemoryBootstrapStore()
+
+    def open(self):
+        return succeed(None)
+
+    def close(self):
+        return succeed(None)

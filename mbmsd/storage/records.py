@@ -1,0 +1,66 @@
+"""
+The records that stores keep and return: immutable, with every key hidden from
+repr so that a record can never leak into a log line by accident.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """
+    USIM subscription data (TS 33.102 6.3; Zh stands in-process).
+
+    @ivar sqn: the network's SQN (48 bits) of the last vector issued.
+    """
+
+    impi: str
+    impus: tuple
+    k: bytes = field(repr=False)
+    opc: bytes = field(repr=False)
+    amf: bytes
+    sqn: int
+    gbaType: str = "GBA_ME"
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """
+    An outstanding Ub challenge (TS 33.220 4.5.2 step 2), keyed by its nonce.
+    """
+
+    nonce: str
+    impi: str
+    rand: bytes
+    xres: bytes = field(repr=False)
+    ck: bytes = field(repr=False)
+    ik: bytes = field(repr=False)
+    expires: float
+
+
+@dataclass(frozen=True)
+class BootstrapSession:
+    """
+    A bootstrapping session (TS 33.220 4.5.2 step 6): Ks = CK || IK under B-TID.
+    """
+
+    btid: str
+    impi: str
+    rand: bytes
+    ks: bytes = field(repr=False)
+    created: float
+    expires: float
+    gbaType: str = "GBA_ME"
+
+
+@dataclass(frozen=True)
+class NafKey:
+    """
+    What Zn answers a NAF (TS 33.220 4.5.3, DESIGN 8.5).
+    """
+
+    btid: str
+    impi: str
+    ksNaf: bytes = field(repr=False)
+    expires: float
+    gbaType: str = "GBA_ME"

@@ -1,0 +1,323 @@
+"""
+SQL storage over C{twisted.enterprise.adbapi}: each query written once.
+
+Queries use C{?} placeholders and the portable subset shared by SQLite (3.35+)
+and PostgreSQL (C{INSERT ... ON CONFLICT}, C{RETURNING}); an L{Engine}
+absorbs what still differs (placeholder style, BLOB vs BYTEA). Functions that
+run in the database thread end in C{_txn}; every transaction has a name
+(C{desc}) that shows in logs. The schema is the numbered files in
+C{schema/}, applied in order at start-up and recorded in C{schema_version}.
+"""
+
+import re
+import time
+from importlib import resources
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mbmsd.interfaces import IBootstrapStore, IStorage, ISubscriberStore
+from mbmsd.storage.records import BootstrapSession, Challenge, Subscriber
+
+log = Logger(namespace="mbmsd.storage")
+
+SQN_MODULUS = 1 << 48
+
+
+class SchemaError(Exception):
+    """
+    The database's schema cannot be used by this version of mbmsd.
+    """
+
+
+class Engine:
+    """
+    What differs between database dialects; the base is SQLite's.
+    """
+
+    name = "sqlite"
+    placeholder = "?"
+    types = {}
+
+    def sql(self, query):
+        if self.placeholder != "?":
+            query = query.replace("?", self.placeholder)
+        return query
+
+    def ddl(self, statement):
+        for ours, theirs in self.types.items():
+            statement = re.sub(r"\b%s\b" % ours, theirs, statement)
+        return statement
+
+
+def schema_files():
+    """
+    @return: [(version, name, text)] for every schema file, in order.
+    """
+    out = []
+    folder = resources.files("mbmsd.storage").joinpath("schema")
+    for entry in folder.iterdir():
+        m = re.fullmatch(r"(\d+)_(\w+)\.sql", entry.name)
+        if m:
+            out.append((int(m.group(1)), entry.name, entry.read_text("utf-8")))
+    out.sort()
+    return out
+
+
+def split_statements(text):
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+class Database:
+    """
+    An adbapi pool with named transactions.
+    """
+
+    def __init__(self, engine, pool):
+        self.engine = engine
+        self.pool = pool
+
+    def runInteraction(self, desc, fn, *args, **kwargs):
+        def wrapped(cursor):
+            start = time.monotonic()
+            try:
+                return fn(_Txn(self.engine, cursor), *args, **kwargs)
+            finally:
+                elapsed = time.monotonic() - start
+                if elapsed > 0.5:
+                    log.warn("slow transaction {desc} took {s:.3f}s", desc=desc, s=elapsed)
+
+        return self.pool.runInteraction(wrapped)
+
+    def close(self):
+        self.pool.close()
+
+
+class _Txn:
+    def __init__(self, engine, cursor):
+        self.engine = engine
+        self.cursor = cursor
+
+    def execute(self, query, args=()):
+        self.cursor.execute(self.engine.sql(query), tuple(args))
+        return self
+
+    def fetchone(self):
+        return self.cursor.fetchone()
+
+    def fetchall(self):
+        return self.cursor.fetchall()
+
+    @property
+    def rowcount(self):
+        return self.cursor.rowcount
+
+
+def migrate_txn(txn, files):
+    """
+    Apply the schema files newer than the recorded version.
+
+    @return: (version before, version after).
+    """
+    txn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = txn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    current = row[0] if row and row[0] is not None else 0
+    latest = files[-1][0] if files else 0
+    if current > latest:
+        raise SchemaError(
+            "database schema version %d is newer than this mbmsd knows (%d): "
+            "upgrade mbmsd or use another database" % (current, latest)
+        )
+    for version, name, text in files:
+        if version <= current:
+            continue
+        for statement in split_statements(text):
+            txn.cursor.execute(txn.engine.ddl(statement))
+        txn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    return current, max(current, latest)
+
+
+def _b(value):
+    return bytes(value) if value is not None else None
+
+
+# ---------------------------------------------------------------- stores
+
+
+@implementer(ISubscriberStore)
+class SqlSubscriberStore:
+    def __init__(self, db):
+        self.db = db
+
+    def provision(self, subscriber):
+        return self.db.runInteraction("provision_subscriber", self._provision_txn, subscriber)
+
+    @staticmethod
+    def _provision_txn(txn, s):
+        # SQN never goes back (TS 33.102 C.1): keep the stored one when ahead.
+        txn.execute(
+            "INSERT INTO subscribers (impi, impus, k, opc, amf, sqn, gba_type) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (impi) DO UPDATE SET impus = excluded.impus, k = excluded.k, "
+            "opc = excluded.opc, amf = excluded.amf, gba_type = excluded.gba_type, "
+            "sqn = CASE WHEN subscribers.sqn > excluded.sqn "
+            "THEN subscribers.sqn ELSE excluded.sqn END",
+            (s.impi, "\n".join(s.impus), s.k, s.opc, s.amf, s.sqn, s.gbaType),
+        )
+
+    def get(self, impi):
+        return self.db.runInteraction("get_subscriber", self._get_txn, impi)
+
+    @staticmethod
+    def _get_txn(txn, impi):
+        row = txn.execute(
+            "SELECT impi, impus, k, opc, amf, sqn, gba_type FROM subscribers WHERE impi = ?",
+            (impi,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Subscriber(
+            impi=row[0],
+            impus=tuple(row[1].split("\n")) if row[1] else (),
+            k=_b(row[2]),
+            opc=_b(row[3]),
+            amf=_b(row[4]),
+            sqn=int(row[5]),
+            gbaType=row[6],
+        )
+
+    def nextSqn(self, impi):
+        return self.db.runInteraction("next_sqn", self._nextSqn_txn, impi)
+
+    @staticmethod
+    def _nextSqn_txn(txn, impi):
+        row = txn.execute(
+            # SQN wraps at 2^48 (TS 33.102 C.1.1)
+            "UPDATE subscribers SET sqn = CASE WHEN sqn >= ? THEN 0 ELSE sqn + 1 END "
+            "WHERE impi = ? RETURNING sqn",
+            (SQN_MODULUS - 1, impi),
+        ).fetchone()
+        return int(row[0]) if row is not None else None
+
+    def resynchronise(self, impi, sqnMs):
+        return self.db.runInteraction("resync_sqn", self._resync_txn, impi, sqnMs)
+
+    @staticmethod
+    def _resync_txn(txn, impi, sqnMs):
+        txn.execute("UPDATE subscribers SET sqn = ? WHERE impi = ?", (sqnMs, impi))
+
+
+@implementer(IBootstrapStore)
+class SqlBootstrapStore:
+    def __init__(self, db):
+        self.db = db
+
+    def putChallenge(self, challenge):
+        return self.db.runInteraction("put_challenge", self._putChallenge_txn, challenge)
+
+    @staticmethod
+    def _putChallenge_txn(txn, c):
+        txn.execute(
+            "INSERT INTO ub_challenges (nonce, impi, rand, xres, ck, ik, expires) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (c.nonce, c.impi, c.rand, c.xres, c.ck, c.ik, c.expires),
+        )
+
+    def takeChallenge(self, nonce):
+        return self.db.runInteraction("take_challenge", self._takeChallenge_txn, nonce)
+
+    @staticmethod
+    def _takeChallenge_txn(txn, nonce):
+        # DELETE ... RETURNING: a nonce is answered at most once, even with
+        # several BSFs on one database.
+        row = txn.execute(
+            "DELETE FROM ub_challenges WHERE nonce = ? "
+            "RETURNING nonce, impi, rand, xres, ck, ik, expires",
+            (nonce,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Challenge(
+            nonce=row[0], impi=row[1], rand=_b(row[2]), xres=_b(row[3]),
+            ck=_b(row[4]), ik=_b(row[5]), expires=float(row[6]),
+        )
+
+    def putSession(self, session):
+        return self.db.runInteraction("put_session", self._putSession_txn, session)
+
+    @staticmethod
+    def _putSession_txn(txn, s):
+        txn.execute(
+            "INSERT INTO bootstrap_sessions (btid, impi, rand, ks, created, expires, gba_type) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (btid) DO UPDATE SET impi = excluded.impi, rand = excluded.rand, "
+            "ks = excluded.ks, created = excluded.created, expires = excluded.expires, "
+            "gba_type = excluded.gba_type",
+            (s.btid, s.impi, s.rand, s.ks, s.created, s.expires, s.gbaType),
+        )
+
+    def getSession(self, btid):
+        return self.db.runInteraction("get_session", self._getSession_txn, btid)
+
+    @staticmethod
+    def _getSession_txn(txn, btid):
+        row = txn.execute(
+            "SELECT btid, impi, rand, ks, created, expires, gba_type "
+            "FROM bootstrap_sessions WHERE btid = ?",
+            (btid,),
+        ).fetchone()
+        if row is None:
+            return None
+        return BootstrapSession(
+            btid=row[0], impi=row[1], rand=_b(row[2]), ks=_b(row[3]),
+            created=float(row[4]), expires=float(row[5]), gbaType=row[6],
+        )
+
+    def prune(self, now):
+        return self.db.runInteraction("prune_bootstrap", self._prune_txn, now)
+
+    @staticmethod
+    def _prune_txn(txn, now):
+        removed = txn.execute("DELETE FROM ub_challenges WHERE expires <= ?", (now,)).rowcount
+        removed += txn.execute(
+            "DELETE FROM bootstrap_sessions WHERE expires <= ?", (now,)
+        ).rowcount
+        return removed
+
+
+@implementer(IStorage)
+class SqlStorage:
+    """
+    The typed stores over one L{Database}; C{open} applies the schema.
+    """
+
+    def __init__(self, db, description):
+        self.db = db
+        self.description = description
+        self.subscribers = SqlSubscriberStore(db)
+        self.bootstrap = SqlBootstrapStore(db)
+
+    @inlineCallbacks
+    def open(self):
+        files = schema_files()
+        before, after = yield self.db.runInteraction("migrate", migrate_txn, files)
+        if before != after:
+            log.info(
+                "{db}: schema migrated from version {before} to {after}",
+                db=self.description, before=before, after=after,
+            )
+        else:
+            log.info("{db}: schema at version {v}", db=self.description, v=after)
+
+    def close(self):
+        self.db.close()
+        return succeed(None)
+
+
+def make_pool(reactor, module, *args, openfun=None, **kwargs):
+    return adbapi.ConnectionPool(
+        module, *args, cp_reactor=reactor, cp_openfun=openfun, cp_noisy=False, **kwargs
+    )

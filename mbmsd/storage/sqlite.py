@@ -1,0 +1,57 @@
+"""
+The embedded default backend: one SQLite file in WAL mode.
+
+One connection (SQLite has one writer anyway), so transactions are
+serialised; C{synchronous = FULL} by default, so what was acknowledged
+survives a power cut, not only a crash (operators may trade that for speed).
+"""
+
+import os
+import sqlite3
+
+from zope.interface import implementer
+
+from mbmsd import config as c
+from mbmsd.interfaces import IStorageFactory
+from mbmsd.storage.sql import Database, Engine, SqlStorage, make_pool
+
+
+class SqliteEngine(Engine):
+    name = "sqlite"
+
+
+@implementer(IStorageFactory)
+class SqliteStorageFactory:
+    name = "sqlite"
+    configSchema = c.Section(
+        fields={
+            "path": c.Field(c.string(r".+", "a file path"), "var/mbmsd.sqlite3",
+                            "database file; its folder is created"),
+            "synchronous": c.Field(c.choice("FULL", "NORMAL"), "FULL",
+                                   "SQLite durability (FULL survives power loss)"),
+        }
+    )
+
+    def open(self, config, reactor):
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise RuntimeError(
+                "storage.backend = 'sqlite' needs SQLite 3.35 or newer (RETURNING); "
+                "this Python has %s" % (sqlite3.sqlite_version,)
+            )
+        path = config["path"]
+        if path != ":memory:":
+            folder = os.path.dirname(os.path.abspath(path))
+            os.makedirs(folder, exist_ok=True)
+        synchronous = config.get("synchronous", "FULL")
+
+        def openfun(conn):
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = %s" % (synchronous,))
+            conn.execute("PRAGMA busy_timeout = 5000")
+
+        pool = make_pool(
+            reactor, "sqlite3", path, check_same_thread=False,
+            openfun=openfun, cp_min=1, cp_max=1,
+        )
+        return SqlStorage(Database(SqliteEngine(), pool), "sqlite:%s" % (path,))
+

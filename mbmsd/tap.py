@@ -1,0 +1,59 @@
+"""
+C{twistd mbmsd}: options and service construction.
+
+    twistd -n mbmsd --config etc/mbmsd.toml [--config OVERLAY ...] [--check]
+"""
+
+import os
+import sys
+
+from twisted.python import usage
+
+from mbmsd import config as c
+from mbmsd.node import load_config, makeNode
+
+
+class Options(usage.Options):
+    synopsis = "--config FILE [--config OVERLAY ...] [--check]"
+    longdesc = (
+        "Run an mbmsd node: the roles (bsf, pcscf, scf, bmsc) its TOML config "
+        "enables. Later --config files override earlier ones."
+    )
+    optFlags = [["check", None, "Validate the configuration, print the result and exit."]]
+
+    def __init__(self):
+        usage.Options.__init__(self)
+        self["config"] = []
+
+    def opt_config(self, path):
+        """A TOML config file; repeat for overlays."""
+        self["config"].append(path)
+
+    def postOptions(self):
+        if not self["config"]:
+            raise usage.UsageError("--config FILE is required (see etc/mbmsd.toml)")
+        try:
+            self["node_config"] = load_config(self["config"])
+        except c.ConfigError as e:
+            for line in e.lines:
+                sys.stderr.write("mbmsd: config error: %s\n" % (line,))
+            raise SystemExit(1)
+        if self["check"]:
+            node = self["node_config"]["node"]
+            sys.stdout.write(
+                "mbmsd: config OK: node %s, roles %s, storage %s\n"
+                % (node["name"], ", ".join(node["roles"]), self["node_config"]["storage"]["backend"])
+            )
+            raise SystemExit(0)
+
+
+def makeService(options, reactor=None):
+    if reactor is None:
+        from twisted.internet import reactor
+
+    def startupFailed(failure):
+        # A node that cannot start must not linger half-up: stop, exit 1.
+        reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        reactor.stop()
+
+    return makeNode(options["node_config"], reactor, onStartupFailure=startupFailed)
