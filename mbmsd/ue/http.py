@@ -1,0 +1,45 @@
+"""
+A small HTTP requester for the UE: C{request(method, url, headers, body)}
+fires with an L{HttpAnswer}. The procedures take any such callable, so tests
+can hand them one wired to an in-process site.
+"""
+
+from dataclasses import dataclass
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+
+
+@dataclass
+class HttpAnswer:
+    code: int
+    headers: dict  # lower-case name -> [values]
+    body: bytes
+
+    def header(self, name):
+        values = self.headers.get(name.lower())
+        return values[-1] if values else None
+
+
+class AgentRequester:
+    def __init__(self, reactor, timeout=10):
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.agent = Agent(reactor, pool=self.pool, connectTimeout=timeout)
+
+    @inlineCallbacks
+    def __call__(self, method, url, headers, body=None):
+        from twisted.web.client import FileBodyProducer
+        from io import BytesIO
+
+        h = Headers({k.encode("ascii"): [v.encode("ascii")] for k, v in headers.items()})
+        producer = FileBodyProducer(BytesIO(body)) if body is not None else None
+        response = yield self.agent.request(method.encode("ascii"), url.encode("ascii"), h, producer)
+        data = yield readBody(response)
+        names = {}
+        for name, values in response.headers.getAllRawHeaders():
+            names[name.decode("ascii").lower()] = [v.decode("latin-1") for v in values]
+        return HttpAnswer(response.code, names, data)
+
+    def close(self):
+        return self.pool.closeCachedConnections()
