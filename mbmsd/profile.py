@@ -1,0 +1,157 @@
+"""
+"mbmsd profile 1": every value of the MBMS procedures that the standards we
+could read did not confirm (DESIGN.md 8; spec/sources.md section 4).
+
+One module, so that a correction is a one-line change. Each value says
+VERIFIED (with its source), CORROBORATED (independent code agrees, the
+normative text itself was not read) or UNVERIFIED (ours, or our recollection
+of TS 33.246 clause 6.4 / RFC 4563, which could not be retrieved). Source tags
+[S..], [C..] resolve in shared/spec/sources.md.
+
+Plain integers only: this module imports nothing from mbmsd, so every layer
+(protocol libraries, roles, the UE) may import it.
+"""
+
+# ===========================================================================
+# MIKEY (RFC 3830 framing, TS 33.246 clause 6.4 MBMS profile; DESIGN.md 8.6)
+# ===========================================================================
+
+# --- transport -------------------------------------------------------------
+
+# UDP port the BM-SC pushes MSK messages to on the UE. UNVERIFIED as the
+# TS 33.246 MSK port (the clause was not read); IANA names UDP 4359
+# "omabcastltkm" (OMA BCAST long-term key messages) [S19]. Value from the
+# design brief.
+MSK_UDP_PORT = 4359
+
+# BM-SC retransmission of an unanswered MSK message (V=1): first retry after
+# RETRANSMIT_INITIAL seconds, each later delay multiplied by RETRANSMIT_FACTOR,
+# at most RETRANSMIT_MAX_TRIES transmissions in all (the first send included).
+# UNVERIFIED: ours (DESIGN.md 8.6 "1 s, 2 s, 4 s, ...; bounded"); TS 33.246
+# sets no schedule that we could read.
+RETRANSMIT_INITIAL = 1.0
+RETRANSMIT_FACTOR = 2
+RETRANSMIT_MAX_TRIES = 5
+
+
+def retransmit_delays():
+    """
+    The waits before each retransmission: (1.0, 2.0, 4.0, 8.0) by default,
+    i.e. RETRANSMIT_MAX_TRIES - 1 entries.
+    """
+    return tuple(
+        RETRANSMIT_INITIAL * RETRANSMIT_FACTOR**i for i in range(RETRANSMIT_MAX_TRIES - 1)
+    )
+
+
+# --- identifiers -----------------------------------------------------------
+
+# Key Domain ID = MCC || MNC, 3 bytes. VERIFIED [S16][S17] (TS 31.102 4.2.80).
+KEY_DOMAIN_ID_LEN = 3
+# MSK ID, 4 bytes (bytes 0-1 = Key Group). VERIFIED [S16][S17].
+MSK_ID_LEN = 4
+# MTK ID, 2 bytes. UNVERIFIED (our recollection of TS 33.246; sources 4.4).
+MTK_ID_LEN = 2
+
+# CSB ID of MSK and MTK messages = the MSK ID read as a big-endian 32-bit
+# integer. UNVERIFIED: construction NOT FOUND (sources 4.4); DESIGN.md 8.6.
+CSB_ID_IS_MSK_ID = True
+
+# --- common header (RFC 3830 6.1) ------------------------------------------
+
+# MSK and MTK messages are PSK I_MESSAGEs (data type 0), the UE's answer a
+# PSK verification message (data type 1). The numbers are VERIFIED
+# (RFC 3830 6.1 [S18]); their use for MBMS is UNVERIFIED (mbms-keys.md 6).
+MSK_DATA_TYPE = 0
+MTK_DATA_TYPE = 0
+VERIFICATION_DATA_TYPE = 1
+
+# PRF func 0 = MIKEY-1. RFC default; MBMS use UNVERIFIED.
+PRF_FUNC = 0
+
+# V flag: MSK messages ask for a verification message (set by the BM-SC,
+# VERIFIED behaviour [S17]); MTK messages never (broadcast; inferred).
+MSK_V_DEFAULT = True
+MTK_V = False
+
+# #CS = 0 with CS ID map type 1 "Empty map" (RFC 4563 section 5).
+# CORROBORATED: two independent implementations give Empty map = 1 citing
+# RFC 4563 (a Java MCX KMS table "CsIdMapType", and a Go TS 33.180 test that
+# pairs #CS 0 with map type 1 as "the empty map of RFC 4563 table 3"), and
+# TS 36.579-1 5.5.9.1 shows the same pairing [S31]. RFC 4563 section 5 text
+# itself not read. Its use in MBMS messages is UNVERIFIED.
+CS_ID_MAP_TYPE = 1
+CS_COUNT = 0
+
+# --- payload chains (next-payload numbers, RFC 3830 6.1 table) --------------
+# 21 EXT, 5 T, 11 RAND, 6 ID, 1 KEMAC, 9 V. The numbers are VERIFIED; the
+# orders are UNVERIFIED (TS 33.246 6.4 not read; mbms-keys.md 6).
+
+# MSK message: HDR, EXT(Key ID), T, RAND, IDi, IDr, KEMAC.
+MSK_MESSAGE_PAYLOADS = (21, 5, 11, 6, 6, 1)
+# MTK message: HDR, EXT(Key ID), T, RAND, KEMAC (no IDs, V=0).
+MTK_MESSAGE_PAYLOADS = (21, 5, 11, 1)
+# Verification message: HDR, T (echo of the MSK message's), V.
+VERIFICATION_MESSAGE_PAYLOADS = (5, 9)
+
+# --- EXT: Key ID information (RFC 4563 section 4) ---------------------------
+
+# General Extension type of "Key ID information". UNVERIFIED: RFC 4563 says
+# it defines this type for 3GPP MBMS [S20], but its number was not read; 2 is
+# the next free value after RFC 3830's 0 (Vendor ID) and 1 (SDP IDs) and is
+# what we believe RFC 4563 assigned. tshark 4.0 shows it as "Unknown (2)".
+EXT_TYPE_KEY_ID = 2
+
+# EXT data = Key ID Type (1 byte) || Key ID Length (2 bytes) || Key ID, with
+# Key ID = Key Domain ID || MSK ID [|| MTK ID]. Layout UNVERIFIED (DESIGN 8.6).
+# Key ID types: UNVERIFIED; our recollection of RFC 4563 is 0 MUK, 1 MSK,
+# 2 MTK, which agrees with these values, but it was not confirmed.
+KEY_ID_TYPE_MSK = 1
+KEY_ID_TYPE_MTK = 2
+
+# --- T (RFC 3830 6.6) --------------------------------------------------------
+
+# TS type 2 = COUNTER (32 bits), one counter per MUK (MSK messages) and one
+# per MSK (MTK messages); a receiver accepts only a strictly larger counter.
+# Inferred from the 4-byte TS counters in EF_MUK / EF_MSK [S16]; "strictly
+# larger" UNVERIFIED.
+TS_TYPE = 2
+
+# --- RAND (RFC 3830 6.11) ----------------------------------------------------
+
+# RAND length in MSK and MTK messages. RFC 3830 asks for at least 128 bits;
+# exactly 16 is ours. UNVERIFIED for MTK messages (which RAND feeds the PRF
+# there is NOT FOUND, sources 4.4: we carry one in every MTK message).
+RAND_LEN = 16
+
+# --- ID payloads (RFC 3830 6.7) ----------------------------------------------
+
+# IDi = the BM-SC's NAF FQDN as ID type 1 (URI); IDr = the UE's B-TID as ID
+# type 0 (NAI). Type numbers VERIFIED (RFC 3830 6.7); the mapping and the
+# chosen types UNVERIFIED (mbms-keys.md 1 and 6).
+IDI_TYPE = 1
+IDR_TYPE = 0
+
+# --- KEMAC and Key data (RFC 3830 6.2, 6.13) -------------------------------
+
+# Encryption AES-CM-128 (1), MAC HMAC-SHA-1-160 (1). Numbers VERIFIED
+# (RFC 3830 6.2); the MBMS choice UNVERIFIED.
+ENCR_ALG = 1
+MAC_ALG = 1
+
+# Key data type of the MSK: 0 TGK. Of the MTK: 2 TEK, or 3 TEK+SALT when a
+# salt is sent. KV (key validity) type 1 = SPI/MKI, whose SPI carries the
+# MSK ID (MSK messages) or the MTK ID (MTK messages). All UNVERIFIED
+# (NOT FOUND, mbms-keys.md 6 and 8); DESIGN.md 8.6.
+MSK_KEY_TYPE = 0
+MTK_KEY_TYPE = 2
+MTK_KEY_TYPE_SALT = 3
+KEY_VALIDITY_TYPE = 1
+
+# --- verification MAC input (RFC 3830 5.2) ----------------------------------
+
+# MAC = HMAC-SHA-1(auth_key, verification message up to its MAC || IDi data
+# || IDr data || TS value field of the MSK message's T payload). The IDi||IDr
+# part is our reading of RFC 3830 5.2 (minisip, without ID payloads, appends
+# only T); UNVERIFIED (sources 4.9).
+VERIFICATION_MAC_INCLUDES_IDS = True

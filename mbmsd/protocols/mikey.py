@@ -1,0 +1,1021 @@
+"""
+MIKEY (RFC 3830) framing and pre-shared-key crypto, and the MBMS messages of
+"mbmsd profile 1" (DESIGN.md 8.6): MSK message, verification message, MTK
+message.
+
+Pure functions on bytes; no Twisted, no I/O. Every value that TS 33.246 could
+not confirm comes from L{mbmsd.profile}.
+
+Parsers of untrusted bytes raise only L{MikeyError} (a C{ValueError}); the
+MBMS parsers raise its subclasses L{MacError} (authentication failed) and
+L{ReplayError} (counter not fresh). No key ever appears in an exception
+message or a repr.
+"""
+
+import hashlib
+import hmac
+import math
+import struct
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from mbmsd import profile
+
+__all__ = [
+    "MikeyError",
+    "MacError",
+    "ReplayError",
+    "Header",
+    "Ext",
+    "Timestamp",
+    "Rand",
+    "Id",
+    "SecurityPolicy",
+    "KeyData",
+    "Kemac",
+    "Verification",
+    "Error",
+    "Message",
+    "KeyId",
+    "MskDelivery",
+    "MtkDelivery",
+    "encode",
+    "parse_message",
+    "encode_key_data",
+    "parse_key_data",
+    "prf",
+    "derive_psk_keys",
+    "aes_cm_iv",
+    "aes_cm",
+    "encode_key_id",
+    "parse_key_id",
+    "peek_key_id",
+    "csb_id_for",
+    "build_msk_message",
+    "parse_msk_message",
+    "build_verification",
+    "check_verification",
+    "build_mtk_message",
+    "parse_mtk_message",
+]
+
+# ---------------------------------------------------------------------------
+# RFC 3830 numbers (VERIFIED, spec/mbms-keys.md 5)
+# ---------------------------------------------------------------------------
+
+VERSION = 1  # RFC 3830 6.1
+
+# Data types, RFC 3830 6.1 table 6.1.a (+ RFC 4650, RFC 4738).
+DATA_PSK_INIT = 0
+DATA_PSK_VERIFY = 1
+_MAX_DATA_TYPE = 10
+
+# Next payload values, RFC 3830 6.1 table 6.1.b.
+PT_LAST = 0
+PT_KEMAC = 1
+PT_PKE = 2
+PT_DH = 3
+PT_SIGN = 4
+PT_T = 5
+PT_ID = 6
+PT_CERT = 7
+PT_CHASH = 8
+PT_V = 9
+PT_SP = 10
+PT_RAND = 11
+PT_ERR = 12
+PT_KEY_DATA = 20
+PT_EXT = 21
+
+# CS ID map types: 0 SRTP-ID (RFC 3830 6.1), 1 Empty map (RFC 4563 5).
+CS_MAP_SRTP_ID = 0
+CS_MAP_EMPTY = 1
+
+# TS types, RFC 3830 6.6 (value lengths in bytes).
+TS_NTP_UTC = 0
+TS_NTP = 1
+TS_COUNTER = 2
+_TS_LEN = {TS_NTP_UTC: 8, TS_NTP: 8, TS_COUNTER: 4}
+
+# ID types, RFC 3830 6.7 (+ 2 byte string, RFC 6043).
+ID_NAI = 0
+ID_URI = 1
+ID_BYTES = 2
+
+# KEMAC encryption / MAC algorithms, RFC 3830 6.2.
+ENCR_NULL = 0
+ENCR_AES_CM_128 = 1
+ENCR_AES_KW_128 = 2
+MAC_NULL = 0
+MAC_HMAC_SHA1_160 = 1
+_MAC_LEN = {MAC_NULL: 0, MAC_HMAC_SHA1_160: 20}
+
+# Key data types and KV types, RFC 3830 6.13.
+KEY_TGK = 0
+KEY_TGK_SALT = 1
+KEY_TEK = 2
+KEY_TEK_SALT = 3
+_SALTED = (KEY_TGK_SALT, KEY_TEK_SALT)
+KV_NULL = 0
+KV_SPI = 1
+KV_INTERVAL = 2
+
+# PRF constants for keys derived from a pre-shared / envelope key,
+# RFC 3830 4.1.4.
+_C_ENCR = 0x150533E1
+_C_AUTH = 0x2D22AC75
+_C_SALT = 0x29B88916
+
+# Lengths of the KEMAC keys in bits (AES-CM-128, HMAC-SHA-1-160, salt 112).
+ENCR_KEY_BITS = 128
+AUTH_KEY_BITS = 160
+SALT_KEY_BITS = 112
+
+# No MIKEY message we handle comes near this; anything larger is refused
+# before parsing.
+MAX_MESSAGE_SIZE = 4096
+
+_HDR_LEN = 10
+
+
+class MikeyError(ValueError):
+    """A MIKEY message is malformed, unsupported, or does not fit the profile."""
+
+
+class MacError(MikeyError):
+    """The MAC of a MIKEY message (KEMAC or V) did not verify."""
+
+
+class ReplayError(MikeyError):
+    """The message's counter is not larger than the last accepted one."""
+
+
+# ---------------------------------------------------------------------------
+# Payloads
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Header:
+    """Common header, RFC 3830 6.1. C{cs_id_map_info} is the raw map info."""
+
+    version: int
+    data_type: int
+    v: bool
+    prf: int
+    csb_id: int
+    cs_count: int
+    cs_id_map_type: int
+    cs_id_map_info: bytes = b""
+
+
+@dataclass
+class Ext:
+    """General extension, RFC 3830 6.15."""
+
+    type: int
+    data: bytes
+
+
+@dataclass
+class Timestamp:
+    """T payload, RFC 3830 6.6; C{value} is the TS value as an integer."""
+
+    ts_type: int
+    value: int
+
+    def value_bytes(self):
+        """The TS value field as it is on the wire (8 or 4 bytes)."""
+        if self.ts_type not in _TS_LEN:
+            raise MikeyError("unsupported TS type %r" % (self.ts_type,))
+        return self.value.to_bytes(_TS_LEN[self.ts_type], "big")
+
+
+@dataclass
+class Rand:
+    """RAND payload, RFC 3830 6.11."""
+
+    value: bytes
+
+
+@dataclass
+class Id:
+    """ID payload, RFC 3830 6.7 (the first in a message is IDi, the second IDr)."""
+
+    id_type: int
+    data: bytes
+
+
+@dataclass
+class SecurityPolicy:
+    """SP payload, RFC 3830 6.10; C{params} is the raw type/length/value list."""
+
+    policy_no: int
+    prot_type: int
+    params: bytes
+
+
+@dataclass
+class KeyData:
+    """
+    Key data sub-payload, RFC 3830 6.13 (lives inside the KEMAC encr data).
+
+    C{kv_data}: for KV type SPI, the SPI value (its length byte is added on
+    the wire); for KV type Interval, the raw "VF length || VF || VT length ||
+    VT" field; for KV NULL, empty.
+    """
+
+    key_type: int
+    kv_type: int
+    key: bytes = field(repr=False)
+    salt: bytes = field(default=None, repr=False)
+    kv_data: bytes = b""
+
+
+@dataclass
+class Kemac:
+    """KEMAC payload, RFC 3830 6.2; C{encrypted} is the (encrypted) encr data."""
+
+    encr_alg: int
+    encrypted: bytes
+    mac_alg: int
+    mac: bytes
+
+
+@dataclass
+class Verification:
+    """V payload, RFC 3830 6.9."""
+
+    mac_alg: int
+    mac: bytes
+
+
+@dataclass
+class Error:
+    """ERR payload, RFC 3830 6.12."""
+
+    code: int
+    reserved: bytes = b"\x00\x00"
+
+
+@dataclass
+class Message:
+    """A MIKEY message: the header and the payloads in wire order."""
+
+    header: Header
+    payloads: list
+
+    def find(self, cls):
+        """All payloads of class C{cls}, in order."""
+        return [p for p in self.payloads if isinstance(p, cls)]
+
+
+_PAYLOAD_TYPE = {
+    Kemac: PT_KEMAC,
+    Timestamp: PT_T,
+    Id: PT_ID,
+    Verification: PT_V,
+    SecurityPolicy: PT_SP,
+    Rand: PT_RAND,
+    Error: PT_ERR,
+    Ext: PT_EXT,
+}
+
+
+# ---------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------
+
+
+def _u8(value, what):
+    if not isinstance(value, int) or not 0 <= value <= 0xFF:
+        raise MikeyError("%s must be 0..255" % (what,))
+    return value
+
+
+def _u16len(data, what):
+    if len(data) > 0xFFFF:
+        raise MikeyError("%s longer than 65535 bytes" % (what,))
+    return len(data)
+
+
+def _encode_header(h, next_payload):
+    # RFC 3830 6.1: version, data type, next payload, V|PRF, CSB ID, #CS,
+    # CS ID map type, CS ID map info.
+    if not 0 <= h.csb_id <= 0xFFFFFFFF:
+        raise MikeyError("CSB ID must be a 32-bit value")
+    if not 0 <= h.prf <= 0x7F:
+        raise MikeyError("PRF func must be 0..127")
+    if h.cs_id_map_type == CS_MAP_EMPTY and h.cs_id_map_info:
+        raise MikeyError("the empty CS ID map carries no map info")  # RFC 4563 5
+    if h.cs_id_map_type == CS_MAP_SRTP_ID and len(h.cs_id_map_info) != 9 * h.cs_count:
+        raise MikeyError("SRTP-ID map info must be 9 bytes per CS")  # RFC 3830 6.1.1
+    return (
+        struct.pack(
+            "!BBBBIBB",
+            _u8(h.version, "version"),
+            _u8(h.data_type, "data type"),
+            next_payload,
+            (0x80 if h.v else 0) | h.prf,
+            h.csb_id,
+            _u8(h.cs_count, "#CS"),
+            _u8(h.cs_id_map_type, "CS ID map type"),
+        )
+        + bytes(h.cs_id_map_info)
+    )
+
+
+def _encode_payload(p, next_payload):
+    if isinstance(p, Ext):  # RFC 3830 6.15
+        head = struct.pack("!BBH", next_payload, _u8(p.type, "EXT type"), _u16len(p.data, "EXT data"))
+        return head + p.data
+    if isinstance(p, Timestamp):  # RFC 3830 6.6
+        if p.ts_type not in _TS_LEN:
+            raise MikeyError("unsupported TS type %r" % (p.ts_type,))
+        size = _TS_LEN[p.ts_type]
+        if not isinstance(p.value, int) or not 0 <= p.value < (1 << (8 * size)):
+            raise MikeyError("TS value does not fit its %d bytes" % (size,))
+        return struct.pack("!BB", next_payload, p.ts_type) + p.value_bytes()
+    if isinstance(p, Rand):  # RFC 3830 6.11
+        if not 1 <= len(p.value) <= 0xFF:
+            raise MikeyError("RAND length must be 1..255")
+        return struct.pack("!BB", next_payload, len(p.value)) + p.value
+    if isinstance(p, Id):  # RFC 3830 6.7
+        head = struct.pack("!BBH", next_payload, _u8(p.id_type, "ID type"), _u16len(p.data, "ID data"))
+        return head + p.data
+    if isinstance(p, SecurityPolicy):  # RFC 3830 6.10
+        return (
+            struct.pack(
+                "!BBBH", next_payload, _u8(p.policy_no, "policy no"), _u8(p.prot_type, "prot type"),
+                _u16len(p.params, "SP params"),
+            )
+            + p.params
+        )
+    if isinstance(p, Kemac):  # RFC 3830 6.2
+        if p.mac_alg not in _MAC_LEN or len(p.mac) != _MAC_LEN[p.mac_alg]:
+            raise MikeyError("KEMAC MAC does not match its MAC algorithm")
+        return (
+            struct.pack("!BBH", next_payload, _u8(p.encr_alg, "encr alg"), _u16len(p.encrypted, "encr data"))
+            + p.encrypted
+            + bytes([p.mac_alg])
+            + p.mac
+        )
+    if isinstance(p, Verification):  # RFC 3830 6.9
+        if p.mac_alg not in _MAC_LEN or len(p.mac) != _MAC_LEN[p.mac_alg]:
+            raise MikeyError("V MAC does not match its MAC algorithm")
+        return struct.pack("!BB", next_payload, p.mac_alg) + p.mac
+    if isinstance(p, Error):  # RFC 3830 6.12
+        if len(p.reserved) != 2:
+            raise MikeyError("ERR reserved field must be 2 bytes")
+        return struct.pack("!BB", next_payload, _u8(p.code, "error no")) + p.reserved
+    raise MikeyError("cannot encode payload %s" % (type(p).__name__,))
+
+
+def encode(message):
+    """
+    Encode a L{Message}; the next-payload fields are set from the order of
+    C{message.payloads}. MAC fields are written as given (see the builders
+    below for messages whose MAC covers the message itself).
+    """
+    types = [_PAYLOAD_TYPE.get(type(p)) for p in message.payloads]
+    if None in types:
+        raise MikeyError("cannot encode payload of unknown kind")
+    nexts = types[1:] + [PT_LAST]
+    out = [_encode_header(message.header, types[0] if types else PT_LAST)]
+    for p, nxt in zip(message.payloads, nexts):
+        out.append(_encode_payload(p, nxt))
+    data = b"".join(out)
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise MikeyError("message longer than %d bytes" % (MAX_MESSAGE_SIZE,))
+    return data
+
+
+def encode_key_data(items):
+    """Encode a list of L{KeyData} sub-payloads (RFC 3830 6.13), chained."""
+    out = []
+    for i, k in enumerate(items):
+        nxt = PT_KEY_DATA if i + 1 < len(items) else PT_LAST
+        if not 0 <= k.key_type <= 0xF or not 0 <= k.kv_type <= 0xF:
+            raise MikeyError("key data type and KV must be 4-bit values")
+        b = struct.pack("!BBH", nxt, (k.key_type << 4) | k.kv_type, _u16len(k.key, "key data")) + k.key
+        if k.key_type in _SALTED:
+            if k.salt is None:
+                raise MikeyError("key data type with salt needs a salt")
+            b += struct.pack("!H", _u16len(k.salt, "salt")) + k.salt
+        elif k.salt is not None:
+            raise MikeyError("salt given for a key data type without salt")
+        if k.kv_type == KV_SPI:
+            if len(k.kv_data) > 0xFF:
+                raise MikeyError("SPI longer than 255 bytes")
+            b += bytes([len(k.kv_data)]) + k.kv_data
+        elif k.kv_type == KV_INTERVAL:
+            _check_interval(k.kv_data)
+            b += k.kv_data
+        elif k.kv_type == KV_NULL:
+            if k.kv_data:
+                raise MikeyError("KV NULL carries no KV data")
+        else:
+            raise MikeyError("unsupported KV type %r" % (k.kv_type,))
+        out.append(b)
+    return b"".join(out)
+
+
+def _check_interval(raw):
+    r = _Reader(raw, "KV interval")
+    r.take(r.u8())
+    r.take(r.u8())
+    r.done()
+
+
+# ---------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------
+
+
+class _Reader:
+    """A bounds-checked cursor; every overrun is a MikeyError."""
+
+    def __init__(self, data, what):
+        self.data = data
+        self.pos = 0
+        self.what = what
+
+    def take(self, n):
+        if n < 0 or self.pos + n > len(self.data):
+            raise MikeyError("truncated %s" % (self.what,))
+        b = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return b
+
+    def u8(self):
+        return self.take(1)[0]
+
+    def u16(self):
+        return int.from_bytes(self.take(2), "big")
+
+    def u32(self):
+        return int.from_bytes(self.take(4), "big")
+
+    def remaining(self):
+        return len(self.data) - self.pos
+
+    def done(self):
+        if self.pos != len(self.data):
+            raise MikeyError("%d trailing bytes after %s" % (len(self.data) - self.pos, self.what))
+
+
+def _parse_header(r):
+    version = r.u8()
+    if version != VERSION:
+        raise MikeyError("unsupported MIKEY version %d" % (version,))
+    data_type = r.u8()
+    if data_type > _MAX_DATA_TYPE:
+        raise MikeyError("unknown data type %d" % (data_type,))
+    next_payload = r.u8()
+    vprf = r.u8()
+    csb_id = r.u32()
+    cs_count = r.u8()
+    map_type = r.u8()
+    if map_type == CS_MAP_SRTP_ID:
+        # RFC 3830 6.1.1: per CS Policy_no(1) || SSRC(4) || ROC(4).
+        info = r.take(9 * cs_count)
+    elif map_type == CS_MAP_EMPTY:
+        # RFC 4563 5: the empty map carries no map info.
+        info = b""
+    else:
+        raise MikeyError("unsupported CS ID map type %d" % (map_type,))
+    hdr = Header(version, data_type, bool(vprf & 0x80), vprf & 0x7F, csb_id, cs_count, map_type, info)
+    return hdr, next_payload
+
+
+def _parse_payload(ptype, r):
+    """Parse one payload of type C{ptype}; returns (payload, next payload)."""
+    nxt = r.u8()
+    if ptype == PT_EXT:  # RFC 3830 6.15
+        t = r.u8()
+        return Ext(t, r.take(r.u16())), nxt
+    if ptype == PT_T:  # RFC 3830 6.6
+        ts_type = r.u8()
+        if ts_type not in _TS_LEN:
+            raise MikeyError("unknown TS type %d" % (ts_type,))
+        return Timestamp(ts_type, int.from_bytes(r.take(_TS_LEN[ts_type]), "big")), nxt
+    if ptype == PT_RAND:  # RFC 3830 6.11
+        n = r.u8()
+        if n == 0:
+            raise MikeyError("empty RAND")
+        return Rand(r.take(n)), nxt
+    if ptype == PT_ID:  # RFC 3830 6.7
+        id_type = r.u8()
+        if id_type not in (ID_NAI, ID_URI, ID_BYTES):
+            raise MikeyError("unknown ID type %d" % (id_type,))
+        return Id(id_type, r.take(r.u16())), nxt
+    if ptype == PT_SP:  # RFC 3830 6.10
+        policy_no, prot_type = r.u8(), r.u8()
+        params = r.take(r.u16())
+        pr = _Reader(params, "SP parameters")
+        while pr.remaining():
+            pr.u8()
+            pr.take(pr.u8())
+        return SecurityPolicy(policy_no, prot_type, params), nxt
+    if ptype == PT_KEMAC:  # RFC 3830 6.2
+        encr_alg = r.u8()
+        if encr_alg not in (ENCR_NULL, ENCR_AES_CM_128, ENCR_AES_KW_128):
+            raise MikeyError("unknown KEMAC encryption algorithm %d" % (encr_alg,))
+        encrypted = r.take(r.u16())
+        mac_alg = r.u8()
+        if mac_alg not in _MAC_LEN:
+            raise MikeyError("unknown KEMAC MAC algorithm %d" % (mac_alg,))
+        return Kemac(encr_alg, encrypted, mac_alg, r.take(_MAC_LEN[mac_alg])), nxt
+    if ptype == PT_V:  # RFC 3830 6.9
+        mac_alg = r.u8()
+        if mac_alg not in _MAC_LEN:
+            raise MikeyError("unknown V MAC algorithm %d" % (mac_alg,))
+        return Verification(mac_alg, r.take(_MAC_LEN[mac_alg])), nxt
+    if ptype == PT_ERR:  # RFC 3830 6.12
+        return Error(r.u8(), r.take(2)), nxt
+    raise MikeyError("unsupported payload type %d" % (ptype,))
+
+
+def parse_message(data):
+    """
+    Parse a MIKEY message strictly: walk the next-payload chain from the
+    header to a 0, refuse unknown or unsupported payloads, lengths that do
+    not fit, bytes after the last payload, and messages over
+    L{MAX_MESSAGE_SIZE}. Raises only L{MikeyError}.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MikeyError("MIKEY message must be bytes")
+    data = bytes(data)
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise MikeyError("message longer than %d bytes" % (MAX_MESSAGE_SIZE,))
+    r = _Reader(data, "MIKEY message")
+    header, nxt = _parse_header(r)
+    payloads = []
+    while nxt != PT_LAST:
+        if r.remaining() == 0:
+            raise MikeyError("payload chain does not end (truncated message)")
+        p, nxt = _parse_payload(nxt, r)
+        payloads.append(p)
+    r.done()
+    return Message(header, payloads)
+
+
+def parse_key_data(data):
+    """Parse the (decrypted) KEMAC encr data: a chain of Key data sub-payloads."""
+    r = _Reader(bytes(data), "key data")
+    items = []
+    nxt = PT_KEY_DATA
+    while nxt != PT_LAST:
+        if nxt != PT_KEY_DATA:
+            raise MikeyError("unexpected sub-payload %d inside KEMAC" % (nxt,))
+        nxt = r.u8()
+        tkv = r.u8()
+        key_type, kv_type = tkv >> 4, tkv & 0x0F
+        if key_type > KEY_TEK_SALT:
+            raise MikeyError("unknown key data type %d" % (key_type,))
+        key = r.take(r.u16())
+        salt = r.take(r.u16()) if key_type in _SALTED else None
+        if kv_type == KV_NULL:
+            kv = b""
+        elif kv_type == KV_SPI:
+            kv = r.take(r.u8())
+        elif kv_type == KV_INTERVAL:
+            start = r.pos
+            r.take(r.u8())
+            r.take(r.u8())
+            kv = r.data[start : r.pos]
+        else:
+            raise MikeyError("unknown KV type %d" % (kv_type,))
+        items.append(KeyData(key_type, kv_type, key, salt, kv))
+    r.done()
+    return items
+
+
+# ---------------------------------------------------------------------------
+# Crypto: RFC 3830 4.1.2 (PRF), 4.1.4 (PSK keys), 4.2.3 (AES-CM), 4.2.4/5.2 (MACs)
+# ---------------------------------------------------------------------------
+
+
+def _hmac_sha1(key, data):
+    return hmac.new(key, data, hashlib.sha1).digest()
+
+
+def _p(s, label, m):
+    # RFC 3830 4.1.2: A_0 = label, A_i = HMAC(s, A_{i-1}); output the
+    # concatenation of HMAC(s, A_i || label) for i = 1..m.
+    a = label
+    out = []
+    for _ in range(m):
+        a = _hmac_sha1(s, a)
+        out.append(_hmac_sha1(s, a + label))
+    return b"".join(out)
+
+
+def prf(inkey, label, out_bits):
+    """
+    The MIKEY-1 PRF (RFC 3830 4.1.2): split C{inkey} into 256-bit blocks
+    (the last may be shorter), run the P-function with each and XOR the
+    results; return the first C{out_bits} bits (a multiple of 8).
+    """
+    if not inkey:
+        raise MikeyError("PRF input key must not be empty")
+    if out_bits <= 0 or out_bits % 8:
+        raise MikeyError("PRF output length must be a positive multiple of 8 bits")
+    m = math.ceil(out_bits / 160)
+    acc = bytes(20 * m)
+    for i in range(0, len(inkey), 32):
+        block = _p(inkey[i : i + 32], label, m)
+        acc = bytes(x ^ y for x, y in zip(acc, block))
+    return acc[: out_bits // 8]
+
+
+def derive_psk_keys(psk, csb_id, rand):
+    """
+    The KEMAC keys from a pre-shared key (RFC 3830 4.1.4): label = constant
+    || 0xFF || CSB ID || RAND. Returns (encr_key 16 bytes, auth_key 20 bytes,
+    salt_key 14 bytes).
+    """
+    tail = b"\xff" + struct.pack("!I", csb_id) + bytes(rand)
+    encr = prf(psk, struct.pack("!I", _C_ENCR) + tail, ENCR_KEY_BITS)
+    auth = prf(psk, struct.pack("!I", _C_AUTH) + tail, AUTH_KEY_BITS)
+    salt = prf(psk, struct.pack("!I", _C_SALT) + tail, SALT_KEY_BITS)
+    return encr, auth, salt
+
+
+def aes_cm_iv(salt_key, csb_id, t_value):
+    """
+    The AES-CM-128 IV of RFC 3830 4.2.3: (salt XOR (0x0000 || CSB ID || T))
+    || 0x0000, with T the 8-byte TS value (a 32-bit COUNTER right-aligned).
+    """
+    if len(salt_key) != 14:
+        raise MikeyError("AES-CM salt key must be 14 bytes")
+    if not 0 <= t_value < 1 << 64:
+        raise MikeyError("T value does not fit 64 bits")
+    mask = b"\x00\x00" + struct.pack("!IQ", csb_id, t_value)
+    return bytes(a ^ b for a, b in zip(salt_key, mask)) + b"\x00\x00"
+
+
+def aes_cm(encr_key, salt_key, csb_id, t_value, data):
+    """AES-CM-128 (counter mode) over C{data}; encryption and decryption alike."""
+    iv = aes_cm_iv(salt_key, csb_id, t_value)
+    ctx = Cipher(algorithms.AES(encr_key), modes.CTR(iv)).encryptor()
+    return ctx.update(data) + ctx.finalize()
+
+
+def _mac_last(unsigned, auth_key):
+    """
+    Replace the trailing 20 placeholder MAC bytes of C{unsigned} by the
+    HMAC-SHA-1-160 over everything before them (RFC 3830 5.1, 6.2).
+    """
+    body = unsigned[:-20]
+    return body + _hmac_sha1(auth_key, body)
+
+
+def _check_mac(expected_input, auth_key, mac):
+    if not hmac.compare_digest(_hmac_sha1(auth_key, expected_input), mac):
+        raise MacError("MAC verification failed")
+
+
+# ---------------------------------------------------------------------------
+# mbmsd profile 1 (DESIGN.md 8.6; values in mbmsd.profile)
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class KeyId:
+    """The Key ID information of an MBMS message's EXT payload (RFC 4563 4)."""
+
+    key_id_type: int
+    key_domain_id: bytes
+    msk_id: bytes
+    mtk_id: bytes = None
+
+
+@dataclass
+class MskDelivery:
+    """What a UE learns from a verified MSK message."""
+
+    key_domain_id: bytes
+    msk_id: bytes
+    msk: bytes = field(repr=False)
+    counter: int
+    rand: bytes
+    idi: bytes
+    idr: bytes
+    csb_id: int
+    v: bool
+
+
+@dataclass
+class MtkDelivery:
+    """What a UE learns from a verified MTK message."""
+
+    key_domain_id: bytes
+    msk_id: bytes
+    mtk_id: bytes
+    mtk: bytes = field(repr=False)
+    salt: bytes = field(repr=False)
+    counter: int
+    rand: bytes
+    csb_id: int
+
+
+def _need(value, size, what):
+    if not isinstance(value, (bytes, bytearray)) or len(value) != size:
+        raise MikeyError("%s must be %d bytes" % (what, size))
+    return bytes(value)
+
+
+def _need_counter(counter):
+    if not isinstance(counter, int) or not 0 <= counter <= 0xFFFFFFFF:
+        raise MikeyError("counter must be a 32-bit value")
+    return counter
+
+
+def csb_id_for(msk_id):
+    """CSB ID of MSK and MTK messages: the MSK ID as a 32-bit integer (DESIGN 8.6)."""
+    return int.from_bytes(_need(msk_id, profile.MSK_ID_LEN, "MSK ID"), "big")
+
+
+def encode_key_id(key_id_type, key_domain_id, msk_id, mtk_id=None):
+    """EXT data: Key ID Type (1) || Key ID length (2) || Key ID (RFC 4563 4)."""
+    key_id = (
+        _need(key_domain_id, profile.KEY_DOMAIN_ID_LEN, "Key Domain ID")
+        + _need(msk_id, profile.MSK_ID_LEN, "MSK ID")
+        + (b"" if mtk_id is None else _need(mtk_id, profile.MTK_ID_LEN, "MTK ID"))
+    )
+    return struct.pack("!BH", key_id_type, len(key_id)) + key_id
+
+
+def parse_key_id(data):
+    """Parse EXT Key ID data into a L{KeyId}; MSK and MTK Key IDs only."""
+    r = _Reader(bytes(data), "Key ID information")
+    key_id_type = r.u8()
+    key_id = r.take(r.u16())
+    r.done()
+    kd, ms = profile.KEY_DOMAIN_ID_LEN, profile.MSK_ID_LEN
+    if key_id_type == profile.KEY_ID_TYPE_MSK and len(key_id) == kd + ms:
+        return KeyId(key_id_type, key_id[:kd], key_id[kd:])
+    if key_id_type == profile.KEY_ID_TYPE_MTK and len(key_id) == kd + ms + profile.MTK_ID_LEN:
+        return KeyId(key_id_type, key_id[:kd], key_id[kd : kd + ms], key_id[kd + ms :])
+    raise MikeyError("unsupported Key ID type %d / length %d" % (key_id_type, len(key_id)))
+
+
+def _profile_header(data_type, v, csb_id):
+    return Header(
+        version=VERSION,
+        data_type=data_type,
+        v=v,
+        prf=profile.PRF_FUNC,
+        csb_id=csb_id,
+        cs_count=profile.CS_COUNT,
+        cs_id_map_type=profile.CS_ID_MAP_TYPE,
+    )
+
+
+def _protected_message(psk, header, payloads, key_items, counter, rand):
+    """Encode HDR + payloads + KEMAC(AES-CM-128 of key_items, HMAC-SHA-1-160)."""
+    encr, auth, salt = derive_psk_keys(psk, header.csb_id, rand)
+    plain = encode_key_data(key_items)
+    encrypted = aes_cm(encr, salt, header.csb_id, counter, plain)
+    kemac = Kemac(profile.ENCR_ALG, encrypted, profile.MAC_ALG, bytes(20))
+    return _mac_last(encode(Message(header, payloads + [kemac])), auth)
+
+
+def build_msk_message(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr, v=profile.MSK_V_DEFAULT):
+    """
+    The MSK message (BM-SC -> UE) of DESIGN 8.6: HDR, EXT(Key ID MSK), T
+    (COUNTER), RAND, IDi, IDr, KEMAC carrying the MSK as TGK with KV = SPI =
+    MSK ID, protected with keys derived from the MUK.
+    """
+    msk_id = _need(msk_id, profile.MSK_ID_LEN, "MSK ID")
+    msk = _need(msk, 16, "MSK")
+    rand = _need(rand, profile.RAND_LEN, "RAND")
+    counter = _need_counter(counter)
+    if not muk:
+        raise MikeyError("MUK must not be empty")
+    header = _profile_header(profile.MSK_DATA_TYPE, bool(v), csb_id_for(msk_id))
+    payloads = [
+        Ext(profile.EXT_TYPE_KEY_ID, encode_key_id(profile.KEY_ID_TYPE_MSK, key_domain_id, msk_id)),
+        Timestamp(profile.TS_TYPE, counter),
+        Rand(rand),
+        Id(profile.IDI_TYPE, bytes(idi)),
+        Id(profile.IDR_TYPE, bytes(idr)),
+    ]
+    key = KeyData(profile.MSK_KEY_TYPE, profile.KEY_VALIDITY_TYPE, msk, kv_data=msk_id)
+    return _protected_message(muk, header, payloads, [key], counter, rand)
+
+
+def _expect_chain(message, chain, what):
+    got = tuple(_PAYLOAD_TYPE[type(p)] for p in message.payloads)
+    if got != tuple(chain):
+        raise MikeyError("%s payload order %r is not the profile's %r" % (what, got, tuple(chain)))
+
+
+def _open_protected(psk, data, chain, data_type, what, last_counter):
+    """
+    Common checks of MSK and MTK messages: framing, MAC first, then the
+    profile's header and payload chain, the counter, decryption and the
+    Key ID EXT. Returns (message, KeyId, counter, rand, key data items).
+    """
+    if not psk:
+        raise MikeyError("key must not be empty")
+    msg = parse_message(data)
+    data = bytes(data)
+    # The MAC needs RAND (key derivation) and the trailing KEMAC.
+    rands = msg.find(Rand)
+    if len(rands) != 1 or not msg.payloads or not isinstance(msg.payloads[-1], Kemac):
+        raise MikeyError("%s needs one RAND and a final KEMAC" % (what,))
+    kemac = msg.payloads[-1]
+    if kemac.mac_alg != MAC_HMAC_SHA1_160:
+        raise MikeyError("%s must be protected with HMAC-SHA-1-160" % (what,))
+    hdr = msg.header
+    encr, auth, salt = derive_psk_keys(psk, hdr.csb_id, rands[0].value)
+    # RFC 3830 5.1 / 6.2: the MAC covers the whole message up to the MAC.
+    _check_mac(data[:-20], auth, kemac.mac)
+
+    if (hdr.data_type, hdr.prf, hdr.cs_count, hdr.cs_id_map_type) != (
+        data_type,
+        profile.PRF_FUNC,
+        profile.CS_COUNT,
+        profile.CS_ID_MAP_TYPE,
+    ):
+        raise MikeyError("%s header does not follow the profile" % (what,))
+    _expect_chain(msg, chain, what)
+    ext = msg.find(Ext)[0]
+    t = msg.find(Timestamp)[0]
+    rand = rands[0].value
+    if ext.type != profile.EXT_TYPE_KEY_ID:
+        raise MikeyError("%s EXT is not Key ID information" % (what,))
+    if t.ts_type != profile.TS_TYPE:
+        raise MikeyError("%s timestamp is not a COUNTER" % (what,))
+    if len(rand) != profile.RAND_LEN:
+        raise MikeyError("%s RAND must be %d bytes" % (what, profile.RAND_LEN))
+    if kemac.encr_alg != profile.ENCR_ALG:
+        raise MikeyError("%s KEMAC is not AES-CM-128" % (what,))
+    key_id = parse_key_id(ext.data)
+    if hdr.csb_id != int.from_bytes(key_id.msk_id, "big"):
+        raise MikeyError("%s CSB ID does not match the MSK ID" % (what,))
+    # TS 33.246 / RFC 3830 5.4 replay protection, per MUK or per MSK.
+    if last_counter is not None and t.value <= last_counter:
+        raise ReplayError("%s counter %d is not larger than %d" % (what, t.value, last_counter))
+    items = parse_key_data(aes_cm(encr, salt, hdr.csb_id, t.value, kemac.encrypted))
+    if len(items) != 1:
+        raise MikeyError("%s must carry exactly one key" % (what,))
+    return msg, key_id, t.value, rand, items[0]
+
+
+def parse_msk_message(muk, data, last_counter=None):
+    """
+    Verify and open an MSK message with the MUK. The MAC is checked first
+    (L{MacError}); a counter not larger than C{last_counter} raises
+    L{ReplayError}; anything else that does not fit the profile raises
+    L{MikeyError}. Returns an L{MskDelivery}.
+    """
+    msg, key_id, counter, rand, key = _open_protected(
+        muk, data, profile.MSK_MESSAGE_PAYLOADS, profile.MSK_DATA_TYPE, "MSK message", last_counter
+    )
+    if key_id.key_id_type != profile.KEY_ID_TYPE_MSK:
+        raise MikeyError("MSK message Key ID is not of type MSK")
+    idi, idr = msg.find(Id)
+    if (idi.id_type, idr.id_type) != (profile.IDI_TYPE, profile.IDR_TYPE):
+        raise MikeyError("MSK message ID types do not follow the profile")
+    expected = (profile.MSK_KEY_TYPE, profile.KEY_VALIDITY_TYPE, key_id.msk_id)
+    if (key.key_type, key.kv_type, key.kv_data) != expected:
+        raise MikeyError("MSK key data does not match the Key ID")
+    if len(key.key) != 16:
+        raise MikeyError("MSK must be 16 bytes")
+    return MskDelivery(
+        key_domain_id=key_id.key_domain_id,
+        msk_id=key_id.msk_id,
+        msk=key.key,
+        counter=counter,
+        rand=rand,
+        idi=idi.data,
+        idr=idr.data,
+        csb_id=msg.header.csb_id,
+        v=msg.header.v,
+    )
+
+
+def _verification_mac_input(unsigned_body, delivery, t_bytes):
+    # RFC 3830 5.2 as DESIGN 8.6 reads it: message up to the MAC || IDi data
+    # || IDr data || TS value of the MSK message (UNVERIFIED order, profile).
+    ids = delivery.idi + delivery.idr if profile.VERIFICATION_MAC_INCLUDES_IDS else b""
+    return unsigned_body + ids + t_bytes
+
+
+def build_verification(muk, msk_message):
+    """
+    The UE's verification message for C{msk_message} (which is verified
+    first): HDR (data type 1, same CSB ID), T (echo), V (HMAC-SHA-1-160).
+    """
+    delivery = parse_msk_message(muk, msk_message)
+    t = Timestamp(profile.TS_TYPE, delivery.counter)
+    _, auth, _ = derive_psk_keys(muk, delivery.csb_id, delivery.rand)
+    header = _profile_header(profile.VERIFICATION_DATA_TYPE, False, delivery.csb_id)
+    unsigned = encode(Message(header, [t, Verification(MAC_HMAC_SHA1_160, bytes(20))]))
+    body = unsigned[:-20]
+    return body + _hmac_sha1(auth, _verification_mac_input(body, delivery, t.value_bytes()))
+
+
+def check_verification(muk, msk_message, verification):
+    """
+    Check the UE's answer to C{msk_message}: L{MacError} when the V MAC is
+    wrong, L{MikeyError} when the message is malformed or does not echo the
+    MSK message.
+    """
+    delivery = parse_msk_message(muk, msk_message)
+    msg = parse_message(verification)
+    vs = msg.find(Verification)
+    if not msg.payloads or not isinstance(msg.payloads[-1], Verification) or len(vs) != 1:
+        raise MikeyError("verification message needs a final V payload")
+    if vs[0].mac_alg != MAC_HMAC_SHA1_160:
+        raise MikeyError("verification message must use HMAC-SHA-1-160")
+    _, auth, _ = derive_psk_keys(muk, delivery.csb_id, delivery.rand)
+    sent_t = Timestamp(profile.TS_TYPE, delivery.counter).value_bytes()
+    verification = bytes(verification)
+    _check_mac(_verification_mac_input(verification[:-20], delivery, sent_t), auth, vs[0].mac)
+    hdr = msg.header
+    expected = (
+        profile.VERIFICATION_DATA_TYPE,
+        delivery.csb_id,
+        profile.PRF_FUNC,
+        False,
+        profile.CS_COUNT,
+        profile.CS_ID_MAP_TYPE,
+    )
+    if (hdr.data_type, hdr.csb_id, hdr.prf, hdr.v, hdr.cs_count, hdr.cs_id_map_type) != expected:
+        raise MikeyError("verification header does not match the MSK message")
+    _expect_chain(msg, profile.VERIFICATION_MESSAGE_PAYLOADS, "verification message")
+    t = msg.find(Timestamp)[0]
+    if (t.ts_type, t.value) != (profile.TS_TYPE, delivery.counter):
+        raise MikeyError("verification message does not echo the MSK message's T")
+
+
+def build_mtk_message(msk, key_domain_id, msk_id, mtk_id, mtk, salt, counter, rand):
+    """
+    The MTK message of DESIGN 8.6 (V=0): HDR, EXT(Key ID MTK), T (COUNTER per
+    MSK), RAND, KEMAC carrying the MTK as TEK (TEK+SALT when C{salt} is
+    given) with KV = SPI = MTK ID, protected with keys derived from the MSK.
+    """
+    msk_id = _need(msk_id, profile.MSK_ID_LEN, "MSK ID")
+    mtk_id = _need(mtk_id, profile.MTK_ID_LEN, "MTK ID")
+    mtk = _need(mtk, 16, "MTK")
+    if salt is not None:
+        salt = _need(salt, 14, "MTK salt")
+    rand = _need(rand, profile.RAND_LEN, "RAND")
+    counter = _need_counter(counter)
+    msk = _need(msk, 16, "MSK")
+    header = _profile_header(profile.MTK_DATA_TYPE, profile.MTK_V, csb_id_for(msk_id))
+    payloads = [
+        Ext(profile.EXT_TYPE_KEY_ID, encode_key_id(profile.KEY_ID_TYPE_MTK, key_domain_id, msk_id, mtk_id)),
+        Timestamp(profile.TS_TYPE, counter),
+        Rand(rand),
+    ]
+    key_type = profile.MTK_KEY_TYPE if salt is None else profile.MTK_KEY_TYPE_SALT
+    key = KeyData(key_type, profile.KEY_VALIDITY_TYPE, mtk, salt, kv_data=mtk_id)
+    return _protected_message(msk, header, payloads, [key], counter, rand)
+
+
+def parse_mtk_message(msk, data, last_counter=None):
+    """
+    Verify and open an MTK message with the MSK (errors as in
+    L{parse_msk_message}). Returns an L{MtkDelivery}.
+    """
+    msg, key_id, counter, rand, key = _open_protected(
+        msk, data, profile.MTK_MESSAGE_PAYLOADS, profile.MTK_DATA_TYPE, "MTK message", last_counter
+    )
+    if msg.header.v != profile.MTK_V:
+        raise MikeyError("MTK message must not ask for verification")
+    if key_id.key_id_type != profile.KEY_ID_TYPE_MTK:
+        raise MikeyError("MTK message Key ID is not of type MTK")
+    if key.key_type not in (profile.MTK_KEY_TYPE, profile.MTK_KEY_TYPE_SALT):
+        raise MikeyError("MTK key data type does not follow the profile")
+    if (key.kv_type, key.kv_data) != (profile.KEY_VALIDITY_TYPE, key_id.mtk_id):
+        raise MikeyError("MTK key data does not match the Key ID")
+    if len(key.key) != 16 or (key.salt is not None and len(key.salt) != 14):
+        raise MikeyError("MTK must be 16 bytes, its salt 14")
+    return MtkDelivery(
+        key_domain_id=key_id.key_domain_id,
+        msk_id=key_id.msk_id,
+        mtk_id=key_id.mtk_id,
+        mtk=key.key,
+        salt=key.salt,
+        counter=counter,
+        rand=rand,
+        csb_id=msg.header.csb_id,
+    )
+
+
+def peek_key_id(data):
+    """
+    The Key ID of an (unverified) MSK or MTK message, so that a receiver can
+    pick the MUK or MSK to verify it with. Nothing returned is authenticated.
+    """
+    msg = parse_message(data)
+    exts = [e for e in msg.find(Ext) if e.type == profile.EXT_TYPE_KEY_ID]
+    if len(exts) != 1:
+        raise MikeyError("message carries no single Key ID EXT")
+    return parse_key_id(exts[0].data)

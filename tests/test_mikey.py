@@ -1,0 +1,662 @@
+"""
+Tests for mbmsd.protocols.mikey: RFC 3830 framing byte for byte against the
+payload tables of shared/spec/mbms-keys.md 5, the MIKEY-1 PRF against the
+self-computed example of mbms-keys.md 7 and against an independent
+re-implementation below, the MBMS profile messages, and the parsers' promise
+to raise only MikeyError on hostile input.
+"""
+
+import hashlib
+import random
+import struct
+
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from mbmsd import profile
+from mbmsd.protocols import mikey
+from mbmsd.protocols.mikey import (
+    Error,
+    Ext,
+    Header,
+    Id,
+    Kemac,
+    KeyData,
+    MacError,
+    Message,
+    MikeyError,
+    Rand,
+    ReplayError,
+    SecurityPolicy,
+    Timestamp,
+    Verification,
+)
+
+MUK = bytes.fromhex("00112233445566778899aabbccddeeff0123456789abcdeffedcba9876543210")
+KDID = bytes.fromhex("02f810")  # MCC 208, MNC 01
+MSK_ID = bytes.fromhex("00010002")
+MSK = bytes.fromhex("a1a2a3a4a5a6a7a8a9aaabacadaeafb0")
+RAND = bytes(range(0x50, 0x60))
+IDI = b"bmsc.home1.net"
+IDR = b"YWJjZA==@bsf.home1.net"
+MTK_ID = bytes.fromhex("0007")
+MTK = bytes.fromhex("c1c2c3c4c5c6c7c8c9cacbcccdcecfd0")
+MTK_SALT = bytes.fromhex("e1e2e3e4e5e6e7e8e9eaebecedee")
+
+
+def h(s):
+    return bytes.fromhex("".join(s.split()))
+
+
+def msk_message(counter=42, v=True, muk=MUK):
+    return mikey.build_msk_message(muk, KDID, MSK_ID, MSK, counter, RAND, IDI, IDR, v=v)
+
+
+def mtk_message(counter=7, salt=MTK_SALT):
+    return mikey.build_mtk_message(MSK, KDID, MSK_ID, MTK_ID, MTK, salt, counter, RAND)
+
+
+# ---------------------------------------------------------------------------
+# An independent MIKEY-1 PRF, written from the formula in mbms-keys.md 7 only:
+# HMAC-SHA-1 built by hand from SHA-1 (RFC 2104), the P-function by its
+# recurrence, the XOR over 256-bit slices of the input key.
+# ---------------------------------------------------------------------------
+
+
+def _ref_hmac_sha1(key, msg):
+    if len(key) > 64:
+        key = hashlib.sha1(key).digest()
+    key = key.ljust(64, b"\x00")
+    inner = hashlib.sha1(bytes(k ^ 0x36 for k in key) + msg).digest()
+    return hashlib.sha1(bytes(k ^ 0x5C for k in key) + inner).digest()
+
+
+def _ref_p(s, label, m):
+    out = b""
+    a = label  # A_0
+    for _ in range(m):
+        a = _ref_hmac_sha1(s, a)  # A_i = HMAC(s, A_{i-1})
+        out += _ref_hmac_sha1(s, a + label)
+    return out
+
+
+def _ref_prf(inkey, label, outkey_len_bits):
+    n = -(-len(inkey) * 8 // 256)
+    m = -(-outkey_len_bits // 160)
+    slices = [inkey[32 * i : 32 * (i + 1)] for i in range(n)]
+    result = bytearray(20 * m)
+    for s in slices:
+        for j, byte in enumerate(_ref_p(s, label, m)):
+            result[j] ^= byte
+    return bytes(result[: outkey_len_bits // 8])
+
+
+# ---------------------------------------------------------------------------
+# PRF and key derivation (RFC 3830 4.1.2, 4.1.4)
+# ---------------------------------------------------------------------------
+
+EXAMPLE_PSK = h("9e7f591d867c2c51bcf388beffa209771eed795d08db4a470895468faff293cb")
+EXAMPLE_CSB_ID = 0x01020304
+EXAMPLE_RAND = h("000102030405060708090a0b0c0d0e0f")
+
+
+def test_psk_keys_match_self_computed_example():
+    """mbms-keys.md 7: encr_key, auth_key, salt_key of the worked example."""
+    encr, auth, salt = mikey.derive_psk_keys(EXAMPLE_PSK, EXAMPLE_CSB_ID, EXAMPLE_RAND)
+    assert encr == h("6b53aec4239482a44bc783c525627f50")
+    assert auth == h("e53f515ef1bf87086a5f8227d523eb07bb429eff")
+    assert salt == h("75877ef442312542614e68c2057a")
+
+
+def test_example_label_layout():
+    """label(encr) = 150533e1 ff 01020304 RAND, as printed in mbms-keys.md 7."""
+    label = h("150533e1 ff 01020304 000102030405060708090a0b0c0d0e0f")
+    assert mikey.prf(EXAMPLE_PSK, label, 128) == h("6b53aec4239482a44bc783c525627f50")
+    assert _ref_prf(EXAMPLE_PSK, label, 128) == h("6b53aec4239482a44bc783c525627f50")
+
+
+@pytest.mark.parametrize("key_len", [1, 16, 20, 32, 33, 48, 64, 65, 100])
+@pytest.mark.parametrize("out_bits", [8, 112, 128, 160, 168, 336, 512])
+def test_prf_matches_independent_reimplementation(key_len, out_bits):
+    """Includes 2- and 3-block input keys (> 256 bits) and 2-4 P blocks."""
+    inkey = bytes((7 * i + key_len) & 0xFF for i in range(key_len))
+    label = h("2d22ac75 ff cafebabe") + bytes(range(16))
+    assert mikey.prf(inkey, label, out_bits) == _ref_prf(inkey, label, out_bits)
+
+
+def test_prf_two_block_key_is_xor_of_slices():
+    """A 48-byte key: PRF = P(first 32 bytes) XOR P(last 16 bytes)."""
+    inkey = bytes(range(48))
+    label = b"label"
+    a = _ref_p(inkey[:32], label, 2)
+    b = _ref_p(inkey[32:], label, 2)
+    expected = bytes(x ^ y for x, y in zip(a, b))[:40]
+    assert mikey.prf(inkey, label, 320) == expected
+    assert mikey.prf(inkey, label, 320) != _ref_p(inkey[:32], label, 2)
+
+
+def test_prf_rejects_bad_lengths():
+    with pytest.raises(MikeyError):
+        mikey.prf(b"", b"x", 128)
+    with pytest.raises(MikeyError):
+        mikey.prf(b"k", b"x", 12)
+    with pytest.raises(MikeyError):
+        mikey.prf(b"k", b"x", 0)
+
+
+def test_aes_cm_iv_layout():
+    """RFC 3830 4.2.3: (salt XOR (0000 || CSB ID || T)) || 0000, COUNTER right-aligned."""
+    salt = h("75877ef442312542614e68c2057a")
+    iv = mikey.aes_cm_iv(salt, 0x01020304, 42)
+    mask = h("0000 01020304 000000000000002a")
+    assert iv == bytes(a ^ b for a, b in zip(salt, mask)) + b"\x00\x00"
+    assert len(iv) == 16
+
+
+# ---------------------------------------------------------------------------
+# Framing, byte for byte (mbms-keys.md 5 tables)
+# ---------------------------------------------------------------------------
+
+
+def test_header_layout_empty_map():
+    hdr = Header(1, 0, True, 0, 0x00010002, 0, 1)
+    data = mikey.encode(Message(hdr, [Rand(b"\xaa" * 16)]))
+    # version 01, data type 00, next payload 0b (RAND), V|PRF 80, CSB ID,
+    # #CS 00, CS ID map type 01 (empty), no map info.
+    assert data[:10] == h("01 00 0b 80 00010002 00 01")
+
+
+def test_header_layout_srtp_id_map():
+    info = h("00 12345678 00000000")  # Policy_no || SSRC || ROC
+    hdr = Header(1, 1, False, 0, 0xCAFEBABE, 1, 0, info)
+    data = mikey.encode(Message(hdr, []))
+    assert data == h("01 01 00 00 cafebabe 01 00") + info
+    assert mikey.parse_message(data) == Message(hdr, [])
+
+
+def test_payload_layouts():
+    hdr = Header(1, 0, False, 0, 1, 0, 1)
+    payloads = [
+        Ext(2, h("01 0007 02f810 00010002")),
+        Timestamp(2, 42),
+        Timestamp(0, 0xEEB4BD8000000000),
+        Rand(bytes(range(16))),
+        Id(1, b"bmsc.home1.net"),
+        Id(0, b"u@h"),
+        SecurityPolicy(0, 0, h("00 01 01 01 01 10")),
+        Verification(1, b"\x11" * 20),
+        Error(5),
+        Kemac(0, h("00 00 0004 01020304"), 0, b""),
+    ]
+    data = mikey.encode(Message(hdr, payloads))
+    expected = (
+        h("01 00 15 00 00000001 00 01")  # HDR, next 21 (EXT)
+        + h("05 02 000a 01 0007 02f810 00010002")  # EXT: next T, type 2, len 10, data
+        + h("05 02 0000002a")  # T: next T, COUNTER, 4 bytes
+        + h("0b 00 eeb4bd8000000000")  # T: next RAND, NTP-UTC, 8 bytes
+        + h("06 10 000102030405060708090a0b0c0d0e0f")  # RAND: next ID, len 16
+        + h("06 01 000e") + b"bmsc.home1.net"  # ID: next ID, URI, len 14
+        + h("0a 00 0003") + b"u@h"  # ID: next SP, NAI, len 3
+        + h("09 00 00 0006 000101010110")  # SP: next V, policy 0, SRTP, len 6
+        + h("0c 01") + b"\x11" * 20  # V: next ERR, HMAC-SHA-1-160
+        + h("01 05 0000")  # ERR: next KEMAC, error no 5, reserved
+        + h("00 00 0008 00000004 01020304 00")  # KEMAC: last, NULL, len 8, MAC NULL
+    )
+    assert data == expected
+    assert mikey.parse_message(data) == Message(hdr, payloads)
+
+
+def test_key_data_layouts():
+    items = [
+        KeyData(0, 1, b"\x11" * 16, kv_data=h("00010002")),  # TGK, SPI
+        KeyData(3, 0, b"\x22" * 16, salt=b"\x33" * 14),  # TEK+SALT, NULL
+        KeyData(2, 2, b"\x44" * 4, kv_data=h("01 aa 02 bbcc")),  # TEK, Interval
+    ]
+    data = mikey.encode_key_data(items)
+    assert data == (
+        h("14 01 0010") + b"\x11" * 16 + h("04 00010002")
+        + h("14 30 0010") + b"\x22" * 16 + h("000e") + b"\x33" * 14
+        + h("00 22 0004 44444444 01 aa 02 bbcc")
+    )
+    assert mikey.parse_key_data(data) == items
+
+
+def test_msk_message_layout():
+    """The profile-1 MSK message of DESIGN 8.6, checked field by field."""
+    data = msk_message()
+    ext_data = h("01 0007") + KDID + MSK_ID
+    prefix = (
+        h("01 00 15 80 00010002 00 01")
+        + h("05 02 000a") + ext_data
+        + h("0b 02 0000002a")
+        + h("06 10") + RAND
+        + h("06 01") + struct.pack("!H", len(IDI)) + IDI
+        + h("01 00") + struct.pack("!H", len(IDR)) + IDR
+        + h("00 01 0019")
+    )
+    assert data[: len(prefix)] == prefix
+    encrypted = data[len(prefix) : len(prefix) + 25]
+    assert data[len(prefix) + 25] == 1  # MAC alg HMAC-SHA-1-160
+    assert len(data) == len(prefix) + 25 + 1 + 20
+    # Decrypt independently: keys from the reference PRF, AES-CTR by hand.
+    tail = b"\xff" + MSK_ID + RAND
+    encr = _ref_prf(MUK, h("150533e1") + tail, 128)
+    auth = _ref_prf(MUK, h("2d22ac75") + tail, 160)
+    salt = _ref_prf(MUK, h("29b88916") + tail, 112)
+    iv = bytes(a ^ b for a, b in zip(salt, b"\x00\x00" + MSK_ID + (42).to_bytes(8, "big"))) + b"\x00\x00"
+    dec = Cipher(algorithms.AES(encr), modes.CTR(iv)).decryptor()
+    plain = dec.update(encrypted) + dec.finalize()
+    # Key data: last, TGK|SPI, len 16, MSK, SPI len 4, SPI = MSK ID.
+    assert plain == h("00 01 0010") + MSK + h("04") + MSK_ID
+    assert data[-20:] == _ref_hmac_sha1(auth, data[:-20])
+
+
+def test_parse_rejects_bad_framing():
+    good_hdr = h("01 00 0b 00 00000001 00 01")
+    rand = h("00 10") + bytes(16)
+    assert mikey.parse_message(good_hdr + rand).payloads == [Rand(bytes(16))]
+    bad = [
+        h("02 00 00 00 00000001 00 01"),  # version 2
+        h("01 0b 00 00 00000001 00 01"),  # data type 11
+        h("01 00 00 00 00000001 00 07"),  # CS ID map type 7
+        h("01 00 02 00 00000001 00 01") + bytes(40),  # PKE: unsupported
+        h("01 00 63 00 00000001 00 01") + bytes(40),  # type 99: unknown
+        h("01 00 14 00 00000001 00 01") + bytes(40),  # Key data at top level
+        good_hdr + h("00 00"),  # RAND of length 0
+        good_hdr + rand + b"\x00",  # trailing garbage
+        h("01 00 05 00 00000001 00 01 00 02 0000002a 00000000"),  # COUNTER given 8 bytes
+        h("01 00 05 00 00000001 00 01 00 00 0000002a"),  # NTP-UTC given 4 bytes
+        h("01 00 05 00 00000001 00 01 00 07 0000002a"),  # unknown TS type
+        h("01 00 05 00 00000001 00 01 0b 02 0000002a"),  # chain does not end
+        h("01 00 06 00 00000001 00 01 00 05 0001 41"),  # unknown ID type
+        h("01 00 09 00 00000001 00 01 00 02") + bytes(20),  # unknown V MAC alg
+        h("01 00 01 00 00000001 00 01 00 09 0000 00"),  # unknown encr alg
+        h("01 00 01 00 00000001 00 01 00 01 0000 07"),  # unknown MAC alg
+        h("01 00 01 00 00000001 00 01 00 01 0000 01") + bytes(19),  # short MAC
+        h("01 00 0a 00 00000001 00 01 00 00 00 0003 01 05 00"),  # SP param overruns
+        b"",
+        b"\x01",
+        "text",
+        None,
+    ]
+    for data in bad:
+        with pytest.raises(MikeyError):
+            mikey.parse_message(data)
+
+
+def test_size_limit():
+    big = h("01 00 15 00 00000001 00 01 00 00 1000") + bytes(4096)
+    with pytest.raises(MikeyError):
+        mikey.parse_message(big)
+    with pytest.raises(MikeyError):
+        mikey.encode(Message(Header(1, 0, False, 0, 1, 0, 1), [Ext(0, bytes(5000))]))
+
+
+def test_key_data_rejects_bad_input():
+    for data in [
+        h("14 01 0010") + bytes(16) + h("04 00010002"),  # claims a next sub-payload
+        h("00 41 0000"),  # key type 4
+        h("00 03 0000"),  # KV type 3
+        h("00 10 0001 aa 0005 bb"),  # salt overruns
+        h("00 02 0000 05 aa"),  # interval overruns
+        h("00 00 0000 00"),  # trailing byte
+        h("07 00 0000"),  # a sub-payload other than key data
+    ]:
+        with pytest.raises(MikeyError):
+            mikey.parse_key_data(data)
+
+
+# ---------------------------------------------------------------------------
+# The profile messages
+# ---------------------------------------------------------------------------
+
+
+def test_msk_round_trip():
+    d = mikey.parse_msk_message(MUK, msk_message(counter=1000), last_counter=999)
+    assert (d.key_domain_id, d.msk_id, d.msk) == (KDID, MSK_ID, MSK)
+    assert (d.counter, d.rand, d.idi, d.idr) == (1000, RAND, IDI, IDR)
+    assert d.csb_id == mikey.csb_id_for(MSK_ID) == 0x00010002
+    assert d.v is True
+    assert mikey.parse_msk_message(MUK, msk_message(v=False)).v is False
+    assert mikey.peek_key_id(msk_message()) == mikey.KeyId(profile.KEY_ID_TYPE_MSK, KDID, MSK_ID)
+
+
+def test_msk_message_header_values_come_from_profile():
+    msg = mikey.parse_message(msk_message())
+    hdr = msg.header
+    assert (hdr.version, hdr.data_type, hdr.prf, hdr.cs_count, hdr.cs_id_map_type) == (
+        1,
+        profile.MSK_DATA_TYPE,
+        profile.PRF_FUNC,
+        profile.CS_COUNT,
+        profile.CS_ID_MAP_TYPE,
+    )
+    chain = tuple(mikey._PAYLOAD_TYPE[type(p)] for p in msg.payloads)
+    assert chain == profile.MSK_MESSAGE_PAYLOADS
+
+
+def test_msk_wrong_muk_is_mac_error():
+    with pytest.raises(MacError):
+        mikey.parse_msk_message(bytes(32), msk_message())
+
+
+def test_msk_every_flipped_bit_is_rejected():
+    data = msk_message()
+    # Offsets whose change leaves the framing intact: the MAC must catch them.
+    ext_at = 10 + 4
+    t_at = ext_at + 10 + 2
+    rand_at = t_at + 4 + 2
+    idi_at = rand_at + 16 + 4
+    idr_at = idi_at + len(IDI) + 4
+    enc_at = idr_at + len(IDR) + 4
+    mac_only = (
+        set(range(3, 8))  # V|PRF, CSB ID
+        | set(range(ext_at, ext_at + 10))
+        | set(range(t_at, t_at + 4))
+        | set(range(rand_at, rand_at + 16))
+        | set(range(idi_at, idi_at + len(IDI)))
+        | set(range(idr_at, idr_at + len(IDR)))
+        | set(range(enc_at, enc_at + 25))
+        | set(range(len(data) - 20, len(data)))
+    )
+    for i in range(len(data)):
+        for bit in range(8):
+            bad = bytearray(data)
+            bad[i] ^= 1 << bit
+            with pytest.raises(MikeyError) as info:
+                mikey.parse_msk_message(MUK, bytes(bad))
+            if i in mac_only:
+                assert isinstance(info.value, MacError), (i, bit)
+
+
+def test_replay_rejected():
+    data = msk_message(counter=42)
+    mikey.parse_msk_message(MUK, data, last_counter=41)
+    mikey.parse_msk_message(MUK, data, last_counter=None)
+    for last in (42, 43, 0xFFFFFFFF):
+        with pytest.raises(ReplayError):
+            mikey.parse_msk_message(MUK, data, last_counter=last)
+    # The MAC is checked before the counter.
+    bad = bytearray(data)
+    bad[-1] ^= 1
+    with pytest.raises(MacError):
+        mikey.parse_msk_message(MUK, bytes(bad), last_counter=100)
+
+
+def test_mtk_replay_rejected():
+    with pytest.raises(ReplayError):
+        mikey.parse_mtk_message(MSK, mtk_message(counter=7), last_counter=7)
+    assert mikey.parse_mtk_message(MSK, mtk_message(counter=8), last_counter=7).counter == 8
+
+
+def test_mtk_round_trip():
+    d = mikey.parse_mtk_message(MSK, mtk_message())
+    assert (d.key_domain_id, d.msk_id, d.mtk_id, d.mtk, d.salt) == (KDID, MSK_ID, MTK_ID, MTK, MTK_SALT)
+    assert (d.counter, d.rand, d.csb_id) == (7, RAND, 0x00010002)
+    d = mikey.parse_mtk_message(MSK, mtk_message(salt=None))
+    assert d.salt is None and d.mtk == MTK
+    msg = mikey.parse_message(mtk_message())
+    assert msg.header.v is False
+    assert tuple(mikey._PAYLOAD_TYPE[type(p)] for p in msg.payloads) == profile.MTK_MESSAGE_PAYLOADS
+    assert msg.find(Ext)[0].data == h("02 0009") + KDID + MSK_ID + MTK_ID
+    assert mikey.peek_key_id(mtk_message()) == mikey.KeyId(profile.KEY_ID_TYPE_MTK, KDID, MSK_ID, MTK_ID)
+    with pytest.raises(MacError):
+        mikey.parse_mtk_message(bytes(16), mtk_message())
+
+
+def test_mtk_message_asking_for_verification_is_refused():
+    header = mikey._profile_header(0, True, 0x00010002)
+    payloads = mikey.parse_message(mtk_message()).payloads[:-1]
+    key = KeyData(3, 1, MTK, MTK_SALT, MTK_ID)
+    forged = mikey._protected_message(MSK, header, payloads, [key], 7, RAND)
+    with pytest.raises(MikeyError, match="verification"):
+        mikey.parse_mtk_message(MSK, forged)
+    header.v = False
+    ok = mikey._protected_message(MSK, header, payloads, [key], 7, RAND)
+    assert ok == mtk_message()
+
+
+def test_msk_and_mtk_messages_are_not_interchangeable():
+    """An MTK message under the MSK is not an MSK message under that key."""
+    with pytest.raises(MikeyError):
+        mikey.parse_msk_message(MSK, mtk_message())
+    with pytest.raises(MikeyError):
+        mikey.parse_mtk_message(MUK, msk_message())
+
+
+def _resign(data, key):
+    """Re-MAC a tampered profile message the way a key holder would."""
+    msg = mikey.parse_message(data)
+    rand = msg.find(Rand)[0].value
+    _, auth, _ = mikey.derive_psk_keys(key, msg.header.csb_id, rand)
+    return data[:-20] + _ref_hmac_sha1(auth, data[:-20])
+
+
+def test_validly_macd_but_inconsistent_messages_are_mikey_errors():
+    data = msk_message()
+    # CSB ID no longer equal to the MSK ID of the EXT.
+    bad = bytearray(data)
+    bad[7] ^= 1
+    with pytest.raises(MikeyError, match="CSB ID") as info:
+        mikey.parse_msk_message(MUK, _resign(bytes(bad), MUK))
+    assert not isinstance(info.value, MacError)
+    # Key ID type MTK in an MSK message (EXT byte 0).
+    bad = bytearray(data)
+    bad[14] = 2
+    with pytest.raises(MikeyError, match="Key ID") as info:
+        mikey.parse_msk_message(MUK, _resign(bytes(bad), MUK))
+    assert not isinstance(info.value, MacError)
+    # ID types swapped.
+    idi_type_at = 10 + 14 + 6 + 18 + 1
+    bad = bytearray(data)
+    bad[idi_type_at] = 0
+    with pytest.raises(MikeyError, match="ID types") as info:
+        mikey.parse_msk_message(MUK, _resign(bytes(bad), MUK))
+    assert not isinstance(info.value, MacError)
+    # Key data whose SPI is not the MSK ID of the EXT (built by a MUK holder).
+    header = mikey._profile_header(0, True, 0x00010002)
+    payloads = mikey.parse_message(data).payloads[:-1]
+    for key in [
+        KeyData(0, 1, MSK, kv_data=h("00010003")),  # SPI != MSK ID
+        KeyData(2, 1, MSK, kv_data=MSK_ID),  # TEK, not TGK
+        KeyData(0, 0, MSK),  # KV NULL
+        KeyData(0, 1, MSK[:8], kv_data=MSK_ID),  # short MSK
+    ]:
+        forged = mikey._protected_message(MUK, header, payloads, [key], 42, RAND)
+        with pytest.raises(MikeyError, match="MSK") as info:
+            mikey.parse_msk_message(MUK, forged)
+        assert not isinstance(info.value, MacError)
+    two = mikey._protected_message(MUK, header, payloads, [KeyData(0, 1, MSK, kv_data=MSK_ID)] * 2, 42, RAND)
+    with pytest.raises(MikeyError, match="exactly one key"):
+        mikey.parse_msk_message(MUK, two)
+    assert mikey.parse_msk_message(
+        MUK, mikey._protected_message(MUK, header, payloads, [KeyData(0, 1, MSK, kv_data=MSK_ID)], 42, RAND)
+    ).msk == MSK
+
+
+def test_verification_round_trip_and_layout():
+    data = msk_message(counter=42)
+    ver = mikey.build_verification(MUK, data)
+    mikey.check_verification(MUK, data, ver)
+    # HDR (data type 1, V=0, same CSB ID, empty map) -> T (echo) -> V.
+    body = h("01 01 05 00 00010002 00 01") + h("09 02 0000002a") + h("00 01")
+    assert ver[:-20] == body
+    # V MAC = HMAC(auth_key, body || IDi data || IDr data || T of the MSK message).
+    auth = _ref_prf(MUK, h("2d22ac75 ff") + MSK_ID + RAND, 160)
+    assert ver[-20:] == _ref_hmac_sha1(auth, body + IDI + IDR + h("0000002a"))
+
+
+def test_verification_failures():
+    data = msk_message(counter=42)
+    ver = mikey.build_verification(MUK, data)
+    for i in range(len(ver)):
+        bad = bytearray(ver)
+        bad[i] ^= 0x01
+        with pytest.raises(MikeyError):
+            mikey.check_verification(MUK, data, bytes(bad))
+    with pytest.raises(MacError):
+        mikey.check_verification(MUK, msk_message(counter=43), ver)
+    with pytest.raises(MacError):
+        mikey.check_verification(bytes(32), data, ver)
+    # A correctly MAC'd answer that does not echo the MSK message's T.
+    auth = _ref_prf(MUK, h("2d22ac75 ff") + MSK_ID + RAND, 160)
+    body = h("01 01 05 00 00010002 00 01") + h("09 02 0000002b") + h("00 01")
+    forged = body + _ref_hmac_sha1(auth, body + IDI + IDR + h("0000002a"))
+    with pytest.raises(MikeyError) as info:
+        mikey.check_verification(MUK, data, forged)
+    assert not isinstance(info.value, MacError)
+    # The answer to a tampered MSK message is not built.
+    bad = bytearray(data)
+    bad[-3] ^= 4
+    with pytest.raises(MacError):
+        mikey.build_verification(MUK, bytes(bad))
+
+
+def test_builders_validate_input():
+    with pytest.raises(MikeyError):
+        mikey.build_msk_message(MUK, KDID, MSK_ID[:3], MSK, 1, RAND, IDI, IDR)
+    with pytest.raises(MikeyError):
+        mikey.build_msk_message(MUK, KDID[:2], MSK_ID, MSK, 1, RAND, IDI, IDR)
+    with pytest.raises(MikeyError):
+        mikey.build_msk_message(MUK, KDID, MSK_ID, MSK[:15], 1, RAND, IDI, IDR)
+    with pytest.raises(MikeyError):
+        mikey.build_msk_message(MUK, KDID, MSK_ID, MSK, 1 << 32, RAND, IDI, IDR)
+    with pytest.raises(MikeyError):
+        mikey.build_msk_message(MUK, KDID, MSK_ID, MSK, -1, RAND, IDI, IDR)
+    with pytest.raises(MikeyError):
+        mikey.build_msk_message(MUK, KDID, MSK_ID, MSK, 1, RAND[:8], IDI, IDR)
+    with pytest.raises(MikeyError):
+        mikey.build_msk_message(b"", KDID, MSK_ID, MSK, 1, RAND, IDI, IDR)
+    with pytest.raises(MikeyError):
+        mikey.build_mtk_message(MSK, KDID, MSK_ID, b"\x00", MTK, None, 1, RAND)
+    with pytest.raises(MikeyError):
+        mikey.build_mtk_message(MSK, KDID, MSK_ID, MTK_ID, MTK, b"\x00" * 13, 1, RAND)
+    with pytest.raises(MikeyError):
+        mikey.csb_id_for(b"\x00\x01")
+    assert issubclass(MikeyError, ValueError)
+
+
+def test_counter_limits():
+    for counter in (0, 0xFFFFFFFF):
+        assert mikey.parse_msk_message(MUK, msk_message(counter=counter)).counter == counter
+
+
+def test_retransmit_schedule():
+    assert profile.retransmit_delays() == (1.0, 2.0, 4.0, 8.0)
+    assert profile.MSK_UDP_PORT == 4359
+
+
+# ---------------------------------------------------------------------------
+# Hostile input: only MikeyError, never IndexError / struct.error / ...
+# ---------------------------------------------------------------------------
+
+
+def _all_parsers(data):
+    return [
+        lambda: mikey.parse_message(data),
+        lambda: mikey.parse_msk_message(MUK, data, last_counter=0),
+        lambda: mikey.parse_mtk_message(MSK, data),
+        lambda: mikey.check_verification(MUK, MSK_MESSAGE, data),
+        lambda: mikey.build_verification(MUK, data),
+        lambda: mikey.peek_key_id(data),
+        lambda: mikey.parse_key_data(data),
+        lambda: mikey.parse_key_id(data),
+    ]
+
+
+MSK_MESSAGE = msk_message()
+
+
+@pytest.mark.parametrize(
+    "valid",
+    [MSK_MESSAGE, mtk_message(), mtk_message(salt=None), mikey.build_verification(MUK, MSK_MESSAGE)],
+    ids=["msk", "mtk", "mtk-nosalt", "verification"],
+)
+def test_every_truncation_raises_mikey_error(valid):
+    for n in range(len(valid)):
+        for call in _all_parsers(valid[:n]):
+            with pytest.raises(MikeyError):
+                call()
+    for call in _all_parsers(valid + b"\x00"):
+        with pytest.raises(MikeyError):
+            call()
+
+
+def _only_mikey_errors(data):
+    for call in _all_parsers(data):
+        try:
+            call()
+        except MikeyError:
+            pass
+        except Exception as e:  # pragma: no cover - the failure being tested for
+            pytest.fail("%s on %s: %r" % (type(e).__name__, data.hex(), e))
+
+
+def test_random_garbage_raises_only_mikey_error():
+    rng = random.Random(0x4D494B45)
+    seeds = [MSK_MESSAGE, mtk_message(), mikey.build_verification(MUK, MSK_MESSAGE)]
+    for i in range(3000):
+        kind = i % 4
+        if kind == 0:  # pure noise
+            data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 160)))
+        elif kind == 1:  # a plausible header, then noise
+            data = h("01") + bytes([rng.randrange(12), rng.choice([1, 5, 6, 9, 10, 11, 12, 20, 21, 0])])
+            data += bytes(rng.getrandbits(8) for _ in range(5)) + bytes([rng.randrange(3), rng.randrange(3)])
+            data += bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 120)))
+        else:  # a valid message with a few byte edits, inserts or deletes
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randrange(1, 4)):
+                op, pos = rng.randrange(3), rng.randrange(len(data) + 1)
+                if op == 0 and pos < len(data):
+                    data[pos] = rng.getrandbits(8)
+                elif op == 1:
+                    data[pos:pos] = bytes([rng.getrandbits(8)])
+                elif pos < len(data):
+                    del data[pos]
+            data = bytes(data)
+        _only_mikey_errors(data)
+
+
+# ---------------------------------------------------------------------------
+# Secrets stay out of reprs and error messages
+# ---------------------------------------------------------------------------
+
+
+def _secret_forms(*keys):
+    forms = []
+    for k in keys:
+        forms += [k.hex(), repr(k), k.hex().upper()]
+    return forms
+
+
+def test_reprs_hide_keys():
+    d = mikey.parse_msk_message(MUK, msk_message())
+    t = mikey.parse_mtk_message(MSK, mtk_message())
+    k = KeyData(3, 1, MTK, MTK_SALT, MTK_ID)
+    for text in (repr(d), str(d), repr(t), repr(k), repr(mikey.parse_message(msk_message()))):
+        for form in _secret_forms(MUK, MSK, MTK, MTK_SALT):
+            assert form not in text
+    assert "msk_id=" in repr(d) and "msk=" not in repr(d)
+    assert "mtk=" not in repr(t) and "salt=" not in repr(t)
+
+
+def test_error_messages_hide_keys():
+    messages = []
+    data = msk_message()
+    bad = bytearray(data)
+    bad[-1] ^= 1
+    for call in [
+        lambda: mikey.parse_msk_message(MUK, bytes(bad)),
+        lambda: mikey.parse_msk_message(MUK, data, last_counter=50),
+        lambda: mikey.parse_msk_message(bytes(32), data),
+        lambda: mikey.check_verification(MUK, data, b"\x01" * 40),
+        lambda: mikey.build_msk_message(MUK, KDID, MSK_ID, MSK + b"\x00", 1, RAND, IDI, IDR),
+        lambda: mikey.build_mtk_message(MSK, KDID, MSK_ID, MTK_ID, MTK, MTK_SALT[:3], 1, RAND),
+    ]:
+        with pytest.raises(MikeyError) as info:
+            call()
+        messages.append(str(info.value) + repr(info.value))
+    derived = mikey.derive_psk_keys(MUK, 0x00010002, RAND)
+    for text in messages:
+        for form in _secret_forms(MUK, MSK, MTK, MTK_SALT, *derived):
+            assert form not in text

@@ -1,0 +1,202 @@
+"""
+Every MIKEY message kind we send, decoded by an independent dissector:
+tshark's MIKEY dissector (shared/ANCHORS.md 8.1, TOOLING.md 5). The messages
+are written into a pcap by the test itself (UDP to and from the MSK port), so
+no capture privileges are needed. tshark cannot check MACs or decrypt; it
+checks the RFC 3830 framing and shows each field, which must equal what we
+put in.
+"""
+
+import subprocess
+
+import pytest
+
+from mbmsd import profile
+from mbmsd.protocols import mikey
+from mbmsd.protocols.pcap import write_pcap
+from tests.helpers import require_tool
+
+pytestmark = pytest.mark.external
+
+MUK = bytes(range(32))
+KDID = bytes.fromhex("02f810")
+MSK_ID = bytes.fromhex("00010002")
+MSK = bytes.fromhex("a1a2a3a4a5a6a7a8a9aaabacadaeafb0")
+RAND = bytes(range(0x50, 0x60))
+RAND2 = bytes(range(0x70, 0x80))
+IDI = b"bmsc.home1.net"
+IDR = b"YWJjZA==@bsf.home1.net"
+MTK_ID = bytes.fromhex("0007")
+MTK = bytes.fromhex("c1c2c3c4c5c6c7c8c9cacbcccdcecfd0")
+SALT = bytes.fromhex("e1e2e3e4e5e6e7e8e9eaebecedee")
+
+BMSC = ("127.0.0.1", 40000)
+UE = ("127.0.0.2", profile.MSK_UDP_PORT)
+
+FIELDS = [
+    "mikey.version",
+    "mikey.type",
+    "mikey.v.set",
+    "mikey.prf_func",
+    "mikey.csb_id",
+    "mikey.cs_count",
+    "mikey.cs_id_map_type",
+    "mikey.next_payload",
+    "mikey.ext.type",
+    "mikey.ext.data",
+    "mikey.t.ts_type",
+    "mikey.rand.data",
+    "mikey.id.type",
+    "mikey.id.data",
+    "mikey.kemac.encr_alg",
+    "mikey.kemac.key_data_len",
+    "mikey.kemac.key_data",
+    "mikey.kemac.mac_alg",
+    "mikey.kemac.mac",
+    "mikey.v.auth_alg",
+    "mikey.v.ver_data",
+]
+
+
+@pytest.fixture(scope="module")
+def messages():
+    msk_msg = mikey.build_msk_message(MUK, KDID, MSK_ID, MSK, 42, RAND, IDI, IDR)
+    return {
+        "msk": msk_msg,
+        "verification": mikey.build_verification(MUK, msk_msg),
+        "mtk": mikey.build_mtk_message(MSK, KDID, MSK_ID, MTK_ID, MTK, SALT, 7, RAND2),
+        "mtk-nosalt": mikey.build_mtk_message(MSK, KDID, MSK_ID, MTK_ID, MTK, None, 8, RAND2),
+    }
+
+
+@pytest.fixture(scope="module")
+def pcap(tmp_path_factory, messages):
+    path = tmp_path_factory.mktemp("mikey") / "mikey.pcap"
+    write_pcap(
+        str(path),
+        [
+            BMSC + UE + (messages["msk"],),
+            UE + BMSC + (messages["verification"],),
+            BMSC + UE + (messages["mtk"],),
+            BMSC + UE + (messages["mtk-nosalt"],),
+        ],
+    )
+    return str(path)
+
+
+def _tshark(*args):
+    tshark = require_tool("tshark")
+    decode_as = "udp.port==%d,mikey" % (profile.MSK_UDP_PORT,)
+    out = subprocess.run(
+        [tshark, "-n", "-r", *args[:1], "-d", decode_as, *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return out.stdout
+
+
+def _decoded(pcap):
+    args = ["-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"]
+    for f in FIELDS:
+        args += ["-e", f]
+    rows = []
+    for line in _tshark(pcap, *args).splitlines():
+        rows.append(dict(zip(FIELDS, line.split("|"))))
+    return rows
+
+
+def test_nothing_malformed(pcap):
+    """No malformed packet, no expert entry (checksums checked too)."""
+    out = _tshark(
+        pcap,
+        "-o", "udp.check_checksum:TRUE",
+        "-o", "ip.check_checksum:TRUE",
+        "-Y", "_ws.malformed || _ws.expert",
+    )
+    assert out.strip() == ""
+
+
+def test_tshark_flags_a_truncated_message(tmp_path, messages):
+    """The oracle is alive: a cut-off message is reported as malformed."""
+    path = str(tmp_path / "bad.pcap")
+    write_pcap(path, [BMSC + UE + (messages["msk"][:60],)])
+    assert _tshark(path, "-Y", "_ws.malformed").strip() != ""
+
+
+def _common_header(row, data_type, v):
+    assert row["mikey.version"] == "1"
+    assert row["mikey.type"] == str(data_type)
+    assert row["mikey.v.set"] == ("1" if v else "0")
+    assert row["mikey.prf_func"] == str(profile.PRF_FUNC)
+    assert int(row["mikey.csb_id"], 16) == int.from_bytes(MSK_ID, "big")
+    assert row["mikey.cs_count"] == str(profile.CS_COUNT)
+    assert row["mikey.cs_id_map_type"] == str(profile.CS_ID_MAP_TYPE)
+
+
+def _chain(payloads):
+    return ",".join(str(p) for p in payloads + (0,))
+
+
+def test_msk_message_fields(pcap, messages):
+    row = _decoded(pcap)[0]
+    _common_header(row, profile.MSK_DATA_TYPE, True)
+    assert row["mikey.next_payload"] == _chain(profile.MSK_MESSAGE_PAYLOADS)
+    assert row["mikey.ext.type"] == str(profile.EXT_TYPE_KEY_ID)
+    assert bytes.fromhex(row["mikey.ext.data"]) == mikey.encode_key_id(profile.KEY_ID_TYPE_MSK, KDID, MSK_ID)
+    assert row["mikey.t.ts_type"] == str(profile.TS_TYPE)
+    assert bytes.fromhex(row["mikey.rand.data"]) == RAND
+    assert row["mikey.id.type"] == "%d,%d" % (profile.IDI_TYPE, profile.IDR_TYPE)
+    assert row["mikey.id.data"] == "%s,%s" % (IDI.decode(), IDR.decode())
+    assert row["mikey.kemac.encr_alg"] == str(profile.ENCR_ALG)
+    assert row["mikey.kemac.mac_alg"] == str(profile.MAC_ALG)
+    kemac = mikey.parse_message(messages["msk"]).payloads[-1]
+    assert row["mikey.kemac.key_data_len"] == str(len(kemac.encrypted))
+    assert bytes.fromhex(row["mikey.kemac.key_data"]) == kemac.encrypted
+    assert bytes.fromhex(row["mikey.kemac.mac"]) == messages["msk"][-20:]
+    assert row["mikey.v.ver_data"] == ""
+
+
+def test_verification_message_fields(pcap, messages):
+    row = _decoded(pcap)[1]
+    _common_header(row, profile.VERIFICATION_DATA_TYPE, False)
+    assert row["mikey.next_payload"] == _chain(profile.VERIFICATION_MESSAGE_PAYLOADS)
+    assert row["mikey.t.ts_type"] == str(profile.TS_TYPE)
+    assert row["mikey.v.auth_alg"] == str(profile.MAC_ALG)
+    assert bytes.fromhex(row["mikey.v.ver_data"]) == messages["verification"][-20:]
+    assert row["mikey.kemac.mac"] == "" and row["mikey.id.type"] == "" and row["mikey.ext.type"] == ""
+
+
+@pytest.mark.parametrize("index,name", [(2, "mtk"), (3, "mtk-nosalt")])
+def test_mtk_message_fields(pcap, messages, index, name):
+    row = _decoded(pcap)[index]
+    _common_header(row, profile.MTK_DATA_TYPE, False)
+    assert row["mikey.next_payload"] == _chain(profile.MTK_MESSAGE_PAYLOADS)
+    assert row["mikey.ext.type"] == str(profile.EXT_TYPE_KEY_ID)
+    assert bytes.fromhex(row["mikey.ext.data"]) == mikey.encode_key_id(
+        profile.KEY_ID_TYPE_MTK, KDID, MSK_ID, MTK_ID
+    )
+    assert row["mikey.t.ts_type"] == str(profile.TS_TYPE)
+    assert bytes.fromhex(row["mikey.rand.data"]) == RAND2
+    assert row["mikey.id.type"] == ""
+    assert row["mikey.kemac.encr_alg"] == str(profile.ENCR_ALG)
+    assert row["mikey.kemac.mac_alg"] == str(profile.MAC_ALG)
+    assert bytes.fromhex(row["mikey.kemac.mac"]) == messages[name][-20:]
+
+
+def test_pcap_addresses_and_ports(pcap):
+    out = _tshark(pcap, "-T", "fields", "-E", "separator=|", "-e", "ip.src", "-e", "udp.srcport",
+                  "-e", "ip.dst", "-e", "udp.dstport")
+    rows = [line.split("|") for line in out.splitlines()]
+    to_ue = ["127.0.0.1", "40000", "127.0.0.2", str(profile.MSK_UDP_PORT)]
+    assert rows == [to_ue, to_ue[2:] + to_ue[:2], to_ue, to_ue]
+
+
+def test_pcap_ipv6(tmp_path, messages):
+    path = str(tmp_path / "v6.pcap")
+    write_pcap(path, [("2001:db8::1", 40000, "2001:db8::2", profile.MSK_UDP_PORT, messages["msk"])])
+    bad = _tshark(path, "-o", "udp.check_checksum:TRUE", "-Y", "_ws.malformed || _ws.expert")
+    assert bad.strip() == ""
+    out = _tshark(path, "-T", "fields", "-e", "ipv6.dst", "-e", "mikey.rand.data")
+    assert out.split() == ["2001:db8::2", RAND.hex()]
