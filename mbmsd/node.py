@@ -225,6 +225,12 @@ class NodeService(MultiService):
         for svc in self.exporters + self.roles:
             svc.setServiceParent(self)
 
+    def privilegedStartService(self):
+        # Children bind their ports in startService, after storage is ready:
+        # no request may arrive before the schema exists. Privileged ports
+        # (SIP on 5060) come from CAP_NET_BIND_SERVICE under systemd.
+        Service.privilegedStartService(self)
+
     def startService(self):
         Service.startService(self)
         self.ready = self._start()

@@ -1,0 +1,112 @@
+"""
+Start mbmsd as operators do (C{twistd -n mbmsd --config ...}) in a
+subprocess, on free loopback ports, with its state in a temporary folder.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import missing_external
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def tool(name):
+    path = BIN / name
+    if not path.exists():
+        missing_external("%s is not installed next to %s (pip install -e .)" % (name, sys.executable))
+    return str(path)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """
+    One twistd process running etc/mbmsd.toml plus an overlay.
+    """
+
+    def __init__(self, workdir, overlay="", base=ROOT / "etc" / "mbmsd.toml"):
+        self.workdir = Path(workdir)
+        self.ports = {k: free_port() for k in ("ub", "zn", "metrics")}
+        self.base = base
+        self.overlay = self.workdir / "overlay.toml"
+        self.overlay.write_text(
+            '[storage]\npath = "%s"\n\n[metrics.prometheus]\nlisten = "tcp:%d:interface=127.0.0.1"\n\n'
+            '[bsf]\nub_listen = "tcp:%d:interface=127.0.0.1"\nzn_listen = "tcp:%d:interface=127.0.0.1"\n'
+            % (self.workdir / "mbmsd.sqlite3", self.ports["metrics"], self.ports["ub"], self.ports["zn"])
+            + overlay
+        )
+        self.proc = None
+        self.logs = []
+
+    @property
+    def ub(self):
+        return "http://127.0.0.1:%d/" % (self.ports["ub"],)
+
+    def url(self, key, path):
+        return "http://127.0.0.1:%d%s" % (self.ports[key], path)
+
+    def command(self, *extra):
+        return [tool("twistd"), "-n", "--pidfile=", "mbmsd", "--config", str(self.base),
+                "--config", str(self.overlay), *extra]
+
+    def start(self, timeout=20):
+        log = open(self.workdir / ("twistd-%d.log" % (len(self.logs),)), "w+")
+        self.logs.append(log)
+        self.proc = subprocess.Popen(self.command(), cwd=self.workdir, stdout=log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail("twistd exited with %s:\n%s" % (self.proc.returncode, self.log()))
+            if "ready (mbmsd" in self.log():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        pytest.fail("twistd did not become ready:\n" + self.log())
+
+    def log(self):
+        if not self.logs:
+            return ""
+        self.logs[-1].flush()
+        return (self.workdir / ("twistd-%d.log" % (len(self.logs) - 1,))).read_text()
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail("twistd did not stop on %s:\n%s" % (sig, self.log()))
+
+
+def http(method, url, body=None, headers=None, timeout=10):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def run_ue(*args, timeout=30):
+    p = subprocess.run([tool("mbms-ue"), *args], capture_output=True, text=True,
+                       timeout=timeout, env=dict(os.environ))
+    return p
