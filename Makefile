@@ -1,0 +1,31 @@
+# mbmsd: `make run` (the all-in-one demo node) and `make test` (every test).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run check test system-deps venv clean
+
+venv: $(VENV)/.installed
+
+# Flat layout: a plain PEP 660 editable install hides twisted/plugins from
+# twistd, so install in compat mode, then rebuild Twisted's plugin caches.
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; import mbmsd.plugins; list(getPlugins(IPlugin)); list(getPlugins(IPlugin, mbmsd.plugins))"
+	touch $@
+
+run: venv
+	$(BIN)/twistd -n --pidfile= mbmsd --config etc/mbmsd.toml
+
+check: venv
+	$(BIN)/twistd -n --pidfile= mbmsd --config etc/mbmsd.toml --check
+
+system-deps:
+	scripts/system-deps
+
+test: system-deps venv
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info var twisted/plugins/dropin.cache mbmsd/plugins/dropin.cache
