@@ -12,7 +12,6 @@ Records (Subscriber, BootstrapSession, ...) are the frozen dataclasses of
 L{mbmsd.storage.records}.
 """
 
-from twisted.application.service import IService
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface
 
@@ -228,4 +227,77 @@ class IBootstrapLookup(Interface):
         @return: Deferred firing with a L{mbmsd.storage.records.NafKey};
             fails with L{mbmsd.errors.UnknownBTID} or
             L{mbmsd.errors.NafNotAuthorized}.
+        """
+
+
+# ---------------------------------------------------------------- SIP
+
+
+class ISipTransport(Interface):
+    """
+    Something that sends SIP messages: a UDP socket, one TCP connection, or
+    an in-process hop. The transaction layer only ever calls C{send}.
+    """
+
+    name = Attribute("The Via transport token: 'UDP', 'TCP', 'TLS'.")
+    reliable = Attribute(
+        "True for stream transports (TCP, TLS): transactions then skip "
+        "retransmissions and wait-states (RFC 3261 17).")
+
+    def send(message, address):
+        """
+        Serialize and send C{message} (a Request or Response) to C{address},
+        a C{(host, port)} tuple. A connection-bound transport may ignore the
+        address. Returns None; raises an exception when the message cannot be
+        handed to the network (the transaction reports a transport error).
+        """
+
+
+class ITransactionUser(Interface):
+    """
+    The transaction user (a UAS core, a proxy core): what the transaction
+    layer hands up (RFC 3261 17).
+    """
+
+    def request_received(request, transaction):
+        """
+        A new request (not a retransmission) arrived. C{transaction} is the
+        server transaction created for it: answer with
+        C{transaction.respond(response)}. Returns None.
+        """
+
+    def ack_received(request, transport, source):
+        """
+        An ACK that matches no server transaction (the ACK of a 2xx, RFC 3261
+        13.3.1.4 / 17.2.3), or one passed up by an INVITE server transaction
+        in its Accepted state. C{source} is the C{(host, port)} it came from.
+        Returns None.
+        """
+
+    def stray_response_received(response, transport, source):
+        """
+        A response that matches no client transaction (for example a
+        retransmitted 2xx after the transaction ended; a proxy forwards it
+        statelessly, RFC 3261 16.7 / RFC 6026). Returns None.
+        """
+
+    def transaction_failed(transaction, reason):
+        """
+        A server transaction ended without delivering its response:
+        C{reason} is 'timeout' (Timer H: no ACK for a non-2xx final response)
+        or 'transport' (the response could not be sent, RFC 3261 17.2.4).
+        Returns None.
+        """
+
+
+class IClientTransactionUser(Interface):
+    """Who sent a request through a client transaction."""
+
+    def response_received(response, transaction):
+        """
+        A response for the request: each provisional, the final one, and in
+        the INVITE 'Accepted' state every 2xx retransmission (RFC 6026).
+        Timeouts arrive as a locally generated 408 and transport errors as a
+        locally generated 503 (C{response.local} is True for both).
+        Returns None.
         """

@@ -1,0 +1,117 @@
+"""
+A tiny echo UAS built from the SIP layer, for interoperability tests (sipp)
+and as the smallest example of a transaction user.
+
+INVITE -> 200 OK with a To tag, a Contact and the offer's body echoed (2xx
+retransmitted until the ACK, RFC 3261 13.3.1.4); BYE, CANCEL, OPTIONS,
+REGISTER -> 200 OK; anything else -> 501.
+
+    python -m mbmsd.sip.echo --port 5070 [--host 127.0.0.1] [--tcp]
+
+prints C{listening udp HOST PORT} (and tcp) once bound; port 0 picks one.
+"""
+
+import argparse
+import sys
+
+from zope.interface import implementer
+
+from twisted.logger import Logger
+
+from mbmsd.interfaces import ITransactionUser
+from mbmsd.sip.message import make_response
+from mbmsd.sip.transaction import TransactionError, TransactionLayer
+
+log = Logger(namespace="mbmsd.sip.echo")
+
+
+@implementer(ITransactionUser)
+class EchoUAS:
+    """The echo transaction user. C{clock} drives 2xx retransmissions."""
+
+    def __init__(self, clock, contact="sip:echo@127.0.0.1", timers=None):
+        self.clock = clock
+        self.contact = contact
+        self.layer = TransactionLayer(clock, self, timers)
+        self.timers = self.layer.timers
+        self.pending_2xx = {}       # (Call-ID, CSeq number) -> DelayedCall
+        self.counts = {}
+
+    def request_received(self, request, transaction):
+        method = request.method
+        self.counts[method] = self.counts.get(method, 0) + 1
+        if method == "INVITE":
+            response = make_response(request, 200, to_tag=True)
+            response.headers.add("Contact", "<%s>" % (self.contact,))
+            if request.body:
+                response.headers.add(
+                    "Content-Type",
+                    request.headers.get("Content-Type", "application/sdp"))
+                response.body = request.body
+            transaction.respond(response)
+            if not transaction.reliable:
+                key = (request.call_id, request.cseq[0])
+                self._retransmit(key, transaction, response, self.timers.t1,
+                                 self.clock.seconds() + self.timers.timer_h)
+            return
+        if method in ("BYE", "CANCEL", "OPTIONS", "REGISTER"):
+            transaction.respond(make_response(request, 200, to_tag=True))
+            return
+        transaction.respond(make_response(request, 501, to_tag=True))
+
+    def _retransmit(self, key, transaction, response, interval, deadline):
+        def again():
+            if self.clock.seconds() >= deadline:
+                self.pending_2xx.pop(key, None)
+                return
+            try:
+                transaction.respond(response)
+            except TransactionError:        # Timer L ended it: give up
+                self.pending_2xx.pop(key, None)
+                return
+            self._retransmit(key, transaction, response,
+                             min(2 * interval, self.timers.t2), deadline)
+        self.pending_2xx[key] = self.clock.callLater(interval, again)
+
+    def ack_received(self, request, transport, source):
+        self.counts["ACK"] = self.counts.get("ACK", 0) + 1
+        call = self.pending_2xx.pop((request.call_id, request.cseq[0]), None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def stray_response_received(self, response, transport, source):
+        pass
+
+    def transaction_failed(self, transaction, reason):
+        log.info("transaction {txn!r} failed: {reason}", txn=transaction,
+                 reason=reason)
+
+
+def main(argv=None, reactor=None):
+    parser = argparse.ArgumentParser(prog="python -m mbmsd.sip.echo")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5070)
+    parser.add_argument("--tcp", action="store_true",
+                        help="listen on TCP too (same port number)")
+    args = parser.parse_args(argv)
+    if reactor is None:
+        from twisted.internet import reactor
+    from mbmsd.sip.transport import SipDatagramProtocol, SipStreamFactory
+
+    uas = EchoUAS(reactor)
+    udp = reactor.listenUDP(args.port, SipDatagramProtocol(uas.layer),
+                            interface=args.host)
+    port = udp.getHost().port
+    uas.contact = "sip:echo@%s:%d" % (args.host, port)
+    print("listening udp %s %d" % (args.host, port), flush=True)
+    if args.tcp:
+        tcp = reactor.listenTCP(port, SipStreamFactory(uas.layer),
+                                interface=args.host)
+        print("listening tcp %s %d" % (args.host, tcp.getHost().port),
+              flush=True)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

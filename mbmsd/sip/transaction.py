@@ -1,0 +1,550 @@
+"""
+SIP transactions (RFC 3261 17, with the RFC 6026 'Accepted' states) on an
+injected C{IReactorTime}.
+
+The L{TransactionLayer} sits between the transports (anything providing
+L{ISipTransport}: the UDP/TCP adapters of L{mbmsd.sip.transport}, or a fake)
+and a transaction user (L{ITransactionUser}). Transports call
+C{layer.receive(message, transport, source)}; the user answers requests with
+C{transaction.respond(response)} and sends requests with
+C{layer.send_request(request, transport, address, user)}.
+
+No socket, no global reactor: tests drive every timer with
+C{twisted.internet.task.Clock}.
+"""
+
+from twisted.logger import Logger
+
+from mbmsd.sip.message import (
+    MAGIC_COOKIE, Request, make_ack, make_branch,
+    make_response, parse_via)
+
+__all__ = [
+    "TimerSettings", "TransactionLayer", "ClientInviteTransaction",
+    "ClientNonInviteTransaction", "ServerInviteTransaction",
+    "ServerNonInviteTransaction", "TransactionError",
+]
+
+log = Logger(namespace="mbmsd.sip.transaction")
+
+# States
+CALLING = "Calling"
+TRYING = "Trying"
+PROCEEDING = "Proceeding"
+ACCEPTED = "Accepted"
+COMPLETED = "Completed"
+CONFIRMED = "Confirmed"
+TERMINATED = "Terminated"
+
+
+class TransactionError(Exception):
+    """A transaction was used against its state machine (a TU bug)."""
+
+
+class TimerSettings:
+    """
+    RFC 3261 timer values (17.1.1.1, table 4), in seconds.
+
+    @ivar trying_delay: when an INVITE server transaction sends its own
+        100 Trying: 0 right away (a proxy, RFC 3261 16.2), 0.2 if the TU has
+        not answered within 200 ms (a UAS, 17.2.1), None never.
+    """
+
+    def __init__(self, t1=0.5, t2=4.0, t4=5.0, timer_d=32.0,
+                 trying_delay=0.2):
+        self.t1 = t1
+        self.t2 = t2
+        self.t4 = t4
+        self.timer_d = timer_d
+        self.trying_delay = trying_delay
+
+    @property
+    def timer_b(self):
+        return 64 * self.t1
+
+    timer_f = timer_h = timer_j = timer_l = timer_m = timer_b
+
+
+class _Transaction:
+    """Timers, sending and termination shared by the four machines."""
+
+    state = None
+
+    def __init__(self, layer, key, request, transport, address):
+        self.layer = layer
+        self.clock = layer.clock
+        self.timers = layer.timers
+        self.key = key
+        self.request = request
+        self.transport = transport
+        self.address = address
+        self.reliable = bool(getattr(transport, "reliable", False))
+        self._calls = {}
+
+    @property
+    def branch(self):
+        return self.key[0]
+
+    def _start_timer(self, name, delay, fn):
+        self._cancel_timer(name)
+        self._calls[name] = self.clock.callLater(delay, self._fire, name, fn)
+
+    def _fire(self, name, fn):
+        self._calls.pop(name, None)
+        if self.state != TERMINATED:
+            fn()
+
+    def _cancel_timer(self, name):
+        call = self._calls.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _send(self, message):
+        """Hand C{message} to the transport; False on a transport error."""
+        try:
+            self.transport.send(message, self.address)
+        except Exception:
+            log.failure("transport error sending {msg!r} to {address!r}",
+                        msg=message, address=self.address)
+            return False
+        return True
+
+    def _terminate(self):
+        if self.state == TERMINATED:
+            return
+        self.state = TERMINATED
+        for name in list(self._calls):
+            self._cancel_timer(name)
+        self.layer._remove(self)
+
+    def _wait_then_terminate(self, name, delay):
+        """Enter a wait state: terminate after C{delay} (now if zero)."""
+        if delay <= 0:
+            self._terminate()
+        else:
+            self._start_timer(name, delay, self._terminate)
+
+    def __repr__(self):
+        return "<%s %s %s %s>" % (self.__class__.__name__, self.request.method,
+                                  self.key[0], self.state)
+
+
+# --------------------------------------------------------------------------
+# Client transactions
+
+class _ClientTransaction(_Transaction):
+
+    def __init__(self, layer, key, request, transport, address, user):
+        _Transaction.__init__(self, layer, key, request, transport, address)
+        self.user = user
+
+    def _deliver(self, response):
+        self.layer._call_user(self.user.response_received, response, self)
+
+    def _fail(self, status):
+        """Terminate and tell the TU with a locally generated response."""
+        self._terminate()
+        response = make_response(self.request, status)
+        response.local = True
+        self._deliver(response)
+
+
+class ClientInviteTransaction(_ClientTransaction):
+    """RFC 3261 17.1.1 (figure 5) with RFC 6026's Accepted state."""
+
+    def start(self):
+        self.state = CALLING
+        if not self._send(self.request):
+            return self._fail(503)
+        if not self.reliable:
+            self._interval_a = self.timers.t1
+            self._start_timer("A", self._interval_a, self._timer_a)
+        self._start_timer("B", self.timers.timer_b, self._timer_b)
+
+    def _timer_a(self):
+        if self.state != CALLING:
+            return
+        if not self._send(self.request):
+            return self._fail(503)
+        self._interval_a *= 2
+        self._start_timer("A", self._interval_a, self._timer_a)
+
+    def _timer_b(self):
+        if self.state == CALLING:
+            self._fail(408)
+
+    def receive_response(self, response):
+        status = response.status
+        if self.state in (CALLING, PROCEEDING):
+            self._cancel_timer("A")
+            self._cancel_timer("B")
+            if status < 200:
+                self.state = PROCEEDING
+            elif status < 300:
+                self.state = ACCEPTED
+                self._start_timer("M", self.timers.timer_m, self._terminate)
+            else:
+                self.state = COMPLETED
+                self.ack = make_ack(self.request, response)
+                if not self._send(self.ack):
+                    return self._fail(503)
+                self._deliver(response)
+                self._wait_then_terminate(
+                    "D", 0 if self.reliable else self.timers.timer_d)
+                return
+            self._deliver(response)
+        elif self.state == ACCEPTED:
+            if 200 <= status < 300:
+                self._deliver(response)
+        elif self.state == COMPLETED:
+            if status >= 300:
+                self._send(self.ack)
+
+
+class ClientNonInviteTransaction(_ClientTransaction):
+    """RFC 3261 17.1.2 (figure 6)."""
+
+    def start(self):
+        self.state = TRYING
+        if not self._send(self.request):
+            return self._fail(503)
+        if not self.reliable:
+            self._interval_e = self.timers.t1
+            self._start_timer("E", self._interval_e, self._timer_e)
+        self._start_timer("F", self.timers.timer_f, self._timer_f)
+
+    def _timer_e(self):
+        if self.state not in (TRYING, PROCEEDING):
+            return
+        if not self._send(self.request):
+            return self._fail(503)
+        if self.state == TRYING:
+            self._interval_e = min(2 * self._interval_e, self.timers.t2)
+        else:
+            self._interval_e = self.timers.t2
+        self._start_timer("E", self._interval_e, self._timer_e)
+
+    def _timer_f(self):
+        if self.state in (TRYING, PROCEEDING):
+            self._fail(408)
+
+    def receive_response(self, response):
+        if self.state not in (TRYING, PROCEEDING):
+            return          # Completed: retransmissions absorbed
+        if response.status < 200:
+            self.state = PROCEEDING
+            self._deliver(response)
+            return
+        self.state = COMPLETED
+        self._cancel_timer("E")
+        self._cancel_timer("F")
+        self._deliver(response)
+        self._wait_then_terminate("K", 0 if self.reliable else self.timers.t4)
+
+
+# --------------------------------------------------------------------------
+# Server transactions
+
+class _ServerTransaction(_Transaction):
+
+    last_response = None
+
+    def _transport_error(self):
+        self._terminate()
+        self.layer._call_user(self.layer.tu.transaction_failed, self,
+                              "transport")
+
+
+class ServerInviteTransaction(_ServerTransaction):
+    """RFC 3261 17.2.1 (figure 7) with RFC 6026's Accepted state."""
+
+    def start(self):
+        self.state = PROCEEDING
+        delay = self.layer.trying_delay
+        if delay is None:
+            return
+        if delay <= 0:
+            self._send_trying()
+        else:
+            self._start_timer("Trying", delay, self._send_trying)
+
+    def _send_trying(self):
+        if self.state == PROCEEDING and self.last_response is None:
+            self.respond(make_response(self.request, 100))
+
+    def respond(self, response):
+        """
+        Send C{response} (built with L{make_response}) for this INVITE.
+        Raises L{TransactionError} when the state allows no response.
+        """
+        status = response.status
+        if self.state == ACCEPTED and 200 <= status < 300:
+            self._send(response)     # the TU's own 2xx retransmissions
+            return
+        if self.state != PROCEEDING:
+            raise TransactionError("%r cannot send %d" % (self, status))
+        self._cancel_timer("Trying")
+        self.last_response = response
+        if status < 200:
+            if not self._send(response):
+                self._transport_error()
+            return
+        if status < 300:
+            self.state = ACCEPTED
+            if not self._send(response):
+                return self._transport_error()
+            self._start_timer("L", self.timers.timer_l, self._terminate)
+            return
+        self.state = COMPLETED
+        if not self._send(response):
+            return self._transport_error()
+        if not self.reliable:
+            self._interval_g = self.timers.t1
+            self._start_timer("G", self._interval_g, self._timer_g)
+        self._start_timer("H", self.timers.timer_h, self._timer_h)
+
+    def _timer_g(self):
+        if self.state != COMPLETED:
+            return
+        if not self._send(self.last_response):
+            return self._transport_error()
+        self._interval_g = min(2 * self._interval_g, self.timers.t2)
+        self._start_timer("G", self._interval_g, self._timer_g)
+
+    def _timer_h(self):
+        if self.state == COMPLETED:
+            self._terminate()
+            self.layer._call_user(self.layer.tu.transaction_failed, self,
+                                  "timeout")
+
+    def receive_request(self, request, source):
+        """A retransmitted INVITE or the ACK of a non-2xx answer."""
+        if request.method == "ACK":
+            if self.state == COMPLETED:
+                self.state = CONFIRMED
+                self._cancel_timer("G")
+                self._cancel_timer("H")
+                self._wait_then_terminate(
+                    "I", 0 if self.reliable else self.timers.t4)
+            elif self.state == ACCEPTED:
+                self.layer._call_user(self.layer.tu.ack_received, request,
+                                      self.transport, source)
+            return
+        if self.state == PROCEEDING:
+            if self.last_response is not None:
+                if not self._send(self.last_response):
+                    self._transport_error()
+        elif self.state == COMPLETED:
+            if not self._send(self.last_response):
+                self._transport_error()
+        # Accepted, Confirmed: absorbed
+
+
+class ServerNonInviteTransaction(_ServerTransaction):
+    """RFC 3261 17.2.2 (figure 8)."""
+
+    def start(self):
+        self.state = TRYING
+
+    def respond(self, response):
+        """
+        Send C{response} for this request. Raises L{TransactionError} once
+        a final response was sent.
+        """
+        if self.state not in (TRYING, PROCEEDING):
+            raise TransactionError("%r cannot send %d"
+                                   % (self, response.status))
+        self.last_response = response
+        if response.status < 200:
+            self.state = PROCEEDING
+            if not self._send(response):
+                self._transport_error()
+            return
+        self.state = COMPLETED
+        if not self._send(response):
+            return self._transport_error()
+        self._wait_then_terminate("J", 0 if self.reliable
+                                  else self.timers.timer_j)
+
+    def receive_request(self, request, source):
+        """A retransmission: absorbed in Trying, else the last answer."""
+        if self.state in (PROCEEDING, COMPLETED):
+            if not self._send(self.last_response):
+                self._transport_error()
+
+
+# --------------------------------------------------------------------------
+# The layer
+
+def _server_key(request, via):
+    """RFC 3261 17.2.3; the RFC 2543 fallback is approximate."""
+    method = "INVITE" if request.method == "ACK" else request.method
+    branch = via.branch
+    if branch and branch.startswith(MAGIC_COOKIE):
+        host, port = via.sent_by
+        return (branch, host, port, method)
+    return ("rfc2543", request.uri if request.method != "ACK" else None,
+            request.call_id, request.cseq[0], request.from_tag,
+            via.sent_by, method)
+
+
+def _client_key(message_branch, method):
+    return (message_branch, method)
+
+
+class TransactionLayer:
+    """
+    Matches messages to transactions (RFC 3261 17.1.3, 17.2.3) and creates
+    server transactions for new requests.
+
+    @param clock: an C{IReactorTime} (the reactor, or a C{Clock} in tests).
+    @param tu: the L{ITransactionUser}.
+    @param timers: L{TimerSettings}; defaults to T1=0.5 s, T2=4 s, T4=5 s.
+    """
+
+    def __init__(self, clock, tu, timers=None):
+        self.clock = clock
+        self.tu = tu
+        self.timers = timers if timers is not None else TimerSettings()
+        self.server_transactions = {}
+        self.client_transactions = {}
+
+    @property
+    def trying_delay(self):
+        return self.timers.trying_delay
+
+    def _call_user(self, fn, *args):
+        """Call up into a TU, never letting its exception break a machine."""
+        try:
+            fn(*args)
+        except Exception:
+            log.failure("transaction user {fn!r} raised", fn=fn)
+
+    def _remove(self, txn):
+        table = (self.server_transactions
+                 if isinstance(txn, _ServerTransaction)
+                 else self.client_transactions)
+        if table.get(txn.key) is txn:
+            del table[txn.key]
+
+    # -- incoming
+
+    def receive(self, message, transport, source):
+        """
+        A parsed message arrived on C{transport} from C{source}
+        (C{(host, port)}). Dispatches it to its transaction or the TU.
+        """
+        if isinstance(message, Request):
+            self._receive_request(message, transport, source)
+        else:
+            self._receive_response(message, transport, source)
+
+    def _receive_request(self, request, transport, source):
+        via = stamp_via(request, source)
+        key = _server_key(request, via)
+        txn = self.server_transactions.get(key)
+        if txn is not None:
+            txn.receive_request(request, source)
+            return
+        if request.method == "ACK":
+            self._call_user(self.tu.ack_received, request, transport, source)
+            return
+        address = response_address(via, transport, source)
+        cls = (ServerInviteTransaction if request.method == "INVITE"
+               else ServerNonInviteTransaction)
+        txn = cls(self, key, request, transport, address)
+        txn.source = source
+        self.server_transactions[key] = txn
+        txn.start()
+        self._call_user(self.tu.request_received, request, txn)
+
+    def _receive_response(self, response, transport, source):
+        via = response.top_via
+        key = _client_key(via.branch if via else None, response.cseq[1])
+        txn = self.client_transactions.get(key)
+        if txn is None:
+            self._call_user(self.tu.stray_response_received, response,
+                            transport, source)
+            return
+        txn.receive_response(response)
+
+    # -- outgoing
+
+    def send_request(self, request, transport, address, user):
+        """
+        Send C{request} to C{address} through a new client transaction.
+
+        The request's top Via is the sender's own; a branch is added when it
+        has none. C{user} provides L{IClientTransactionUser}. ACK is never
+        sent this way (the ACK of a 2xx is the TU's: L{send_stateless}).
+        Returns the transaction.
+        """
+        if request.method == "ACK":
+            raise ValueError("an ACK has no client transaction")
+        top = request.headers.get("Via")
+        if top is None:
+            raise ValueError("the request needs its own top Via")
+        via = parse_via(top)
+        if not via.branch:
+            via.params["branch"] = make_branch()
+            request.headers.set_first("Via", str(via))
+        key = _client_key(via.branch, request.method)
+        if key in self.client_transactions:
+            raise ValueError("a client transaction with branch %s exists"
+                             % (via.branch,))
+        cls = (ClientInviteTransaction if request.method == "INVITE"
+               else ClientNonInviteTransaction)
+        txn = cls(self, key, request, transport, address, user)
+        self.client_transactions[key] = txn
+        txn.start()
+        return txn
+
+    def send_stateless(self, message, transport, address):
+        """Send outside any transaction (ACK of a 2xx, stateless forwarding)."""
+        transport.send(message, address)
+
+    def find_invite(self, cancel):
+        """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2)."""
+        via = cancel.top_via
+        key = _server_key(cancel, via)
+        key = key[:-1] + ("INVITE",)
+        txn = self.server_transactions.get(key)
+        return txn if isinstance(txn, ServerInviteTransaction) else None
+
+
+def stamp_via(request, source):
+    """
+    Add C{received} (RFC 3261 18.2.1) and fill C{rport} (RFC 3581) in the
+    top Via of a received request. Returns the (updated) top L{Via}.
+    """
+    via = request.top_via
+    changed = False
+    if source is not None:
+        host, port = source[0], source[1]
+        if via.params.get("rport", "") is None:
+            via.params["rport"] = str(port)
+            via.params["received"] = host
+            changed = True
+        elif via.host != host:
+            via.params["received"] = host
+            changed = True
+    if changed:
+        request.headers.set_first("Via", str(via))
+    return via
+
+
+def response_address(via, transport, source):
+    """
+    Where responses to a request go (RFC 3261 18.2.2, RFC 3581): on a
+    reliable transport back to the source; on UDP to the source address and
+    the rport, else the sent-by port.
+    """
+    if getattr(transport, "reliable", False) or source is None:
+        return source
+    if via.params.get("rport"):
+        try:
+            return (source[0], int(via.params["rport"]))
+        except ValueError:
+            pass
+    return (source[0], via.port if via.port is not None else via.default_port)
+

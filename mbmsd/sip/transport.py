@@ -1,0 +1,169 @@
+"""
+Twisted adapters: UDP (a DatagramProtocol) and TCP (a Protocol and its
+Factory) that feed the parser and hand messages to a receiver, normally a
+L{mbmsd.sip.transaction.TransactionLayer} (anything with
+C{receive(message, transport, source)}).
+
+Each adapter is itself the L{ISipTransport} the transactions send through.
+Parse errors are answered with their 400/413/416/505 when the message is a
+request with enough headers to build a response; otherwise the input is
+dropped and logged. No exception escapes into the reactor, so a bad peer
+cannot kill a listener.
+"""
+
+from zope.interface import implementer
+
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.logger import Logger
+
+from mbmsd.interfaces import ISipTransport
+from mbmsd.sip.message import (
+    DEFAULT_MAX_SIZE, Request, SipParseError, SipStreamParser, make_response,
+    parse_cseq, parse_message, parse_via, serialize)
+from mbmsd.sip.transaction import response_address
+
+__all__ = ["SipDatagramProtocol", "SipStreamProtocol", "SipStreamFactory",
+           "error_response"]
+
+log = Logger(namespace="mbmsd.sip.transport")
+
+
+def error_response(error):
+    """
+    The response answering a L{SipParseError}, or None when there is none to
+    send: the input was a response, an ACK, or lacks the headers a response
+    copies (RFC 3261 8.2.6: Via, From, To, Call-ID, CSeq).
+    """
+    req = error.partial
+    if not isinstance(req, Request) or req.method == "ACK":
+        return None
+    h = req.headers
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        if not (h.get(name) or "").strip():
+            return None
+    try:
+        parse_via(h.get("Via"))
+        parse_cseq(h.get("CSeq"))
+    except SipParseError:
+        return None
+    return make_response(req, error.status, error.reason, to_tag=True)
+
+
+@implementer(ISipTransport)
+class SipDatagramProtocol(DatagramProtocol):
+    """
+    SIP over UDP. Listen with C{reactor.listenUDP(port, protocol)} (or an
+    endpoint). C{receiver.receive(message, self, (host, port))} gets every
+    valid message.
+    """
+
+    name = "UDP"
+    reliable = False
+
+    def __init__(self, receiver, max_size=DEFAULT_MAX_SIZE):
+        self.receiver = receiver
+        self.max_size = max_size
+        self.dropped = 0
+
+    def datagramReceived(self, data, addr):
+        try:
+            self._handle(data, addr)
+        except Exception:
+            log.failure("error handling a datagram from {addr!r}", addr=addr)
+
+    def _handle(self, data, addr):
+        if not data.strip(b" \t\r\n"):
+            return                              # keep-alive
+        try:
+            message = parse_message(data, self.max_size)
+        except SipParseError as e:
+            self._answer_error(e, addr)
+            return
+        self.receiver.receive(message, self, addr)
+
+    def _answer_error(self, error, addr):
+        response = error_response(error)
+        if response is None:
+            self.dropped += 1
+            log.info("dropped a datagram from {addr!r}: {error}",
+                     addr=addr, error=error)
+            return
+        via = parse_via(response.headers.get("Via"))
+        self.send(response, response_address(via, self, addr))
+
+    def send(self, message, address):
+        self.transport.write(serialize(message), address)
+
+
+@implementer(ISipTransport)
+class SipStreamProtocol(Protocol):
+    """
+    SIP over one TCP (or TLS) connection: framing by Content-Length, RFC 5626
+    CRLFCRLF pings answered with CRLF, responses sent back on the connection.
+    After a parse error that loses the framing, the connection is closed.
+    """
+
+    name = "TCP"
+    reliable = True
+    peer = None
+
+    def __init__(self, receiver, max_size=DEFAULT_MAX_SIZE):
+        self.receiver = receiver
+        self.max_size = max_size
+        self.parser = SipStreamParser(self._message, self._error, max_size,
+                                      ping_callback=self._ping)
+        self.open = False
+
+    def connectionMade(self):
+        self.open = True
+        peer = self.transport.getPeer()
+        self.peer = (getattr(peer, "host", None), getattr(peer, "port", None))
+
+    def connectionLost(self, reason=None):
+        self.open = False
+
+    def dataReceived(self, data):
+        try:
+            self.parser.feed(data)
+        except Exception:
+            log.failure("error handling data from {peer!r}", peer=self.peer)
+
+    def _message(self, message):
+        try:
+            self.receiver.receive(message, self, self.peer)
+        except Exception:
+            log.failure("error handling a message from {peer!r}",
+                        peer=self.peer)
+
+    def _error(self, error):
+        response = error_response(error)
+        if response is not None and self.open:
+            self.transport.write(serialize(response))
+        else:
+            log.info("dropped a message from {peer!r}: {error}",
+                     peer=self.peer, error=error)
+        if error.fatal:
+            self.transport.loseConnection()
+
+    def _ping(self):
+        if self.open:
+            self.transport.write(b"\r\n")
+
+    def send(self, message, address=None):
+        """Send on this connection (C{address} is ignored)."""
+        if not self.open:
+            raise ConnectionError("connection to %r is closed" % (self.peer,))
+        self.transport.write(serialize(message))
+
+
+class SipStreamFactory(Factory):
+    """Builds a L{SipStreamProtocol} per accepted connection."""
+
+    def __init__(self, receiver, max_size=DEFAULT_MAX_SIZE):
+        self.receiver = receiver
+        self.max_size = max_size
+
+    def buildProtocol(self, addr):
+        protocol = SipStreamProtocol(self.receiver, self.max_size)
+        protocol.factory = self
+        return protocol
