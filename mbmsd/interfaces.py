@@ -35,6 +35,14 @@ class IRoleFactory(IPlugin):
         "(the SIP edge starts last and stops first)."
     )
 
+    def checkNode(config):
+        """
+        Checks that need the whole node config (other roles, subscribers).
+
+        @param config: the validated node config (a dict).
+        @return: a list of error lines C{"<key path>: <problem>"}; empty when fine.
+        """
+
     def makeService(node, config):
         """
         Build the role.
@@ -119,6 +127,7 @@ class IStorage(Interface):
 
     subscribers = Attribute("The L{ISubscriberStore}.")
     bootstrap = Attribute("The L{IBootstrapStore}.")
+    bmsc = Attribute("The L{IBmscStore}.")
 
     def open():
         """
@@ -211,6 +220,88 @@ class IBootstrapStore(Interface):
         """
 
 
+class IBmscStore(Interface):
+    """
+    The BM-SC.UPF's state (TS 26.237 10.2.4, TS 33.246 6.3): the SCF's
+    authorizations, the UEs' MSK registrations, the MSKs, and the MIKEY
+    replay counter of each MUK.
+    """
+
+    def putAuthorization(authorization):
+        """
+        Store an L{Authorization} (replacing the one for the same IMPU and
+        MBMS User Service ID). @return: Deferred firing with None once durable.
+        """
+
+    def getAuthorization(impu, serviceId):
+        """
+        @return: Deferred firing with the L{Authorization} or None.
+        """
+
+    def removeAuthorization(impu, serviceId):
+        """
+        Remove the authorization and the MSK registration it allowed.
+        @return: Deferred firing with True if an authorization was removed.
+        """
+
+    def putRegistration(registration):
+        """
+        Store an L{MskRegistration} (replacing the one for the same IMPU and
+        service). @return: Deferred firing with None once durable.
+        """
+
+    def removeRegistration(impu, serviceId):
+        """
+        @return: Deferred firing with True if a registration was removed.
+        """
+
+    def registrationsFor(serviceId):
+        """
+        @return: Deferred firing with the list of L{MskRegistration}s of a service.
+        """
+
+    def getRegistration(impu, serviceId):
+        """
+        @return: Deferred firing with the L{MskRegistration} or None.
+        """
+
+    def putMsk(msk):
+        """
+        Store a new L{Msk}. @return: Deferred firing with None once durable.
+        """
+
+    def currentMsk(serviceId, now):
+        """
+        @return: Deferred firing with the newest L{Msk} of the service still
+            valid at C{now}, or None.
+        """
+
+    def getMsk(keyDomainId, mskId):
+        """
+        @return: Deferred firing with the L{Msk} or None.
+        """
+
+    def lastMskNumber(serviceId):
+        """
+        @return: Deferred firing with the highest MSK ID of the service (an
+            int) or None when it has none yet.
+        """
+
+    def nextCounter(mukId):
+        """
+        Atomically advance and return the MIKEY timestamp COUNTER of a MUK
+        (TS 33.246: the UE rejects a counter that does not grow), starting at 1.
+        @return: Deferred firing with the new counter (int).
+        """
+
+    def prune(now):
+        """
+        Remove authorizations and MSK registrations that expired at or before
+        C{now}, and MSKs expired more than a day before.
+        @return: Deferred firing with the number of rows removed.
+        """
+
+
 # ---------------------------------------------------------------- ports
 
 
@@ -223,7 +314,8 @@ class IBootstrapLookup(Interface):
         """
         @param btid: the B-TID the UE presented.
         @param nafId: NAF_Id bytes (NAF FQDN || Ua security protocol id).
-        @param peer: the asking NAF's IP address (str), for authorisation.
+        @param peer: the asking NAF's IP address (str), for authorisation;
+            None for a NAF role of the same node, in-process.
         @return: Deferred firing with a L{mbmsd.storage.records.NafKey};
             fails with L{mbmsd.errors.UnknownBTID} or
             L{mbmsd.errors.NafNotAuthorized}.
@@ -300,4 +392,91 @@ class IClientTransactionUser(Interface):
         Timeouts arrive as a locally generated 408 and transport errors as a
         locally generated 503 (C{response.local} is True for both).
         Returns None.
+        """
+
+
+# ---- P-CSCF
+
+
+class ISipRegistrationStore(Interface):
+    """
+    The P-CSCF's registrar state (TS 24.229 5.2.2, RFC 3261 10.3): the
+    outstanding REGISTER challenges (Digest AKA, keyed by nonce) and the
+    bindings of registered public identities. Records are
+    L{mbmsd.storage.sipreg.SipBinding} and L{mbmsd.storage.records.Challenge}.
+    Reached as C{storage.sipRegistrations}.
+    """
+
+    def putChallenge(challenge):
+        """
+        Store an outstanding REGISTER L{Challenge}, keyed by its nonce.
+
+        @return: Deferred firing with None.
+        """
+
+    def takeChallenge(nonce):
+        """
+        Remove and return the challenge for C{nonce}; a nonce answers once
+        (a replayed nonce finds nothing).
+
+        @return: Deferred firing with the L{Challenge}, or None if unknown or
+            already used.
+        """
+
+    def putBinding(binding):
+        """
+        Create or replace the L{SipBinding} of C{(binding.impu,
+        binding.contact)}.
+
+        @return: Deferred firing with None once durable.
+        """
+
+    def getBinding(impu, contact):
+        """
+        @return: Deferred firing with the L{SipBinding} of C{(impu, contact)}
+            (expired or not), or None.
+        """
+
+    def removeBinding(impu, contact):
+        """
+        Remove the binding of C{(impu, contact)} (de-registration).
+
+        @return: Deferred firing with the number of rows removed (0 or 1).
+        """
+
+    def removeBindings(impu):
+        """
+        Remove every binding of C{impu} (C{Contact: *}, RFC 3261 10.2.2).
+
+        @return: Deferred firing with the number of rows removed.
+        """
+
+    def bindings(impu, now):
+        """
+        @return: Deferred firing with the list of live bindings of C{impu}
+            (C{expires > now}), oldest registration first.
+        """
+
+    def bindingsFromSource(transport, host, port, now):
+        """
+        The live bindings registered from one network path: what the P-CSCF
+        checks an initial request against (the source is the identity, not
+        the headers the UE wrote).
+
+        @param transport: 'UDP' or 'TCP' (upper case).
+        @return: Deferred firing with the list of live L{SipBinding}s whose
+            source is C{(transport, host, port)}, oldest registration first.
+        """
+
+    def countBindings(now):
+        """
+        @return: Deferred firing with the number of live bindings.
+        """
+
+    def prune(now):
+        """
+        Delete bindings and challenges that expired at or before C{now}
+        (POSIX seconds).
+
+        @return: Deferred firing with the number of rows removed.
         """

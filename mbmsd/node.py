@@ -104,10 +104,13 @@ def load_config(paths):
                 "%s: node.roles: item %d: unknown role %r (installed: %s)"
                 % (where(("node", "roles")), i, role, ", ".join(sorted(roles)))
             )
+        elif role in out["node"]["roles"][:i]:
+            errors.append("%s: node.roles: item %d: role %r listed twice"
+                          % (where(("node", "roles")), i, role))
 
-    storage = dict(data.get("storage", {})) if isinstance(data.get("storage"), dict) else {}
+    storage = _table(data, "storage", errors, where)
     backend = storage.pop("backend", "sqlite")
-    if backend not in storages:
+    if not isinstance(backend, str) or backend not in storages:
         errors.append(
             "%s: storage.backend: unknown backend %r (installed: %s)"
             % (where(("storage", "backend")), backend, ", ".join(sorted(storages)))
@@ -119,7 +122,7 @@ def load_config(paths):
         )
         out["storage"]["backend"] = backend
 
-    metrics = dict(data.get("metrics", {})) if isinstance(data.get("metrics"), dict) else {}
+    metrics = _table(data, "metrics", errors, where)
     names = metrics.pop("exporters", ["prometheus"])
     out["metrics"] = {"exporters": []}
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -164,6 +167,11 @@ def load_config(paths):
         if name in enabled or name in data:
             out[name] = factory.configSchema.validate(data.get(name, {}), (name,), errors, where)
 
+    if not errors:
+        for name in sorted(enabled):
+            for line in roles[name].checkNode(out):
+                errors.append("%s: %s" % (where(tuple(line.split(":", 1)[0].split("."))), line))
+
     known = {"node", "storage", "metrics", "subscriber"} | set(roles)
     for key in data:
         if key not in known:
@@ -172,6 +180,16 @@ def load_config(paths):
     if errors:
         raise c.ConfigError(errors)
     return out
+
+
+def _table(data, name, errors, where):
+    # a copy of table C{name}; anything else is an error, not silently the defaults
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        errors.append("%s: %s: must be a table ([%s]), got %s"
+                      % (where((name,)), name, name, c._show(value)))
+        return {}
+    return dict(value)
 
 
 def subscribersFromConfig(config):
@@ -241,10 +259,17 @@ class NodeService(MultiService):
         yield self.node.storage.open()
         count = 0
         for subscriber in subscribersFromConfig(self.node.config):
+            if not self.running:
+                break
             yield self.node.storage.subscribers.provision(subscriber)
             count += 1
         if count:
             log.info("provisioned {n} subscriber(s) from the config", n=count)
+        if not self.running:
+            # stopService ran while storage was opening: touch nothing more
+            # (storage is closed) and start nothing on a stopped node.
+            log.info("node {node} stopped before it was ready", node=self.node.name)
+            return
         for svc in self.exporters + self.roles:
             svc.startService()
             self._started.append(svc)

@@ -155,3 +155,86 @@ KEY_VALIDITY_TYPE = 1
 # part is our reading of RFC 3830 5.2 (minisip, without ID payloads, appends
 # only T); UNVERIFIED (sources 4.9).
 VERIFICATION_MAC_INCLUDES_IDS = True
+
+
+# ===========================================================================
+# === BM-SC HTTP bodies ===
+# SCF -> BM-SC authorize (seed 10.2.3; DESIGN.md 8.3) and UE -> BM-SC Ua
+# (TS 33.246 6.3.2.1A/1B/2 over HTTP; DESIGN.md 8.4). The XML itself lives in
+# mbmsd/protocols/mbms_xml.py; every name it writes is here.
+# ===========================================================================
+
+# --- request line and headers ----------------------------------------------
+
+# Request-URI path and its "requesttype" values. "authorize" is the seed's
+# (10.2.3); "register", "deregister", "msk-request" UNVERIFIED (33.246 6.3.2
+# not read, mbms-keys.md 3); "deauthorize" is ours (DESIGN.md 7.4).
+KEYMANAGEMENT_PATH = "/keymanagement"
+REQUESTTYPE_AUTHORIZE = "authorize"
+REQUESTTYPE_DEAUTHORIZE = "deauthorize"
+REQUESTTYPE_REGISTER = "register"
+REQUESTTYPE_DEREGISTER = "deregister"
+REQUESTTYPE_MSK_REQUEST = "msk-request"
+
+# The UE's identity header (value: the IMPU in double quotes). VERIFIED
+# [S12] (TS 24.109 7); its use on Ua to the BM-SC.UPF is the seed's (10.2.1).
+INTENDED_IDENTITY_HEADER = "X-3GPP-Intended-Identity"
+# The SCF's assertion of the IMPU on authorize: the seed's (10.2.3).
+ASSERTED_IDENTITY_HEADER = "X-3GPP-Asserted-Identity"
+# Ua Digest realm = prefix || NAF FQDN. VERIFIED [S12] (gba.md 4).
+UA_REALM_PREFIX = "3GPP-bootstrapping@"
+# User-Agent product token of a GBA-aware UE. VERIFIED [S12] (gba.md 4).
+UA_PRODUCT_TOKEN = "3gpp-gba"
+
+# --- content types -----------------------------------------------------------
+
+# IANA-registered, "published specification TS 26.346". VERIFIED [S6][C7]
+# (mbms-keys.md 3).
+CT_REGISTER = "application/mbms-register+xml"
+CT_REGISTER_RESPONSE = "application/mbms-register-response+xml"
+CT_DEREGISTER = "application/mbms-deregister+xml"
+CT_MSK_REQUEST = "application/mbms-msk+xml"
+CT_MSK_RESPONSE = "application/mbms-msk-response+xml"
+# Deregistration answer: no deregister-response type exists at IANA [C7];
+# reusing register-response is UNVERIFIED (mbms-keys.md 3, "presumably").
+CT_DEREGISTER_RESPONSE = CT_REGISTER_RESPONSE
+# Authorize request: named by the seed (10.2.3), NOT IANA-registered [C7];
+# ours/UNVERIFIED. Its response type is ours (DESIGN.md 8.3), UNVERIFIED.
+CT_AUTHORIZE = "application/mbms-authorize+xml"
+CT_AUTHORIZE_RESPONSE = "application/mbms-authorize-response+xml"
+
+# --- namespaces ----------------------------------------------------------------
+
+# Authorize and its response: ours (seed says "XML schema FFS"), UNVERIFIED.
+NS_AUTHORIZE = "urn:mbmsd:xml:ns:mbms-authorize:1"
+# Register, deregister, MSK request and both responses: ours per DESIGN.md
+# 8.4 ("for all four"), UNVERIFIED; TS 26.346's namespaces for these were
+# NOT FOUND (mbms-keys.md 3). Note: the MSK response namespace of TS 26.346
+# 11.8 / 33.246 IS known, urn:3GPP:metadata:2005:MBMS:mskResponse (VERIFIED
+# [S7]), but DESIGN.md 8.4 uses its own with its own element names, so we
+# keep NS_REGISTER there until the 26.346 schema itself can be followed.
+NS_REGISTER = "urn:mbmsd:xml:ns:mbms-register:1"
+NS_MSK_RESPONSE = NS_REGISTER
+NS_MSK_RESPONSE_3GPP = "urn:3GPP:metadata:2005:MBMS:mskResponse"  # VERIFIED [S7], unused
+
+# --- element and attribute names (all ours, DESIGN.md 8.3/8.4; UNVERIFIED) -----
+
+EL_AUTHORIZE = "mbmsAuthorize"
+EL_AUTHORIZE_RESPONSE = "mbmsAuthorizeResponse"
+EL_REGISTER = "mbmsRegister"
+EL_DEREGISTER = "mbmsDeregister"
+EL_REGISTER_RESPONSE = "mbmsRegisterResponse"
+EL_MSK_REQUEST = "mbmsMskRequest"
+EL_MSK_RESPONSE = "mbmsMskResponse"
+EL_SERVICE_ID = "serviceId"
+EL_UE_ADDRESS = "ueIPaddress"
+EL_LIFETIME = "lifetime"
+EL_KEY_DOMAIN_ID = "keyDomainId"
+EL_MSK_ID = "mskId"
+ATTR_STATUS = "status"
+
+# Per-item status codes (HTTP-like). The TS 26.346 numeric codes were NOT
+# FOUND (mbms-keys.md 3); these are ours (DESIGN.md 8.3/8.4), UNVERIFIED.
+STATUS_OK = 200
+STATUS_NOT_AUTHORIZED = 403
+STATUS_UNKNOWN = 404

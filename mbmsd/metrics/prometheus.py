@@ -11,6 +11,7 @@ under a millisecond, and the reactor stays the only thread touching metrics.
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
+from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
@@ -40,6 +41,10 @@ class _Root(Resource):
     def __init__(self, registry):
         Resource.__init__(self)
         self.putChild(b"metrics", MetricsResource(registry))
+
+    def getChild(self, path, request):
+        # "/" is this index page (without this, Resource answers 404 for it)
+        return self if path == b"" else notFound()
 
     def render_GET(self, request):
         request.setHeader(b"Content-Type", b"text/plain")

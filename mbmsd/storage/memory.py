@@ -10,6 +10,7 @@ from twisted.internet.defer import succeed
 from zope.interface import implementer
 
 from mbmsd.interfaces import IBootstrapStore, IStorage, ISubscriberStore
+from mbmsd.storage.bmsc import MemoryBmscStore
 
 
 @implementer(ISubscriberStore)
@@ -76,6 +77,8 @@ class MemoryStorage:
     def __init__(self):
         self.subscribers = MemorySubscriberStore()
         self.bootstrap = MemoryBootstrapStore()
+        from mbmsd.storage.sipreg import MemorySipRegistrationStore; self.sipRegistrations = MemorySipRegistrationStore()  # noqa: E702
+        self.bmsc = MemoryBmscStore()
 
     def open(self):
         return succeed(None)

@@ -64,3 +64,44 @@ class NafKey:
     ksNaf: bytes = field(repr=False)
     expires: float
     gbaType: str = "GBA_ME"
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """
+    What the SCF authorized (TS 26.237 10.2.3/10.2.4): this IMPU may receive
+    the MSKs of this MBMS User Service at this UE IP address until C{expires}.
+    """
+
+    impu: str
+    serviceId: str
+    ueAddress: str
+    expires: float
+
+
+@dataclass(frozen=True)
+class MskRegistration:
+    """
+    A UE's MBMS User Service registration (TS 33.246 6.3.2.1A): where to push
+    the service's MSKs and under which B-TID (whose Ks_NAF is the MUK).
+    """
+
+    impu: str
+    serviceId: str
+    btid: str
+    ueAddress: str
+    expires: float
+
+
+@dataclass(frozen=True)
+class Msk:
+    """
+    An MBMS Service Key, named by (Key Domain ID, MSK ID) (TS 33.246 6.3.2.1).
+    """
+
+    serviceId: str
+    keyDomainId: bytes
+    mskId: bytes
+    key: bytes = field(repr=False)
+    created: float
+    expires: float

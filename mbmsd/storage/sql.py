@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mbmsd.interfaces import IBootstrapStore, IStorage, ISubscriberStore
+from mbmsd.storage.bmsc import SqlBmscStore
 from mbmsd.storage.records import BootstrapSession, Challenge, Subscriber
 
 log = Logger(namespace="mbmsd.storage")
@@ -45,6 +46,16 @@ class Engine:
         if self.placeholder != "?":
             query = query.replace("?", self.placeholder)
         return query
+
+    def begin_schema_change(self, cursor):
+        """
+        Open the transaction a migration runs in, so that a failed or
+        interrupted one leaves nothing behind: Python's sqlite3 runs DDL
+        outside any transaction unless one is open (a PostgreSQL driver opens
+        one on the first statement: a PostgreSQL engine overrides this).
+        """
+        if not cursor.connection.in_transaction:
+            cursor.execute("BEGIN IMMEDIATE")
 
     def ddl(self, statement):
         for ours, theirs in self.types.items():
@@ -118,26 +129,27 @@ class _Txn:
 
 def migrate_txn(txn, files):
     """
-    Apply the schema files newer than the recorded version.
+    Apply every schema file not yet recorded in schema_version, in order.
 
-    @return: (version before, version after).
+    @return: (versions applied before, versions applied after), as sorted lists.
     """
+    txn.engine.begin_schema_change(txn.cursor)
     txn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = txn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    current = row[0] if row and row[0] is not None else 0
-    latest = files[-1][0] if files else 0
-    if current > latest:
+    applied = sorted(row[0] for row in txn.execute("SELECT version FROM schema_version").fetchall())
+    known = [version for version, _, _ in files]
+    newer = [v for v in applied if v not in known]
+    if newer:
         raise SchemaError(
-            "database schema version %d is newer than this mbmsd knows (%d): "
-            "upgrade mbmsd or use another database" % (current, latest)
+            "database has schema version(s) %s that this mbmsd does not know: "
+            "upgrade mbmsd or use another database" % (", ".join(map(str, newer)),)
         )
     for version, name, text in files:
-        if version <= current:
+        if version in applied:
             continue
         for statement in split_statements(text):
             txn.cursor.execute(txn.engine.ddl(statement))
         txn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-    return current, max(current, latest)
+    return applied, sorted(set(applied) | set(known))
 
 
 def _b(value):
@@ -299,18 +311,20 @@ class SqlStorage:
         self.description = description
         self.subscribers = SqlSubscriberStore(db)
         self.bootstrap = SqlBootstrapStore(db)
+        from mbmsd.storage.sipreg import SqlSipRegistrationStore; self.sipRegistrations = SqlSipRegistrationStore(db)  # noqa: E702
+        self.bmsc = SqlBmscStore(db)
 
     @inlineCallbacks
     def open(self):
         files = schema_files()
         before, after = yield self.db.runInteraction("migrate", migrate_txn, files)
-        if before != after:
-            log.info(
-                "{db}: schema migrated from version {before} to {after}",
-                db=self.description, before=before, after=after,
-            )
+        added = [v for v in after if v not in before]
+        if added:
+            log.info("{db}: schema migrations {added} applied", db=self.description,
+                     added=", ".join(map(str, added)))
         else:
-            log.info("{db}: schema at version {v}", db=self.description, v=after)
+            log.info("{db}: schema up to date ({v})", db=self.description,
+                     v=", ".join(map(str, after)))
 
     def close(self):
         self.db.close()

@@ -42,6 +42,9 @@ class BsfRoleFactory:
     configSchema = BSF_SECTION
     startOrder = 10
 
+    def checkNode(self, config):
+        return []
+
     def makeService(self, node, config):
         from mbmsd.roles.bsf.service import BsfService
 

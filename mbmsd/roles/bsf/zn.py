@@ -44,7 +44,8 @@ class ZnLookup:
     @inlineCallbacks
     def getNafKey(self, btid, nafId, peer):
         fqdn = nafId[:-UA_ID_LENGTH].decode("ascii", "replace") if len(nafId) > UA_ID_LENGTH else ""
-        if peer not in self.nafs.get(fqdn.lower(), ()):
+        # peer None: the BM-SC of this very node, in-process (trusted by construction)
+        if peer is not None and peer not in self.nafs.get(fqdn.lower(), ()):
             raise NafNotAuthorized("%s is not a configured NAF for %s" % (peer, fqdn or "?"))
         session = yield self.store.getSession(btid)
         if session is None or session.expires <= self.clock.seconds():

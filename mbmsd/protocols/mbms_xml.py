@@ -1,0 +1,443 @@
+"""
+The XML bodies of the BM-SC's HTTP interfaces, "mbmsd profile 1":
+SCF -> BM-SC authorize/deauthorize (DESIGN.md 8.3; the seed leaves the schema
+FFS) and UE -> BM-SC register / deregister / msk-request with their answers
+(DESIGN.md 8.4; TS 26.346's schemas could not be read). Every element name,
+namespace and content type comes from the "BM-SC HTTP bodies" section of
+L{mbmsd.profile}, so a correction there is a one-line change.
+
+Parsing takes untrusted bytes: defusedxml refuses DTDs, entity declarations
+and external references; bodies over L{MAX_BODY} bytes and lists over
+L{MAX_ITEMS} entries are refused; the root element and its namespace must be
+exact; unknown child elements (any namespace) are ignored; item text is
+stripped of surrounding whitespace. Every problem raises L{MbmsXmlError}
+(a ValueError) with a short message that never echoes the input.
+Builders validate their input the same way and raise the same error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Optional
+from xml.etree.ElementTree import ParseError
+from xml.sax.saxutils import escape as _escape
+
+import defusedxml
+import defusedxml.ElementTree as _det
+
+from mbmsd import profile
+
+__all__ = [
+    "MbmsXmlError",
+    "MAX_BODY",
+    "MAX_ITEMS",
+    "MAX_SERVICE_ID_LENGTH",
+    "MAX_LIFETIME",
+    "AuthorizeRequest",
+    "build_authorize",
+    "parse_authorize",
+    "build_authorize_response",
+    "parse_authorize_response",
+    "build_register",
+    "parse_register",
+    "build_deregister",
+    "parse_deregister",
+    "build_register_response",
+    "parse_register_response",
+    "build_msk_request",
+    "parse_msk_request",
+    "build_msk_response",
+    "parse_msk_response",
+]
+
+
+class MbmsXmlError(ValueError):
+    """A BM-SC XML body is malformed, unsafe or outside our limits."""
+
+
+MAX_BODY = 64 * 1024  # bytes
+MAX_ITEMS = 64  # serviceId / mskId entries per body
+MAX_SERVICE_ID_LENGTH = 256
+MAX_LIFETIME = 86400 * 7  # seconds
+
+_STATUS_RE = re.compile(r"[1-5][0-9]{2}\Z")
+_LIFETIME_RE = re.compile(r"[0-9]{1,7}\Z")
+_HEX_RE = re.compile(r"[0-9a-fA-F]+\Z")
+
+
+def _q(ns, name):
+    return "{%s}%s" % (ns, name)
+
+
+# ---------------------------------------------------------------------------
+# validation shared by builders and parsers
+
+
+def _service_id(value) -> str:
+    """1..256 printable, non-space US-ASCII characters (a URI in practice)."""
+    if not isinstance(value, str):
+        raise MbmsXmlError("serviceId must be a str")
+    if not 1 <= len(value) <= MAX_SERVICE_ID_LENGTH:
+        raise MbmsXmlError("serviceId must be 1..%d characters" % (MAX_SERVICE_ID_LENGTH,))
+    if any(not ("\x21" <= c <= "\x7e") for c in value):
+        raise MbmsXmlError("serviceId must be printable US-ASCII without spaces")
+    return value
+
+
+def _status(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
+        raise MbmsXmlError("status must be an integer 100..599")
+    return value
+
+
+def _count(n, at_least_one):
+    if n > MAX_ITEMS:
+        raise MbmsXmlError("more than %d items" % (MAX_ITEMS,))
+    if at_least_one and n == 0:
+        raise MbmsXmlError("at least one item is required")
+
+
+def _unique(values, what):
+    if len(set(values)) != len(values):
+        raise MbmsXmlError("duplicate %s" % (what,))
+
+
+def _service_ids(values) -> list[str]:
+    if isinstance(values, (str, bytes)):
+        raise MbmsXmlError("serviceIds must be a list of str")
+    values = [_service_id(v) for v in values]
+    _count(len(values), True)
+    _unique(values, "serviceId")
+    return values
+
+
+def _fixed_bytes(value, length, what) -> bytes:
+    if not isinstance(value, (bytes, bytearray)) or len(value) != length:
+        raise MbmsXmlError("%s must be %d bytes" % (what, length))
+    return bytes(value)
+
+
+def _ue_address(value) -> str:
+    if not isinstance(value, str):
+        raise MbmsXmlError("ueAddress must be a str")
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise MbmsXmlError("ueAddress is not an IP address") from None
+    if getattr(address, "scope_id", None):
+        raise MbmsXmlError("ueAddress must not carry a scope zone")
+    return str(address)
+
+
+def _lifetime(value) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIFETIME:
+        raise MbmsXmlError("lifetime must be 1..%d seconds" % (MAX_LIFETIME,))
+    return value
+
+
+def _hex_bytes(text, length, what) -> bytes:
+    if len(text) != 2 * length or not _HEX_RE.match(text):
+        raise MbmsXmlError("%s must be %d hex digits" % (what, 2 * length))
+    return bytes.fromhex(text)
+
+
+# ---------------------------------------------------------------------------
+# writing
+
+
+def _document(ns, root, lines) -> bytes:
+    body = "".join("  %s\n" % (line,) for line in lines)
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<%s xmlns="%s">\n%s</%s>\n'
+            % (root, _escape(ns, {'"': "&quot;"}), body, root)).encode("utf-8")
+
+
+def _element(name, text, status=None) -> str:
+    attr = "" if status is None else ' %s="%d"' % (profile.ATTR_STATUS, status)
+    return "<%s%s>%s</%s>" % (name, attr, _escape(text), name)
+
+
+def _service_statuses(statuses) -> list[tuple[str, int]]:
+    if isinstance(statuses, (str, bytes)):
+        raise MbmsXmlError("statuses must be a list of (serviceId, status)")
+    out = []
+    for item in statuses:
+        try:
+            sid, status = item
+        except (TypeError, ValueError):
+            raise MbmsXmlError("statuses must be (serviceId, status) pairs") from None
+        out.append((_service_id(sid), _status(status)))
+    _count(len(out), False)
+    _unique([s for s, _ in out], "serviceId")
+    return out
+
+
+def _msk_statuses(statuses) -> list[tuple[bytes, int]]:
+    if isinstance(statuses, (str, bytes)):
+        raise MbmsXmlError("statuses must be a list of (mskId, status)")
+    out = []
+    for item in statuses:
+        try:
+            mid, status = item
+        except (TypeError, ValueError):
+            raise MbmsXmlError("statuses must be (mskId, status) pairs") from None
+        out.append((_fixed_bytes(mid, profile.MSK_ID_LEN, "mskId"), _status(status)))
+    _count(len(out), False)
+    _unique([m for m, _ in out], "mskId")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# reading
+
+
+def _parse(body, ns, root_name):
+    """Parse safely; return the root element after checking its name."""
+    if isinstance(body, (bytearray, memoryview)):
+        body = bytes(body)
+    if not isinstance(body, bytes):
+        raise MbmsXmlError("body must be bytes")
+    if len(body) > MAX_BODY:
+        raise MbmsXmlError("body larger than %d bytes" % (MAX_BODY,))
+    try:
+        root = _det.fromstring(body, forbid_dtd=True, forbid_entities=True,
+                               forbid_external=True)
+    except defusedxml.DefusedXmlException:
+        raise MbmsXmlError("body uses a DTD, entities or external references") from None
+    except (ParseError, SyntaxError, ValueError, UnicodeError, LookupError, TypeError,
+            OverflowError, RecursionError, MemoryError):
+        raise MbmsXmlError("body is not well-formed XML") from None
+    if root.tag != _q(ns, root_name):
+        raise MbmsXmlError("root element is not {%s}%s" % (ns, root_name))
+    return root
+
+
+def _children(root, ns, name):
+    """Direct children named {ns}name, at most MAX_ITEMS of them."""
+    found = [e for e in root if e.tag == _q(ns, name)]
+    _count(len(found), False)
+    return found
+
+
+def _text(elem, what) -> str:
+    if len(elem):
+        raise MbmsXmlError("%s must not contain elements" % (what,))
+    return (elem.text or "").strip()
+
+
+def _one(root, ns, name, required=True):
+    found = _children(root, ns, name)
+    if len(found) > 1:
+        raise MbmsXmlError("more than one %s" % (name,))
+    if not found:
+        if required:
+            raise MbmsXmlError("missing %s" % (name,))
+        return None
+    return _text(found[0], name)
+
+
+def _status_attr(elem) -> int:
+    raw = elem.get(profile.ATTR_STATUS)
+    if raw is None:
+        raise MbmsXmlError("item without a status attribute")
+    raw = raw.strip()
+    if not _STATUS_RE.match(raw):
+        raise MbmsXmlError("status must be an integer 100..599")
+    return int(raw)
+
+
+def _parse_service_list(body, root_name) -> list[str]:
+    ns = profile.NS_REGISTER
+    root = _parse(body, ns, root_name)
+    ids = [_text(e, profile.EL_SERVICE_ID) for e in _children(root, ns, profile.EL_SERVICE_ID)]
+    return _service_ids(ids)
+
+
+def _parse_service_statuses(body, ns, root_name) -> list[tuple[str, int]]:
+    root = _parse(body, ns, root_name)
+    out = [(_text(e, profile.EL_SERVICE_ID), _status_attr(e))
+           for e in _children(root, ns, profile.EL_SERVICE_ID)]
+    return _service_statuses(out)
+
+
+# ---------------------------------------------------------------------------
+# authorize / deauthorize (SCF -> BM-SC, DESIGN.md 8.3)
+
+
+@dataclass
+class AuthorizeRequest:
+    """
+    The body of C{requesttype=authorize} and C{requesttype=deauthorize}:
+    the MBMS User Service IDs, the UE's IP address (from the INVITE's
+    Contact) and an optional lifetime in seconds.
+    """
+
+    serviceIds: list[str]
+    ueAddress: str
+    lifetime: Optional[int] = None
+
+
+def build_authorize(req: AuthorizeRequest) -> bytes:
+    """
+    C{<mbmsAuthorize xmlns=NS_AUTHORIZE>} with one C{<serviceId>} per
+    service, C{<ueIPaddress>} (normalised) and C{<lifetime>} when set.
+    Content type L{profile.CT_AUTHORIZE}.
+
+    @raise MbmsXmlError: invalid service IDs, address or lifetime.
+    """
+    ids = _service_ids(req.serviceIds)
+    lines = [_element(profile.EL_SERVICE_ID, s) for s in ids]
+    lines.append(_element(profile.EL_UE_ADDRESS, _ue_address(req.ueAddress)))
+    lifetime = _lifetime(req.lifetime)
+    if lifetime is not None:
+        lines.append(_element(profile.EL_LIFETIME, str(lifetime)))
+    return _document(profile.NS_AUTHORIZE, profile.EL_AUTHORIZE, lines)
+
+
+def parse_authorize(body: bytes) -> AuthorizeRequest:
+    """
+    Parse an authorize (or deauthorize) body. ueAddress comes back in
+    L{ipaddress}'s normal form; lifetime is None when absent.
+
+    @raise MbmsXmlError: unsafe or malformed XML, wrong root/namespace, no
+        or too many service IDs, duplicates, a missing/repeated/invalid
+        ueIPaddress, a lifetime that is not 1..604800 decimal seconds.
+    """
+    ns = profile.NS_AUTHORIZE
+    root = _parse(body, ns, profile.EL_AUTHORIZE)
+    ids = [_text(e, profile.EL_SERVICE_ID) for e in _children(root, ns, profile.EL_SERVICE_ID)]
+    address = _ue_address(_one(root, ns, profile.EL_UE_ADDRESS))
+    raw = _one(root, ns, profile.EL_LIFETIME, required=False)
+    lifetime = None
+    if raw is not None:
+        if not _LIFETIME_RE.match(raw):
+            raise MbmsXmlError("lifetime must be decimal seconds")
+        lifetime = _lifetime(int(raw))
+    return AuthorizeRequest(_service_ids(ids), address, lifetime)
+
+
+def build_authorize_response(statuses: list[tuple[str, int]]) -> bytes:
+    """
+    C{<mbmsAuthorizeResponse xmlns=NS_AUTHORIZE>} with
+    C{<serviceId status="200">id</serviceId>} per service.
+    Content type L{profile.CT_AUTHORIZE_RESPONSE}.
+    """
+    items = _service_statuses(statuses)
+    return _document(profile.NS_AUTHORIZE, profile.EL_AUTHORIZE_RESPONSE,
+                     [_element(profile.EL_SERVICE_ID, s, st) for s, st in items])
+
+
+def parse_authorize_response(body: bytes) -> list[tuple[str, int]]:
+    """
+    Parse an authorize response into [(serviceId, status)], in document order.
+
+    @raise MbmsXmlError: see the module docstring; also a missing or
+        non-numeric status, duplicates.
+    """
+    return _parse_service_statuses(body, profile.NS_AUTHORIZE, profile.EL_AUTHORIZE_RESPONSE)
+
+
+# ---------------------------------------------------------------------------
+# register / deregister (UE -> BM-SC, DESIGN.md 8.4)
+
+
+def build_register(serviceIds: list[str]) -> bytes:
+    """C{<mbmsRegister>} (NS_REGISTER) with one C{<serviceId>} each; L{profile.CT_REGISTER}."""
+    return _document(profile.NS_REGISTER, profile.EL_REGISTER,
+                     [_element(profile.EL_SERVICE_ID, s) for s in _service_ids(serviceIds)])
+
+
+def parse_register(body: bytes) -> list[str]:
+    """
+    The service IDs of a register body, in document order.
+
+    @raise MbmsXmlError: see the module docstring; also none, duplicates.
+    """
+    return _parse_service_list(body, profile.EL_REGISTER)
+
+
+def build_deregister(serviceIds: list[str]) -> bytes:
+    """C{<mbmsDeregister>} (NS_REGISTER) with one C{<serviceId>} each; L{profile.CT_DEREGISTER}."""
+    return _document(profile.NS_REGISTER, profile.EL_DEREGISTER,
+                     [_element(profile.EL_SERVICE_ID, s) for s in _service_ids(serviceIds)])
+
+
+def parse_deregister(body: bytes) -> list[str]:
+    """The service IDs of a deregister body. @raise MbmsXmlError: as L{parse_register}."""
+    return _parse_service_list(body, profile.EL_DEREGISTER)
+
+
+def build_register_response(statuses: list[tuple[str, int]]) -> bytes:
+    """
+    C{<mbmsRegisterResponse>} (NS_REGISTER) with C{<serviceId status="N">};
+    answers register and deregister. L{profile.CT_REGISTER_RESPONSE}.
+    """
+    items = _service_statuses(statuses)
+    return _document(profile.NS_REGISTER, profile.EL_REGISTER_RESPONSE,
+                     [_element(profile.EL_SERVICE_ID, s, st) for s, st in items])
+
+
+def parse_register_response(body: bytes) -> list[tuple[str, int]]:
+    """[(serviceId, status)] of a register response. @raise MbmsXmlError."""
+    return _parse_service_statuses(body, profile.NS_REGISTER, profile.EL_REGISTER_RESPONSE)
+
+
+# ---------------------------------------------------------------------------
+# msk-request (UE -> BM-SC, DESIGN.md 8.4)
+
+
+def build_msk_request(keyDomainId: bytes, mskIds: list[bytes]) -> bytes:
+    """
+    C{<mbmsMskRequest>} (NS_REGISTER): C{<keyDomainId>} (3 bytes as hex)
+    then one C{<mskId>} (4 bytes as hex) each; L{profile.CT_MSK_REQUEST}.
+    """
+    kd = _fixed_bytes(keyDomainId, profile.KEY_DOMAIN_ID_LEN, "keyDomainId")
+    if isinstance(mskIds, (bytes, bytearray, str)):
+        raise MbmsXmlError("mskIds must be a list of bytes")
+    ids = [_fixed_bytes(m, profile.MSK_ID_LEN, "mskId") for m in mskIds]
+    _count(len(ids), True)
+    _unique(ids, "mskId")
+    lines = [_element(profile.EL_KEY_DOMAIN_ID, kd.hex())]
+    lines += [_element(profile.EL_MSK_ID, m.hex()) for m in ids]
+    return _document(profile.NS_REGISTER, profile.EL_MSK_REQUEST, lines)
+
+
+def parse_msk_request(body: bytes) -> tuple[bytes, list[bytes]]:
+    """
+    (Key Domain ID, [MSK ID, ...]) of an msk-request body; hex is accepted
+    in either case.
+
+    @raise MbmsXmlError: see the module docstring; also a missing/repeated
+        keyDomainId, wrong lengths, not hex, no MSK ID, duplicates.
+    """
+    ns = profile.NS_REGISTER
+    root = _parse(body, ns, profile.EL_MSK_REQUEST)
+    kd = _hex_bytes(_one(root, ns, profile.EL_KEY_DOMAIN_ID), profile.KEY_DOMAIN_ID_LEN,
+                    "keyDomainId")
+    ids = [_hex_bytes(_text(e, profile.EL_MSK_ID), profile.MSK_ID_LEN, "mskId")
+           for e in _children(root, ns, profile.EL_MSK_ID)]
+    _count(len(ids), True)
+    _unique(ids, "mskId")
+    return kd, ids
+
+
+def build_msk_response(statuses: list[tuple[bytes, int]]) -> bytes:
+    """
+    C{<mbmsMskResponse>} (NS_MSK_RESPONSE) with C{<mskId status="N">hex</mskId>}
+    each; L{profile.CT_MSK_RESPONSE}.
+    """
+    items = _msk_statuses(statuses)
+    return _document(profile.NS_MSK_RESPONSE, profile.EL_MSK_RESPONSE,
+                     [_element(profile.EL_MSK_ID, m.hex(), st) for m, st in items])
+
+
+def parse_msk_response(body: bytes) -> list[tuple[bytes, int]]:
+    """[(mskId, status)] of an msk-request answer. @raise MbmsXmlError."""
+    ns = profile.NS_MSK_RESPONSE
+    root = _parse(body, ns, profile.EL_MSK_RESPONSE)
+    out = [(_hex_bytes(_text(e, profile.EL_MSK_ID), profile.MSK_ID_LEN, "mskId"), _status_attr(e))
+           for e in _children(root, ns, profile.EL_MSK_ID)]
+    return _msk_statuses(out)

@@ -1,0 +1,138 @@
+"""
+MSK delivery by MIKEY over UDP (TS 33.246 6.3.2.3.1, DESIGN 8.6).
+
+Each MSK message is protected with the UE's MUK (= Ks_NAF, GBA_ME), carries
+V=1 and a COUNTER that never goes back for that MUK (persisted by the store),
+and is retransmitted on the profile's schedule until the UE's verification
+message arrives from the address it was sent to.
+"""
+
+import os
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from mbmsd import profile
+from mbmsd.protocols import mikey
+
+log = Logger(namespace="mbmsd.bmsc.mikey")
+
+RESULTS = ("sent", "retransmitted", "verified", "unverified", "bad_verification", "send_error")
+
+
+class _Pending:
+    def __init__(self, message, muk, address, done):
+        self.message = message
+        self.muk = muk
+        self.address = address
+        self.done = done
+        self.tries = 1
+        self.timer = None
+
+
+class MikeyDelivery(DatagramProtocol):
+    """
+    @param counters: C{nextCounter(mukId)} firing with the next COUNTER.
+    @param idi: the BM-SC's identity in IDi (its NAF FQDN).
+    """
+
+    def __init__(self, clock, counters, idi, uePort, metrics, random=os.urandom,
+                 delays=None):
+        self.clock = clock
+        self.counters = counters
+        self.idi = idi
+        self.uePort = uePort
+        self.random = random
+        self.delays = tuple(delays if delays is not None else profile.retransmit_delays())
+        self._pending = {}  # (host, counter, MSK ID) -> _Pending
+        self.messages = metrics.counter(
+            "mbmsd_bmsc_mikey_messages_total", "MIKEY MSK messages and verifications, by result",
+            ["result"], initial=[(r,) for r in RESULTS])
+        self.deliverySeconds = metrics.histogram(
+            "mbmsd_bmsc_mikey_delivery_seconds", "From first send to the UE's verification")
+
+    def mukId(self, btid):
+        # MUK ID = IDi || IDr (TS 31.102 4.2.81: the pair of identities)
+        return "%s|%s" % (self.idi.decode("ascii"), btid)
+
+    @inlineCallbacks
+    def deliver(self, ueAddress, btid, muk, msk):
+        """
+        Push C{msk} to the UE. @return: Deferred firing with True once the
+        verification arrived, False after the last retransmission.
+        """
+        counter = yield self.counters.nextCounter(self.mukId(btid))
+        message = mikey.build_msk_message(
+            muk, msk.keyDomainId, msk.mskId, msk.key, counter, self.random(profile.RAND_LEN),
+            self.idi, btid.encode("utf-8"), v=True)
+        done = Deferred()
+        entry = _Pending(message, muk, (ueAddress, self.uePort), done)
+        key = (ueAddress, counter, msk.mskId)
+        self._pending[key] = entry
+        started = self.clock.seconds()
+        self._send(entry, "sent")
+        self._arm(key, entry)
+        verified = yield done
+        if verified:
+            self.deliverySeconds.observe(self.clock.seconds() - started)
+        return verified
+
+    def _send(self, entry, result):
+        try:
+            self.transport.write(entry.message, entry.address)
+        except Exception as e:
+            self.messages.labels("send_error").inc()
+            log.warn("MIKEY send to {host} failed: {e}", host=entry.address[0], e=e)
+            return
+        self.messages.labels(result).inc()
+
+    def _arm(self, key, entry):
+        if entry.tries > len(self.delays):
+            entry.timer = None
+            del self._pending[key]
+            self.messages.labels("unverified").inc()
+            log.warn("MIKEY MSK message to {host} not verified after {n} tries",
+                     host=entry.address[0], n=entry.tries)
+            entry.done.callback(False)
+            return
+        delay = self.delays[entry.tries - 1]
+        entry.timer = self.clock.callLater(delay, self._retransmit, key, entry)
+
+    def _retransmit(self, key, entry):
+        entry.tries += 1
+        self._send(entry, "retransmitted")
+        self._arm(key, entry)
+
+    def datagramReceived(self, data, addr):
+        # the UE's verification message (RFC 3830 5.2); never let bad input escape
+        host = addr[0]
+        try:
+            for key, entry in list(self._pending.items()):
+                if key[0] != host:
+                    continue
+                try:
+                    mikey.check_verification(entry.muk, entry.message, data)
+                except mikey.MikeyError:
+                    continue
+                del self._pending[key]
+                if entry.timer is not None and entry.timer.active():
+                    entry.timer.cancel()
+                self.messages.labels("verified").inc()
+                entry.done.callback(True)
+                return
+        except Exception:
+            log.failure("verification handling failed")
+        self.messages.labels("bad_verification").inc()
+        log.warn("MIKEY: unmatched, forged or replayed verification from {host}", host=host)
+
+    def stopProtocol(self):
+        for key, entry in list(self._pending.items()):
+            if entry.timer is not None and entry.timer.active():
+                entry.timer.cancel()
+            del self._pending[key]
+            entry.done.callback(False)
+
+    @property
+    def pending(self):
+        return len(self._pending)

@@ -1,0 +1,94 @@
+"""
+The BM-SC key management listener: twisted.web adapted to L{KeyManagement}.
+
+    POST /keymanagement?requesttype=authorize|deauthorize   (trusted SCFs)
+    POST /keymanagement?requesttype=register|deregister|msk-request   (UEs)
+"""
+
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from mbmsd.roles.bmsc.keymanagement import REQUEST_TYPES, SCF_REQUESTS, plain
+
+log = Logger(namespace="mbmsd.bmsc.http")
+
+MAX_BODY = 64 * 1024
+SERVER = b"mbmsd-bmsc"
+
+
+class KeyManagementResource(Resource):
+    isLeaf = True
+
+    def __init__(self, keyManagement, metrics, clock):
+        Resource.__init__(self)
+        self.km = keyManagement
+        self.clock = clock
+        self.requests = metrics.counter(
+            "mbmsd_bmsc_requests_total", "Key management requests by request type and status",
+            ["requesttype", "status"])
+        self.latency = metrics.histogram(
+            "mbmsd_bmsc_request_seconds", "Time to answer a key management request",
+            ["requesttype"])
+
+    def render(self, request):
+        start = self.clock.seconds()
+        gone = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+        source = getattr(request.getClientAddress(), "host", "?")
+        raw = (request.args.get(b"requesttype") or [b""])[0]
+        requesttype = raw.decode("ascii", "replace").strip().lower()
+        label = requesttype if requesttype in REQUEST_TYPES else "other"
+
+        def header(name):
+            values = request.requestHeaders.getRawHeaders(name) or []
+            return values[-1].decode("latin-1") if len(values) == 1 else None
+
+        if request.path != b"/keymanagement":
+            d = maybeDeferred(plain, 404, "no such resource (POST /keymanagement)")
+        elif request.method != b"POST":
+            d = maybeDeferred(plain, 405, "key management takes POST", [("Allow", "POST")])
+        elif requesttype not in REQUEST_TYPES:
+            d = maybeDeferred(plain, 400, "requesttype must be one of %s" % (", ".join(REQUEST_TYPES),))
+        else:
+            body = request.content.read(MAX_BODY + 1)
+            if len(body) > MAX_BODY:
+                d = maybeDeferred(plain, 413, "body larger than %d bytes" % (MAX_BODY,))
+            elif requesttype in SCF_REQUESTS:
+                d = maybeDeferred(self.km.scfRequest, requesttype, source,
+                                  header(b"x-3gpp-asserted-identity"), header(b"content-type"), body)
+            else:
+                authorization = request.requestHeaders.getRawHeaders(b"authorization") or []
+                if len(authorization) > 1:
+                    d = maybeDeferred(plain, 400, "more than one Authorization header")
+                else:
+                    d = maybeDeferred(
+                        self.km.ueRequest, requesttype, "POST", request.uri.decode("ascii", "replace"),
+                        source, authorization[0] if authorization else None,
+                        header(b"x-3gpp-intended-identity"), header(b"content-type"), body)
+
+        def answer(a):
+            self.requests.labels(label, str(a.code)).inc()
+            self.latency.labels(label).observe(self.clock.seconds() - start)
+            (log.info if a.code in (200, 401) else log.warn)(
+                "{requesttype} from {source}: {code} {reason} user={user}",
+                requesttype=label, source=source, code=a.code, reason=a.reason, user=a.user)
+            if gone:
+                return
+            request.setResponseCode(a.code)
+            for name, value in a.headers:
+                request.setHeader(name.encode("ascii"), value.encode("ascii"))
+            request.setHeader(b"Server", SERVER)
+            request.setHeader(b"Content-Type", a.contentType.encode("ascii"))
+            request.setHeader(b"Content-Length", b"%d" % (len(a.body),))
+            request.write(a.body)
+            request.finish()
+
+        def failed(f):
+            log.failure("{requesttype} from {source} failed", f, requesttype=label, source=source)
+            # Zn down or timing out is the usual cause: the UE may retry later
+            answer(plain(503, "service unavailable, retry later", [("Retry-After", "5")]))
+
+        d.addCallback(answer).addErrback(failed)
+        return NOT_DONE_YET

@@ -1,0 +1,71 @@
+"""
+The C{bmsc} role's plugin: its config schema, and the factory.
+"""
+
+from zope.interface import implementer
+
+from mbmsd import config as c
+from mbmsd.interfaces import IRoleFactory
+
+SERVICE_SECTION = c.Section(
+    fields={
+        "id": c.Field(c.string(r"[!-~]{1,256}", "an MBMS User Service ID such as 'urn:mbmsd:news'"),
+                      c.REQUIRED, "MBMS User Service ID"),
+        "key_group": c.Field(c.integer(0, 0xFFFF), None,
+                             "Key Group part of the service's MSK IDs (default: from the ID)"),
+    }
+)
+
+BMSC_SECTION = c.Section(
+    fields={
+        "listen": c.Field(c.endpoint(), "tcp:1234:interface=127.0.0.1",
+                          "HTTP key management listener (authorize, register, ...)"),
+        "naf_fqdn": c.Field(c.fqdn(), None, "the BM-SC's NAF FQDN (default bmsc.<home_domain>)"),
+        "mcc": c.Field(c.string(r"[0-9]{3}", "three digits"), "001", "MCC of the Key Domain ID"),
+        "mnc": c.Field(c.string(r"[0-9]{2,3}", "two or three digits"), "01",
+                       "MNC of the Key Domain ID"),
+        "trusted_scfs": c.Field(c.array(c.ip_address()), [],
+                                "addresses whose X-3GPP-Asserted-Identity is honoured"),
+        "zn_url": c.Field(c.string(r"https?://.+", "an http(s) URL"), None,
+                          "BSF Zn base URL; default: the BSF role of this node, in-process"),
+        "zn_timeout": c.Field(c.number(0.1, 60), 5.0, "seconds to wait for Zn"),
+        "mikey_interface": c.Field(c.ip_address(), "127.0.0.1", "source address of MIKEY pushes"),
+        "mikey_source_port": c.Field(c.integer(0, 65535), 0,
+                                     "UDP source port of MIKEY pushes (0: any); verifications come back here"),
+        "ue_mikey_port": c.Field(c.integer(1, 65535), None,
+                                 "UE UDP port for MSK messages (default: profile, 4359)"),
+        "authorization_lifetime": c.Field(c.integer(10, 7 * 86400), 3600,
+                                          "seconds, when the SCF gives none"),
+        "msk_lifetime": c.Field(c.integer(60, 30 * 86400), 86400, "seconds an MSK is valid"),
+        "msk_rotation": c.Field(c.integer(10, 30 * 86400), 3600,
+                                "seconds between MSK rotations of each service"),
+        "nonce_lifetime": c.Field(c.integer(5, 3600), 60, "seconds a Ua Digest nonce is valid"),
+        "prune_interval": c.Field(c.integer(1, 86400), 60, "seconds between removals of expired state"),
+    },
+    arrays={"service": SERVICE_SECTION},
+)
+
+
+@implementer(IRoleFactory)
+class BmscRoleFactory:
+    name = "bmsc"
+    description = "BM-SC.UPF: MBMS authorization, MSK registration, MIKEY delivery"
+    configSchema = BMSC_SECTION
+    startOrder = 20
+
+    def checkNode(self, config):
+        errors = []
+        section = config["bmsc"]
+        if not section["zn_url"] and "bsf" not in config["node"]["roles"]:
+            errors.append("bmsc.zn_url: required when the bsf role is not on this node")
+        if not section["service"]:
+            errors.append("bmsc.service: at least one [[bmsc.service]] is required")
+        ids = [s["id"] for s in section["service"]]
+        for dup in sorted({i for i in ids if ids.count(i) > 1}):
+            errors.append("bmsc.service: duplicate MBMS User Service ID %r" % (dup,))
+        return errors
+
+    def makeService(self, node, config):
+        from mbmsd.roles.bmsc.service import BmscService
+
+        return BmscService(node, config)

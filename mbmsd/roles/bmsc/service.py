@@ -1,0 +1,124 @@
+"""
+The BM-SC.UPF service: the key management listener, the MIKEY UDP port,
+MSK rotation and pruning.
+"""
+
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import MultiService, Service
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.server import Site
+
+from mbmsd import profile
+from mbmsd.interfaces import IBootstrapLookup
+from mbmsd.protocols import gba
+from mbmsd.roles.bmsc.delivery import MikeyDelivery
+from mbmsd.roles.bmsc.http import KeyManagementResource
+from mbmsd.roles.bmsc.keymanagement import KeyManagement
+from mbmsd.roles.bmsc.msk import MskManager, default_key_group
+from mbmsd.roles.bmsc.ua import UaAuthenticator
+from mbmsd.roles.bmsc.zn import HttpZnLookup
+
+log = Logger(namespace="mbmsd.bmsc")
+
+
+class _MikeyPort(Service):
+    """
+    The UDP socket MSK messages leave from and verifications return to.
+    """
+
+    def __init__(self, reactor, protocol, port, interface):
+        self.reactor = reactor
+        self.protocol = protocol
+        self.portNumber = port
+        self.interface = interface
+        self.port = None
+
+    def startService(self):
+        Service.startService(self)
+        self.port = self.reactor.listenUDP(self.portNumber, self.protocol, interface=self.interface)
+
+    def stopService(self):
+        Service.stopService(self)
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+
+
+class _Msks(Service):
+    def __init__(self, manager):
+        self.manager = manager
+
+    def startService(self):
+        Service.startService(self)
+        self.manager.start()
+
+    def stopService(self):
+        Service.stopService(self)
+        self.manager.stop()
+
+
+class BmscService(MultiService):
+    def __init__(self, node, config):
+        MultiService.__init__(self)
+        reactor = node.reactor
+        metrics = node.metrics.forRole("bmsc")
+        store = node.storage.bmsc
+        self.nafFqdn = config["naf_fqdn"] or "bmsc." + node.homeDomain
+        # NAF_Id = FQDN || Ua security protocol id of TS 33.246 (TS 33.220 H.3)
+        nafId = gba.naf_id(self.nafFqdn, gba.UA_PROTOCOL_MBMS)
+        zn = node.lookup(IBootstrapLookup)
+        if config["zn_url"]:
+            agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
+            zn = HttpZnLookup(agent, config["zn_url"], reactor, config["zn_timeout"])
+        self.ua = UaAuthenticator(zn, self.nafFqdn, nafId, reactor, config["nonce_lifetime"])
+        keyDomainId = profile.key_domain_id(config["mcc"], config["mnc"])
+        services = {s["id"]: s["key_group"] if s["key_group"] is not None else default_key_group(s["id"])
+                    for s in config["service"]}
+        uePort = config["ue_mikey_port"] or profile.MSK_UDP_PORT
+        self.delivery = MikeyDelivery(reactor, store, self.nafFqdn.encode("ascii"), uePort, metrics)
+        self.msks = MskManager(store, reactor, keyDomainId, services, config["msk_lifetime"],
+                               config["msk_rotation"], metrics)
+        self.msks.push = self.push
+        self.km = KeyManagement(store, node.storage.subscribers, self.ua, self.msks, self.push,
+                                reactor, services, config["trusted_scfs"],
+                                config["authorization_lifetime"], keyDomainId)
+        self.store = store
+        self.clock = reactor
+        site = Site(KeyManagementResource(self.km, metrics, reactor), reactor=reactor)
+        site.displayTracebacks = False
+        site.noisy = False
+        _MikeyPort(reactor, self.delivery, config["mikey_source_port"],
+                   config["mikey_interface"]).setServiceParent(self)
+        _Msks(self.msks).setServiceParent(self)
+        listener = StreamServerEndpointService(serverFromString(reactor, config["listen"]), site)
+        listener._raiseSynchronously = True
+        listener.setName("keymanagement")
+        listener.setServiceParent(self)
+        timer = TimerService(config["prune_interval"], self.prune)
+        timer.clock = reactor
+        timer.setServiceParent(self)
+        log.info("BM-SC.UPF {naf}: key management on {listen}, services {services}",
+                 naf=self.nafFqdn, listen=config["listen"], services=", ".join(services))
+
+    def push(self, registration, msk):
+        """
+        Deliver an MSK to a registered UE under its MUK (= Ks_NAF, DESIGN 8.6).
+        @return: Deferred firing with True once the UE verified it.
+        """
+        d = self.ua.nafKey(registration.btid)
+
+        def send(key):
+            if key is None:
+                log.warn("no MUK for a registration (B-TID expired): MSK {msk_id} not pushed",
+                         msk_id=msk.mskId.hex())
+                return False
+            return self.delivery.deliver(registration.ueAddress, registration.btid, key.ksNaf, msk)
+
+        return d.addCallback(send)
+
+    def prune(self):
+        d = self.store.prune(self.clock.seconds())
+        d.addErrback(lambda f: log.failure("pruning failed", f))
+        return d

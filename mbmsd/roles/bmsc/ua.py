@@ -1,0 +1,143 @@
+"""
+Ua authentication at the BM-SC (TS 33.246 6.3.2, TS 24.109 5.2): HTTP Digest
+with username = B-TID and password = base64(Ks_NAF), the NAF key fetched from
+the BSF over Zn and cached for its lifetime.
+"""
+
+import base64
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from twisted.internet.defer import inlineCallbacks
+
+from mbmsd import profile
+from mbmsd.errors import UnknownBTID
+from mbmsd.protocols import digest
+
+ALGORITHM = "MD5"
+QOP = "auth-int"
+MAX_NONCES = 100_000
+MAX_CACHED_KEYS = 100_000
+
+
+@dataclass
+class UaResult:
+    """
+    C{ok}: authenticated as C{btid}/C{impi} with C{ksNaf}. Otherwise C{code}
+    (400 or 401), C{reason}, and for 401 the C{challenge} header value.
+    """
+
+    ok: bool
+    code: int = 200
+    reason: str = ""
+    challenge: str = None
+    btid: str = None
+    impi: str = None
+    ksNaf: bytes = field(default=None, repr=False)
+    creds: object = None
+
+
+class UaAuthenticator:
+    """
+    @param zn: an L{mbmsd.interfaces.IBootstrapLookup}.
+    @param peer: what to present to Zn as the asking NAF (None in-process).
+    """
+
+    def __init__(self, zn, nafFqdn, nafId, clock, nonceLifetime, peer=None, random=os.urandom):
+        self.zn = zn
+        self.nafId = nafId
+        # TS 24.109 5.2.1: realm = "3GPP-bootstrapping@" NAF FQDN
+        self.realm = profile.UA_REALM_PREFIX + nafFqdn
+        self.clock = clock
+        self.nonceLifetime = nonceLifetime
+        self.peer = peer
+        self.random = random
+        self._nonces = OrderedDict()  # nonce -> [expires, highest nc]
+        self._keys = OrderedDict()  # B-TID -> NafKey
+
+    def challenge(self, stale=False):
+        now = self.clock.seconds()
+        while self._nonces:
+            nonce, (expires, _) = next(iter(self._nonces.items()))
+            if expires > now and len(self._nonces) < MAX_NONCES:
+                break
+            self._nonces.popitem(last=False)
+        nonce = base64.b64encode(self.random(24)).decode("ascii")
+        self._nonces[nonce] = [now + self.nonceLifetime, 0]
+        return digest.format_challenge(self.realm, nonce, ALGORITHM, (QOP,), stale=stale)
+
+    def _unauthorized(self, reason, stale=False):
+        return UaResult(False, 401, reason, self.challenge(stale))
+
+    @inlineCallbacks
+    def authenticate(self, method, uri, authorization, body):
+        """
+        @return: Deferred firing with a L{UaResult}.
+        """
+        if authorization is None:
+            return self._unauthorized("authentication required (Digest with the B-TID)")
+        try:
+            creds = digest.parse_authorization(authorization)
+        except digest.DigestError as e:
+            return UaResult(False, 400, "malformed Authorization: %s" % (e,))
+        if creds.realm != self.realm:
+            return self._unauthorized("realm must be %s" % (self.realm,))
+        if creds.uri != uri:
+            return UaResult(False, 400, "digest-uri does not match the Request-URI")
+        if (creds.algorithm or ALGORITHM).upper() != ALGORITHM:
+            return UaResult(False, 400, "algorithm must be %s" % (ALGORITHM,))
+        if creds.qop != QOP:
+            return UaResult(False, 400, "qop must be %s" % (QOP,))
+        entry = self._nonces.get(creds.nonce)
+        now = self.clock.seconds()
+        if entry is None or entry[0] <= now:
+            return self._unauthorized("unknown or expired nonce", stale=True)
+        nc = int(creds.nc, 16)
+        if nc <= entry[1]:
+            # RFC 2617 3.2.2: a nonce-count that does not grow is a replay
+            return self._unauthorized("replayed nonce-count", stale=True)
+        key = yield self._nafKey(creds.username)
+        if key is None:
+            # unknown or expired B-TID: the UE must bootstrap again (TS 24.109 5.2.4)
+            return self._unauthorized("unknown or expired B-TID: bootstrap again")
+        password = base64.b64encode(key.ksNaf)
+        if not digest.check_response(creds, password, method, body):
+            return self._unauthorized("wrong digest response")
+        entry[1] = nc
+        return UaResult(True, 200, "", None, key.btid, key.impi, key.ksNaf, creds)
+
+    @inlineCallbacks
+    def _nafKey(self, btid):
+        now = self.clock.seconds()
+        key = self._keys.get(btid)
+        if key is not None and key.expires > now:
+            return key
+        self._keys.pop(btid, None)
+        try:
+            key = yield self.zn.getNafKey(btid, self.nafId, self.peer)
+        except UnknownBTID:
+            return None
+        if key.expires <= now:
+            return None
+        self._keys[btid] = key
+        while len(self._keys) > MAX_CACHED_KEYS:
+            self._keys.popitem(last=False)
+        return key
+
+    def nafKey(self, btid):
+        """
+        Ks_NAF (the MUK, DESIGN 8.6) of a B-TID, cached or from Zn.
+        @return: Deferred firing with the NafKey or None.
+        """
+        return self._nafKey(btid)
+
+    def rspauth(self, result, body):
+        """
+        The Authentication-Info value for a 200 (RFC 2617 3.2.3).
+        """
+        c = result.creds
+        value = digest.compute_rspauth(
+            base64.b64encode(result.ksNaf), c.username, c.realm, c.uri, c.nonce,
+            c.nc, c.cnonce, c.qop, body, ALGORITHM)
+        return digest.format_authentication_info(c.qop, value, c.cnonce, c.nc)

@@ -1,0 +1,59 @@
+"""
+Zn from a BM-SC on another node than the BSF: the HTTP/JSON client of
+DESIGN 8.5, behind the same L{IBootstrapLookup} as the in-process port.
+"""
+
+import base64
+import json
+from io import BytesIO
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.web.client import FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
+
+from mbmsd.errors import NafNotAuthorized, UnknownBTID
+from mbmsd.interfaces import IBootstrapLookup
+from mbmsd.protocols import gba
+from mbmsd.storage.records import NafKey
+
+
+class ZnUnavailable(Exception):
+    """
+    The BSF did not answer Zn usably (down, timeout, 5xx, garbage).
+    """
+
+
+@implementer(IBootstrapLookup)
+class HttpZnLookup:
+    def __init__(self, agent, baseUrl, clock, timeout):
+        self.agent = agent
+        self.url = baseUrl.rstrip("/") + "/zn/v1/naf-keys"
+        self.clock = clock
+        self.timeout = timeout
+
+    @inlineCallbacks
+    def getNafKey(self, btid, nafId, peer):
+        body = json.dumps({"btid": btid, "nafId": nafId.hex()}).encode("utf-8")
+        d = self.agent.request(b"POST", self.url.encode("ascii"),
+                               Headers({b"Content-Type": [b"application/json"]}),
+                               FileBodyProducer(BytesIO(body)))
+        d.addTimeout(self.timeout, self.clock)
+        try:
+            response = yield d
+            data = yield readBody(response)
+        except Exception as e:
+            raise ZnUnavailable("Zn request failed: %s" % (e.__class__.__name__,)) from None
+        if response.code == 404:
+            raise UnknownBTID(btid)
+        if response.code == 403:
+            raise NafNotAuthorized("the BSF does not know this BM-SC as a NAF")
+        if response.code != 200:
+            raise ZnUnavailable("Zn answered %d" % (response.code,))
+        try:
+            doc = json.loads(data)
+            return NafKey(btid=btid, impi=doc["impi"], ksNaf=base64.b64decode(doc["ksNaf"]),
+                          expires=gba.parse_utc(doc["expiresAt"]).timestamp(),
+                          gbaType=doc.get("gbaType", "GBA_ME"))
+        except (ValueError, KeyError, TypeError):
+            raise ZnUnavailable("malformed Zn answer") from None

@@ -1,0 +1,146 @@
+"""
+The C{pcscf} role's plugin: its config schema, and the factory.
+
+    [pcscf]
+    udp_listen = "udp:5060:interface=127.0.0.1"   # "" turns UDP off
+    tcp_listen = "tcp:5060:interface=127.0.0.1"   # "" turns TCP off
+    scf = "sip:127.0.0.1:5070"                    # ;transport=tcp for TCP
+"""
+
+import ipaddress
+import re
+
+from zope.interface import implementer
+
+from mbmsd import config as c
+from mbmsd.interfaces import IRoleFactory
+
+__all__ = ["PcscfRoleFactory", "PCSCF_SECTION", "parse_udp_listen", "parse_next_hop"]
+
+
+def parse_udp_listen(value):
+    """
+    C{"udp:PORT[:interface=HOST]"} (the Twisted endpoint spelling) or
+    C{"HOST:PORT"} -> C{(host, port)}; C{""} -> None (UDP off).
+
+    @raise c.Invalid: anything else.
+    """
+    if value == "":
+        return None
+    m = re.fullmatch(r"udp:(\d{1,5})(?::interface=([^:]+|\[[0-9A-Fa-f:.]+\]))?", value)
+    if m:
+        port, host = int(m.group(1)), (m.group(2) or "0.0.0.0").strip("[]")
+    else:
+        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})", value)
+        if not m:
+            raise c.Invalid("must be 'udp:PORT:interface=HOST', 'HOST:PORT' or ''")
+        host, port = m.group(1).strip("[]"), int(m.group(2))
+    if port > 65535:
+        raise c.Invalid("port must be <= 65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise c.Invalid("the interface must be an IP address") from None
+    return host, port
+
+
+def _udp_listen():
+    def check(value):
+        if not isinstance(value, str):
+            raise c.Invalid("must be a string such as 'udp:5060:interface=127.0.0.1'")
+        parse_udp_listen(value)
+        return value
+
+    return check
+
+
+def _tcp_listen():
+    endpoint = c.endpoint()
+
+    def check(value):
+        if value == "":
+            return value
+        return endpoint(value)
+
+    return check
+
+
+def parse_next_hop(value):
+    """
+    A next hop: C{"sip:HOST[:PORT][;transport=udp|tcp]"} or C{"HOST:PORT"},
+    HOST an IP address -> C{(host, port, transport)}, transport upper-case.
+
+    @raise c.Invalid: anything else.
+    """
+    from mbmsd.sip.message import SipParseError, parse_uri
+
+    if not isinstance(value, str):
+        raise c.Invalid("must be a string such as 'sip:127.0.0.1:5070'")
+    text = value if value.lower().startswith("sip:") else "sip:" + value
+    try:
+        uri = parse_uri(text)
+    except SipParseError:
+        raise c.Invalid("must be a SIP URI such as 'sip:127.0.0.1:5070;transport=tcp'") from None
+    if uri.scheme != "sip" or uri.user is not None:
+        raise c.Invalid("must be a sip: URI without a user part")
+    try:
+        ipaddress.ip_address(uri.host)
+    except ValueError:
+        raise c.Invalid("the host must be an IP address (no DNS lookups)") from None
+    transport = (uri.params.get("transport") or "udp").upper()
+    if transport not in ("UDP", "TCP"):
+        raise c.Invalid("transport must be udp or tcp")
+    return uri.host, uri.port or 5060, transport
+
+
+def _next_hop():
+    def check(value):
+        parse_next_hop(value)
+        return value
+
+    return check
+
+
+PCSCF_SECTION = c.Section(
+    fields={
+        "udp_listen": c.Field(_udp_listen(), "udp:5060:interface=127.0.0.1",
+                              "SIP over UDP: 'udp:PORT:interface=HOST' or '' for none"),
+        "tcp_listen": c.Field(_tcp_listen(), "tcp:5060:interface=127.0.0.1",
+                              "SIP over TCP: a Twisted endpoint string or '' for none"),
+        "advertised_host": c.Field(c.ip_address(), None,
+                                   "address put in Via and Record-Route "
+                                   "(default: the listen interface, 127.0.0.1 for 0.0.0.0)"),
+        "scf": c.Field(_next_hop(), "sip:127.0.0.1:5070",
+                       "next hop for the UEs' initial requests: sip:IP:PORT[;transport=tcp]"),
+        "realm": c.Field(c.fqdn(), None, "Digest realm of REGISTER (default: home_domain)"),
+        "min_expires": c.Field(c.integer(1, 86400), 60,
+                               "shortest registration accepted (else 423), seconds"),
+        "max_expires": c.Field(c.integer(1, 7 * 86400), 7200,
+                               "registrations longer than this are cut to it, seconds"),
+        "default_expires": c.Field(c.integer(1, 7 * 86400), 3600,
+                                   "registration time when the UE asks none, seconds"),
+        "challenge_lifetime": c.Field(c.integer(5, 600), 30,
+                                      "seconds a REGISTER nonce may be answered"),
+        "trusted_peers": c.Field(c.array(c.ip_address()), [],
+                                 "addresses besides the SCF to which P-Asserted-Identity "
+                                 "is sent despite 'Privacy: id' (RFC 3325 9.3)"),
+        "max_message_size": c.Field(c.integer(1024, 65535), 65535,
+                                    "bytes; larger messages are answered 413"),
+        "prune_interval": c.Field(c.integer(1, 86400), 60,
+                                  "seconds between removals of expired bindings"),
+        "t1": c.Field(c.number(0.05, 10), 0.5, "RFC 3261 T1, seconds"),
+    }
+)
+
+
+@implementer(IRoleFactory)
+class PcscfRoleFactory:
+    name = "pcscf"
+    description = "P-CSCF: IMS registration (Digest AKA) and the asserting SIP edge proxy"
+    configSchema = PCSCF_SECTION
+    startOrder = 40
+
+    def makeService(self, node, config):
+        from mbmsd.roles.pcscf.service import PcscfService
+
+        return PcscfService(node, config)

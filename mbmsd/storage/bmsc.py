@@ -1,0 +1,232 @@
+"""
+The BM-SC.UPF's store (L{IBmscStore}): the in-memory reference and the SQL
+implementation (each query written once for SQLite and PostgreSQL).
+"""
+
+import dataclasses
+
+from twisted.internet.defer import succeed
+from zope.interface import implementer
+
+from mbmsd.interfaces import IBmscStore
+from mbmsd.storage.records import Authorization, Msk, MskRegistration
+
+MSK_RETENTION = 86400  # an expired MSK is kept a day for late msk-requests
+
+
+def _mskNumber(mskId):
+    return int.from_bytes(mskId, "big")
+
+
+@implementer(IBmscStore)
+class MemoryBmscStore:
+    def __init__(self):
+        self._auth = {}
+        self._reg = {}
+        self._msks = {}
+        self._counters = {}
+
+    def putAuthorization(self, a):
+        self._auth[(a.impu, a.serviceId)] = a
+        return succeed(None)
+
+    def getAuthorization(self, impu, serviceId):
+        return succeed(self._auth.get((impu, serviceId)))
+
+    def removeAuthorization(self, impu, serviceId):
+        self._reg.pop((impu, serviceId), None)
+        return succeed(self._auth.pop((impu, serviceId), None) is not None)
+
+    def putRegistration(self, r):
+        self._reg[(r.impu, r.serviceId)] = r
+        return succeed(None)
+
+    def removeRegistration(self, impu, serviceId):
+        return succeed(self._reg.pop((impu, serviceId), None) is not None)
+
+    def registrationsFor(self, serviceId):
+        return succeed(sorted((r for r in self._reg.values() if r.serviceId == serviceId),
+                              key=lambda r: r.impu))
+
+    def getRegistration(self, impu, serviceId):
+        return succeed(self._reg.get((impu, serviceId)))
+
+    def putMsk(self, msk):
+        self._msks[(msk.keyDomainId, msk.mskId)] = msk
+        return succeed(None)
+
+    def currentMsk(self, serviceId, now):
+        valid = [m for m in self._msks.values() if m.serviceId == serviceId and m.expires > now]
+        return succeed(max(valid, key=lambda m: (m.created, _mskNumber(m.mskId))) if valid else None)
+
+    def getMsk(self, keyDomainId, mskId):
+        return succeed(self._msks.get((keyDomainId, mskId)))
+
+    def lastMskNumber(self, serviceId):
+        numbers = [_mskNumber(m.mskId) for m in self._msks.values() if m.serviceId == serviceId]
+        return succeed(max(numbers) if numbers else None)
+
+    def nextCounter(self, mukId):
+        self._counters[mukId] = self._counters.get(mukId, 0) + 1
+        return succeed(self._counters[mukId])
+
+    def prune(self, now):
+        removed = 0
+        for table in (self._auth, self._reg):
+            for key in [k for k, v in table.items() if v.expires <= now]:
+                del table[key]
+                removed += 1
+        for key in [k for k, m in self._msks.items() if m.expires + MSK_RETENTION <= now]:
+            del self._msks[key]
+            removed += 1
+        return succeed(removed)
+
+
+def _msk(row):
+    return Msk(serviceId=row[0], keyDomainId=bytes(row[1]), mskId=int(row[2]).to_bytes(4, "big"),
+               key=bytes(row[3]), created=float(row[4]), expires=float(row[5]))
+
+
+_MSK_COLUMNS = "service_id, key_domain_id, msk_id, msk, created, expires"
+
+
+@implementer(IBmscStore)
+class SqlBmscStore:
+    def __init__(self, db):
+        self.db = db
+
+    def putAuthorization(self, a):
+        return self.db.runInteraction("put_authorization", self._putAuthorization_txn, a)
+
+    @staticmethod
+    def _putAuthorization_txn(txn, a):
+        txn.execute(
+            "INSERT INTO bmsc_authorizations (impu, service_id, ue_address, expires) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (impu, service_id) DO UPDATE SET "
+            "ue_address = excluded.ue_address, expires = excluded.expires",
+            (a.impu, a.serviceId, a.ueAddress, a.expires),
+        )
+
+    def getAuthorization(self, impu, serviceId):
+        return self.db.runInteraction("get_authorization", self._getAuthorization_txn, impu, serviceId)
+
+    @staticmethod
+    def _getAuthorization_txn(txn, impu, serviceId):
+        row = txn.execute(
+            "SELECT impu, service_id, ue_address, expires FROM bmsc_authorizations "
+            "WHERE impu = ? AND service_id = ?", (impu, serviceId)).fetchone()
+        return Authorization(row[0], row[1], row[2], float(row[3])) if row else None
+
+    def removeAuthorization(self, impu, serviceId):
+        return self.db.runInteraction("remove_authorization", self._removeAuthorization_txn,
+                                      impu, serviceId)
+
+    @staticmethod
+    def _removeAuthorization_txn(txn, impu, serviceId):
+        txn.execute("DELETE FROM bmsc_registrations WHERE impu = ? AND service_id = ?",
+                    (impu, serviceId))
+        return txn.execute("DELETE FROM bmsc_authorizations WHERE impu = ? AND service_id = ?",
+                           (impu, serviceId)).rowcount > 0
+
+    def putRegistration(self, r):
+        return self.db.runInteraction("put_registration", self._putRegistration_txn, r)
+
+    @staticmethod
+    def _putRegistration_txn(txn, r):
+        txn.execute(
+            "INSERT INTO bmsc_registrations (impu, service_id, btid, ue_address, expires) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (impu, service_id) DO UPDATE SET "
+            "btid = excluded.btid, ue_address = excluded.ue_address, expires = excluded.expires",
+            (r.impu, r.serviceId, r.btid, r.ueAddress, r.expires),
+        )
+
+    def removeRegistration(self, impu, serviceId):
+        return self.db.runInteraction("remove_registration", self._removeRegistration_txn,
+                                      impu, serviceId)
+
+    @staticmethod
+    def _removeRegistration_txn(txn, impu, serviceId):
+        return txn.execute("DELETE FROM bmsc_registrations WHERE impu = ? AND service_id = ?",
+                           (impu, serviceId)).rowcount > 0
+
+    def registrationsFor(self, serviceId):
+        return self.db.runInteraction("registrations_for", self._registrationsFor_txn, serviceId)
+
+    @staticmethod
+    def _registrationsFor_txn(txn, serviceId):
+        rows = txn.execute(
+            "SELECT impu, service_id, btid, ue_address, expires FROM bmsc_registrations "
+            "WHERE service_id = ? ORDER BY impu", (serviceId,)).fetchall()
+        return [MskRegistration(r[0], r[1], r[2], r[3], float(r[4])) for r in rows]
+
+    def getRegistration(self, impu, serviceId):
+        return self.db.runInteraction("get_registration", self._getRegistration_txn, impu, serviceId)
+
+    @staticmethod
+    def _getRegistration_txn(txn, impu, serviceId):
+        r = txn.execute(
+            "SELECT impu, service_id, btid, ue_address, expires FROM bmsc_registrations "
+            "WHERE impu = ? AND service_id = ?", (impu, serviceId)).fetchone()
+        return MskRegistration(r[0], r[1], r[2], r[3], float(r[4])) if r else None
+
+    def putMsk(self, msk):
+        return self.db.runInteraction("put_msk", self._putMsk_txn, msk)
+
+    @staticmethod
+    def _putMsk_txn(txn, m):
+        txn.execute(
+            "INSERT INTO bmsc_msks (%s) VALUES (?, ?, ?, ?, ?, ?)" % (_MSK_COLUMNS,),
+            (m.serviceId, m.keyDomainId, _mskNumber(m.mskId), m.key, m.created, m.expires),
+        )
+
+    def currentMsk(self, serviceId, now):
+        return self.db.runInteraction("current_msk", self._currentMsk_txn, serviceId, now)
+
+    @staticmethod
+    def _currentMsk_txn(txn, serviceId, now):
+        row = txn.execute(
+            "SELECT %s FROM bmsc_msks WHERE service_id = ? AND expires > ? "
+            "ORDER BY created DESC, msk_id DESC LIMIT 1" % (_MSK_COLUMNS,),
+            (serviceId, now)).fetchone()
+        return _msk(row) if row else None
+
+    def getMsk(self, keyDomainId, mskId):
+        return self.db.runInteraction("get_msk", self._getMsk_txn, keyDomainId, mskId)
+
+    @staticmethod
+    def _getMsk_txn(txn, keyDomainId, mskId):
+        row = txn.execute(
+            "SELECT %s FROM bmsc_msks WHERE key_domain_id = ? AND msk_id = ?" % (_MSK_COLUMNS,),
+            (keyDomainId, _mskNumber(mskId))).fetchone()
+        return _msk(row) if row else None
+
+    def lastMskNumber(self, serviceId):
+        return self.db.runInteraction("last_msk_number", self._lastMskNumber_txn, serviceId)
+
+    @staticmethod
+    def _lastMskNumber_txn(txn, serviceId):
+        row = txn.execute("SELECT MAX(msk_id) FROM bmsc_msks WHERE service_id = ?",
+                          (serviceId,)).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def nextCounter(self, mukId):
+        return self.db.runInteraction("next_mikey_counter", self._nextCounter_txn, mukId)
+
+    @staticmethod
+    def _nextCounter_txn(txn, mukId):
+        row = txn.execute(
+            "INSERT INTO bmsc_mikey_counters (muk_id, counter) VALUES (?, 1) "
+            "ON CONFLICT (muk_id) DO UPDATE SET counter = bmsc_mikey_counters.counter + 1 "
+            "RETURNING counter", (mukId,)).fetchone()
+        return int(row[0])
+
+    def prune(self, now):
+        return self.db.runInteraction("prune_bmsc", self._prune_txn, now)
+
+    @staticmethod
+    def _prune_txn(txn, now):
+        n = txn.execute("DELETE FROM bmsc_authorizations WHERE expires <= ?", (now,)).rowcount
+        n += txn.execute("DELETE FROM bmsc_registrations WHERE expires <= ?", (now,)).rowcount
+        n += txn.execute("DELETE FROM bmsc_msks WHERE expires <= ?",
+                         (now - MSK_RETENTION,)).rowcount
+        return n

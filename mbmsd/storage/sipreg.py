@@ -1,0 +1,241 @@
+"""
+The P-CSCF's registrar state (L{ISipRegistrationStore}): the in-memory
+reference implementation and the SQL one (queries written once for SQLite and
+PostgreSQL, schema file 003_sip.sql), with the L{SipBinding} record.
+
+Challenges reuse L{mbmsd.storage.records.Challenge} (nonce, IMPI, RAND, XRES,
+CK, IK, expiry), the same record the BSF keeps for Ub.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+
+from twisted.internet.defer import succeed
+from zope.interface import implementer
+
+from mbmsd.interfaces import ISipRegistrationStore
+from mbmsd.storage.records import Challenge
+
+__all__ = ["SipBinding", "MemorySipRegistrationStore", "SqlSipRegistrationStore"]
+
+
+@dataclass(frozen=True)
+class SipBinding:
+    """
+    One registered contact of a public user identity (RFC 3261 10.3 step 7,
+    TS 24.229 5.2.2): the IMPU, the Contact URI, and the network path the
+    REGISTER came over (what later requests are checked against).
+
+    @ivar associated: the IMPUs the 200 OK listed in P-Associated-URI (the
+        implicit registration set); the first is the default public user
+        identity.
+    @ivar transport: 'UDP' or 'TCP'.
+    @ivar registered: when the binding was (re)created, POSIX seconds.
+    """
+
+    impu: str
+    contact: str
+    impi: str
+    associated: tuple
+    transport: str
+    host: str
+    port: int
+    expires: float
+    callId: str
+    cseq: int
+    registered: float = 0.0
+
+    @property
+    def source(self):
+        return (self.transport, self.host, self.port)
+
+
+@implementer(ISipRegistrationStore)
+class MemorySipRegistrationStore:
+    def __init__(self):
+        self._challenges = {}
+        self._bindings = {}     # (impu, contact) -> SipBinding, insertion order
+
+    def putChallenge(self, challenge):
+        self._challenges[challenge.nonce] = challenge
+        return succeed(None)
+
+    def takeChallenge(self, nonce):
+        return succeed(self._challenges.pop(nonce, None))
+
+    def putBinding(self, binding):
+        key = (binding.impu, binding.contact)
+        self._bindings.pop(key, None)
+        self._bindings[key] = binding
+        return succeed(None)
+
+    def getBinding(self, impu, contact):
+        return succeed(self._bindings.get((impu, contact)))
+
+    def removeBinding(self, impu, contact):
+        return succeed(1 if self._bindings.pop((impu, contact), None) is not None else 0)
+
+    def removeBindings(self, impu):
+        keys = [k for k in self._bindings if k[0] == impu]
+        for k in keys:
+            del self._bindings[k]
+        return succeed(len(keys))
+
+    def _live(self, now, match):
+        rows = [b for b in self._bindings.values() if b.expires > now and match(b)]
+        rows.sort(key=lambda b: b.registered)
+        return rows
+
+    def bindings(self, impu, now):
+        return succeed(self._live(now, lambda b: b.impu == impu))
+
+    def bindingsFromSource(self, transport, host, port, now):
+        source = (transport.upper(), host, int(port))
+        return succeed(self._live(now, lambda b: b.source == source))
+
+    def countBindings(self, now):
+        return succeed(sum(1 for b in self._bindings.values() if b.expires > now))
+
+    def prune(self, now):
+        removed = 0
+        for table in (self._challenges, self._bindings):
+            for key in [k for k, v in table.items() if v.expires <= now]:
+                del table[key]
+                removed += 1
+        return succeed(removed)
+
+
+def _b(value):
+    return bytes(value) if value is not None else None
+
+
+_BINDING_COLUMNS = ("impu, contact, impi, associated, transport, host, port, expires, "
+                    "call_id, cseq, registered")
+
+
+def _binding(row):
+    return SipBinding(
+        impu=row[0], contact=row[1], impi=row[2],
+        associated=tuple(row[3].split("\n")) if row[3] else (),
+        transport=row[4], host=row[5], port=int(row[6]), expires=float(row[7]),
+        callId=row[8], cseq=int(row[9]), registered=float(row[10]),
+    )
+
+
+@implementer(ISipRegistrationStore)
+class SqlSipRegistrationStore:
+    """
+    Over a L{mbmsd.storage.sql.Database}; every transaction named.
+    """
+
+    def __init__(self, db):
+        self.db = db
+
+    def putChallenge(self, challenge):
+        return self.db.runInteraction("sip_put_challenge", self._putChallenge_txn, challenge)
+
+    @staticmethod
+    def _putChallenge_txn(txn, c):
+        txn.execute(
+            "INSERT INTO sip_challenges (nonce, impi, rand, xres, ck, ik, expires) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (c.nonce, c.impi, c.rand, c.xres, c.ck, c.ik, c.expires),
+        )
+
+    def takeChallenge(self, nonce):
+        return self.db.runInteraction("sip_take_challenge", self._takeChallenge_txn, nonce)
+
+    @staticmethod
+    def _takeChallenge_txn(txn, nonce):
+        # DELETE ... RETURNING: a nonce is answered at most once, even with
+        # several P-CSCFs on one database.
+        row = txn.execute(
+            "DELETE FROM sip_challenges WHERE nonce = ? "
+            "RETURNING nonce, impi, rand, xres, ck, ik, expires",
+            (nonce,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Challenge(
+            nonce=row[0], impi=row[1], rand=_b(row[2]), xres=_b(row[3]),
+            ck=_b(row[4]), ik=_b(row[5]), expires=float(row[6]),
+        )
+
+    def putBinding(self, binding):
+        return self.db.runInteraction("sip_put_binding", self._putBinding_txn, binding)
+
+    @staticmethod
+    def _putBinding_txn(txn, b):
+        txn.execute(
+            "INSERT INTO sip_bindings (" + _BINDING_COLUMNS + ") "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (impu, contact) DO UPDATE SET impi = excluded.impi, "
+            "associated = excluded.associated, transport = excluded.transport, "
+            "host = excluded.host, port = excluded.port, expires = excluded.expires, "
+            "call_id = excluded.call_id, cseq = excluded.cseq, registered = excluded.registered",
+            (b.impu, b.contact, b.impi, "\n".join(b.associated), b.transport, b.host,
+             b.port, b.expires, b.callId, b.cseq, b.registered),
+        )
+
+    def getBinding(self, impu, contact):
+        return self.db.runInteraction("sip_get_binding", self._getBinding_txn, impu, contact)
+
+    @staticmethod
+    def _getBinding_txn(txn, impu, contact):
+        row = txn.execute(
+            "SELECT " + _BINDING_COLUMNS + " FROM sip_bindings WHERE impu = ? AND contact = ?",
+            (impu, contact),
+        ).fetchone()
+        return _binding(row) if row is not None else None
+
+    def removeBinding(self, impu, contact):
+        return self.db.runInteraction("sip_remove_binding", self._remove_txn,
+                                      "impu = ? AND contact = ?", (impu, contact))
+
+    def removeBindings(self, impu):
+        return self.db.runInteraction("sip_remove_bindings", self._remove_txn,
+                                      "impu = ?", (impu,))
+
+    @staticmethod
+    def _remove_txn(txn, where, args):
+        return txn.execute("DELETE FROM sip_bindings WHERE " + where, args).rowcount
+
+    def bindings(self, impu, now):
+        return self.db.runInteraction("sip_bindings_of_impu", self._select_txn,
+                                      "impu = ?", (impu,), now)
+
+    def bindingsFromSource(self, transport, host, port, now):
+        return self.db.runInteraction(
+            "sip_bindings_from_source", self._select_txn,
+            "host = ? AND port = ? AND transport = ?", (host, int(port), transport.upper()), now)
+
+    @staticmethod
+    def _select_txn(txn, where, args, now):
+        rows = txn.execute(
+            "SELECT " + _BINDING_COLUMNS + " FROM sip_bindings WHERE " + where
+            + " AND expires > ? ORDER BY registered, impu, contact",
+            tuple(args) + (now,),
+        ).fetchall()
+        return [_binding(row) for row in rows]
+
+    def countBindings(self, now):
+        return self.db.runInteraction("sip_count_bindings", self._count_txn, now)
+
+    @staticmethod
+    def _count_txn(txn, now):
+        return int(txn.execute("SELECT COUNT(*) FROM sip_bindings WHERE expires > ?",
+                               (now,)).fetchone()[0])
+
+    def prune(self, now):
+        return self.db.runInteraction("sip_prune", self._prune_txn, now)
+
+    @staticmethod
+    def _prune_txn(txn, now):
+        removed = txn.execute("DELETE FROM sip_challenges WHERE expires <= ?", (now,)).rowcount
+        removed += txn.execute("DELETE FROM sip_bindings WHERE expires <= ?", (now,)).rowcount
+        return removed
+
+
+def replace(binding, **changes):
+    """A copy of C{binding} with C{changes}."""
+    return dataclasses.replace(binding, **changes)

@@ -1,0 +1,146 @@
+"""
+The SQLite backend keeps the storage contract, on a real database file with
+adbapi made synchronous (tests/fakes.sqlite_storage), and its schema handling
+does what an operator relies on across restarts and upgrades.
+"""
+
+import shutil
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import sqlite3
+
+from mbmsd.storage.sql import SchemaError, migrate_txn, schema_files
+from tests.fakes import SyncReactor, sqlite_storage
+from tests.store_contract import (
+    BootstrapStoreContract,
+    SubscriberStoreContract,
+    session,
+    subscriber,
+)
+
+
+class _TempDir:
+    def makeStorage(self):
+        self.tmp = tempfile.mkdtemp(prefix="mbmsd-test-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.reactor = SyncReactor()
+        return sqlite_storage(self.tmp, self.reactor)
+
+
+class SqliteSubscriberStoreTests(_TempDir, SubscriberStoreContract, SynchronousTestCase):
+    pass
+
+
+class SqliteBootstrapStoreTests(_TempDir, BootstrapStoreContract, SynchronousTestCase):
+    pass
+
+
+def query(storage, sql, args=()):
+    return storage.db.runInteraction(
+        "test_query", lambda txn: txn.execute(sql, args).fetchall()
+    )
+
+
+class SqliteSchemaTests(SynchronousTestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="mbmsd-test-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.reactor = SyncReactor()
+        self.latest = schema_files()[-1][0]
+
+    def open(self):
+        storage = sqlite_storage(self.tmp, self.reactor)
+        self.successResultOf(storage.open())
+        return storage
+
+    def close(self, storage):
+        self.successResultOf(storage.close())
+
+    def test_schemaVersionRecorded(self):
+        storage = self.open()
+        rows = self.successResultOf(query(storage, "SELECT version FROM schema_version"))
+        self.assertEqual(rows, [(v,) for v, _, _ in schema_files()])
+        self.assertEqual(rows[-1], (self.latest,))
+        self.close(storage)
+
+    def test_reopenKeepsDataAndAppliesNothing(self):
+        """
+        A restart on the same file: the schema is not applied again (no
+        "table already exists", no second version row) and what was stored,
+        including an advanced SQN, is still there.
+        """
+        storage = self.open()
+        self.successResultOf(storage.subscribers.provision(subscriber(sqn=7)))
+        self.assertEqual(self.successResultOf(storage.subscribers.nextSqn("user1@home1.net")), 8)
+        s = session()
+        self.successResultOf(storage.bootstrap.putSession(s))
+        self.close(storage)
+
+        again = self.open()
+        rows = self.successResultOf(query(again, "SELECT version FROM schema_version"))
+        self.assertEqual(rows, [(v,) for v, _, _ in schema_files()])
+        self.assertEqual(
+            self.successResultOf(again.subscribers.get("user1@home1.net")), subscriber(sqn=8)
+        )
+        self.assertEqual(self.successResultOf(again.bootstrap.getSession(s.btid)), s)
+        # re-provisioning from config after the restart keeps the SQN
+        self.successResultOf(again.subscribers.provision(subscriber(sqn=7)))
+        self.assertEqual(self.successResultOf(again.subscribers.nextSqn("user1@home1.net")), 9)
+        self.close(again)
+
+    def test_newerSchemaRefused(self):
+        storage = self.open()
+        self.successResultOf(
+            query(storage, "INSERT INTO schema_version (version) VALUES (?)", (self.latest + 1,))
+        )
+        self.close(storage)
+
+        newer = sqlite_storage(self.tmp, self.reactor)
+        failure = self.failureResultOf(newer.open(), SchemaError)
+        self.assertIn(str(self.latest + 1), str(failure.value))
+        self.assertIn("upgrade mbmsd", str(failure.value))
+        self.close(newer)
+
+    def test_walJournalMode(self):
+        storage = self.open()
+        self.assertEqual(
+            self.successResultOf(query(storage, "PRAGMA journal_mode")), [("wal",)]
+        )
+        # synchronous = FULL is 2
+        self.assertEqual(self.successResultOf(query(storage, "PRAGMA synchronous")), [(2,)])
+        self.close(storage)
+
+    def test_failedMigrationLeavesNothing(self):
+        """
+        A schema file that fails half-way is rolled back whole: no table of it
+        stays behind, its version is not recorded, and the corrected file
+        applies on the next start (instead of "table already exists" forever).
+        """
+        storage = self.open()
+        files = schema_files()
+        nxt = self.latest + 1
+        broken = files + [(nxt, "%03d_broken.sql" % nxt,
+                           "CREATE TABLE extra (x INTEGER);\n"
+                           "CREATE TABLE subscribers (impi TEXT)")]
+        self.failureResultOf(
+            storage.db.runInteraction("migrate", migrate_txn, broken), sqlite3.OperationalError
+        )
+        tables = self.successResultOf(
+            query(storage, "SELECT name FROM sqlite_master WHERE type = 'table'")
+        )
+        self.assertNotIn(("extra",), tables)
+        self.assertEqual(
+            self.successResultOf(query(storage, "SELECT MAX(version) FROM schema_version")),
+            [(self.latest,)],
+        )
+        fixed = files + [(nxt, "%03d_fixed.sql" % nxt, "CREATE TABLE extra (x INTEGER)")]
+        self.successResultOf(storage.db.runInteraction("migrate", migrate_txn, fixed))
+        self.assertIn(("extra",), self.successResultOf(
+            query(storage, "SELECT name FROM sqlite_master WHERE type = 'table'")))
+        self.assertEqual(
+            self.successResultOf(query(storage, "SELECT MAX(version) FROM schema_version")),
+            [(nxt,)],
+        )
+        self.close(storage)
