@@ -238,3 +238,30 @@ ATTR_STATUS = "status"
 STATUS_OK = 200
 STATUS_NOT_AUTHORIZED = 403
 STATUS_UNKNOWN = 404
+
+
+# ===========================================================================
+# === Key Domain ID and MUK ===
+# ===========================================================================
+
+# Key Domain ID = MCC || MNC of the BM-SC's network, 3 octets: VERIFIED
+# [S16][S17]. The octet coding below is that of a PLMN identity, TS 24.008
+# 10.5.1.3 (BCD digits, MCC digit 1 in the low nibble of octet 1, a 2-digit
+# MNC padded with F): UNVERIFIED for MBMS (TS 33.246 6.3.2.1 not read).
+def key_domain_id(mcc, mnc):
+    """
+    @param mcc: three decimal digits; @param mnc: two or three.
+    @return: the 3-octet Key Domain ID.
+    """
+    if len(mcc) != 3 or not mcc.isdigit() or len(mnc) not in (2, 3) or not mnc.isdigit():
+        raise ValueError("MCC is 3 digits and MNC 2 or 3")
+    m = [int(c) for c in mcc]
+    n = [int(c) for c in mnc] + ([0xF] if len(mnc) == 2 else [])
+    return bytes([(m[1] << 4) | m[0], (n[2] << 4) | m[2], (n[1] << 4) | n[0]])
+
+
+# MUK = Ks_NAF (GBA_ME) with NAF_Id = BM-SC FQDN || 01 00 00 00 01, and the Ua
+# Digest password = base64 of the same key (DESIGN.md 8.6). TS 33.246 6.1
+# separates the key of HTTP Digest (MRK) from the MUK; how was NOT FOUND
+# (sources 4.1), so both use Ks_NAF here (mbmsd/roles/bmsc/service.py push,
+# mbmsd/roles/bmsc/ua.py): UNVERIFIED.

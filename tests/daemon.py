@@ -41,13 +41,15 @@ class Daemon:
 
     def __init__(self, workdir, overlay="", base=ROOT / "etc" / "mbmsd.toml"):
         self.workdir = Path(workdir)
-        self.ports = {k: free_port() for k in ("ub", "zn", "metrics")}
+        self.ports = {k: free_port() for k in ("ub", "zn", "metrics", "bmsc", "mikey")}
         self.base = base
         self.overlay = self.workdir / "overlay.toml"
         self.overlay.write_text(
             '[storage]\npath = "%s"\n\n[metrics.prometheus]\nlisten = "tcp:%d:interface=127.0.0.1"\n\n'
-            '[bsf]\nub_listen = "tcp:%d:interface=127.0.0.1"\nzn_listen = "tcp:%d:interface=127.0.0.1"\n'
-            % (self.workdir / "mbmsd.sqlite3", self.ports["metrics"], self.ports["ub"], self.ports["zn"])
+            '[bsf]\nub_listen = "tcp:%d:interface=127.0.0.1"\nzn_listen = "tcp:%d:interface=127.0.0.1"\n\n'
+            '[bmsc]\nlisten = "tcp:%d:interface=127.0.0.1"\nue_mikey_port = %d\n\n'
+            % (self.workdir / "mbmsd.sqlite3", self.ports["metrics"], self.ports["ub"], self.ports["zn"],
+               self.ports["bmsc"], self.ports["mikey"])
             + overlay
         )
         self.proc = None

@@ -13,6 +13,7 @@ import itertools
 
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -143,3 +144,49 @@ def sqlite_storage(tmpdir_path, reactor, name="mbmsd.sqlite3"):
     pool.threadpool = NonThreadPool(pool.min, pool.max)
     pool.threadpool.start()
     return storage
+
+
+class FakeUDPPort:
+    """
+    What L{UDPMemoryReactorClock.listenUDP} returns: the protocol's transport,
+    recording datagrams in C{written}.
+    """
+
+    def __init__(self, reactor, port, protocol, interface):
+        self.reactor = reactor
+        self.port = port
+        self.protocol = protocol
+        self.interface = interface
+        self.written = []
+        self.listening = True
+
+    def write(self, datagram, addr=None):
+        self.written.append((datagram, addr))
+
+    def getHost(self):
+        from twisted.internet.address import IPv4Address
+
+        return IPv4Address("UDP", self.interface or "0.0.0.0", self.port or 40000)
+
+    def stopListening(self):
+        if self.listening:
+            self.listening = False
+            self.reactor.udpPorts.remove(self)
+            self.protocol.doStop()
+        return None
+
+
+class UDPMemoryReactorClock(MemoryReactorClock):
+    """
+    MemoryReactorClock has no UDP (STYLE 8): this one records UDP ports too.
+    """
+
+    def __init__(self):
+        MemoryReactorClock.__init__(self)
+        self.udpPorts = []
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        p = FakeUDPPort(self, port, protocol, interface)
+        self.udpPorts.append(p)
+        protocol.makeConnection(p)
+        return p

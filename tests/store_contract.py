@@ -297,3 +297,357 @@ class BootstrapStoreContract(_StorageFixture):
         self.assertEqual(self.result(self.store.prune(99.999)), 0)
         self.assertEqual(self.result(self.store.prune(100.0)), 1)
         self.assertEqual(self.result(self.store.prune(100.0)), 0)
+
+
+# ---------------------------------------------------------------- BM-SC
+
+from mbmsd.interfaces import IBmscStore  # noqa: E402 (appended section)
+from mbmsd.storage.records import Authorization, Msk, MskRegistration  # noqa: E402
+
+# bytes a text column, a NUL-terminated copy or a strip() would mangle
+AWKWARD_KEY_DOMAIN = b"\x00\xf1\x10"
+AWKWARD_MSK_ID = b"\x00\x01\x00\x00"
+MSK_RETENTION = 86400
+
+
+def authorization(impu="sip:user1@home1.net", serviceId="urn:3gpp:mbms:svc1", **kw):
+    values = dict(impu=impu, serviceId=serviceId, ueAddress="10.0.0.1", expires=3000.0)
+    values.update(kw)
+    return Authorization(**values)
+
+
+def registration(impu="sip:user1@home1.net", serviceId="urn:3gpp:mbms:svc1", **kw):
+    values = dict(impu=impu, serviceId=serviceId, btid="btid-1@bsf.home1.net",
+                  ueAddress="10.0.0.1", expires=3000.0)
+    values.update(kw)
+    return MskRegistration(**values)
+
+
+def msk(mskId=b"\x00\x01\x00\x01", serviceId="urn:3gpp:mbms:svc1", created=1000.0, **kw):
+    values = dict(serviceId=serviceId, keyDomainId=b"\x42\xf0\x10", mskId=mskId,
+                  key=bytes(range(16)), created=created, expires=created + 3600.0)
+    values.update(kw)
+    return Msk(**values)
+
+
+class BmscStoreContract(_StorageFixture):
+    """
+    L{IBmscStore}, as documented in mbmsd/interfaces.py.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.store = self.storage.bmsc
+
+    def test_provides(self):
+        self.assertTrue(verifyObject(IStorage, self.storage))
+        self.assertTrue(verifyObject(IBmscStore, self.store))
+
+    # authorizations
+
+    def test_getAuthorizationUnknown(self):
+        self.assertIsNone(self.result(self.store.getAuthorization("sip:nobody@home1.net", "svc")))
+
+    def test_putGetAuthorization(self):
+        a = authorization(ueAddress="2001:db8::1", expires=1234.5)
+        self.assertIsNone(self.result(self.store.putAuthorization(a)))
+        self.assertEqual(self.result(self.store.getAuthorization(a.impu, a.serviceId)), a)
+
+    def test_putAuthorizationReplaces(self):
+        self.result(self.store.putAuthorization(authorization()))
+        new = authorization(ueAddress="10.9.9.9", expires=9999.25)
+        self.result(self.store.putAuthorization(new))
+        self.assertEqual(self.result(self.store.getAuthorization(new.impu, new.serviceId)), new)
+
+    def test_authorizationsAreByImpuAndService(self):
+        a = authorization("sip:a@home1.net", "svc-1", ueAddress="10.0.0.1")
+        b = authorization("sip:a@home1.net", "svc-2", ueAddress="10.0.0.2")
+        c = authorization("sip:c@home1.net", "svc-1", ueAddress="10.0.0.3")
+        for x in (a, b, c):
+            self.result(self.store.putAuthorization(x))
+        self.assertEqual(self.result(self.store.getAuthorization("sip:a@home1.net", "svc-1")), a)
+        self.assertEqual(self.result(self.store.getAuthorization("sip:a@home1.net", "svc-2")), b)
+        self.assertEqual(self.result(self.store.getAuthorization("sip:c@home1.net", "svc-1")), c)
+        self.assertIsNone(self.result(self.store.getAuthorization("sip:c@home1.net", "svc-2")))
+
+    def test_removeAuthorization(self):
+        a = authorization()
+        self.result(self.store.putAuthorization(a))
+        self.assertIs(self.result(self.store.removeAuthorization(a.impu, a.serviceId)), True)
+        self.assertIsNone(self.result(self.store.getAuthorization(a.impu, a.serviceId)))
+        self.assertIs(self.result(self.store.removeAuthorization(a.impu, a.serviceId)), False)
+
+    def test_removeAuthorizationUnknown(self):
+        self.assertIs(self.result(self.store.removeAuthorization("sip:nobody@home1.net", "s")),
+                      False)
+
+    def test_removeAuthorizationRemovesItsRegistration(self):
+        """
+        Withdrawing an authorization also ends the MSK registration it
+        allowed (that IMPU and service only), so that no further MSK is
+        pushed to the UE.
+        """
+        impu, other = "sip:a@home1.net", "sip:b@home1.net"
+        for i, s in ((impu, "svc-1"), (impu, "svc-2"), (other, "svc-1")):
+            self.result(self.store.putAuthorization(authorization(i, s)))
+            self.result(self.store.putRegistration(registration(i, s)))
+        self.assertIs(self.result(self.store.removeAuthorization(impu, "svc-1")), True)
+        self.assertIsNone(self.result(self.store.getRegistration(impu, "svc-1")))
+        self.assertEqual(self.result(self.store.getRegistration(impu, "svc-2")),
+                         registration(impu, "svc-2"))
+        self.assertEqual(self.result(self.store.getRegistration(other, "svc-1")),
+                         registration(other, "svc-1"))
+        self.assertEqual(self.result(self.store.getAuthorization(impu, "svc-2")),
+                         authorization(impu, "svc-2"))
+
+    def test_removeAuthorizationWithoutOneStillRemovesRegistration(self):
+        r = registration()
+        self.result(self.store.putRegistration(r))
+        self.assertIs(self.result(self.store.removeAuthorization(r.impu, r.serviceId)), False)
+        self.assertIsNone(self.result(self.store.getRegistration(r.impu, r.serviceId)))
+
+    # registrations
+
+    def test_getRegistrationUnknown(self):
+        self.assertIsNone(self.result(self.store.getRegistration("sip:nobody@home1.net", "svc")))
+
+    def test_putGetRegistration(self):
+        r = registration(ueAddress="2001:db8::2", expires=4321.75)
+        self.assertIsNone(self.result(self.store.putRegistration(r)))
+        self.assertEqual(self.result(self.store.getRegistration(r.impu, r.serviceId)), r)
+
+    def test_putRegistrationReplaces(self):
+        self.result(self.store.putRegistration(registration()))
+        new = registration(btid="btid-2@bsf.home1.net", ueAddress="10.1.1.1", expires=7000.5)
+        self.result(self.store.putRegistration(new))
+        self.assertEqual(self.result(self.store.getRegistration(new.impu, new.serviceId)), new)
+        self.assertEqual(self.result(self.store.registrationsFor(new.serviceId)), [new])
+
+    def test_removeRegistration(self):
+        r = registration()
+        self.result(self.store.putAuthorization(authorization()))
+        self.result(self.store.putRegistration(r))
+        self.assertIs(self.result(self.store.removeRegistration(r.impu, r.serviceId)), True)
+        self.assertIsNone(self.result(self.store.getRegistration(r.impu, r.serviceId)))
+        self.assertIs(self.result(self.store.removeRegistration(r.impu, r.serviceId)), False)
+        # the authorization is not the registration's to remove
+        self.assertEqual(self.result(self.store.getAuthorization(r.impu, r.serviceId)),
+                         authorization())
+
+    def test_removeRegistrationUnknown(self):
+        self.assertIs(self.result(self.store.removeRegistration("sip:nobody@home1.net", "s")),
+                      False)
+
+    def test_registrationsForEmpty(self):
+        self.assertEqual(self.result(self.store.registrationsFor("svc-1")), [])
+
+    def test_registrationsForOrderedByImpuOfThatServiceOnly(self):
+        regs = [registration("sip:carol@home1.net", "svc-1", btid="b-c"),
+                registration("sip:alice@home1.net", "svc-1", btid="b-a"),
+                registration("sip:bob@home1.net", "svc-2", btid="b-b"),
+                registration("sip:bob@home1.net", "svc-1", btid="b-b1"),
+                registration("sip:alice@home1.net", "svc-2", btid="b-a2")]
+        for r in regs:
+            self.result(self.store.putRegistration(r))
+        self.assertEqual(self.result(self.store.registrationsFor("svc-1")),
+                         [regs[1], regs[3], regs[0]])
+        self.assertEqual(self.result(self.store.registrationsFor("svc-2")),
+                         [regs[4], regs[2]])
+        self.assertEqual(self.result(self.store.registrationsFor("svc-3")), [])
+
+    # MSKs
+
+    def test_getMskUnknown(self):
+        self.assertIsNone(self.result(self.store.getMsk(b"\x42\xf0\x10", b"\x00\x01\x00\x01")))
+
+    def test_putGetMsk(self):
+        m = msk()
+        self.assertIsNone(self.result(self.store.putMsk(m)))
+        self.assertEqual(self.result(self.store.getMsk(m.keyDomainId, m.mskId)), m)
+
+    def test_mskRoundTripByteExact(self):
+        m = msk(keyDomainId=AWKWARD_KEY_DOMAIN, mskId=AWKWARD_MSK_ID, key=AWKWARD_K,
+                created=99.25, expires=3699.75)
+        self.result(self.store.putMsk(m))
+        got = self.result(self.store.getMsk(AWKWARD_KEY_DOMAIN, AWKWARD_MSK_ID))
+        self.assertEqual(got, m)
+        for name, length in (("keyDomainId", 3), ("mskId", 4), ("key", 16)):
+            value = getattr(got, name)
+            self.assertIs(type(value), bytes, name)
+            self.assertEqual(len(value), length, name)
+
+    def test_mskIdHighBitsByteExact(self):
+        m = msk(mskId=b"\xff\xff\xff\xff", keyDomainId=b"\xff\x00\x00", key=b"\xff" * 16)
+        self.result(self.store.putMsk(m))
+        self.assertEqual(self.result(self.store.getMsk(b"\xff\x00\x00", b"\xff\xff\xff\xff")), m)
+        self.assertEqual(self.result(self.store.lastMskNumber(m.serviceId)), 0xFFFFFFFF)
+
+    def test_msksAreByKeyDomainAndMskId(self):
+        a = msk(mskId=b"\x00\x01\x00\x01", keyDomainId=b"\x00\x00\x01", key=b"\x01" * 16)
+        b = msk(mskId=b"\x00\x01\x00\x01", keyDomainId=b"\x00\x00\x02", key=b"\x02" * 16)
+        c = msk(mskId=b"\x00\x01\x00\x02", keyDomainId=b"\x00\x00\x01", key=b"\x03" * 16)
+        for m in (a, b, c):
+            self.result(self.store.putMsk(m))
+        self.assertEqual(self.result(self.store.getMsk(b"\x00\x00\x01", b"\x00\x01\x00\x01")), a)
+        self.assertEqual(self.result(self.store.getMsk(b"\x00\x00\x02", b"\x00\x01\x00\x01")), b)
+        self.assertEqual(self.result(self.store.getMsk(b"\x00\x00\x01", b"\x00\x01\x00\x02")), c)
+        self.assertIsNone(self.result(self.store.getMsk(b"\x00\x00\x02", b"\x00\x01\x00\x02")))
+
+    def test_currentMskNone(self):
+        self.assertIsNone(self.result(self.store.currentMsk("urn:3gpp:mbms:svc1", 1000.0)))
+
+    def test_currentMskValid(self):
+        m = msk(created=1000.0, expires=2000.0)
+        self.result(self.store.putMsk(m))
+        self.assertEqual(self.result(self.store.currentMsk(m.serviceId, 1000.0)), m)
+        self.assertEqual(self.result(self.store.currentMsk(m.serviceId, 1999.5)), m)
+
+    def test_currentMskNotExpired(self):
+        """
+        An MSK is valid while C{now < expires}: at or after its expiry it is
+        no longer current (though getMsk still finds it).
+        """
+        m = msk(created=1000.0, expires=2000.0)
+        self.result(self.store.putMsk(m))
+        self.assertIsNone(self.result(self.store.currentMsk(m.serviceId, 2000.0)))
+        self.assertIsNone(self.result(self.store.currentMsk(m.serviceId, 5000.0)))
+        self.assertEqual(self.result(self.store.getMsk(m.keyDomainId, m.mskId)), m)
+
+    def test_currentMskNewest(self):
+        old = msk(mskId=b"\x00\x01\x00\x07", created=1000.0, expires=5000.0, key=b"\x01" * 16)
+        new = msk(mskId=b"\x00\x01\x00\x02", created=2000.0, expires=4000.0, key=b"\x02" * 16)
+        # the newer stored first: the store orders, not the insertion
+        self.result(self.store.putMsk(new))
+        self.result(self.store.putMsk(old))
+        self.assertEqual(self.result(self.store.currentMsk(new.serviceId, 2500.0)), new)
+        # the newer one expired: the older, still valid, is current
+        self.assertEqual(self.result(self.store.currentMsk(new.serviceId, 4000.0)), old)
+        self.assertIsNone(self.result(self.store.currentMsk(new.serviceId, 5000.0)))
+
+    def test_currentMskNewerButExpiredSkipped(self):
+        valid = msk(mskId=b"\x00\x01\x00\x01", created=1000.0, expires=9000.0)
+        expired = msk(mskId=b"\x00\x01\x00\x02", created=2000.0, expires=2500.0)
+        self.result(self.store.putMsk(valid))
+        self.result(self.store.putMsk(expired))
+        self.assertEqual(self.result(self.store.currentMsk(valid.serviceId, 3000.0)), valid)
+
+    def test_currentMskOfThatService(self):
+        a = msk(mskId=b"\x00\x01\x00\x01", serviceId="svc-1", created=1000.0)
+        b = msk(mskId=b"\x00\x02\x00\x01", serviceId="svc-2", created=1500.0)
+        self.result(self.store.putMsk(a))
+        self.result(self.store.putMsk(b))
+        self.assertEqual(self.result(self.store.currentMsk("svc-1", 1600.0)), a)
+        self.assertEqual(self.result(self.store.currentMsk("svc-2", 1600.0)), b)
+        self.assertIsNone(self.result(self.store.currentMsk("svc-3", 1600.0)))
+
+    def test_lastMskNumberNone(self):
+        self.assertIsNone(self.result(self.store.lastMskNumber("urn:3gpp:mbms:svc1")))
+
+    def test_lastMskNumberHighestOfService(self):
+        for mskId, service, created in ((b"\x00\x01\x00\x03", "svc-1", 3000.0),
+                                        (b"\x00\x01\x01\x00", "svc-1", 1000.0),
+                                        (b"\x00\x01\x00\x05", "svc-1", 5000.0),
+                                        (b"\x00\x09\x00\x01", "svc-2", 1000.0)):
+            self.result(self.store.putMsk(msk(mskId=mskId, serviceId=service, created=created)))
+        number = self.result(self.store.lastMskNumber("svc-1"))
+        self.assertIs(type(number), int)
+        self.assertEqual(number, 0x00010100)
+        self.assertEqual(self.result(self.store.lastMskNumber("svc-2")), 0x00090001)
+        self.assertIsNone(self.result(self.store.lastMskNumber("svc-3")))
+
+    def test_lastMskNumberCountsExpired(self):
+        """
+        An expired MSK's ID is still taken: the next one must not reuse it.
+        """
+        self.result(self.store.putMsk(msk(mskId=b"\x00\x01\x00\x09", created=0.0,
+                                          expires=10.0)))
+        self.assertIsNone(self.result(self.store.currentMsk("urn:3gpp:mbms:svc1", 100.0)))
+        self.assertEqual(self.result(self.store.lastMskNumber("urn:3gpp:mbms:svc1")),
+                         0x00010009)
+
+    # MIKEY counters
+
+    def test_nextCounterStartsAtOneAndIncrements(self):
+        self.assertEqual([self.result(self.store.nextCounter("idi|btid-1")) for _ in range(5)],
+                         [1, 2, 3, 4, 5])
+
+    def test_nextCounterEachCallDistinct(self):
+        ds = [self.store.nextCounter("idi|btid-1") for _ in range(10)]
+        self.assertEqual([self.result(d) for d in ds], list(range(1, 11)))
+
+    def test_nextCounterPerMuk(self):
+        self.assertEqual(self.result(self.store.nextCounter("idi|btid-a")), 1)
+        self.assertEqual(self.result(self.store.nextCounter("idi|btid-a")), 2)
+        self.assertEqual(self.result(self.store.nextCounter("idi|btid-b")), 1)
+        self.assertEqual(self.result(self.store.nextCounter("idi|btid-a")), 3)
+        self.assertEqual(self.result(self.store.nextCounter("idi|btid-b")), 2)
+
+    # prune
+
+    def test_pruneNothing(self):
+        self.assertEqual(self.result(self.store.prune(1e9)), 0)
+
+    def test_pruneRemovesExactlyExpired(self):
+        """
+        Authorizations and registrations that expired at or before C{now} go
+        (C{expires == now} included), the others stay; the count is of rows
+        removed.
+        """
+        now = 5000.0
+        for impu, expires in (("sip:old@h", now - 1), ("sip:now@h", now),
+                              ("sip:new@h", now + 0.5)):
+            self.result(self.store.putAuthorization(authorization(impu, "s", expires=expires)))
+            self.result(self.store.putRegistration(registration(impu, "s", expires=expires)))
+
+        self.assertEqual(self.result(self.store.prune(now)), 4)
+
+        for impu in ("sip:old@h", "sip:now@h"):
+            self.assertIsNone(self.result(self.store.getAuthorization(impu, "s")))
+            self.assertIsNone(self.result(self.store.getRegistration(impu, "s")))
+        self.assertEqual(self.result(self.store.getAuthorization("sip:new@h", "s")).expires,
+                         now + 0.5)
+        self.assertEqual(self.result(self.store.registrationsFor("s")),
+                         [registration("sip:new@h", "s", expires=now + 0.5)])
+        self.assertEqual(self.result(self.store.prune(now)), 0)
+
+    def test_pruneKeepsExpiredMskForRetention(self):
+        """
+        An expired MSK stays MSK_RETENTION seconds (a late msk-request still
+        finds it by ID); one expired longer ago goes.
+        """
+        now = 500000.0
+        gone = msk(mskId=b"\x00\x01\x00\x01", created=0.0, expires=now - MSK_RETENTION - 1)
+        edge = msk(mskId=b"\x00\x01\x00\x02", created=1.0, expires=now - MSK_RETENTION)
+        kept = msk(mskId=b"\x00\x01\x00\x03", created=2.0, expires=now - MSK_RETENTION + 1)
+        recent = msk(mskId=b"\x00\x01\x00\x04", created=3.0, expires=now - 10)
+        valid = msk(mskId=b"\x00\x01\x00\x05", created=now - 100, expires=now + 100)
+        for m in (gone, edge, kept, recent, valid):
+            self.result(self.store.putMsk(m))
+
+        self.assertEqual(self.result(self.store.prune(now)), 2)
+
+        for m in (gone, edge):
+            self.assertIsNone(self.result(self.store.getMsk(m.keyDomainId, m.mskId)))
+        for m in (kept, recent, valid):
+            self.assertEqual(self.result(self.store.getMsk(m.keyDomainId, m.mskId)), m)
+        self.assertEqual(self.result(self.store.currentMsk(valid.serviceId, now)), valid)
+        self.assertEqual(self.result(self.store.prune(now)), 0)
+
+    def test_pruneCountsAcrossTables(self):
+        now = 200000.0
+        self.result(self.store.putAuthorization(authorization(expires=now)))
+        self.result(self.store.putRegistration(registration(expires=now - 5)))
+        self.result(self.store.putMsk(msk(created=0.0, expires=now - MSK_RETENTION - 5)))
+        self.result(self.store.putMsk(msk(mskId=b"\x00\x01\x00\x02", created=0.0,
+                                          expires=now - 5)))
+        self.assertEqual(self.result(self.store.prune(now)), 3)
+
+    def test_pruneLeavesCounters(self):
+        """
+        MIKEY counters are never pruned: a counter that went back would be
+        a replay to the UE.
+        """
+        self.result(self.store.nextCounter("idi|btid-1"))
+        self.result(self.store.nextCounter("idi|btid-1"))
+        self.result(self.store.prune(1e12))
+        self.assertEqual(self.result(self.store.nextCounter("idi|btid-1")), 3)

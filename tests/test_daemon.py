@@ -118,7 +118,7 @@ def test_config_errors_stop_startup_with_the_key_named(tmp_path):
     p = subprocess.run(d.command(), capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert p.returncode == 1
     assert "overlay.toml: node.roles: item 1: unknown role 'nope'" in p.stderr
-    assert "overlay.toml: bsf.colour: unknown key" in p.stderr
+    assert "overlay.toml: bmsc.colour: unknown key" in p.stderr
     assert "Traceback" not in p.stderr
 
     p = subprocess.run(d.command("--check"), capture_output=True, text=True, timeout=30)

@@ -8,7 +8,7 @@ import os
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.testing import MemoryReactorClock
+from tests.fakes import UDPMemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -17,7 +17,7 @@ import mbmsd.node
 from mbmsd import config as c
 from mbmsd.interfaces import IBootstrapLookup, IRoleFactory, IStorage, IStorageFactory
 from mbmsd.node import load_config, makeNode
-from mbmsd.storage.memory import MemoryBootstrapStore, MemorySubscriberStore
+from mbmsd.storage.memory import MemoryStorage
 
 ETC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc", "mbmsd.toml")
 
@@ -34,15 +34,15 @@ def demoConfig(backend="memory"):
 
 
 @implementer(IStorage)
-class ControlledStorage:
+class ControlledStorage(MemoryStorage):
     """
-    An IStorage whose open() the test fires, recording calls in C{log}.
+    An IStorage (the memory stores) whose open() the test fires, recording
+    calls in C{log}.
     """
 
     def __init__(self, log):
+        MemoryStorage.__init__(self)
         self.log = log
-        self.subscribers = MemorySubscriberStore()
-        self.bootstrap = MemoryBootstrapStore()
         self.opening = Deferred()
         self.onClose = None
 
@@ -103,12 +103,14 @@ def listening(reactor):
     return sorted((port, interface) for port, _, _, interface in reactor.tcpServers)
 
 
-DEMO_PORTS = [(8080, "127.0.0.1"), (8081, "127.0.0.1"), (9102, "127.0.0.1")]
+# DESIGN 1: BM-SC key management 1234, Ub 8080, Zn 8081, metrics 9102
+DEMO_PORTS = [(1234, "127.0.0.1"), (8080, "127.0.0.1"), (8081, "127.0.0.1"),
+              (9102, "127.0.0.1")]
 
 
 class NodeStartTests(SynchronousTestCase):
     def setUp(self):
-        self.reactor = MemoryReactorClock()
+        self.reactor = UDPMemoryReactorClock()
         self.log = []
         self.storage = ControlledStorage(self.log)
         config = demoConfig()
@@ -126,6 +128,7 @@ class NodeStartTests(SynchronousTestCase):
         self.service.startService()
         self.assertEqual(self.log, ["storage.open"])
         self.assertEqual(self.reactor.tcpServers, [])
+        self.assertEqual(self.reactor.udpPorts, [])
         self.assertIsNone(self.successResultOf(self.storage.subscribers.get(DEMO_IMPI)))
         self.assertNoResult(self.service.ready)
 
@@ -202,7 +205,7 @@ class NodeOrderTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        self.reactor = MemoryReactorClock()
+        self.reactor = UDPMemoryReactorClock()
         self.log = []
         self.storage = ControlledStorage(self.log)
         config = demoConfig()

@@ -5,7 +5,11 @@ The in-memory reference stores keep the storage contract.
 from twisted.trial.unittest import SynchronousTestCase
 
 from mbmsd.storage.memory import MemoryStorage
-from tests.store_contract import BootstrapStoreContract, SubscriberStoreContract
+from tests.store_contract import (
+    BmscStoreContract,
+    BootstrapStoreContract,
+    SubscriberStoreContract,
+)
 
 
 class MemorySubscriberStoreTests(SubscriberStoreContract, SynchronousTestCase):
@@ -14,5 +18,10 @@ class MemorySubscriberStoreTests(SubscriberStoreContract, SynchronousTestCase):
 
 
 class MemoryBootstrapStoreTests(BootstrapStoreContract, SynchronousTestCase):
+    def makeStorage(self):
+        return MemoryStorage()
+
+
+class MemoryBmscStoreTests(BmscStoreContract, SynchronousTestCase):
     def makeStorage(self):
         return MemoryStorage()

@@ -14,8 +14,12 @@ import sqlite3
 from mbmsd.storage.sql import SchemaError, migrate_txn, schema_files
 from tests.fakes import SyncReactor, sqlite_storage
 from tests.store_contract import (
+    BmscStoreContract,
     BootstrapStoreContract,
     SubscriberStoreContract,
+    authorization,
+    msk,
+    registration,
     session,
     subscriber,
 )
@@ -34,6 +38,10 @@ class SqliteSubscriberStoreTests(_TempDir, SubscriberStoreContract, SynchronousT
 
 
 class SqliteBootstrapStoreTests(_TempDir, BootstrapStoreContract, SynchronousTestCase):
+    pass
+
+
+class SqliteBmscStoreTests(_TempDir, BmscStoreContract, SynchronousTestCase):
     pass
 
 
@@ -88,6 +96,42 @@ class SqliteSchemaTests(SynchronousTestCase):
         # re-provisioning from config after the restart keeps the SQN
         self.successResultOf(again.subscribers.provision(subscriber(sqn=7)))
         self.assertEqual(self.successResultOf(again.subscribers.nextSqn("user1@home1.net")), 9)
+        self.close(again)
+
+    def test_reopenKeepsBmscStateAndCounters(self):
+        """
+        A restart on the same file keeps the BM-SC's authorizations,
+        registrations and MSKs (byte-exact), and each MUK's MIKEY counter
+        carries on from where it was: a counter that went back would make the
+        UE reject the next MSK push as a replay (TS 33.246).
+        """
+        storage = self.open()
+        a = authorization()
+        r = registration()
+        m = msk(keyDomainId=b"\x00\xf1\x10", mskId=b"\x00\x01\x00\x00",
+                key=b"\x00\xff" * 8, created=100.5, expires=3700.25)
+        self.successResultOf(storage.bmsc.putAuthorization(a))
+        self.successResultOf(storage.bmsc.putRegistration(r))
+        self.successResultOf(storage.bmsc.putMsk(m))
+        for expected in (1, 2, 3):
+            self.assertEqual(self.successResultOf(storage.bmsc.nextCounter("idi|btid-a")),
+                             expected)
+        self.assertEqual(self.successResultOf(storage.bmsc.nextCounter("idi|btid-b")), 1)
+        self.close(storage)
+
+        again = self.open()
+        self.assertEqual(
+            self.successResultOf(again.bmsc.getAuthorization(a.impu, a.serviceId)), a)
+        self.assertEqual(
+            self.successResultOf(again.bmsc.getRegistration(r.impu, r.serviceId)), r)
+        self.assertEqual(self.successResultOf(again.bmsc.registrationsFor(r.serviceId)), [r])
+        self.assertEqual(self.successResultOf(again.bmsc.getMsk(m.keyDomainId, m.mskId)), m)
+        self.assertEqual(self.successResultOf(again.bmsc.currentMsk(m.serviceId, 200.0)), m)
+        self.assertEqual(self.successResultOf(again.bmsc.lastMskNumber(m.serviceId)),
+                         0x00010000)
+        self.assertEqual(self.successResultOf(again.bmsc.nextCounter("idi|btid-a")), 4)
+        self.assertEqual(self.successResultOf(again.bmsc.nextCounter("idi|btid-b")), 2)
+        self.assertEqual(self.successResultOf(again.bmsc.nextCounter("idi|btid-c")), 1)
         self.close(again)
 
     def test_newerSchemaRefused(self):

@@ -6,11 +6,13 @@ implementation only when a node uses it.
 from mbmsd.metrics.prometheus import PrometheusExporterFactory
 from mbmsd.roles.bmsc.plugin import BmscRoleFactory
 from mbmsd.roles.bsf.plugin import BsfRoleFactory
+from mbmsd.roles.pcscf.plugin import PcscfRoleFactory
 from mbmsd.storage.plugin import MemoryStorageFactory
 from mbmsd.storage.sqlite import SqliteStorageFactory
 
 bsf = BsfRoleFactory()
 bmsc = BmscRoleFactory()
+pcscf = PcscfRoleFactory()
 memory = MemoryStorageFactory()
 sqlite = SqliteStorageFactory()
 prometheus = PrometheusExporterFactory()

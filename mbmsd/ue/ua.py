@@ -73,6 +73,7 @@ class UaClient:
 
     # -- the three procedures -------------------------------------------------
 
+    @inlineCallbacks
     def register(self, serviceIds):
         """
         MBMS User Service Registration (TS 33.246 6.3.2.1A).
@@ -80,11 +81,14 @@ class UaClient:
         @return: Deferred firing with [(serviceId, status)] as the BM-SC
             answered (each one we asked for; 200 registered).
         @raise UaFailed: (errback) not 200, Digest refused, malformed answer.
+        @raise mbms_xml.MbmsXmlError: (errback) an invalid service ID.
         """
         serviceIds = list(serviceIds)
-        return self._services(profile.REQUESTTYPE_REGISTER, profile.CT_REGISTER,
-                              mbms_xml.build_register(serviceIds), serviceIds)
+        body = mbms_xml.build_register(serviceIds)
+        return (yield self._services(profile.REQUESTTYPE_REGISTER, profile.CT_REGISTER, body,
+                                     serviceIds))
 
+    @inlineCallbacks
     def deregister(self, serviceIds):
         """
         MBMS User Service Deregistration (TS 33.246 6.3.2.1B).
@@ -93,8 +97,9 @@ class UaClient:
         @raise UaFailed: as L{register}.
         """
         serviceIds = list(serviceIds)
-        return self._services(profile.REQUESTTYPE_DEREGISTER, profile.CT_DEREGISTER,
-                              mbms_xml.build_deregister(serviceIds), serviceIds)
+        body = mbms_xml.build_deregister(serviceIds)
+        return (yield self._services(profile.REQUESTTYPE_DEREGISTER, profile.CT_DEREGISTER,
+                                     body, serviceIds))
 
     @inlineCallbacks
     def mskRequest(self, keyDomainId, mskIds):

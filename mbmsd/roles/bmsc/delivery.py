@@ -37,6 +37,8 @@ class MikeyDelivery(DatagramProtocol):
     @param idi: the BM-SC's identity in IDi (its NAF FQDN).
     """
 
+    noisy = False
+
     def __init__(self, clock, counters, idi, uePort, metrics, random=os.urandom,
                  delays=None):
         self.clock = clock

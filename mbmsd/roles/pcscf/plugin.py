@@ -140,6 +140,25 @@ class PcscfRoleFactory:
     configSchema = PCSCF_SECTION
     startOrder = 40
 
+    def checkNode(self, config):
+        """
+        The checks that span keys: the registration times in order, and at
+        least one listener.
+        """
+        errors = []
+        section = config.get("pcscf", {})
+        lo, default, hi = (section.get(k) for k in ("min_expires", "default_expires",
+                                                    "max_expires"))
+        if None not in (lo, default, hi):
+            if lo > hi:
+                errors.append("pcscf.min_expires: must be <= pcscf.max_expires (%d)" % (hi,))
+            elif not lo <= default <= hi:
+                errors.append("pcscf.default_expires: must lie between pcscf.min_expires (%d) "
+                              "and pcscf.max_expires (%d)" % (lo, hi))
+        if section.get("udp_listen") == "" and section.get("tcp_listen") == "":
+            errors.append("pcscf.udp_listen: UDP and TCP cannot both be off ('')")
+        return errors
+
     def makeService(self, node, config):
         from mbmsd.roles.pcscf.service import PcscfService
 

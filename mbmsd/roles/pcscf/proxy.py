@@ -1,0 +1,543 @@
+"""
+The P-CSCF's proxy core (RFC 3261 16, RFC 3325, TS 24.229 5.2.6-5.2.7), a
+transaction user over L{mbmsd.sip.transaction.TransactionLayer}: stateful,
+no socket of its own (it reaches the network through an L{IConnections}-like
+object: C{transportFor(name, host, port)} -> Deferred of an ISipTransport).
+
+Per request (RFC 3261 16.3 to 16.6):
+  - REGISTER goes to the L{Registrar};
+  - who sent it: the network path of a live binding is a UE (originating);
+    the SCF (its UDP address, or a TCP connection we opened) is the network
+    side; anything else is refused with 403;
+  - Max-Forwards 0 -> 483; a loop (our own Via with this request's loop
+    hash) -> 482; Max-Forwards decremented;
+  - from a UE: every P-Asserted-Identity removed; the P-Preferred-Identity
+    picks one of the IMPUs registered on that path (else the default one);
+    P-Asserted-Identity inserted, P-Preferred-Identity removed;
+  - Route entries naming us are removed (loose routing, 16.4); initial
+    requests are Record-Routed (twice when the two sides use different
+    transports, RFC 5658) and go to the configured SCF; the others follow
+    Route, else the Request-URI;
+  - towards a peer outside the trust domain (not the SCF, not in
+    C{trustedPeers}), C{Privacy: id} removes P-Asserted-Identity (RFC 3325
+    9.3), in requests and in responses;
+  - our Via goes on top; responses come back through the client and server
+    transactions (the top Via removed, 16.7); the ACK of a 2xx and strays
+    are forwarded statelessly (16.11).
+"""
+
+import hashlib
+import ipaddress
+
+from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mbmsd.interfaces import IClientTransactionUser, ITransactionUser
+from mbmsd.roles.pcscf.registrar import aor
+from mbmsd.sip.message import (
+    MAGIC_COOKIE, SipParseError, make_branch, make_cancel, make_response, parse_name_addr,
+    parse_via)
+from mbmsd.sip.transaction import TransactionError, TransactionLayer, TimerSettings
+
+__all__ = ["PcscfProxy", "METHODS"]
+
+log = Logger(namespace="mbmsd.pcscf")
+
+# Method label values (bounded); anything else counts as "other".
+METHODS = ("REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "UPDATE",
+           "PRACK", "INFO", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH")
+
+
+def method_label(method):
+    return method if method in METHODS else "other"
+
+
+def status_class(status):
+    return "%dxx" % (status // 100,)
+
+
+def _is_ip(host):
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def loop_hash(request):
+    """
+    RFC 3261 16.6 step 8: what identifies this request for loop detection
+    (Request-URI, tags, Call-ID, CSeq number, Route, Proxy-Require) as
+    received, before we change anything.
+    """
+    h = request.headers
+    try:
+        to_tag = request.to_tag or ""
+        from_tag = request.from_tag or ""
+    except SipParseError:
+        to_tag = from_tag = ""
+    parts = [request.uri, to_tag, from_tag, h.get("Call-ID", ""), h.get("CSeq", "").split()[0]
+             if h.get("CSeq") else ""]
+    parts += h.get_all("Route") + h.get_all("Proxy-Require")
+    return hashlib.md5("\n".join(parts).encode("utf-8")).hexdigest()[:10]
+
+
+class _Target:
+    """Where a request goes: C{(transport, host, port)}, and whether trusted."""
+
+    def __init__(self, transport, host, port, trusted):
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.trusted = trusted
+
+    @property
+    def address(self):
+        return (self.host, self.port)
+
+
+class ForwardFailed(Exception):
+    """The request cannot be forwarded: C{status} is what to answer."""
+
+    def __init__(self, status, reason=None):
+        Exception.__init__(self, status, reason)
+        self.status = status
+        self.reason = reason
+
+
+@implementer(ITransactionUser)
+class PcscfProxy:
+    """
+    @param clock: IReactorTime.
+    @param registrar: the L{Registrar}.
+    @param store: the L{ISipRegistrationStore} (live bindings by source).
+    @param connections: C{transportFor(name, host, port)} -> Deferred of an
+        ISipTransport; C{isOutbound(transport)} -> bool.
+    @param scf: C{(host, port, transport)} of the next hop.
+    @param advertised: our IP address in Via and Record-Route.
+    @param ports: C{{'UDP': port, 'TCP': port}} we listen on.
+    @param metrics: a L{mbmsd.metrics.RoleMetrics}.
+    @param trustedPeers: IP addresses inside the trust domain besides the SCF.
+    """
+
+    def __init__(self, clock, registrar, store, connections, scf, advertised, ports, metrics,
+                 trustedPeers=(), timers=None, onRegistration=None):
+        self.clock = clock
+        self.registrar = registrar
+        self.store = store
+        self.connections = connections
+        self.scf = scf
+        self.advertised = advertised
+        self.ports = dict(ports)
+        self.ownHosts = {advertised}
+        self.trustedPeers = set(trustedPeers)
+        self.onRegistration = onRegistration
+        if timers is None:
+            timers = TimerSettings(trying_delay=0)
+        self.layer = TransactionLayer(clock, self, timers)
+        self.requests = metrics.counter(
+            "mbmsd_pcscf_requests_total",
+            "SIP requests answered by the P-CSCF, by method and final response class",
+            ["method", "response_class"])
+        self.registrations = metrics.counter(
+            "mbmsd_pcscf_registrations_total", "REGISTER requests by outcome", ["result"])
+        self.rejected = metrics.counter(
+            "mbmsd_pcscf_rejected_total",
+            "Requests the P-CSCF answered itself with an error, by reason", ["reason"])
+        self.latency = metrics.histogram(
+            "mbmsd_pcscf_request_seconds",
+            "Time from a request to its final response, by method", ["method"])
+        self.stateless = metrics.counter(
+            "mbmsd_pcscf_stateless_total",
+            "Messages forwarded outside a transaction (ACK of 2xx, stray responses)",
+            ["kind"])
+        self._started = {}
+
+    # ------------------------------------------------------------ addresses
+
+    def isMe(self, uri):
+        """Does C{uri} (a SipUri) name this P-CSCF (RFC 3261 16.4)?"""
+        if uri.host.lower() not in self.ownHosts:
+            return False
+        port = uri.port if uri.port is not None else 5060
+        return port in self.ports.values()
+
+    def _myPort(self, transport):
+        return self.ports.get(transport) or next(iter(self.ports.values()))
+
+    def recordRouteUri(self, transport):
+        return "<sip:%s:%d;transport=%s;lr>" % (
+            self._host(), self._myPort(transport), transport.lower())
+
+    def _host(self):
+        return "[%s]" % (self.advertised,) if ":" in self.advertised else self.advertised
+
+    def _via(self, transport, branch):
+        return "SIP/2.0/%s %s:%d;branch=%s" % (transport, self._host(), self._myPort(transport),
+                                                branch)
+
+    def _isOurVia(self, via):
+        return via.host.lower() in self.ownHosts and via.sent_by[1] in self.ports.values()
+
+    def _trusted(self, host, port=None):
+        scf_host, scf_port, _ = self.scf
+        return host in self.trustedPeers or (host == scf_host and port in (None, scf_port))
+
+    # ------------------------------------------------------------ TU: requests
+
+    def request_received(self, request, transaction):
+        self._started[transaction] = self.clock.seconds()
+        d = maybeDeferred(self._request, request, transaction)
+        d.addErrback(self._internalError, transaction)
+
+    def _internalError(self, failure, transaction):
+        log.failure("P-CSCF: handling {method} failed", failure,
+                    method=transaction.request.method)
+        self._answer(transaction, 500, "internal_error")
+
+    @inlineCallbacks
+    def _request(self, request, txn):
+        method = request.method
+        if method == "REGISTER":
+            yield self._register(request, txn)
+            return
+        if method == "CANCEL":
+            self._cancel(request, txn)
+            return
+        mf = int(request.headers.get("Max-Forwards").strip())
+        if mf == 0:
+            self._answer(txn, 483, "too_many_hops")
+            return
+        side, bindings = yield self._classify(request, txn.transport, txn.source)
+        if side is None:
+            self._answer(txn, 403, "not_registered", "Forbidden: not registered from this address")
+            return
+        mine = loop_hash(request)
+        for value in request.headers.get_all("Via")[1:]:
+            try:
+                via = parse_via(value)
+            except SipParseError:
+                continue
+            if self._isOurVia(via) and (via.branch or "").endswith("." + mine):
+                self._answer(txn, 482, "loop_detected")
+                return
+        try:
+            fwd, target = yield self._prepare(request, side, bindings, txn.transport, mine)
+            transport = yield self.connections.transportFor(
+                target.transport, target.host, target.port)
+        except ForwardFailed as e:
+            self._answer(txn, e.status, "unroutable", e.reason)
+            return
+        except Exception as e:
+            log.info("P-CSCF: cannot reach the next hop for {method}: {e}", method=method, e=e)
+            self._answer(txn, 503, "next_hop_unreachable")
+            return
+        self._fixVia(fwd, transport.name, mine)
+        if txn.state == "Terminated":
+            return
+        ctx = _Forward(self, txn, target)
+        txn.forward = ctx
+        ctx.client = self.layer.send_request(fwd, transport, target.address, ctx)
+
+    @inlineCallbacks
+    def _register(self, request, txn):
+        answer = yield self.registrar.register(request, txn.transport.name, txn.source)
+        self.registrations.labels(answer.outcome).inc()
+        response = make_response(request, answer.status, answer.reason, to_tag=True)
+        for name, value in answer.headers:
+            response.headers.add(name, value)
+        log.info("REGISTER {impu} ({impi}) from {transport} {source}: {status} {outcome}",
+                 impu=answer.impu or "-", impi=answer.impi or "-",
+                 transport=txn.transport.name, source=_show(txn.source),
+                 status=answer.status, outcome=answer.outcome)
+        self._respond(txn, response)
+        if self.onRegistration is not None and answer.status == 200:
+            self.onRegistration()
+
+    def _cancel(self, cancel, txn):
+        invite = self.layer.find_invite(cancel)
+        if invite is None:
+            self._answer(txn, 481, "no_such_transaction")
+            return
+        self._respond(txn, make_response(cancel, 200))
+        ctx = getattr(invite, "forward", None)
+        if ctx is None or ctx.final or ctx.client is None:
+            if invite.state == "Proceeding":
+                self._respond(invite, make_response(invite.request, 487, to_tag=True))
+            return
+        ctx.cancel()
+
+    @inlineCallbacks
+    def _classify(self, request, transport, source):
+        """
+        @return: Deferred of C{('ue', bindings)}, C{('network', None)} or
+            C{(None, None)} when the sender is neither.
+        """
+        if source is not None:
+            bindings = yield self.store.bindingsFromSource(
+                transport.name, source[0], source[1], self.clock.seconds())
+            if bindings:
+                return "ue", bindings
+        scf_host, scf_port, scf_transport = self.scf
+        if self.connections.isOutbound(transport):
+            return "network", None
+        if source is not None and source[0] == scf_host:
+            if transport.name == "UDP" and source[1] == scf_port:
+                return "network", None
+            if transport.name != "UDP" and request.to_tag and self._topRouteIsMe(request):
+                # an in-dialog request of the SCF on a connection it opened
+                return "network", None
+        return None, None
+
+    def _topRouteIsMe(self, request):
+        value = request.headers.get("Route")
+        if value is None:
+            return False
+        try:
+            return self.isMe(parse_name_addr(value).uri)
+        except SipParseError:
+            return False
+
+    @inlineCallbacks
+    def _prepare(self, request, side, bindings, ingress, mine):
+        """
+        The copy to forward and its L{_Target}. Raises L{ForwardFailed}.
+        """
+        fwd = request.copy()
+        h = fwd.headers
+        h.set("Max-Forwards", str(int(h.get("Max-Forwards").strip()) - 1))
+        if side == "ue":
+            self._assertIdentity(fwd, bindings)
+        # RFC 3261 16.4: remove the Route entries that name us
+        while True:
+            value = h.get("Route")
+            if value is None:
+                break
+            try:
+                uri = parse_name_addr(value).uri
+            except SipParseError:
+                raise ForwardFailed(400, "Bad Request: malformed Route")
+            if not self.isMe(uri):
+                break
+            h.pop_first("Route")
+        initial = fwd.to_tag is None
+        route = h.get("Route")
+        if route is not None:
+            target = self._targetOf(parse_name_addr(route).uri)
+        elif initial and side == "ue":
+            host, port, transport = self.scf
+            target = _Target(transport, host, port, True)
+        elif initial and side == "network":
+            # a request for a registered user: to its binding (RFC 3261 16.5)
+            try:
+                impu = aor(fwd.request_uri)
+            except SipParseError:
+                raise ForwardFailed(416)
+            live = yield self.store.bindings(impu, self.clock.seconds())
+            if not live:
+                raise ForwardFailed(404, "Not Found: not registered")
+            b = live[-1]
+            fwd.uri = b.contact
+            target = _Target(b.transport, b.host, b.port, self._trusted(b.host, b.port))
+        else:
+            target = self._targetOf(fwd.request_uri)
+        if initial and fwd.method not in ("ACK", "CANCEL"):
+            rr_in = self.recordRouteUri(ingress.name)
+            rr_out = self.recordRouteUri(target.transport)
+            if rr_in != rr_out:
+                h.prepend("Record-Route", rr_in)
+            h.prepend("Record-Route", rr_out)
+        if not target.trusted and _privacy_id(fwd):
+            h.remove("P-Asserted-Identity")
+        return fwd, target
+
+    def _targetOf(self, uri):
+        if uri.scheme != "sip":
+            raise ForwardFailed(416)
+        if not _is_ip(uri.host):
+            raise ForwardFailed(404, "Not Found: no route to %s" % (uri.host,))
+        transport = (uri.params.get("transport") or "udp").upper()
+        if transport not in ("UDP", "TCP"):
+            raise ForwardFailed(503, "Service Unavailable: transport not supported")
+        port = uri.port if uri.port is not None else 5060
+        return _Target(transport, uri.host, port, self._trusted(uri.host, port))
+
+    def _assertIdentity(self, fwd, bindings):
+        """RFC 3325 5 and TS 24.229 5.2.6.3: the asserted identity of a UE."""
+        h = fwd.headers
+        h.remove("P-Asserted-Identity")
+        if fwd.method in ("ACK", "CANCEL"):
+            h.remove("P-Preferred-Identity")
+            return
+        registered = []
+        for b in bindings:
+            for impu in b.associated:
+                if impu not in registered:
+                    registered.append(impu)
+        chosen = registered[0]
+        for value in h.get_all("P-Preferred-Identity"):
+            try:
+                wanted = aor(parse_name_addr(value).uri)
+            except SipParseError:
+                continue
+            match = [i for i in registered if i.lower() == wanted.lower()]
+            if match:
+                chosen = match[0]
+                break
+        h.remove("P-Preferred-Identity")
+        h.add("P-Asserted-Identity", "<%s>" % (chosen,))
+
+    def _fixVia(self, fwd, transport, mine, branch=None):
+        if branch is None:
+            branch = make_branch() + "." + mine
+        fwd.headers.prepend("Via", self._via(transport, branch))
+
+    # ------------------------------------------------------------ TU: ACK, strays
+
+    def ack_received(self, request, transport, source):
+        d = maybeDeferred(self._ack, request, transport, source)
+        d.addErrback(lambda f: log.failure("P-CSCF: forwarding an ACK failed", f))
+
+    @inlineCallbacks
+    def _ack(self, request, transport, source):
+        if int(request.headers.get("Max-Forwards").strip()) == 0:
+            return
+        side, bindings = yield self._classify(request, transport, source)
+        if side is None:
+            log.info("P-CSCF: ACK from an unknown source {source} dropped", source=_show(source))
+            return
+        mine = loop_hash(request)
+        try:
+            fwd, target = yield self._prepare(request, side, bindings, transport, mine)
+        except ForwardFailed as e:
+            log.info("P-CSCF: ACK not routable ({status})", status=e.status)
+            return
+        out = yield self.connections.transportFor(target.transport, target.host, target.port)
+        # 16.11: a stateless branch, the same for a retransmitted ACK
+        top = request.top_via
+        stable = hashlib.md5(("%s|%s|%s" % (top.branch, top.sent_by, mine)).encode()).hexdigest()
+        self._fixVia(fwd, out.name, mine, MAGIC_COOKIE + stable[:16] + "." + mine)
+        self.layer.send_stateless(fwd, out, target.address)
+        self.stateless.labels("ack").inc()
+
+    def stray_response_received(self, response, transport, source):
+        d = maybeDeferred(self._stray, response)
+        d.addErrback(lambda f: log.failure("P-CSCF: forwarding a stray response failed", f))
+
+    @inlineCallbacks
+    def _stray(self, response):
+        vias = response.headers.get_all("Via")
+        if len(vias) < 2 or not self._isOurVia(parse_via(vias[0])):
+            return                      # not ours to forward (RFC 3261 16.7 step 1)
+        up = response.copy()
+        up.headers.pop_first("Via")
+        via = parse_via(vias[1])
+        host = via.received or via.host
+        port = via.rport if isinstance(via.rport, int) else via.sent_by[1]
+        out = yield self.connections.transportFor(via.transport, host, port)
+        if not self._trusted(host, port) and _privacy_id(up):
+            up.headers.remove("P-Asserted-Identity")
+        self.layer.send_stateless(up, out, (host, port))
+        self.stateless.labels("response").inc()
+
+    def transaction_failed(self, transaction, reason):
+        log.info("P-CSCF: {method} transaction ended without delivery ({reason})",
+                 method=transaction.request.method, reason=reason)
+
+    # ------------------------------------------------------------ answering
+
+    def _answer(self, txn, status, outcome, reason=None):
+        self.rejected.labels(outcome).inc()
+        self._respond(txn, make_response(txn.request, status, reason, to_tag=True))
+
+    def _respond(self, txn, response):
+        """Send C{response} on the server transaction; count and log finals."""
+        try:
+            txn.respond(response)
+        except TransactionError:
+            return False
+        if response.status >= 200 and txn in self._started:
+            self._final(txn, response)
+        return True
+
+    def _final(self, txn, response):
+        start = self._started.pop(txn, None)
+        method = method_label(txn.request.method)
+        self.requests.labels(method, status_class(response.status)).inc()
+        if start is not None:
+            self.latency.labels(method).observe(max(0.0, self.clock.seconds() - start))
+        if txn.request.method != "REGISTER":
+            log.info("{method} {callid} from {transport} {source}: {status}",
+                     method=txn.request.method, callid=txn.request.call_id,
+                     transport=txn.transport.name, source=_show(txn.source),
+                     status=response.status)
+
+
+@implementer(IClientTransactionUser)
+class _Forward:
+    """One forwarded request: its server and client transactions (16.7)."""
+
+    def __init__(self, proxy, server, target):
+        self.proxy = proxy
+        self.server = server
+        self.target = target
+        self.client = None
+        self.final = False
+        self.cancelled = False
+
+    def response_received(self, response, transaction):
+        if response.status == 100:
+            return                              # hop by hop (16.7 step 3)
+        up = response.copy()
+        up.headers.pop_first("Via")
+        if not up.headers.get("Via"):
+            return
+        if _privacy_id(up) and not self._upstreamTrusted():
+            up.headers.remove("P-Asserted-Identity")
+        if response.status >= 200:
+            first = not self.final
+            self.final = True
+            if not first:
+                # a 2xx retransmission in the Accepted state (RFC 6026)
+                try:
+                    self.server.respond(up)
+                except TransactionError:
+                    pass
+                return
+        self.proxy._respond(self.server, up)
+
+    def _upstreamTrusted(self):
+        source = getattr(self.server, "source", None) or (None, None)
+        if self.proxy.connections.isOutbound(self.server.transport):
+            return True
+        return self.proxy._trusted(source[0], source[1])
+
+    def cancel(self):
+        """Send CANCEL for the forwarded INVITE (RFC 3261 16.10)."""
+        if self.cancelled or self.client is None:
+            return
+        self.cancelled = True
+        cancel = make_cancel(self.client.request)
+        self.proxy.layer.send_request(cancel, self.client.transport, self.client.address,
+                                      _Ignore())
+
+
+@implementer(IClientTransactionUser)
+class _Ignore:
+    def response_received(self, response, transaction):
+        pass
+
+
+def _privacy_id(message):
+    for value in message.headers.get_all("Privacy"):
+        for item in value.replace(";", ",").split(","):
+            if item.strip().lower() == "id":
+                return True
+    return False
+
+
+def _show(source):
+    if not source:
+        return "-"
+    return "%s:%s" % (source[0], source[1])
