@@ -200,3 +200,49 @@ def test_pcap_ipv6(tmp_path, messages):
     assert bad.strip() == ""
     out = _tshark(path, "-T", "fields", "-e", "ipv6.dst", "-e", "mikey.rand.data")
     assert out.split() == ["2001:db8::2", RAND.hex()]
+
+
+def test_every_message_the_bmsc_sends(tmp_path):
+    """
+    What the BM-SC.UPF role itself puts on the wire (first push, its
+    retransmissions, a rotation push) and the UE's verification answers,
+    decoded by tshark with the values our own parser reads back.
+    """
+    from tests.test_bmsc import KS_NAF, Harness, UE_IP
+
+    h = Harness()
+    h.authorize()
+    h.register()
+    h.clock.advance(0)
+    h.clock.advance(1)  # one retransmission
+    first, _ = h.udp.written[0]
+    answers = [mikey.build_verification(KS_NAF, first)]
+    h.delivery.datagramReceived(answers[0], (UE_IP, 4359))
+    done = []
+    h.msks.rotate("urn:mbmsd:news").addCallback(done.append)
+    rotated, _ = h.udp.written[-1]
+    answers.append(mikey.build_verification(KS_NAF, rotated))
+    h.delivery.datagramReceived(answers[1], (UE_IP, 4359))
+    assert done == [(1, 1)]  # pushed to one UE, verified
+    sent = [data for data, _ in h.udp.written]
+    assert len(sent) == 3
+    bmsc = ("127.0.0.1", 5000)
+    ue = (UE_IP, 4359)
+    path = str(tmp_path / "bmsc.pcap")
+    write_pcap(path, [bmsc + ue + (m,) for m in sent] + [ue + bmsc + (a,) for a in answers])
+    out = _tshark(path, "-o", "udp.check_checksum:TRUE", "-Y", "_ws.malformed || _ws.expert")
+    assert out.strip() == ""
+    rows = _decoded(path)
+    assert len(rows) == 5
+    for row, data in zip(rows, sent):
+        got = mikey.parse_msk_message(KS_NAF, data)
+        assert row["mikey.type"] == str(profile.MSK_DATA_TYPE)
+        assert row["mikey.v.set"] == "1"
+        assert int(row["mikey.csb_id"], 16) == int.from_bytes(got.msk_id, "big")
+        assert bytes.fromhex(row["mikey.rand.data"]) == got.rand
+        assert row["mikey.id.data"] == "%s,%s" % (got.idi.decode(), got.idr.decode())
+        assert bytes.fromhex(row["mikey.ext.data"]) == mikey.encode_key_id(
+            profile.KEY_ID_TYPE_MSK, got.key_domain_id, got.msk_id)
+    for row, answer in zip(rows[3:], answers):
+        assert row["mikey.type"] == str(profile.VERIFICATION_DATA_TYPE)
+        assert bytes.fromhex(row["mikey.v.ver_data"]) == answer[-20:]
