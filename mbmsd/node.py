@@ -8,7 +8,6 @@ reverse, each awaited, then the exporters, then storage closes.
 MultiService would not wait for any of this, so NodeService sequences it.
 """
 
-import re
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
@@ -320,6 +319,3 @@ def makeNode(config, reactor, onStartupFailure=None, registry=None):
         roles.append(svc)
     return NodeService(node, exporters, roles, onStartupFailure)
 
-
-def sanitize(text):
-    return re.sub(r"[^\x20-\x7e]", "?", text)

@@ -9,15 +9,13 @@ under a millisecond, and the reactor stays the only thread touching metrics.
 """
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.endpoints import serverFromString
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 from zope.interface import implementer
 
 from mbmsd import config as c
 from mbmsd.interfaces import IMetricsExporterFactory
+from mbmsd.web import listener, makeSite
 
 
 class MetricsResource(Resource):
@@ -62,10 +60,4 @@ class PrometheusExporterFactory:
     )
 
     def makeService(self, config, registry, reactor):
-        site = Site(_Root(registry), reactor=reactor)
-        site.displayTracebacks = False
-        site.noisy = False
-        svc = StreamServerEndpointService(serverFromString(reactor, config["listen"]), site)
-        svc._raiseSynchronously = True
-        svc.setName("prometheus")
-        return svc
+        return listener(reactor, config["listen"], makeSite(_Root(registry), reactor), "prometheus")

@@ -3,7 +3,6 @@ The BM-SC.UPF's store (L{IBmscStore}): the in-memory reference and the SQL
 implementation (each query written once for SQLite and PostgreSQL).
 """
 
-import dataclasses
 
 from twisted.internet.defer import succeed
 from zope.interface import implementer

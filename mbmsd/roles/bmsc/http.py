@@ -11,6 +11,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from mbmsd.roles.bmsc.keymanagement import REQUEST_TYPES, SCF_REQUESTS, plain
+from mbmsd.web import writeAnswer
 
 log = Logger(namespace="mbmsd.bmsc.http")
 
@@ -74,16 +75,8 @@ class KeyManagementResource(Resource):
             (log.info if a.code in (200, 401) else log.warn)(
                 "{requesttype} from {source}: {code} {reason} user={user}",
                 requesttype=label, source=source, code=a.code, reason=a.reason, user=a.user)
-            if gone:
-                return
-            request.setResponseCode(a.code)
-            for name, value in a.headers:
-                request.setHeader(name.encode("ascii"), value.encode("ascii"))
-            request.setHeader(b"Server", SERVER)
-            request.setHeader(b"Content-Type", a.contentType.encode("ascii"))
-            request.setHeader(b"Content-Length", b"%d" % (len(a.body),))
-            request.write(a.body)
-            request.finish()
+            if not gone:
+                writeAnswer(request, a.code, a.headers, a.contentType, a.body, SERVER)
 
         def failed(f):
             log.failure("{requesttype} from {source} failed", f, requesttype=label, source=source)

@@ -3,12 +3,10 @@ The BM-SC.UPF service: the key management listener, the MIKEY UDP port,
 MSK rotation and pruning.
 """
 
-from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.server import Site
 
 from mbmsd import profile
 from mbmsd.interfaces import IBootstrapLookup
@@ -19,6 +17,7 @@ from mbmsd.roles.bmsc.keymanagement import KeyManagement
 from mbmsd.roles.bmsc.msk import MskManager, default_key_group
 from mbmsd.roles.bmsc.ua import UaAuthenticator
 from mbmsd.roles.bmsc.zn import HttpZnLookup
+from mbmsd.web import listener, makeSite
 
 log = Logger(namespace="mbmsd.bmsc")
 
@@ -86,16 +85,11 @@ class BmscService(MultiService):
                                 config["authorization_lifetime"], keyDomainId)
         self.store = store
         self.clock = reactor
-        site = Site(KeyManagementResource(self.km, metrics, reactor), reactor=reactor)
-        site.displayTracebacks = False
-        site.noisy = False
+        site = makeSite(KeyManagementResource(self.km, metrics, reactor), reactor)
         _MikeyPort(reactor, self.delivery, config["mikey_source_port"],
                    config["mikey_interface"]).setServiceParent(self)
         _Msks(self.msks).setServiceParent(self)
-        listener = StreamServerEndpointService(serverFromString(reactor, config["listen"]), site)
-        listener._raiseSynchronously = True
-        listener.setName("keymanagement")
-        listener.setServiceParent(self)
+        listener(reactor, config["listen"], site, "keymanagement").setServiceParent(self)
         timer = TimerService(config["prune_interval"], self.prune)
         timer.clock = reactor
         timer.setServiceParent(self)

@@ -2,33 +2,17 @@
 The BSF service: the Ub and Zn listeners and the pruning timer.
 """
 
-from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from mbmsd.interfaces import IBootstrapLookup
 from mbmsd.roles.bsf.bootstrap import Bootstrapper
 from mbmsd.roles.bsf.ub import UbResource
 from mbmsd.roles.bsf.zn import ZnLookup, ZnResource
+from mbmsd.web import listener, makeSite
 
 log = Logger(namespace="mbmsd.bsf")
-
-
-def _site(resource, reactor):
-    site = Site(resource, reactor=reactor)
-    site.displayTracebacks = False
-    site.noisy = False
-    return site
-
-
-def _listener(reactor, description, factory, name):
-    svc = StreamServerEndpointService(serverFromString(reactor, description), factory)
-    # a port that cannot be bound fails start-up instead of leaving a dead role
-    svc._raiseSynchronously = True
-    svc.setName(name)
-    return svc
 
 
 class BsfService(MultiService):
@@ -52,8 +36,8 @@ class BsfService(MultiService):
         node.provide(IBootstrapLookup, self.zn)
         self.ubResource = UbResource(self.bootstrapper, metrics, reactor)
         self.znResource = ZnResource(self.zn, metrics, reactor)
-        _listener(reactor, config["ub_listen"], _site(self.ubResource, reactor), "ub").setServiceParent(self)
-        _listener(reactor, config["zn_listen"], _site(self.znResource, reactor), "zn").setServiceParent(self)
+        listener(reactor, config["ub_listen"], makeSite(self.ubResource, reactor), "ub").setServiceParent(self)
+        listener(reactor, config["zn_listen"], makeSite(self.znResource, reactor), "zn").setServiceParent(self)
         self.pruned = metrics.counter("mbmsd_bsf_pruned_total",
                                       "Expired bootstrapping sessions and challenges removed")
         self.store = node.storage.bootstrap

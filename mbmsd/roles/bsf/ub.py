@@ -8,6 +8,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from mbmsd.roles.bsf.bootstrap import BAD_REQUEST, OUTCOMES, plainAnswer
+from mbmsd.web import writeAnswer
 
 log = Logger(namespace="mbmsd.bsf.ub")
 
@@ -56,25 +57,14 @@ class UbResource(Resource):
                 method=method, peer=_peer(request), code=a.code, outcome=a.outcome,
                 reason=a.reason, impi=a.impi or "-",
             )
-            if gone:
-                return
-            request.setResponseCode(a.code)
-            for name, value in a.headers:
-                request.setHeader(name.encode("ascii"), value.encode("ascii"))
-            request.setHeader(b"Server", SERVER)
-            request.setHeader(b"Content-Type", a.contentType.encode("ascii"))
-            request.setHeader(b"Content-Length", b"%d" % (len(a.body),))
-            request.write(a.body)
-            request.finish()
+            if not gone:
+                writeAnswer(request, a.code, a.headers, a.contentType, a.body, SERVER)
 
         def failed(f):
             self.requests.labels("error").inc()
             log.failure("Ub request failed", f)
             if not gone:
-                request.setResponseCode(500)
-                request.setHeader(b"Content-Length", b"22")
-                request.write(b"internal server error\n")
-                request.finish()
+                writeAnswer(request, 500, [], "text/plain", b"internal server error\n", SERVER)
 
         d.addCallback(answer).addErrback(failed)
         return NOT_DONE_YET

@@ -23,6 +23,7 @@ from mbmsd.errors import NafNotAuthorized, UnknownBTID
 from mbmsd.interfaces import IBootstrapLookup
 from mbmsd.protocols import gba
 from mbmsd.storage.records import NafKey
+from mbmsd.web import writeAnswer
 
 log = Logger(namespace="mbmsd.bsf.zn")
 
@@ -88,14 +89,8 @@ class ZnResource(Resource):
             )
             if gone:
                 return
-            body = json.dumps(payload).encode("utf-8")
-            request.setResponseCode(code)
-            request.setHeader(b"Content-Type", b"application/json")
-            request.setHeader(b"Content-Length", b"%d" % (len(body),))
-            if code == 405:
-                request.setHeader(b"Allow", b"POST")
-            request.write(body)
-            request.finish()
+            writeAnswer(request, code, [("Allow", "POST")] if code == 405 else [],
+                        "application/json", json.dumps(payload).encode("utf-8"))
 
         if request.path != b"/zn/v1/naf-keys":
             send(404, "not_found", {"error": "no such resource"})
