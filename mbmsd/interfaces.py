@@ -104,6 +104,13 @@ class INode(Interface):
     storage = Attribute("The node's L{IStorage}.")
     metrics = Attribute("The node's L{mbmsd.metrics.Metrics} facade.")
     config = Attribute("The whole validated node config (a dict).")
+    http = Attribute(
+        "The node's pooled HTTP client, an L{mbmsd.httpclient.HttpClient}: "
+        "C{request(method, url, headers=None, body=None, timeout=None, "
+        "retries=None)} -> Deferred of C{(code, headers, body)}; fails with "
+        "L{mbmsd.httpclient.HttpTimeout} / L{HttpUnavailable} / L{HttpError}. "
+        "Closed by the node after its roles stopped."
+    )
 
     def provide(interface, provider):
         """
@@ -128,6 +135,7 @@ class IStorage(Interface):
     subscribers = Attribute("The L{ISubscriberStore}.")
     bootstrap = Attribute("The L{IBootstrapStore}.")
     bmsc = Attribute("The L{IBmscStore}.")
+    sipRegistrations = Attribute("The L{ISipRegistrationStore} (P-CSCF).")
 
     def open():
         """
@@ -479,4 +487,43 @@ class ISipRegistrationStore(Interface):
         (POSIX seconds).
 
         @return: Deferred firing with the number of rows removed.
+        """
+
+
+# ---- SCF
+
+
+class IServiceAuthorizationClient(Interface):
+    """
+    The SCF's port to the BM-SC.UPF (TS 26.237 10.2.3, DESIGN 8.3): always
+    the HTTP POST C{/keymanagement?requesttype=authorize|deauthorize} with
+    C{X-3GPP-Asserted-Identity}, also when both roles share a node.
+    """
+
+    def authorize(impu, serviceIds, ueAddress, lifetime):
+        """
+        Tell the BM-SC that C{impu} may receive the keys of C{serviceIds}
+        at C{ueAddress}, and wait for its acknowledgement.
+
+        @param impu: the user's IMPU (from P-Asserted-Identity), a str.
+        @param serviceIds: list of MBMS User Service IDs.
+        @param ueAddress: the UE's IP address (str) from the INVITE's Contact.
+        @param lifetime: seconds the BM-SC keeps the authorization (int), or
+            None for the BM-SC's default.
+        @return: Deferred firing with C{[(serviceId, status)]}, the BM-SC's
+            per-service status (200 stored, 404 unknown service, ...); fails
+            with L{mbmsd.roles.scf.bmsc.BmscUnavailable} when the BM-SC did
+            not answer within the configured time (SIP 504), or
+            L{mbmsd.roles.scf.bmsc.BmscRefused} when it answered with
+            anything but 200 and a well-formed acknowledgement (its
+            C{code} attribute holds the HTTP status, 0 for a malformed one).
+        """
+
+    def deauthorize(impu, serviceIds, ueAddress):
+        """
+        Withdraw the authorization (the session ended: BYE, CANCEL, session
+        timer).
+
+        @return: Deferred firing with C{[(serviceId, status)]}; fails like
+            L{authorize}.
         """

@@ -23,6 +23,7 @@ from mbmsd.interfaces import (
     IRoleFactory,
     IStorageFactory,
 )
+from mbmsd.httpclient import HttpClient
 from mbmsd.metrics import Metrics
 from mbmsd.storage.records import Subscriber
 
@@ -207,13 +208,15 @@ def subscribersFromConfig(config):
 
 @implementer(INode)
 class Node:
-    def __init__(self, config, reactor, storage, metrics):
+    def __init__(self, config, reactor, storage, metrics, http=None):
         self.config = config
         self.name = config["node"]["name"]
         self.homeDomain = config["node"]["home_domain"]
         self.reactor = reactor
         self.storage = storage
         self.metrics = metrics
+        # the one pooled HTTP client of the process (DESIGN 1)
+        self.http = http if http is not None else HttpClient(reactor)
         self._ports = {}
 
     def provide(self, interface, provider):
@@ -292,6 +295,10 @@ class NodeService(MultiService):
                 yield maybeDeferred(svc.stopService)
             except Exception:
                 log.failure("stopping {name} failed", name=svc.name)
+        try:
+            yield self.node.http.close()
+        except Exception:
+            log.failure("closing the HTTP client pool failed")
         yield self.node.storage.close()
         log.info("node {node} stopped", node=self.node.name)
 
@@ -305,7 +312,7 @@ def makeNode(config, reactor, onStartupFailure=None, registry=None):
     metrics.info("mbmsd_node", "This mbmsd node", {
         "version": __version__, "roles": ",".join(config["node"]["roles"]),
     })
-    node = Node(config, reactor, storage, metrics)
+    node = Node(config, reactor, storage, metrics, HttpClient(reactor))
     exporters = []
     factories = exporterFactories()
     for name in config["metrics"]["exporters"]:

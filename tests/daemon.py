@@ -39,19 +39,36 @@ class Daemon:
     One twistd process running etc/mbmsd.toml plus an overlay.
     """
 
-    def __init__(self, workdir, overlay="", base=ROOT / "etc" / "mbmsd.toml"):
+    def __init__(self, workdir, overlay="", base=ROOT / "etc" / "mbmsd.toml", settings=None):
+        """
+        @param settings: {section: {key: value}} merged over the generated
+            overlay (free ports, a temporary SQLite file); C{overlay} is raw
+            TOML appended after it (keys of the last table, [bmsc]).
+        """
         self.workdir = Path(workdir)
-        self.ports = {k: free_port() for k in ("ub", "zn", "metrics", "bmsc", "mikey")}
+        self.ports = {k: free_port() for k in ("ub", "zn", "metrics", "bmsc", "mikey", "pcscf",
+                                                 "scf")}
         self.base = base
         self.overlay = self.workdir / "overlay.toml"
-        self.overlay.write_text(
-            '[storage]\npath = "%s"\n\n[metrics.prometheus]\nlisten = "tcp:%d:interface=127.0.0.1"\n\n'
-            '[bsf]\nub_listen = "tcp:%d:interface=127.0.0.1"\nzn_listen = "tcp:%d:interface=127.0.0.1"\n\n'
-            '[bmsc]\nlisten = "tcp:%d:interface=127.0.0.1"\nue_mikey_port = %d\n\n'
-            % (self.workdir / "mbmsd.sqlite3", self.ports["metrics"], self.ports["ub"], self.ports["zn"],
-               self.ports["bmsc"], self.ports["mikey"])
-            + overlay
-        )
+        tables = {
+            "storage": {"path": str(self.workdir / "mbmsd.sqlite3")},
+            "metrics.prometheus": {"listen": "tcp:%d:interface=127.0.0.1" % self.ports["metrics"]},
+            "bsf": {"ub_listen": "tcp:%d:interface=127.0.0.1" % self.ports["ub"],
+                    "zn_listen": "tcp:%d:interface=127.0.0.1" % self.ports["zn"]},
+            "pcscf": {"udp_listen": "udp:%d:interface=127.0.0.1" % self.ports["pcscf"],
+                      "tcp_listen": "tcp:%d:interface=127.0.0.1" % self.ports["pcscf"]},
+            "scf": {"udp_listen": "udp:%d:interface=127.0.0.1" % self.ports["scf"],
+                    "tcp_listen": "tcp:%d:interface=127.0.0.1" % self.ports["scf"]},
+            "bmsc": {"listen": "tcp:%d:interface=127.0.0.1" % self.ports["bmsc"],
+                     "ue_mikey_port": self.ports["mikey"]},
+        }
+        for section, values in (settings or {}).items():
+            tables.setdefault(section, {}).update(values)
+        # [bmsc] last, so that a raw overlay's bare keys land in it
+        order = sorted(tables, key=lambda t: t == "bmsc")
+        self.overlay.write_text("".join(
+            "[%s]\n%s\n" % (t, "".join("%s = %s\n" % (k, _toml(v)) for k, v in tables[t].items()))
+            for t in order) + overlay)
         self.proc = None
         self.logs = []
 
@@ -97,6 +114,16 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
             pytest.fail("twistd did not stop on %s:\n%s" % (sig, self.log()))
+
+
+def _toml(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[%s]" % ", ".join(_toml(v) for v in value)
+    return '"%s"' % str(value).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def http(method, url, body=None, headers=None, timeout=10):

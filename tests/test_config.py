@@ -166,7 +166,7 @@ class LoadConfigTests(ConfigTestCase):
 
     def test_storageBackendNotAName(self):
         path = self.write(BASE.replace('backend = "memory"', 'backend = ["memory"]'))
-        self.assertOneError(self.errors(path), path, "storage.backend", "installed: memory, sqlite")
+        self.assertOneError(self.errors(path), path, "storage.backend", "installed: memory, postgresql, sqlite")
 
     def test_unknownBackendAndExporter(self):
         path = self.write(BASE.replace('backend = "memory"', 'backend = "oracle"')

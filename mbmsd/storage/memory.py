@@ -11,6 +11,7 @@ from zope.interface import implementer
 
 from mbmsd.interfaces import IBootstrapStore, IStorage, ISubscriberStore
 from mbmsd.storage.bmsc import MemoryBmscStore
+from mbmsd.storage.sipreg import MemorySipRegistrationStore
 
 
 @implementer(ISubscriberStore)
@@ -77,7 +78,7 @@ class MemoryStorage:
     def __init__(self):
         self.subscribers = MemorySubscriberStore()
         self.bootstrap = MemoryBootstrapStore()
-        from mbmsd.storage.sipreg import MemorySipRegistrationStore; self.sipRegistrations = MemorySipRegistrationStore()  # noqa: E702
+        self.sipRegistrations = MemorySipRegistrationStore()
         self.bmsc = MemoryBmscStore()
 
     def open(self):

@@ -15,11 +15,13 @@ from importlib import resources
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from mbmsd.interfaces import IBootstrapStore, IStorage, ISubscriberStore
 from mbmsd.storage.bmsc import SqlBmscStore
+from mbmsd.storage.sipreg import SqlSipRegistrationStore
 from mbmsd.storage.records import BootstrapSession, Challenge, Subscriber
 
 log = Logger(namespace="mbmsd.storage")
@@ -62,6 +64,14 @@ class Engine:
             statement = re.sub(r"\b%s\b" % ours, theirs, statement)
         return statement
 
+    def is_connection_error(self, failure):
+        """
+        True when the interaction failed because the connection to the
+        database was lost (its transaction was rolled back, so the whole
+        interaction may run again).
+        """
+        return False
+
 
 def schema_files():
     """
@@ -84,12 +94,17 @@ def split_statements(text):
 
 class Database:
     """
-    An adbapi pool with named transactions.
+    An adbapi pool with named transactions. An interaction that fails because
+    the connection was lost runs again on a new connection, with backoff: its
+    transaction was rolled back, so nothing is applied twice.
     """
 
-    def __init__(self, engine, pool):
+    retryDelays = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+    def __init__(self, engine, pool, clock=None):
         self.engine = engine
         self.pool = pool
+        self.clock = clock
 
     def runInteraction(self, desc, fn, *args, **kwargs):
         def wrapped(cursor):
@@ -101,7 +116,21 @@ class Database:
                 if elapsed > 0.5:
                     log.warn("slow transaction {desc} took {s:.3f}s", desc=desc, s=elapsed)
 
-        return self.pool.runInteraction(wrapped)
+        return self._run(desc, wrapped, 0)
+
+    def _run(self, desc, wrapped, attempt):
+        d = self.pool.runInteraction(wrapped)
+
+        def retry(failure):
+            if (self.clock is None or attempt >= len(self.retryDelays)
+                    or not self.engine.is_connection_error(failure)):
+                return failure
+            delay = self.retryDelays[attempt]
+            log.warn("{desc}: database connection lost ({e}); retrying in {delay}s",
+                     desc=desc, e=failure.getErrorMessage(), delay=delay)
+            return deferLater(self.clock, delay, self._run, desc, wrapped, attempt + 1)
+
+        return d.addErrback(retry)
 
     def close(self):
         self.pool.close()
@@ -311,7 +340,7 @@ class SqlStorage:
         self.description = description
         self.subscribers = SqlSubscriberStore(db)
         self.bootstrap = SqlBootstrapStore(db)
-        from mbmsd.storage.sipreg import SqlSipRegistrationStore; self.sipRegistrations = SqlSipRegistrationStore(db)  # noqa: E702
+        self.sipRegistrations = SqlSipRegistrationStore(db)
         self.bmsc = SqlBmscStore(db)
 
     @inlineCallbacks

@@ -37,7 +37,7 @@ from mbmsd.interfaces import IClientTransactionUser, ITransactionUser
 from mbmsd.roles.pcscf.registrar import aor
 from mbmsd.sip.message import (
     MAGIC_COOKIE, SipParseError, make_branch, make_cancel, make_response, parse_name_addr,
-    parse_via)
+    parse_uri, parse_via)
 from mbmsd.sip.transaction import TransactionError, TransactionLayer, TimerSettings
 
 __all__ = ["PcscfProxy", "METHODS"]
@@ -342,6 +342,12 @@ class PcscfProxy:
             target = _Target(b.transport, b.host, b.port, self._trusted(b.host, b.port))
         else:
             target = self._targetOf(fwd.request_uri)
+            if side == "network":
+                # towards a UE: over the path it registered from (its TCP
+                # connection, its NAT binding), not to the Contact's address
+                flow = yield self._flowTo(fwd)
+                if flow is not None:
+                    target = flow
         if initial and fwd.method not in ("ACK", "CANCEL"):
             rr_in = self.recordRouteUri(ingress.name)
             rr_out = self.recordRouteUri(target.transport)
@@ -351,6 +357,27 @@ class PcscfProxy:
         if not target.trusted and _privacy_id(fwd):
             h.remove("P-Asserted-Identity")
         return fwd, target
+
+    @inlineCallbacks
+    def _flowTo(self, request):
+        """
+        The registered network path of the UE a request is for: the live
+        binding of the To IMPU whose contact has the Request-URI's address.
+        """
+        try:
+            impu = aor(request.to.uri)
+            uri = request.request_uri
+        except SipParseError:
+            return None
+        live = yield self.store.bindings(impu, self.clock.seconds())
+        for b in reversed(live):
+            try:
+                contact = parse_uri(b.contact)
+            except SipParseError:
+                continue
+            if (contact.host.lower(), contact.port or 5060) == (uri.host.lower(), uri.port or 5060):
+                return _Target(b.transport, b.host, b.port, self._trusted(b.host, b.port))
+        return None
 
     def _targetOf(self, uri):
         if uri.scheme != "sip":
@@ -442,6 +469,7 @@ class PcscfProxy:
         self.stateless.labels("response").inc()
 
     def transaction_failed(self, transaction, reason):
+        self._started.pop(transaction, None)
         log.info("P-CSCF: {method} transaction ended without delivery ({reason})",
                  method=transaction.request.method, reason=reason)
 
@@ -456,6 +484,7 @@ class PcscfProxy:
         try:
             txn.respond(response)
         except TransactionError:
+            self._started.pop(txn, None)
             return False
         if response.status >= 200 and txn in self._started:
             self._final(txn, response)

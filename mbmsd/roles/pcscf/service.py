@@ -8,8 +8,9 @@ import re
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -33,6 +34,8 @@ class _Counting:
 
 
 class _Datagram(_Counting, SipDatagramProtocol):
+    noisy = False
+
     def __init__(self, receiver, max_size, connections):
         SipDatagramProtocol.__init__(self, receiver, max_size)
         self.connections = connections
@@ -66,6 +69,8 @@ class _Stream(_Counting, SipStreamProtocol):
 
 
 class _StreamFactory(SipStreamFactory):
+    noisy = False
+
     def __init__(self, receiver, max_size, connections):
         SipStreamFactory.__init__(self, receiver, max_size)
         self.connections = connections
@@ -74,6 +79,18 @@ class _StreamFactory(SipStreamFactory):
         protocol = _Stream(self.receiver, self.max_size, self.connections)
         protocol.factory = self
         return protocol
+
+
+class _OutboundFactory(Factory):
+    noisy = False
+
+    def __init__(self, receiver, max_size, connections):
+        self.receiver = receiver
+        self.max_size = max_size
+        self.connections = connections
+
+    def buildProtocol(self, addr):
+        return _Stream(self.receiver, self.max_size, self.connections, outbound=True)
 
 
 class Connections:
@@ -136,8 +153,8 @@ class Connections:
         self._pending[key] = [waiting]
         cls = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
         endpoint = cls(self.reactor, host, port, timeout=self.connectTimeout)
-        connecting = connectProtocol(
-            endpoint, _Stream(self.receiver, self.max_size, self, outbound=True))
+        factory = _OutboundFactory(self.receiver, self.max_size, self)
+        connecting = endpoint.connect(factory)
 
         def done(result):
             for d in self._pending.pop(key, []):

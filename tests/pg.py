@@ -1,0 +1,83 @@
+"""
+A real PostgreSQL server for the tests: a throwaway cluster under /tmp,
+started once per test run on a free loopback port and stopped at exit
+(TOOLING.md 7). MBMSD_TEST_PG_DSN points the tests at an existing server
+instead. No server binaries: skip, or fail under MBMSD_REQUIRE_EXTERNAL=1.
+"""
+
+import atexit
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+
+from tests.helpers import missing_external
+
+_server = {}
+
+
+def _run_as_postgres(args, **kw):
+    if os.geteuid() == 0:
+        args = ["runuser", "-u", "postgres", "--"] + args
+    return subprocess.run(args, check=True, capture_output=True, text=True, timeout=120, **kw)
+
+
+def dsn():
+    """
+    @return: a DSN of an empty database on a running server, or skip/fail.
+    """
+    if os.environ.get("MBMSD_TEST_PG_DSN"):
+        return os.environ["MBMSD_TEST_PG_DSN"]
+    if "dsn" in _server:
+        return _server["dsn"]
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing_external("psycopg is not installed (pip install 'psycopg[binary]')")
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        missing_external("PostgreSQL server binaries are not installed (apt-get install postgresql)")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            missing_external("no postgres system user to run the server as")
+    bindir = os.path.dirname(bins[-1])
+    tmp = tempfile.mkdtemp(prefix="mbmsd-pg-")
+    if os.geteuid() == 0:
+        shutil.chown(tmp, "postgres", "postgres")
+    from tests.daemon import free_port
+
+    port = free_port()
+    data = os.path.join(tmp, "data")
+    _run_as_postgres([os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres",
+                      "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"])
+    _run_as_postgres([os.path.join(bindir, "pg_ctl"), "-D", data, "-l", os.path.join(tmp, "log"),
+                      "-w", "-t", "60", "-o",
+                      "-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off "
+                      "-c synchronous_commit=off -c full_page_writes=off" % (port, tmp), "start"])
+
+    def stop():
+        try:
+            _run_as_postgres([os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate",
+                              "-w", "stop"])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    atexit.register(stop)
+    _server["dsn"] = "postgresql://postgres@127.0.0.1:%d/postgres" % (port,)
+    _server["port"] = port
+    return _server["dsn"]
+
+
+def reset(url):
+    """
+    Drop every table: each test starts from an empty database.
+    """
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
