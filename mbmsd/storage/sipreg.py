@@ -14,7 +14,7 @@ from twisted.internet.defer import succeed
 from zope.interface import implementer
 
 from mbmsd.interfaces import ISipRegistrationStore
-from mbmsd.storage.records import Challenge
+from mbmsd.storage.challenges import put_challenge_txn, take_challenge_txn
 
 __all__ = ["SipBinding", "MemorySipRegistrationStore", "SqlSipRegistrationStore"]
 
@@ -105,10 +105,6 @@ class MemorySipRegistrationStore:
         return succeed(removed)
 
 
-def _b(value):
-    return bytes(value) if value is not None else None
-
-
 _BINDING_COLUMNS = ("impu, contact, impi, associated, transport, host, port, expires, "
                     "call_id, cseq, registered")
 
@@ -132,34 +128,12 @@ class SqlSipRegistrationStore:
         self.db = db
 
     def putChallenge(self, challenge):
-        return self.db.runInteraction("sip_put_challenge", self._putChallenge_txn, challenge)
-
-    @staticmethod
-    def _putChallenge_txn(txn, c):
-        txn.execute(
-            "INSERT INTO sip_challenges (nonce, impi, rand, xres, ck, ik, expires) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (c.nonce, c.impi, c.rand, c.xres, c.ck, c.ik, c.expires),
-        )
+        return self.db.runInteraction("sip_put_challenge", put_challenge_txn, "sip_challenges",
+                                      challenge)
 
     def takeChallenge(self, nonce):
-        return self.db.runInteraction("sip_take_challenge", self._takeChallenge_txn, nonce)
-
-    @staticmethod
-    def _takeChallenge_txn(txn, nonce):
-        # DELETE ... RETURNING: a nonce is answered at most once, even with
-        # several P-CSCFs on one database.
-        row = txn.execute(
-            "DELETE FROM sip_challenges WHERE nonce = ? "
-            "RETURNING nonce, impi, rand, xres, ck, ik, expires",
-            (nonce,),
-        ).fetchone()
-        if row is None:
-            return None
-        return Challenge(
-            nonce=row[0], impi=row[1], rand=_b(row[2]), xres=_b(row[3]),
-            ck=_b(row[4]), ik=_b(row[5]), expires=float(row[6]),
-        )
+        return self.db.runInteraction("sip_take_challenge", take_challenge_txn,
+                                      "sip_challenges", nonce)
 
     def putBinding(self, binding):
         return self.db.runInteraction("sip_put_binding", self._putBinding_txn, binding)

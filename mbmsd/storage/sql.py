@@ -21,8 +21,9 @@ from zope.interface import implementer
 
 from mbmsd.interfaces import IBootstrapStore, IStorage, ISubscriberStore
 from mbmsd.storage.bmsc import SqlBmscStore
+from mbmsd.storage.challenges import put_challenge_txn, take_challenge_txn
 from mbmsd.storage.sipreg import SqlSipRegistrationStore
-from mbmsd.storage.records import BootstrapSession, Challenge, Subscriber
+from mbmsd.storage.records import BootstrapSession, Subscriber
 
 log = Logger(namespace="mbmsd.storage")
 
@@ -257,34 +258,12 @@ class SqlBootstrapStore:
         self.db = db
 
     def putChallenge(self, challenge):
-        return self.db.runInteraction("put_challenge", self._putChallenge_txn, challenge)
-
-    @staticmethod
-    def _putChallenge_txn(txn, c):
-        txn.execute(
-            "INSERT INTO ub_challenges (nonce, impi, rand, xres, ck, ik, expires) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (c.nonce, c.impi, c.rand, c.xres, c.ck, c.ik, c.expires),
-        )
+        return self.db.runInteraction("put_challenge", put_challenge_txn, "ub_challenges",
+                                      challenge)
 
     def takeChallenge(self, nonce):
-        return self.db.runInteraction("take_challenge", self._takeChallenge_txn, nonce)
-
-    @staticmethod
-    def _takeChallenge_txn(txn, nonce):
-        # DELETE ... RETURNING: a nonce is answered at most once, even with
-        # several BSFs on one database.
-        row = txn.execute(
-            "DELETE FROM ub_challenges WHERE nonce = ? "
-            "RETURNING nonce, impi, rand, xres, ck, ik, expires",
-            (nonce,),
-        ).fetchone()
-        if row is None:
-            return None
-        return Challenge(
-            nonce=row[0], impi=row[1], rand=_b(row[2]), xres=_b(row[3]),
-            ck=_b(row[4]), ik=_b(row[5]), expires=float(row[6]),
-        )
+        return self.db.runInteraction("take_challenge", take_challenge_txn, "ub_challenges",
+                                      nonce)
 
     def putSession(self, session):
         return self.db.runInteraction("put_session", self._putSession_txn, session)
