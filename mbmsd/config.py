@@ -150,6 +150,10 @@ def endpoint():
     def check(value):
         if not isinstance(value, str):
             raise Invalid("must be a Twisted endpoint string such as 'tcp:8080'")
+        if value.startswith("systemd:"):
+            # the socket exists only in the process systemd starts (not in
+            # ExecStartPre's --check): check the description, not the socket
+            return _systemd_endpoint(value)
         try:
             serverFromString(MemoryReactor(), value)
         except Exception as e:
@@ -159,6 +163,22 @@ def endpoint():
         return value
 
     return check
+
+
+def _systemd_endpoint(value):
+    args = {}
+    for part in value.split(":")[1:]:
+        key, sep, val = part.partition("=")
+        if not sep or key not in ("domain", "index", "name") or key in args:
+            raise Invalid("systemd endpoints take domain= and one of index= or name=")
+        args[key] = val
+    if args.get("domain") not in ("INET", "INET6", "UNIX"):
+        raise Invalid("systemd endpoint domain must be INET, INET6 or UNIX")
+    if ("index" in args) == ("name" in args):
+        raise Invalid("systemd endpoints take exactly one of index= or name=")
+    if "index" in args and not args["index"].isdigit():
+        raise Invalid("systemd endpoint index must be a number")
+    return value
 
 
 def ip_address():
