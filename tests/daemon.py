@@ -58,7 +58,8 @@ class Daemon:
             "pcscf": {"udp_listen": "udp:%d:interface=127.0.0.1" % self.ports["pcscf"],
                       "tcp_listen": "tcp:%d:interface=127.0.0.1" % self.ports["pcscf"]},
             "scf": {"udp_listen": "udp:%d:interface=127.0.0.1" % self.ports["scf"],
-                    "tcp_listen": "tcp:%d:interface=127.0.0.1" % self.ports["scf"]},
+                    "tcp_listen": "tcp:%d:interface=127.0.0.1" % self.ports["scf"],
+                    "bmsc_url": "http://127.0.0.1:%d" % self.ports["bmsc"]},
             "bmsc": {"listen": "tcp:%d:interface=127.0.0.1" % self.ports["bmsc"],
                      "ue_mikey_port": self.ports["mikey"]},
         }

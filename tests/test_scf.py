@@ -761,3 +761,56 @@ class ConfigTests(SynchronousTestCase):
             "mbmsd_scf_bmsc_requests_total",
             {"node": "n1", "role": "scf", "requesttype": "deauthorize", "result": "timeout"}), 1)
         self.flushLoggedErrors()
+
+
+class TcpTests(Harness):
+
+    def setUp(self):
+        Harness.setUp(self)
+        self.transport = FakeSipTransport(self.clock, name="TCP", reliable=True)
+        self.core.ports["TCP"] = 5071
+
+    def test_noRetransmissionOverTcp(self):
+        ok = self.established()
+        self.assertEqual(ok.headers.get("Contact"), "<sip:scf@%s:5071;transport=tcp>" % SCF_IP)
+        self.clock.advance(5)
+        self.assertEqual(len([m for m in self.sent() if getattr(m, "status", 0) == 200]), 1)
+        self.receive(in_dialog("ACK", ok, 1, "z9hG4bK-ack"))
+        self.clock.advance(40)
+        self.assertEqual(self.client.kinds(), ["authorize"])
+
+
+class NodeTests(SynchronousTestCase):
+    """The SCF in a node: its listeners, and the node's HTTP pool closed after it."""
+
+    def test_nodeRunsScfAndClosesThePool(self):
+        import os
+        import tempfile
+
+        from mbmsd.node import load_config, makeNode
+        from tests.fakes import UDPMemoryReactorClock
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+            f.write('[node]\nroles = ["bsf", "bmsc", "scf"]\n\n'
+                    '[[scf.service]]\nid = "%s"\n\n[[scf.subscription]]\nimpu = "%s"\n'
+                    'services = ["%s"]\n' % (SERVICE, IMPU, SERVICE))
+        self.addCleanup(os.unlink, f.name)
+        config = load_config([os.path.join(root, "etc", "mbmsd.toml"), f.name])
+        config["storage"] = {"backend": "memory"}
+        reactor = UDPMemoryReactorClock()
+        service = makeNode(config, reactor)
+        node = service.node
+        self.assertIsInstance(node.http, HttpClient)
+        scf = [s for s in service.roles if s.name == "scf"][0]
+        self.assertIs(scf.client.http, node.http)
+        order = []
+        node.http.close = lambda: order.append("http") or succeed(None)
+        realStop = scf.stopService
+        scf.stopService = lambda: order.append("scf") or realStop()
+        service.startService()
+        self.successResultOf(service.ready)
+        self.assertIn((5070, "127.0.0.1"), [(p.port, p.interface) for p in reactor.udpPorts])
+        self.assertIn((5070, "127.0.0.1"), [(p, i) for p, _, _, i in reactor.tcpServers])
+        self.successResultOf(service.stopService())
+        self.assertEqual(order, ["scf", "http"])

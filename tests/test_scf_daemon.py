@@ -49,10 +49,10 @@ def free_udp_port():
 class Sipp:
     """One sipp UAC call against the SCF, in the background."""
 
-    def __init__(self, daemon, tmp_path, scenario, impu=IMPU, name="call"):
+    def __init__(self, daemon, tmp_path, scenario, impu=IMPU, name="call", tcp=False):
         self.sipp = require_tool("sipp")
         self.timeout = require_tool("timeout")
-        self.port = free_udp_port()
+        self.port = free_port() if tcp else free_udp_port()
         self.callId = "scf-%s-%d-1" % (name, os.getpid())
         self.err = tmp_path / ("%s-err.log" % name)
         self.logs = tmp_path / ("%s-logs.log" % name)
@@ -62,7 +62,7 @@ class Sipp:
                "-cid_str", "scf-%s-%d-%%u" % (name, os.getpid()),
                "-recv_timeout", "20000", "-timeout", "50s",
                "-trace_err", "-error_file", str(self.err),
-               "-trace_logs", "-log_file", str(self.logs)]
+               "-trace_logs", "-log_file", str(self.logs)] + (["-t", "t1"] if tcp else [])
         self.started = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=str(tmp_path), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
@@ -166,10 +166,12 @@ def test_invite_authorizes_bye_withdraws(tmp_path):
         d.stop()
 
 
-def test_unsubscribed_user_forbidden(tmp_path):
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_unsubscribed_user_forbidden(tmp_path, tcp):
     d = scf_daemon(tmp_path).start()
     try:
-        call = Sipp(d, tmp_path, "scf_invite_403.xml", impu="sip:user2@home1.net", name="u2")
+        call = Sipp(d, tmp_path, "scf_invite_403.xml", impu="sip:user2@home1.net", name="u2",
+                    tcp=tcp)
         rc, stderr = call.wait()
         assert rc == 0, "sipp exit %d: %s\n%s" % (rc, stderr, call.report(d))
         assert metric(d, "mbmsd_scf_invites_total", result="not_subscribed") == 1.0
