@@ -68,11 +68,48 @@ def build_parser():
                    help="seconds to wait for the MSKs after registering")
     m.add_argument("--show-keys", action="store_true", help="also print Ks_NAF and the MSKs")
     m.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP procedure")
+
+    r = sub.add_parser("register", help="IMS registration at the P-CSCF (REGISTER with "
+                                        "Digest AKAv1-MD5): print the registered IMPUs")
+    _add_usim_options(r)
+    _add_sip_options(r)
+    r.add_argument("--timeout", type=float, default=10.0, help="seconds per SIP transaction")
+
+    i = sub.add_parser("invite", help="register, then INVITE the MBMS user service through "
+                                      "the P-CSCF; BYE after --hold seconds")
+    _add_usim_options(i)
+    _add_sip_options(i)
+    _add_invite_options(i)
+    i.add_argument("--hold", type=float, default=0.0,
+                   help="seconds to keep the session before the BYE (default 0)")
+    i.add_argument("--timeout", type=float, default=10.0, help="seconds per SIP transaction")
+
+    w = sub.add_parser("run", help="the whole procedure: bootstrap, REGISTER, INVITE, MSK "
+                                   "registration and MIKEY, BYE")
+    _add_ub_options(w)
+    _add_sip_options(w)
+    _add_invite_options(w)
+    w.add_argument("--bmsc", default="http://127.0.0.1:1234",
+                   help="base URL of the BM-SC key management (DESIGN 8.4)")
+    w.add_argument("--naf", default="bmsc.home1.net", help="the BM-SC's NAF FQDN")
+    w.add_argument("--listen", default=None,
+                   help="address for the MIKEY UDP port (default: --local-ip)")
+    w.add_argument("--mikey-port", type=int, default=profile.MSK_UDP_PORT,
+                   help="MIKEY UDP port (default %d)" % (profile.MSK_UDP_PORT,))
+    w.add_argument("--wait", type=float, default=10.0,
+                   help="seconds to wait for the MSKs after registering")
+    w.add_argument("--show-keys", action="store_true", help="also print Ks_NAF and the MSKs")
+    w.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds per HTTP procedure and per SIP transaction")
     return p
 
 
 def _add_ub_options(parser):
     parser.add_argument("--bsf", default="http://127.0.0.1:8080/", help="Ub URL of the BSF")
+    _add_usim_options(parser)
+
+
+def _add_usim_options(parser):
     parser.add_argument("--impi", default=DEMO_IMPI)
     parser.add_argument("--k", type=_hex(16), default=bytes.fromhex(DEMO_K), help="K (hex)")
     g = parser.add_mutually_exclusive_group()
@@ -80,6 +117,42 @@ def _add_ub_options(parser):
     g.add_argument("--opc", type=_hex(16), default=None, help="OPc (hex)")
     parser.add_argument("--sqn-ms", type=_hex(6), default=None,
                         help="the USIM's highest accepted SQN (hex): forces a resync when ahead")
+
+
+def _pcscf(text):
+    from mbmsd.ue.sip import parse_pcscf
+
+    try:
+        host, port, transport = parse_pcscf(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text, host, port, transport
+
+
+def _add_sip_options(parser):
+    parser.add_argument("--pcscf", type=_pcscf, default=_pcscf("sip:127.0.0.1:5060"),
+                        help="the P-CSCF: sip:IP[:PORT][;transport=udp|tcp] "
+                             "(default sip:127.0.0.1:5060)")
+    parser.add_argument("--impu", default=DEMO_IMPU, help="the public user identity")
+    parser.add_argument("--domain", default=None,
+                        help="home network domain, the REGISTER Request-URI "
+                             "(default: the IMPI's realm)")
+    parser.add_argument("--local-ip", default="127.0.0.1",
+                        help="the UE's IP address: SIP socket, Via and Contact (the BM-SC "
+                             "pushes MIKEY to it)")
+    parser.add_argument("--local-port", type=int, default=0,
+                        help="the UE's SIP port (default: any free one)")
+    parser.add_argument("--expires", type=int, default=600, help="registration time, seconds")
+
+
+def _add_invite_options(parser):
+    parser.add_argument("--service", action="append", default=None,
+                        help="MBMS User Service ID (repeatable; default %s)" % (DEMO_SERVICE,))
+    parser.add_argument("--service-domain", default=None,
+                        help="the services' Request-URI host (default mbms.<home domain>)")
+    parser.add_argument("--media", action="append", default=None,
+                        help="an SDP offer m= line without 'm=' (repeatable; default "
+                             "'video 5000 RTP/AVP 96')")
 
 
 def _usim(args):
@@ -157,40 +230,67 @@ def msk_register(reactor, args, http=None):
     @param http: the HTTP requester (default: an AgentRequester, closed at the end).
     @return: Deferred firing with the exit status, 0 only when every MSK arrived.
     """
-    from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
-    from twisted.internet.error import CannotListenError
-
     from mbmsd.ue.http import AgentRequester
-    from mbmsd.ue.mikey_receiver import MikeyReceiver
-    from mbmsd.ue.ua import UaClient
-    from mbmsd.ue.ub import UbClient
 
-    services = args.service or [DEMO_SERVICE]
     ownHttp = http is None
     if ownHttp:
         http = AgentRequester(reactor, timeout=args.timeout)
+    try:
+        boot = yield _bootstrap_step(reactor, args, http, _usim(args))
+        if boot is None:
+            return 1
+        code = yield _msk_step(reactor, args, http, *boot)
+        return code
+    finally:
+        if ownHttp:
+            yield http.close()
+
+
+@inlineCallbacks
+def _bootstrap_step(reactor, args, http, usim):
+    """
+    Ub, and its JSON line. @return: Deferred of C{(Bootstrapped, Ks_NAF)},
+    or None after printing the failure.
+    """
+    from mbmsd.ue.ub import UbClient
+
+    try:
+        d = UbClient(http, args.bsf, args.impi, usim).bootstrap()
+        d.addTimeout(args.timeout, reactor)
+        boot = yield d
+    except Exception as e:
+        _failed("bootstrap", _describe(e))
+        return None
+    nafId = gba.naf_id(args.naf, gba.UA_PROTOCOL_MBMS)
+    ksNaf = boot.ksNaf(nafId)
+    record = {
+        "step": "bootstrap", "result": "ok", "impi": args.impi, "btid": boot.btid,
+        "lifetime": gba.format_utc(boot.lifetime), "resynchronised": boot.resynchronised,
+        "naf": args.naf,
+    }
+    if args.show_keys:
+        record["ksNaf"] = base64.b64encode(ksNaf).decode("ascii")
+        record["nafId"] = nafId.hex()
+    emit(record)
+    return boot, ksNaf
+
+
+@inlineCallbacks
+def _msk_step(reactor, args, http, boot, ksNaf, registerStep="register"):
+    """
+    Bind the MIKEY port, register over Ua (its line is C{registerStep}) and
+    wait for the MSKs. @return: Deferred of the exit status.
+    """
+    from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+    from twisted.internet.error import CannotListenError
+
+    from mbmsd.ue.mikey_receiver import MikeyReceiver
+    from mbmsd.ue.ua import UaClient
+
+    services = args.service or [DEMO_SERVICE]
     port = None
     try:
-        # 1. Ub
-        try:
-            d = UbClient(http, args.bsf, args.impi, _usim(args)).bootstrap()
-            d.addTimeout(args.timeout, reactor)
-            boot = yield d
-        except Exception as e:
-            return _failed("bootstrap", _describe(e))
-        nafId = gba.naf_id(args.naf, gba.UA_PROTOCOL_MBMS)
-        ksNaf = boot.ksNaf(nafId)
-        record = {
-            "step": "bootstrap", "result": "ok", "impi": args.impi, "btid": boot.btid,
-            "lifetime": gba.format_utc(boot.lifetime), "resynchronised": boot.resynchronised,
-            "naf": args.naf,
-        }
-        if args.show_keys:
-            record["ksNaf"] = base64.b64encode(ksNaf).decode("ascii")
-            record["nafId"] = nafId.hex()
-        emit(record)
-
-        # 2. the MIKEY port, bound before registering (DESIGN 8.6: MUK = Ks_NAF, GBA_ME)
+        # the MIKEY port, bound before registering (DESIGN 8.6: MUK = Ks_NAF, GBA_ME)
         arrived = {}  # (key domain id, MSK id) -> MskDelivery
         early = []  # deliveries before the register answer was printed
         state = {"registered": False, "need": None, "done": Deferred()}
@@ -224,24 +324,24 @@ def msk_register(reactor, args, http=None):
             return _failed("listen", "cannot bind UDP %s:%d: %s"
                            % (args.listen, args.mikey_port, e.socketError))
 
-        # 3. Ua registration
+        # Ua registration
         ua = UaClient(http, args.bmsc, args.naf, boot.btid, ksNaf, args.impu)
         try:
             d = ua.register(services)
             d.addTimeout(args.timeout, reactor)
             statuses = yield d
         except Exception as e:
-            return _failed("register", _describe(e),
+            return _failed(registerStep, _describe(e),
                            status=getattr(e, "status", None))
-        emit({"step": "register", "result": "ok", "services": dict(statuses)})
+        emit({"step": registerStep, "result": "ok", "services": dict(statuses)})
         state["registered"] = True
         for delivery in early:
             show(delivery)
         registered = [s for s, status in statuses if status == 200]
         if not registered:
-            return _failed("register", "the BM-SC registered none of the services")
+            return _failed(registerStep, "the BM-SC registered none of the services")
 
-        # 4. the MSKs over MIKEY: one per registered service (the MSK message
+        # the MSKs over MIKEY: one per registered service (the MSK message
         # names no service, so we count distinct (Key Domain ID, MSK ID))
         state["need"] = len(registered)
         check()
@@ -255,11 +355,232 @@ def msk_register(reactor, args, http=None):
     finally:
         if port is not None:
             yield port.stopListening()
+
+
+# ---------------------------------------------------------------- SIP
+
+
+def _sip_describe(e):
+    from twisted.internet.defer import TimeoutError as DeferredTimeout
+
+    from mbmsd.ue.sip import InviteFailed, RegistrationFailed
+
+    if isinstance(e, (RegistrationFailed, InviteFailed)):
+        return str(e)
+    if isinstance(e, DeferredTimeout):
+        return "no final answer in time"
+    return "%s: %s" % (e.__class__.__name__, e)
+
+
+@inlineCallbacks
+def _sip_open(reactor, args):
+    """The UE's SIP socket to the P-CSCF: C{(ua, close)}, or None after a failed line."""
+    from mbmsd.ue.sip import connect_tcp, open_udp
+
+    _, host, port, transport = args.pcscf
+    try:
+        if transport == "UDP":
+            ua, close = open_udp(reactor, (host, port), args.local_ip, args.local_port)
+        else:
+            ua, close = yield connect_tcp(reactor, (host, port), args.local_ip,
+                                          args.local_port, timeout=args.timeout)
+    except Exception as e:
+        _failed("register", "cannot open the SIP %s socket to %s:%d: %s"
+                % (transport, host, port, e))
+        return None
+    return ua, close
+
+
+@inlineCallbacks
+def _register_step(reactor, args, ua, usim):
+    """REGISTER and its line. @return: the L{ImsRegistration}, or None."""
+    from mbmsd.ue.sip import ImsRegistration
+
+    reg = ImsRegistration(ua, args.impi, args.impu, usim, domain=args.domain,
+                          expires=args.expires)
+    try:
+        d = reg.register()
+        d.addTimeout(3 * args.timeout, reactor)  # up to three rounds (AUTS resync)
+        result = yield d
+    except Exception as e:
+        _failed("register", _sip_describe(e), status=getattr(e, "status", None),
+                pcscf=args.pcscf[0])
+        return None
+    emit({"step": "register", "result": "ok", "impi": result.impi, "impu": result.impu,
+          "pcscf": args.pcscf[0], "contact": result.contact, "expires": result.expires,
+          "associated": result.associated, "resynchronised": result.resynchronised})
+    return reg
+
+
+@inlineCallbacks
+def _invite_step(reactor, args, ua, reg):
+    """
+    INVITE each service, a line each. @return: C{(sessions, ok)}: the
+    established sessions and whether all were.
+    """
+    from mbmsd.ue.sip import MbmsSession, sdp_offer, sdp_summary
+
+    domain = args.service_domain or "mbms." + reg.domain
+    media = args.media or ["video 5000 RTP/AVP 96"]
+    sessions = []
+    ok = True
+    for service in args.service or [DEMO_SERVICE]:
+        session = MbmsSession(ua, args.impu, service, domain,
+                              offer=sdp_offer(args.local_ip, media))
+        try:
+            d = session.invite()
+            d.addTimeout(args.timeout, reactor)
+            answer = yield d
+        except Exception as e:
+            ok = False
+            _failed("invite", _sip_describe(e), service=service, uri=session.uri,
+                    status=getattr(e, "status", None))
+            continue
+        sessions.append(session)
+        emit({"step": "invite", "result": "ok", "service": service, "uri": session.uri,
+              "status": answer.status, "provisional": answer.provisional,
+              "callId": session.callId, "contentType": answer.contentType,
+              "sdp": sdp_summary(answer.sdp)})
+    return sessions, ok
+
+
+@inlineCallbacks
+def _bye_step(reactor, args, sessions):
+    """BYE each session still up, a line each. @return: True when all ended well."""
+    ok = True
+    for session in sessions:
+        if session.state != "confirmed":
+            reason = session.ended.result if session.ended.called else session.state
+            emit({"step": "bye", "result": "ok", "service": session.serviceId,
+                  "status": None, "endedBy": "network", "reason": reason})
+            continue
+        try:
+            d = session.bye()
+            d.addTimeout(args.timeout, reactor)
+            status = yield d
+        except Exception as e:
+            ok = False
+            _failed("bye", _sip_describe(e), service=session.serviceId)
+            continue
+        if status == 200:
+            emit({"step": "bye", "result": "ok", "service": session.serviceId, "status": 200})
+        else:
+            ok = False
+            _failed("bye", "BYE answered %s" % (status,), service=session.serviceId,
+                    status=status)
+    return ok
+
+
+@inlineCallbacks
+def _closing(reg, opened):
+    if reg is not None:
+        reg.stop()
+    if opened is not None:
+        from twisted.internet.defer import maybeDeferred
+
+        try:
+            yield maybeDeferred(opened[1])
+        except Exception:
+            pass
+
+
+@inlineCallbacks
+def register(reactor, args):
+    """IMS registration at the P-CSCF. @return: Deferred of the exit status."""
+    opened = yield _sip_open(reactor, args)
+    if opened is None:
+        return 1
+    reg = None
+    try:
+        reg = yield _register_step(reactor, args, opened[0], _usim(args))
+        return 0 if reg is not None else 1
+    finally:
+        yield _closing(reg, opened)
+
+
+@inlineCallbacks
+def invite(reactor, args):
+    """
+    REGISTER, INVITE, keep the session for --hold seconds (re-registering
+    as needed; a BYE from the network ends it early), BYE.
+    """
+    from twisted.internet.defer import DeferredList
+    from twisted.internet.task import deferLater
+
+    opened = yield _sip_open(reactor, args)
+    if opened is None:
+        return 1
+    ua = opened[0]
+    reg = None
+    try:
+        reg = yield _register_step(reactor, args, ua, _usim(args))
+        if reg is None:
+            return 1
+        reg.keepAlive()
+        sessions, ok = yield _invite_step(reactor, args, ua, reg)
+        if sessions and args.hold > 0:
+            waits = [deferLater(reactor, args.hold, lambda: None)]
+            waits += [s.ended for s in sessions]
+            yield DeferredList(waits, fireOnOneCallback=True, consumeErrors=True)
+            for w in waits[:1]:
+                w.cancel()
+        byes = yield _bye_step(reactor, args, sessions)
+        return 0 if ok and byes else 1
+    finally:
+        yield _closing(reg, opened)
+
+
+@inlineCallbacks
+def run(reactor, args, http=None):
+    """
+    The whole procedure as a UE does it: bootstrap (Ub) -> REGISTER ->
+    INVITE (the SCF authorizes the UE at the BM-SC) -> MSK registration (Ua)
+    and the MSKs over MIKEY -> BYE. One JSON line per step.
+
+    @return: Deferred of the exit status: 0 only when every MSK arrived and
+        verified (and every other step succeeded).
+    """
+    from mbmsd.ue.http import AgentRequester
+
+    if args.listen is None:
+        args.listen = args.local_ip
+    ownHttp = http is None
+    if ownHttp:
+        http = AgentRequester(reactor, timeout=args.timeout)
+    usim = _usim(args)  # one USIM: its SQN window spans Ub and REGISTER
+    reg = opened = None
+    sessions = []
+    try:
+        boot = yield _bootstrap_step(reactor, args, http, usim)
+        if boot is None:
+            return 1
+        opened = yield _sip_open(reactor, args)
+        if opened is None:
+            return 1
+        reg = yield _register_step(reactor, args, opened[0], usim)
+        if reg is None:
+            return 1
+        reg.keepAlive()
+        sessions, ok = yield _invite_step(reactor, args, opened[0], reg)
+        if not ok:
+            return 1
+        code = yield _msk_step(reactor, args, http, *boot, registerStep="msk-register")
+        byes = yield _bye_step(reactor, args, sessions)
+        sessions = []
+        return code if code else (0 if byes else 1)
+    finally:
+        if sessions:  # a failure after some INVITE succeeded: end them anyway
+            try:
+                yield _bye_step(reactor, args, sessions)
+            except Exception:
+                pass
+        yield _closing(reg, opened)
         if ownHttp:
             yield http.close()
 
 
-COMMANDS = {"bootstrap": bootstrap, "msk-register": msk_register}
+COMMANDS = {"bootstrap": bootstrap, "msk-register": msk_register, "register": register,
+            "invite": invite, "run": run}
 
 
 def main(argv=None):

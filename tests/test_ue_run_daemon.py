@@ -1,0 +1,344 @@
+"""
+The whole IMS-based MBMS procedure against twistd as operators run it: one
+node with the four roles (BSF, BM-SC, P-CSCF, SCF; etc/mbmsd.toml plus an
+overlay on free ports, the demo service and subscription):
+
+  - `mbms-ue run`: bootstrap, REGISTER (AKA at the P-CSCF), INVITE (P-CSCF ->
+    SCF -> BM-SC authorize), MSK registration and the MSK over MIKEY, BYE:
+    exit 0 with a line per step, no key printed;
+  - sipp as the UE for SIP (REGISTER with sipp's own AKA, INVITE of the demo
+    service through the P-CSCF): 200 OK with the service's SDP; while the
+    session lasts `mbms-ue msk-register` from the same IP gets 200 for the
+    service (the BM-SC holds the SCF's authorization) and the MSK; after
+    the BYE the registration is refused (403).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.daemon import Daemon, http, run_ue
+from tests.helpers import require_tool
+
+pytestmark = pytest.mark.external
+
+IMPU = "sip:user1@home1.net"
+SERVICE = "urn:mbmsd:news"
+
+SCF_TABLES = (
+    '\n[[scf.service]]\nid = "%s"\nattributes = ["rtpmap:96 H264/90000"]\n\n'
+    '[[scf.subscription]]\nimpu = "%s"\nservices = ["%s"]\n' % (SERVICE, IMPU, SERVICE))
+
+
+def free_port_pair():
+    """A port number free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket() as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port pair")
+
+
+def four_roles(tmp_path):
+    """All four roles; the SCF on ports of its own, the P-CSCF pointing at it."""
+    scf, bmsc = free_port_pair(), free_port_pair()
+    d = Daemon(tmp_path, overlay=SCF_TABLES, settings={
+        "node": {"roles": ["bsf", "bmsc", "pcscf", "scf"]},
+        "scf": {"udp_listen": "udp:%d:interface=127.0.0.1" % scf,
+                "tcp_listen": "tcp:%d:interface=127.0.0.1" % scf,
+                "bmsc_url": "http://127.0.0.1:%d" % bmsc},
+        "bmsc": {"listen": "tcp:%d:interface=127.0.0.1" % bmsc},
+        "pcscf": {"scf": "sip:127.0.0.1:%d" % scf},
+    })
+    d.ports["scf"], d.ports["bmsc"] = scf, bmsc
+    return d
+
+
+def lines_of(p):
+    out = []
+    for line in p.stdout.splitlines():
+        if line.strip():
+            out.append(json.loads(line))
+    return out
+
+
+def metric(daemon, name, **labels):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, _, body = http("GET", daemon.url("metrics", "/metrics"))
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+def wait_for(predicate, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_mbms_ue_run(tmp_path):
+    d = four_roles(tmp_path).start()
+    try:
+        p = run_ue("run", "--bsf", d.ub, "--pcscf", "sip:127.0.0.1:%d" % d.ports["pcscf"],
+                   "--bmsc", d.url("bmsc", ""), "--mikey-port", str(d.ports["mikey"]),
+                   timeout=90)
+        report = p.stdout + p.stderr + d.log()[-6000:]
+        assert p.returncode == 0, report
+        lines = lines_of(p)
+        assert [x["step"] for x in lines] == [
+            "bootstrap", "register", "invite", "msk-register", "msk", "bye"], report
+        assert all(x["result"] == "ok" for x in lines), report
+        reg, inv, msk_reg, msk, bye = lines[1:]
+        assert reg["associated"][0] == IMPU
+        assert inv["status"] == 200
+        assert inv["uri"] == "sip:urn%3Ambmsd%3Anews@mbms.home1.net"
+        assert inv["sdp"]["media"][0]["media"] == "video"
+        assert inv["sdp"]["media"][0]["rtpmap"] == ["96 H264/90000"]
+        assert msk_reg["services"] == {SERVICE: 200}
+        assert msk["verification"] == "sent"
+        assert bye["status"] == 200
+        for line in lines:
+            assert "ksNaf" not in line and "msk" not in line
+        # the SCF saw the session and its end, and withdrew the authorization
+        assert metric(d, "mbmsd_scf_invites_total", result="ok") == 1.0
+        assert wait_for(lambda: metric(d, "mbmsd_scf_sessions_ended_total",
+                                       reason="bye") == 1.0), d.log()[-4000:]
+        assert wait_for(lambda: metric(d, "mbmsd_scf_bmsc_requests_total",
+                                       requesttype="deauthorize", result="ok") == 1.0)
+    finally:
+        d.stop()
+
+
+def test_mbms_ue_register_and_invite_over_tcp(tmp_path):
+    d = four_roles(tmp_path).start()
+    try:
+        pcscf = "sip:127.0.0.1:%d;transport=tcp" % d.ports["pcscf"]
+        p = run_ue("register", "--pcscf", pcscf)
+        assert p.returncode == 0, p.stdout + p.stderr + d.log()[-4000:]
+        [line] = lines_of(p)
+        assert line["associated"] == [IMPU] and line["contact"].endswith(";transport=tcp")
+        p = run_ue("invite", "--pcscf", pcscf, "--hold", "0.5", timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr + d.log()[-4000:]
+        assert [x["step"] for x in lines_of(p)] == ["register", "invite", "bye"]
+    finally:
+        d.stop()
+
+
+def test_wrong_key_fails_at_register(tmp_path):
+    d = four_roles(tmp_path).start()
+    try:
+        p = run_ue("register", "--pcscf", "sip:127.0.0.1:%d" % d.ports["pcscf"],
+                   "--k", "00" * 16)
+        assert p.returncode == 1
+        [line] = lines_of(p)
+        assert (line["step"], line["result"]) == ("register", "failed")
+        assert "not authentic" in line["error"]
+    finally:
+        d.stop()
+
+
+# ---------------------------------------------------------------------------
+# sipp as the UE's SIP side
+
+SCENARIO = r"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="UE: REGISTER with AKA, INVITE the MBMS service, (go), BYE">
+  <send retrans="500"><![CDATA[
+
+      REGISTER sip:home1.net SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      Max-Forwards: 70
+      From: <sip:user1@home1.net>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:user1@home1.net>
+      Call-ID: [call_id]
+      CSeq: 1 REGISTER
+      Contact: <sip:user1@[local_ip]:[local_port]>
+      Expires: 600
+      Content-Length: 0
+
+    ]]></send>
+
+  <recv response="401" auth="true"/>
+
+  <send retrans="500"><![CDATA[
+
+      REGISTER sip:home1.net SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      Max-Forwards: 70
+      From: <sip:user1@home1.net>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:user1@home1.net>
+      Call-ID: [call_id]
+      CSeq: 2 REGISTER
+      Contact: <sip:user1@[local_ip]:[local_port]>
+      Expires: 600
+      [authentication username=user1@home1.net aka_OP=\xCD\xC2\x02\xD5\x12\x3E\x20\xF6\x2B\x6D\x67\x6A\xC7\x2C\xB3\x18 aka_K=\x46\x5B\x5C\xE8\xB1\x99\xB4\x9F\xAA\x5F\x0A\x2E\xE2\x38\xA6\xBC aka_AMF=\xB9\xB9]
+      Content-Length: 0
+
+    ]]></send>
+
+  <recv response="200"/>
+
+  <send retrans="500"><![CDATA[
+
+      INVITE sip:urn%3Ambmsd%3Anews@mbms.home1.net SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      Max-Forwards: 70
+      From: <sip:user1@home1.net>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:urn%3Ambmsd%3Anews@mbms.home1.net>
+      Call-ID: [call_id]
+      CSeq: 3 INVITE
+      Contact: <sip:user1@[local_ip]:[local_port]>
+      P-Preferred-Identity: <sip:user1@home1.net>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=- 1 1 IN IP4 [local_ip]
+      s=MBMS
+      c=IN IP4 [local_ip]
+      t=0 0
+      m=video 6000 RTP/AVP 96
+
+    ]]></send>
+
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true" rtd="true">
+    <action>
+      <ereg regexp="Content-Type: application/sdp" search_in="msg" check_it="true"
+            assign_to="ctype"/>
+      <ereg regexp="m=video 5000 RTP/AVP 96" search_in="body" check_it="true"
+            assign_to="media"/>
+      <ereg regexp="a=rtpmap:96 H264/90000" search_in="body" check_it="true"
+            assign_to="rtpmap"/>
+      <log message="200 OK with [$ctype], [$media], [$rtpmap]"/>
+    </action>
+  </recv>
+
+  <send><![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      Max-Forwards: 70
+      From: <sip:user1@home1.net>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:urn%3Ambmsd%3Anews@mbms.home1.net>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 3 ACK
+      Content-Length: 0
+
+    ]]></send>
+
+  <!-- the test's "go" -->
+  <recv request="OPTIONS" timeout="60000"/>
+
+  <send retrans="500"><![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      Max-Forwards: 70
+      From: <sip:user1@home1.net>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:urn%3Ambmsd%3Anews@mbms.home1.net>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 4 BYE
+      Content-Length: 0
+
+    ]]></send>
+
+  <recv response="200" crlf="true"/>
+</scenario>
+"""
+
+
+def msk_register(daemon, wait):
+    p = run_ue("msk-register", "--bsf", daemon.ub, "--bmsc", daemon.url("bmsc", ""),
+               "--mikey-port", str(daemon.ports["mikey"]), "--wait", str(wait))
+    return p.returncode, lines_of(p), p
+
+
+def ua_statuses(lines):
+    return next(line for line in lines if line["step"] == "register")["services"]
+
+
+def test_sipp_ue_invite_then_msk_register(tmp_path):
+    sipp = require_tool("sipp")
+    timeout = require_tool("timeout")
+    scenario = tmp_path / "ue_register_invite.xml"
+    scenario.write_text(SCENARIO, encoding="latin-1")
+    d = four_roles(tmp_path).start()
+    proc = None
+    try:
+        # nothing authorized yet
+        _, lines, _ = msk_register(d, wait=1)
+        assert ua_statuses(lines) == {SERVICE: 403}
+
+        port = free_port_pair()
+        callId = "ue-run-%d-1" % (os.getpid(),)
+        err, logs = tmp_path / "sipp-err.log", tmp_path / "sipp-logs.log"
+        msgs = tmp_path / "sipp-msg.log"
+        proc = subprocess.Popen(
+            [timeout, "90", sipp, "-sf", str(scenario), "127.0.0.1:%d" % d.ports["pcscf"],
+             "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-nostdin",
+             "-auth_uri", "home1.net", "-cid_str", "ue-run-%d-%%u" % (os.getpid(),),
+             "-recv_timeout", "20000", "-timeout", "80s",
+             "-trace_err", "-error_file", str(err), "-trace_logs", "-log_file", str(logs),
+             "-trace_msg", "-message_file", str(msgs)],
+            cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        def report():
+            parts = [d.log()[-5000:]]
+            for path in (err, logs, msgs):
+                if path.exists():
+                    parts.append(path.read_text(errors="replace")[-3000:])
+            return "\n".join(parts)
+
+        def answered():
+            return logs.exists() and "200 OK with" in logs.read_text(errors="replace")
+
+        assert wait_for(answered, timeout=30), report()
+        assert wait_for(lambda: metric(d, "mbmsd_scf_sessions") == 1.0), report()
+        log = logs.read_text(errors="replace")
+        assert "Content-Type: application/sdp" in log and "m=video 5000 RTP/AVP 96" in log
+
+        # the BM-SC holds the authorization: the MSK arrives and verifies
+        code, lines, p = msk_register(d, wait=5)
+        assert code == 0, p.stdout + p.stderr + report()
+        assert ua_statuses(lines) == {SERVICE: 200}
+        assert [x["step"] for x in lines] == ["bootstrap", "register", "msk"]
+
+        # go: sipp sends its BYE; the SCF withdraws the authorization
+        go = ("OPTIONS sip:user1@127.0.0.1:%d SIP/2.0\r\n"
+              "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-go\r\n"
+              "Max-Forwards: 70\r\nFrom: <sip:test@127.0.0.1>;tag=go\r\n"
+              "To: <sip:user1@127.0.0.1>\r\nCall-ID: %s\r\nCSeq: 1 OPTIONS\r\n"
+              "Content-Length: 0\r\n\r\n" % (port, callId))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(go.encode(), ("127.0.0.1", port))
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr.decode(errors="replace") + report()
+        assert wait_for(lambda: metric(d, "mbmsd_scf_bmsc_requests_total",
+                                       requesttype="deauthorize", result="ok") == 1.0), report()
+        _, lines, _ = msk_register(d, wait=1)
+        assert ua_statuses(lines) == {SERVICE: 403}
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        d.stop()
