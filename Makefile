@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run check test system-deps venv clean
+.PHONY: run check test system-deps venv clean bench
 
 venv: $(VENV)/.installed
 
@@ -29,3 +29,7 @@ test: system-deps venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info var twisted/plugins/dropin.cache mbmsd/plugins/dropin.cache
+
+# every benchmark on loopback, about 5 minutes; figures are ratios (bench/run)
+bench: venv
+	$(BIN)/python bench/run

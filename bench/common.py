@@ -182,3 +182,18 @@ def start_helper(module, *args, ready=b"READY", timeout=20):
         stop_process(proc)
         raise RuntimeError("bench.%s did not start: %r" % (module, line))
     return proc, line[len(ready):].strip().decode()
+
+
+def bare_entry_bytes(count=200000):
+    """
+    RSS growth per entry of a plain dict {B-TID-like str: 32-byte key}, the
+    memory baseline of the mem_* figures (measured in the calling process).
+    """
+    import gc
+
+    gc.collect()
+    before = rss()
+    bare = {"YmVuY2gtJTA4ZA%08d==@bsf.home1.net" % (i,): os.urandom(32) for i in range(count)}
+    grown = rss() - before
+    del bare
+    return max(1, grown) / count

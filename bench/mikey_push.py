@@ -87,7 +87,8 @@ def run(reactor, args):
         metrics = Metrics("bench").forRole("bmsc")
         if args.store == "sqlite":
             storage = SqliteStorageFactory().open(
-                {"path": os.path.join(tmp.name, "bmsc.sqlite3"), "synchronous": args.synchronous},
+                {"path": os.path.join(tmp.name, "bmsc.sqlite3"), "synchronous": args.synchronous,
+                 "key_file": os.path.join(tmp.name, "mbmsd.key")},
                 reactor)
             yield storage.open()
             store = storage.bmsc
@@ -105,11 +106,11 @@ def run(reactor, args):
                 for i in range(args.ues)]
         muks = {r[2]: muk_for(seed, r[3]) for r in rows}
         if storage is not None:
-            def insert(txn):
+            def insert(txn, rows):
                 txn.cursor.executemany(
                     "INSERT INTO bmsc_registrations (impu, service_id, btid, ue_address, expires) "
                     "VALUES (?, ?, ?, ?, ?)", rows)
-            yield storage.db.runInteraction("bench_registrations", insert)
+            yield storage.db.runInteraction("bench_registrations", insert, rows)
         else:
             from mbmsd.storage.records import MskRegistration
             for r in rows:
@@ -127,8 +128,11 @@ def run(reactor, args):
         sampler = task.LoopingCall(sample)
         sampler.start(0.05)
         start = time.perf_counter()
+        cpu0, farm0 = time.process_time(), common.cpu_seconds(farm.pid)
         pushed, verified = yield manager.rotate(SERVICE)
         wall = time.perf_counter() - start
+        cpu = (time.process_time() - cpu0) / wall
+        farmCpu = (common.cpu_seconds(farm.pid) - farm0) / wall
         sampler.stop()
         sample()
         sent = delivery.messages.labels("sent")._value.get()
@@ -143,15 +147,13 @@ def run(reactor, args):
         tmp.cleanup()
     rate = verified / wall if wall else 0.0
     # the same count of bare dict entries {B-TID: 32-byte key}, measured the same way
-    gc.collect()
-    d0 = common.rss()
-    bare = {btid_for(i): os.urandom(32) for i in range(args.ues)}
-    perEntry = max(1, common.rss() - d0) / args.ues
-    del bare
+    perEntry = common.bare_entry_bytes()
     perUe = max(0, peak[0] - rss0) / args.ues
-    note = ("%d UEs, store %s%s; sent %d, retransmitted %d, verified %d; UE farm accepted %s"
+    note = ("%d UEs, store %s%s; sent %d, retransmitted %d, verified %d; UE farm accepted %s; "
+            "CPU BM-SC %.0f%%, UE farm %.0f%%"
             % (args.ues, args.store, "/" + args.synchronous if args.store == "sqlite" else "",
-               sent, retransmitted, verified, done[1] if len(done) > 1 else "?"))
+               sent, retransmitted, verified, done[1] if len(done) > 1 else "?",
+               100 * cpu, 100 * farmCpu))
     prefix = args.prefix
     figures = [
         dict(name=prefix + "msk_push", ratio=rate / baseline, a=rate, b=baseline,

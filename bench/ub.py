@@ -118,13 +118,15 @@ def run(reactor, args):
             yield http.close()
             daemon.stop()
     sessions = made[0]
+    perSession = max(0, rss1 - rss0) / max(1, sessions)
+    perEntry = common.bare_entry_bytes()
     return [
         dict(name="ub_bootstrap", ratio=rate / baseline if baseline else 0.0, a=rate, b=baseline,
              unit="bootstraps/s vs GET/s", goal=(">=", 0.5),
              notes="%d UEs; twistd CPU %.0f%%, client CPU %.0f%% (baseline server %.0f%%, client %.0f%%); errors %d/%d"
              % (args.ues, 100 * cpu, 100 * mine, 100 * bcpu, 100 * bmine, errors, berr)),
-        dict(name="mem_bootstrap_session", ratio=0.0, a=max(0, rss1 - rss0) / max(1, sessions),
-             b=float(sessions), unit="bytes/session, sessions", goal=None,
+        dict(name="mem_bootstrap_session", ratio=perSession / perEntry, a=perSession, b=perEntry,
+             unit="bytes/session vs bytes/bare dict entry", goal=None,
              notes="RSS growth of twistd (BSF, SQLite) over %d bootstraps" % (sessions,)),
     ]
 

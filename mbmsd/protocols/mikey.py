@@ -12,7 +12,6 @@ L{ReplayError} (counter not fresh). No key ever appears in an exception
 message or a repr.
 """
 
-import hashlib
 import hmac
 import math
 import struct
@@ -598,7 +597,8 @@ def parse_key_data(data):
 
 
 def _hmac_sha1(key, data):
-    return hmac.new(key, data, hashlib.sha1).digest()
+    # hmac.digest: OpenSSL's one-shot HMAC, several times faster than hmac.new()
+    return hmac.digest(key, data, "sha1")
 
 
 def _p(s, label, m):
@@ -623,10 +623,10 @@ def prf(inkey, label, out_bits):
     if out_bits <= 0 or out_bits % 8:
         raise MikeyError("PRF output length must be a positive multiple of 8 bits")
     m = math.ceil(out_bits / 160)
-    acc = bytes(20 * m)
-    for i in range(0, len(inkey), 32):
+    acc = _p(inkey[:32], label, m)
+    for i in range(32, len(inkey), 32):
         block = _p(inkey[i : i + 32], label, m)
-        acc = bytes(x ^ y for x, y in zip(acc, block))
+        acc = (int.from_bytes(acc, "big") ^ int.from_bytes(block, "big")).to_bytes(20 * m, "big")
     return acc[: out_bits // 8]
 
 
@@ -776,11 +776,16 @@ def _profile_header(data_type, v, csb_id):
 
 def _protected_message(psk, header, payloads, key_items, counter, rand):
     """Encode HDR + payloads + KEMAC(AES-CM-128 of key_items, HMAC-SHA-1-160)."""
+    return _protected_message_and_auth(psk, header, payloads, key_items, counter, rand)[0]
+
+
+def _protected_message_and_auth(psk, header, payloads, key_items, counter, rand):
+    """L{_protected_message}, and the auth key it was MACed with."""
     encr, auth, salt = derive_psk_keys(psk, header.csb_id, rand)
     plain = encode_key_data(key_items)
     encrypted = aes_cm(encr, salt, header.csb_id, counter, plain)
     kemac = Kemac(profile.ENCR_ALG, encrypted, profile.MAC_ALG, bytes(20))
-    return _mac_last(encode(Message(header, payloads + [kemac])), auth)
+    return _mac_last(encode(Message(header, payloads + [kemac])), auth), auth
 
 
 def build_msk_message(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr, v=profile.MSK_V_DEFAULT):
@@ -788,6 +793,30 @@ def build_msk_message(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr, 
     The MSK message (BM-SC -> UE) of DESIGN 8.6: HDR, EXT(Key ID MSK), T
     (COUNTER), RAND, IDi, IDr, KEMAC carrying the MSK as TGK with KV = SPI =
     MSK ID, protected with keys derived from the MUK.
+    """
+    return build_msk_message_expecting(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr, v)[0]
+
+
+@dataclass(frozen=True)
+class ExpectedVerification:
+    """
+    What the verification of one MSK message must show (RFC 3830 5.2,
+    DESIGN 8.6), kept by the sender so that L{check_expected_verification}
+    neither re-opens its own MSK message nor derives its keys again.
+    """
+
+    csb_id: int
+    counter: int
+    ids: bytes  # IDi data || IDr data (or b"" when the profile's MAC leaves them out)
+    auth_key: bytes = field(repr=False)
+
+
+def build_msk_message_expecting(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr,
+                                v=profile.MSK_V_DEFAULT):
+    """
+    L{build_msk_message}, and the L{ExpectedVerification} of the UE's answer:
+    C{check_expected_verification(expected, data)} then decides exactly as
+    C{check_verification(muk, message, data)} does.
     """
     msk_id = _need(msk_id, profile.MSK_ID_LEN, "MSK ID")
     msk = _need(msk, 16, "MSK")
@@ -804,7 +833,9 @@ def build_msk_message(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr, 
         Id(profile.IDR_TYPE, bytes(idr)),
     ]
     key = KeyData(profile.MSK_KEY_TYPE, profile.KEY_VALIDITY_TYPE, msk, kv_data=msk_id)
-    return _protected_message(muk, header, payloads, [key], counter, rand)
+    message, auth = _protected_message_and_auth(muk, header, payloads, [key], counter, rand)
+    ids = bytes(idi) + bytes(idr) if profile.VERIFICATION_MAC_INCLUDES_IDS else b""
+    return message, ExpectedVerification(header.csb_id, counter, ids, auth)
 
 
 def _expect_chain(message, chain, what):
@@ -863,7 +894,7 @@ def _open_protected(psk, data, chain, data_type, what, last_counter):
     items = parse_key_data(aes_cm(encr, salt, hdr.csb_id, t.value, kemac.encrypted))
     if len(items) != 1:
         raise MikeyError("%s must carry exactly one key" % (what,))
-    return msg, key_id, t.value, rand, items[0]
+    return msg, key_id, t.value, rand, items[0], auth
 
 
 def parse_msk_message(muk, data, last_counter=None):
@@ -873,7 +904,12 @@ def parse_msk_message(muk, data, last_counter=None):
     L{ReplayError}; anything else that does not fit the profile raises
     L{MikeyError}. Returns an L{MskDelivery}.
     """
-    msg, key_id, counter, rand, key = _open_protected(
+    return _parse_msk_message_and_auth(muk, data, last_counter)[0]
+
+
+def _parse_msk_message_and_auth(muk, data, last_counter=None):
+    """L{parse_msk_message}, and the auth key derived to check it."""
+    msg, key_id, counter, rand, key, auth = _open_protected(
         muk, data, profile.MSK_MESSAGE_PAYLOADS, profile.MSK_DATA_TYPE, "MSK message", last_counter
     )
     if key_id.key_id_type != profile.KEY_ID_TYPE_MSK:
@@ -896,7 +932,7 @@ def parse_msk_message(muk, data, last_counter=None):
         idr=idr.data,
         csb_id=msg.header.csb_id,
         v=msg.header.v,
-    )
+    ), auth
 
 
 def _verification_mac_input(unsigned_body, delivery, t_bytes):
@@ -911,9 +947,8 @@ def build_verification(muk, msk_message):
     The UE's verification message for C{msk_message} (which is verified
     first): HDR (data type 1, same CSB ID), T (echo), V (HMAC-SHA-1-160).
     """
-    delivery = parse_msk_message(muk, msk_message)
+    delivery, auth = _parse_msk_message_and_auth(muk, msk_message)
     t = Timestamp(profile.TS_TYPE, delivery.counter)
-    _, auth, _ = derive_psk_keys(muk, delivery.csb_id, delivery.rand)
     header = _profile_header(profile.VERIFICATION_DATA_TYPE, False, delivery.csb_id)
     unsigned = encode(Message(header, [t, Verification(MAC_HMAC_SHA1_160, bytes(20))]))
     body = unsigned[:-20]
@@ -926,31 +961,41 @@ def check_verification(muk, msk_message, verification):
     wrong, L{MikeyError} when the message is malformed or does not echo the
     MSK message.
     """
-    delivery = parse_msk_message(muk, msk_message)
+    delivery, auth = _parse_msk_message_and_auth(muk, msk_message)
+    ids = delivery.idi + delivery.idr if profile.VERIFICATION_MAC_INCLUDES_IDS else b""
+    check_expected_verification(ExpectedVerification(delivery.csb_id, delivery.counter, ids, auth),
+                                verification)
+
+
+def check_expected_verification(expected, verification):
+    """
+    L{check_verification} against an L{ExpectedVerification} (from
+    L{build_msk_message_expecting}): same checks, same errors.
+    """
     msg = parse_message(verification)
     vs = msg.find(Verification)
     if not msg.payloads or not isinstance(msg.payloads[-1], Verification) or len(vs) != 1:
         raise MikeyError("verification message needs a final V payload")
     if vs[0].mac_alg != MAC_HMAC_SHA1_160:
         raise MikeyError("verification message must use HMAC-SHA-1-160")
-    _, auth, _ = derive_psk_keys(muk, delivery.csb_id, delivery.rand)
-    sent_t = Timestamp(profile.TS_TYPE, delivery.counter).value_bytes()
+    sent_t = Timestamp(profile.TS_TYPE, expected.counter).value_bytes()
     verification = bytes(verification)
-    _check_mac(_verification_mac_input(verification[:-20], delivery, sent_t), auth, vs[0].mac)
+    # RFC 3830 5.2 as DESIGN 8.6 reads it (see _verification_mac_input)
+    _check_mac(verification[:-20] + expected.ids + sent_t, expected.auth_key, vs[0].mac)
     hdr = msg.header
-    expected = (
+    want = (
         profile.VERIFICATION_DATA_TYPE,
-        delivery.csb_id,
+        expected.csb_id,
         profile.PRF_FUNC,
         False,
         profile.CS_COUNT,
         profile.CS_ID_MAP_TYPE,
     )
-    if (hdr.data_type, hdr.csb_id, hdr.prf, hdr.v, hdr.cs_count, hdr.cs_id_map_type) != expected:
+    if (hdr.data_type, hdr.csb_id, hdr.prf, hdr.v, hdr.cs_count, hdr.cs_id_map_type) != want:
         raise MikeyError("verification header does not match the MSK message")
     _expect_chain(msg, profile.VERIFICATION_MESSAGE_PAYLOADS, "verification message")
     t = msg.find(Timestamp)[0]
-    if (t.ts_type, t.value) != (profile.TS_TYPE, delivery.counter):
+    if (t.ts_type, t.value) != (profile.TS_TYPE, expected.counter):
         raise MikeyError("verification message does not echo the MSK message's T")
 
 
@@ -984,7 +1029,7 @@ def parse_mtk_message(msk, data, last_counter=None):
     Verify and open an MTK message with the MSK (errors as in
     L{parse_msk_message}). Returns an L{MtkDelivery}.
     """
-    msg, key_id, counter, rand, key = _open_protected(
+    msg, key_id, counter, rand, key, _ = _open_protected(
         msk, data, profile.MTK_MESSAGE_PAYLOADS, profile.MTK_DATA_TYPE, "MTK message", last_counter
     )
     if msg.header.v != profile.MTK_V:

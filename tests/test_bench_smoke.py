@@ -1,0 +1,41 @@
+"""
+The benchmark driver must not rot: run `bench/run --quick` (tiny counts,
+real subprocesses and loopback sockets) and check that every figure line is
+printed in its format. The benchmarks themselves never run in the suite.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.external
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FIGURES = ("ub_bootstrap", "mem_bootstrap_session", "invite_flow", "msk_push", "rekey",
+           "mem_registered_ue", "store_scale", "store_scale_p50")
+NUMBER = r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?"
+LINE = re.compile(r"^(\w+) ratio (%s) (%s) (%s)$" % (NUMBER, NUMBER, NUMBER))
+SKIPPED = re.compile(r"^(\w+) skipped: .+$")
+
+
+def test_bench_run_quick():
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "run"), "--quick"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.splitlines()
+    seen = {}
+    for line in lines:
+        m = LINE.match(line) or SKIPPED.match(line)
+        if m:
+            seen[m.group(1)] = line
+    assert set(seen) == set(FIGURES), p.stdout
+    # only invite_flow may be skipped (its roles have not landed); the others must measure
+    for name, line in seen.items():
+        if name != "invite_flow":
+            assert LINE.match(line), line
+    assert "| figure | ratio | measured | baseline |" in p.stdout
+    assert sum(1 for line in lines if line.startswith("|")) == len(FIGURES) + 2
