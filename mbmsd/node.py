@@ -26,6 +26,8 @@ from mbmsd.interfaces import (
 from mbmsd.httpclient import HttpClient
 from mbmsd.metrics import Metrics
 from mbmsd.storage.records import Subscriber
+from mbmsd.storage.sealing import KeyFileError
+from mbmsd.storage.sql import SchemaError
 
 log = Logger(namespace="mbmsd.node")
 
@@ -281,7 +283,12 @@ class NodeService(MultiService):
         )
 
     def _failed(self, failure):
-        log.failure("node {node} failed to start", failure, node=self.node.name)
+        if failure.check(SchemaError, KeyFileError):
+            # an operator's problem with a one-line answer, not a bug
+            log.critical("node {node} cannot start: {reason}", node=self.node.name,
+                         reason=failure.getErrorMessage())
+        else:
+            log.failure("node {node} failed to start", failure, node=self.node.name)
         if self.onStartupFailure is not None:
             self.onStartupFailure(failure)
         return None

@@ -11,6 +11,7 @@ from twisted.python import usage
 
 from mbmsd import config as c
 from mbmsd.node import load_config, makeNode
+from mbmsd.storage.sealing import KeyFileError
 
 
 class Options(usage.Options):
@@ -56,4 +57,8 @@ def makeService(options, reactor=None):
         reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
         reactor.stop()
 
-    return makeNode(options["node_config"], reactor, onStartupFailure=startupFailed)
+    try:
+        return makeNode(options["node_config"], reactor, onStartupFailure=startupFailed)
+    except KeyFileError as e:
+        sys.stderr.write("mbmsd: storage error: %s\n" % (e,))
+        raise SystemExit(1)

@@ -137,7 +137,8 @@ def sqlite_storage(tmpdir_path, reactor, name="mbmsd.sqlite3"):
     from mbmsd.storage.sqlite import SqliteStorageFactory
 
     storage = SqliteStorageFactory().open(
-        {"path": os.path.join(str(tmpdir_path), name), "synchronous": "FULL"}, reactor
+        {"path": os.path.join(str(tmpdir_path), name), "synchronous": "FULL",
+         "key_file": os.path.join(str(tmpdir_path), "node.key")}, reactor
     )
     pool = storage.db.pool
     pool.threadpool.stop()

@@ -81,3 +81,15 @@ def reset(url):
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
+
+
+def key_file():
+    """
+    The node key all PostgreSQL tests share (their database is reset, not
+    their key): created once, mode 0600.
+    """
+    if "key_file" not in _server:
+        folder = tempfile.mkdtemp(prefix="mbmsd-pg-key-")
+        atexit.register(shutil.rmtree, folder, True)
+        _server["key_file"] = os.path.join(folder, "node.key")
+    return _server["key_file"]

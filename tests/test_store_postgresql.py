@@ -25,7 +25,8 @@ def postgres_storage(reactor):
     url = pg.dsn()
     pg.reset(url)
     storage = PostgresStorageFactory().open(
-        {"dsn": url, "pool_min": 1, "pool_max": 1, "connect_timeout": 5}, reactor)
+        {"dsn": url, "pool_min": 1, "pool_max": 1, "connect_timeout": 5,
+         "key_file": pg.key_file()}, reactor)
     pool = storage.db.pool
     pool.threadpool.stop()
     pool.threadpool = NonThreadPool(pool.min, pool.max)
@@ -64,7 +65,8 @@ class PostgresSchemaTests(SynchronousTestCase):
         from tests import pg
 
         again = PostgresStorageFactory().open(
-            {"dsn": pg.dsn(), "pool_min": 1, "pool_max": 1, "connect_timeout": 5}, reactor)
+            {"dsn": pg.dsn(), "pool_min": 1, "pool_max": 1, "connect_timeout": 5,
+             "key_file": pg.key_file()}, reactor)
         pool = again.db.pool
         pool.threadpool.stop()
         pool.threadpool = NonThreadPool(pool.min, pool.max)

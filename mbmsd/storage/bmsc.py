@@ -81,9 +81,15 @@ class MemoryBmscStore:
         return succeed(removed)
 
 
-def _msk(row):
-    return Msk(serviceId=row[0], keyDomainId=bytes(row[1]), mskId=int(row[2]).to_bytes(4, "big"),
-               key=bytes(row[3]), created=float(row[4]), expires=float(row[5]))
+def _mskContext(keyDomainId, mskId):
+    return "bmsc_msks.msk:%s%s" % (bytes(keyDomainId).hex(), bytes(mskId).hex())
+
+
+def _msk(txn, row):
+    keyDomainId, mskId = bytes(row[1]), int(row[2]).to_bytes(4, "big")
+    return Msk(serviceId=row[0], keyDomainId=keyDomainId, mskId=mskId,
+               key=txn.unseal(row[3], _mskContext(keyDomainId, mskId)),
+               created=float(row[4]), expires=float(row[5]))
 
 
 _MSK_COLUMNS = "service_id, key_domain_id, msk_id, msk, created, expires"
@@ -175,7 +181,8 @@ class SqlBmscStore:
     def _putMsk_txn(txn, m):
         txn.execute(
             "INSERT INTO bmsc_msks (%s) VALUES (?, ?, ?, ?, ?, ?)" % (_MSK_COLUMNS,),
-            (m.serviceId, m.keyDomainId, _mskNumber(m.mskId), m.key, m.created, m.expires),
+            (m.serviceId, m.keyDomainId, _mskNumber(m.mskId),
+             txn.seal(m.key, _mskContext(m.keyDomainId, m.mskId)), m.created, m.expires),
         )
 
     def currentMsk(self, serviceId, now):
@@ -187,7 +194,7 @@ class SqlBmscStore:
             "SELECT %s FROM bmsc_msks WHERE service_id = ? AND expires > ? "
             "ORDER BY created DESC, msk_id DESC LIMIT 1" % (_MSK_COLUMNS,),
             (serviceId, now)).fetchone()
-        return _msk(row) if row else None
+        return _msk(txn, row) if row else None
 
     def getMsk(self, keyDomainId, mskId):
         return self.db.runInteraction("get_msk", self._getMsk_txn, keyDomainId, mskId)
@@ -197,7 +204,7 @@ class SqlBmscStore:
         row = txn.execute(
             "SELECT %s FROM bmsc_msks WHERE key_domain_id = ? AND msk_id = ?" % (_MSK_COLUMNS,),
             (keyDomainId, _mskNumber(mskId))).fetchone()
-        return _msk(row) if row else None
+        return _msk(txn, row) if row else None
 
     def lastMskNumber(self, serviceId):
         return self.db.runInteraction("last_msk_number", self._lastMskNumber_txn, serviceId)

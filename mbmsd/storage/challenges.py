@@ -19,7 +19,10 @@ def put_challenge_txn(txn, table, c):
     txn.execute(
         "INSERT INTO %s (nonce, impi, rand, xres, ck, ik, expires) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)" % (table,),
-        (c.nonce, c.impi, c.rand, c.xres, c.ck, c.ik, c.expires),
+        (c.nonce, c.impi, c.rand,
+         txn.seal(c.xres, "%s.xres:%s" % (table, c.nonce)),
+         txn.seal(c.ck, "%s.ck:%s" % (table, c.nonce)),
+         txn.seal(c.ik, "%s.ik:%s" % (table, c.nonce)), c.expires),
     )
 
 
@@ -35,6 +38,8 @@ def take_challenge_txn(txn, table, nonce):
     if row is None:
         return None
     return Challenge(
-        nonce=row[0], impi=row[1], rand=_b(row[2]), xres=_b(row[3]),
-        ck=_b(row[4]), ik=_b(row[5]), expires=float(row[6]),
+        nonce=row[0], impi=row[1], rand=_b(row[2]),
+        xres=txn.unseal(row[3], "%s.xres:%s" % (table, row[0])),
+        ck=txn.unseal(row[4], "%s.ck:%s" % (table, row[0])),
+        ik=txn.unseal(row[5], "%s.ik:%s" % (table, row[0])), expires=float(row[6]),
     )

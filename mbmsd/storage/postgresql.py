@@ -10,6 +10,7 @@ from zope.interface import implementer
 
 from mbmsd import config as c
 from mbmsd.interfaces import IStorageFactory
+from mbmsd.storage.sealing import Sealer, load_key
 from mbmsd.storage.sql import Database, Engine, SqlStorage, make_pool
 
 # pg_advisory_xact_lock key for schema changes ("mbmsd" in ASCII)
@@ -54,6 +55,8 @@ class PostgresStorageFactory:
             "pool_min": c.Field(c.integer(1, 100), 2, "connections kept open"),
             "pool_max": c.Field(c.integer(1, 100), 8, "connections at most"),
             "connect_timeout": c.Field(c.integer(1, 60), 5, "seconds to connect"),
+            "key_file": c.Field(c.string(r".+", "a file path"), "var/mbmsd.key",
+                                "node key sealing keys at rest; the same file on every node"),
         }
     )
 
@@ -69,7 +72,9 @@ class PostgresStorageFactory:
             openfun=_open_connection, cp_min=config["pool_min"],
             cp_max=max(config["pool_min"], config["pool_max"]), cp_reconnect=True,
         )
-        return SqlStorage(Database(PostgresEngine(), pool, reactor), "postgresql:%s" % (_redact(config["dsn"]),))
+        sealer = Sealer(load_key(config["key_file"]))
+        return SqlStorage(Database(PostgresEngine(), pool, sealer, reactor),
+                          "postgresql:%s" % (_redact(config["dsn"]),))
 
 
 def _redact(dsn):

@@ -24,6 +24,7 @@ from mbmsd.storage.bmsc import SqlBmscStore
 from mbmsd.storage.challenges import put_challenge_txn, take_challenge_txn
 from mbmsd.storage.sipreg import SqlSipRegistrationStore
 from mbmsd.storage.records import BootstrapSession, Subscriber
+from mbmsd.storage.sealing import SealError
 
 log = Logger(namespace="mbmsd.storage")
 
@@ -102,16 +103,17 @@ class Database:
 
     retryDelays = (0.1, 0.5, 1.0, 2.0, 5.0)
 
-    def __init__(self, engine, pool, clock=None):
+    def __init__(self, engine, pool, sealer, clock=None):
         self.engine = engine
         self.pool = pool
+        self.sealer = sealer
         self.clock = clock
 
     def runInteraction(self, desc, fn, *args, **kwargs):
         def wrapped(cursor):
             start = time.monotonic()
             try:
-                return fn(_Txn(self.engine, cursor), *args, **kwargs)
+                return fn(_Txn(self.engine, cursor, self.sealer), *args, **kwargs)
             finally:
                 elapsed = time.monotonic() - start
                 if elapsed > 0.5:
@@ -138,9 +140,17 @@ class Database:
 
 
 class _Txn:
-    def __init__(self, engine, cursor):
+    def __init__(self, engine, cursor, sealer):
         self.engine = engine
         self.cursor = cursor
+        self.sealer = sealer
+
+    def seal(self, value, context):
+        """A key as stored: sealed under the node key, bound to C{context}."""
+        return self.sealer.seal(value, context)
+
+    def unseal(self, value, context):
+        return self.sealer.unseal(value, context)
 
     def execute(self, query, args=()):
         self.cursor.execute(self.engine.sql(query), tuple(args))
@@ -186,6 +196,28 @@ def _b(value):
     return bytes(value) if value is not None else None
 
 
+KEY_CHECK = b"mbmsd node key check"
+
+
+def check_node_key_txn(txn):
+    """
+    The first node to open the database seals a known value; every later
+    start proves that its key file opens this database's keys.
+    """
+    row = txn.execute("SELECT sealed FROM node_key_check WHERE id = 1").fetchone()
+    if row is None:
+        txn.execute("INSERT INTO node_key_check (id, sealed) VALUES (1, ?)",
+                    (txn.seal(KEY_CHECK, "node_key_check"),))
+        return
+    try:
+        ok = txn.unseal(row[0], "node_key_check") == KEY_CHECK
+    except SealError:
+        ok = False
+    if not ok:
+        raise SchemaError("storage.key_file: this key does not open the keys stored in the "
+                          "database (another node's key file, or a new one?)")
+
+
 # ---------------------------------------------------------------- stores
 
 
@@ -207,7 +239,8 @@ class SqlSubscriberStore:
             "opc = excluded.opc, amf = excluded.amf, gba_type = excluded.gba_type, "
             "sqn = CASE WHEN subscribers.sqn > excluded.sqn "
             "THEN subscribers.sqn ELSE excluded.sqn END",
-            (s.impi, "\n".join(s.impus), s.k, s.opc, s.amf, s.sqn, s.gbaType),
+            (s.impi, "\n".join(s.impus), txn.seal(s.k, "subscribers.k:" + s.impi),
+             txn.seal(s.opc, "subscribers.opc:" + s.impi), s.amf, s.sqn, s.gbaType),
         )
 
     def get(self, impi):
@@ -224,8 +257,8 @@ class SqlSubscriberStore:
         return Subscriber(
             impi=row[0],
             impus=tuple(row[1].split("\n")) if row[1] else (),
-            k=_b(row[2]),
-            opc=_b(row[3]),
+            k=txn.unseal(row[2], "subscribers.k:" + row[0]),
+            opc=txn.unseal(row[3], "subscribers.opc:" + row[0]),
             amf=_b(row[4]),
             sqn=int(row[5]),
             gbaType=row[6],
@@ -276,7 +309,8 @@ class SqlBootstrapStore:
             "ON CONFLICT (btid) DO UPDATE SET impi = excluded.impi, rand = excluded.rand, "
             "ks = excluded.ks, created = excluded.created, expires = excluded.expires, "
             "gba_type = excluded.gba_type",
-            (s.btid, s.impi, s.rand, s.ks, s.created, s.expires, s.gbaType),
+            (s.btid, s.impi, s.rand, txn.seal(s.ks, "bootstrap_sessions.ks:" + s.btid),
+             s.created, s.expires, s.gbaType),
         )
 
     def getSession(self, btid):
@@ -292,7 +326,8 @@ class SqlBootstrapStore:
         if row is None:
             return None
         return BootstrapSession(
-            btid=row[0], impi=row[1], rand=_b(row[2]), ks=_b(row[3]),
+            btid=row[0], impi=row[1], rand=_b(row[2]),
+            ks=txn.unseal(row[3], "bootstrap_sessions.ks:" + row[0]),
             created=float(row[4]), expires=float(row[5]), gbaType=row[6],
         )
 
@@ -326,6 +361,7 @@ class SqlStorage:
     def open(self):
         files = schema_files()
         before, after = yield self.db.runInteraction("migrate", migrate_txn, files)
+        yield self.db.runInteraction("check_node_key", check_node_key_txn)
         added = [v for v in after if v not in before]
         if added:
             log.info("{db}: schema migrations {added} applied", db=self.description,

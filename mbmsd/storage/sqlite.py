@@ -13,6 +13,7 @@ from zope.interface import implementer
 
 from mbmsd import config as c
 from mbmsd.interfaces import IStorageFactory
+from mbmsd.storage.sealing import Sealer, load_key
 from mbmsd.storage.sql import Database, Engine, SqlStorage, make_pool
 
 
@@ -29,6 +30,8 @@ class SqliteStorageFactory:
                             "database file; its folder is created"),
             "synchronous": c.Field(c.choice("FULL", "NORMAL"), "FULL",
                                    "SQLite durability (FULL survives power loss)"),
+            "key_file": c.Field(c.string(r".+", "a file path"), "var/mbmsd.key",
+                                "node key sealing keys at rest; created (0600) when missing"),
         }
     )
 
@@ -53,5 +56,6 @@ class SqliteStorageFactory:
             reactor, "sqlite3", path, check_same_thread=False,
             openfun=openfun, cp_min=1, cp_max=1,
         )
-        return SqlStorage(Database(SqliteEngine(), pool), "sqlite:%s" % (path,))
+        sealer = Sealer(load_key(config["key_file"]))
+        return SqlStorage(Database(SqliteEngine(), pool, sealer), "sqlite:%s" % (path,))
 
