@@ -21,7 +21,7 @@ from mbmsd.protocols import digest, milenage
 from mbmsd.roles.pcscf.plugin import PCSCF_SECTION, PcscfRoleFactory, parse_next_hop, parse_udp_listen
 from mbmsd.roles.pcscf.proxy import PcscfProxy, _Forward, loop_hash
 from mbmsd.roles.pcscf.registrar import Registrar
-from mbmsd.roles.pcscf.service import Connections
+from mbmsd.sip.listeners import Connections
 from mbmsd.sip.message import parse_message, serialize
 from mbmsd.sip.testing import FakeDatagramTransport, FakeSipTransport
 from mbmsd.storage.memory import MemoryStorage
@@ -555,7 +555,7 @@ class TransportEdgeTests(SynchronousTestCase):
         h = Harness()
         registry = CollectorRegistry()
         conns = Connections(h.clock, h.proxy.layer, 65535,
-                            Metrics("test-node", registry).forRole("pcscf"))
+                            Metrics("test-node", registry).forRole("pcscf"), "pcscf")
         proto = conns.datagramProtocol()
         port = FakeDatagramTransport()
         proto.makeConnection(port)
@@ -573,7 +573,7 @@ class TransportEdgeTests(SynchronousTestCase):
         h = Harness()
         registry = CollectorRegistry()
         conns = Connections(h.clock, h.proxy.layer, 65535,
-                            Metrics("test-node", registry).forRole("pcscf"))
+                            Metrics("test-node", registry).forRole("pcscf"), "pcscf")
         proto = conns.datagramProtocol()
         port = FakeDatagramTransport()
         proto.makeConnection(port)
@@ -591,7 +591,7 @@ class TransportEdgeTests(SynchronousTestCase):
 
         h = Harness()
         conns = Connections(h.clock, h.proxy.layer, 65535,
-                            Metrics("test-node", CollectorRegistry()).forRole("pcscf"))
+                            Metrics("test-node", CollectorRegistry()).forRole("pcscf"), "pcscf")
         proto = conns.streamFactory().buildProtocol(None)
         wire = StringTransport(peerAddress=None)
         proto.makeConnection(wire)
@@ -621,7 +621,7 @@ class TransportEdgeTests(SynchronousTestCase):
     def test_oversized(self):
         h = Harness()
         conns = Connections(h.clock, h.proxy.layer, 2000,
-                            Metrics("test-node", CollectorRegistry()).forRole("pcscf"))
+                            Metrics("test-node", CollectorRegistry()).forRole("pcscf"), "pcscf")
         proto = conns.datagramProtocol()
         port = FakeDatagramTransport()
         proto.makeConnection(port)

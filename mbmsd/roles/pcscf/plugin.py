@@ -8,61 +8,14 @@ The C{pcscf} role's plugin: its config schema, and the factory.
 """
 
 import ipaddress
-import re
 
 from zope.interface import implementer
 
 from mbmsd import config as c
 from mbmsd.interfaces import IRoleFactory
+from mbmsd.sip.listeners import parse_udp_listen, tcp_listen_field, udp_listen_field
 
 __all__ = ["PcscfRoleFactory", "PCSCF_SECTION", "parse_udp_listen", "parse_next_hop"]
-
-
-def parse_udp_listen(value):
-    """
-    C{"udp:PORT[:interface=HOST]"} (the Twisted endpoint spelling) or
-    C{"HOST:PORT"} -> C{(host, port)}; C{""} -> None (UDP off).
-
-    @raise c.Invalid: anything else.
-    """
-    if value == "":
-        return None
-    m = re.fullmatch(r"udp:(\d{1,5})(?::interface=([^:]+|\[[0-9A-Fa-f:.]+\]))?", value)
-    if m:
-        port, host = int(m.group(1)), (m.group(2) or "0.0.0.0").strip("[]")
-    else:
-        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})", value)
-        if not m:
-            raise c.Invalid("must be 'udp:PORT:interface=HOST', 'HOST:PORT' or ''")
-        host, port = m.group(1).strip("[]"), int(m.group(2))
-    if port > 65535:
-        raise c.Invalid("port must be <= 65535")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise c.Invalid("the interface must be an IP address") from None
-    return host, port
-
-
-def _udp_listen():
-    def check(value):
-        if not isinstance(value, str):
-            raise c.Invalid("must be a string such as 'udp:5060:interface=127.0.0.1'")
-        parse_udp_listen(value)
-        return value
-
-    return check
-
-
-def _tcp_listen():
-    endpoint = c.endpoint()
-
-    def check(value):
-        if value == "":
-            return value
-        return endpoint(value)
-
-    return check
 
 
 def parse_next_hop(value):
@@ -103,10 +56,8 @@ def _next_hop():
 
 PCSCF_SECTION = c.Section(
     fields={
-        "udp_listen": c.Field(_udp_listen(), "udp:5060:interface=127.0.0.1",
-                              "SIP over UDP: 'udp:PORT:interface=HOST' or '' for none"),
-        "tcp_listen": c.Field(_tcp_listen(), "tcp:5060:interface=127.0.0.1",
-                              "SIP over TCP: a Twisted endpoint string or '' for none"),
+        "udp_listen": udp_listen_field(5060),
+        "tcp_listen": tcp_listen_field(5060),
         "advertised_host": c.Field(c.ip_address(), None,
                                    "address put in Via and Record-Route "
                                    "(default: the listen interface, 127.0.0.1 for 0.0.0.0)"),

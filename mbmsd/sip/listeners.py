@@ -1,0 +1,328 @@
+"""
+What every SIP role of the node (P-CSCF, SCF) needs between its core and
+the network: the listen settings of its config section, the UDP and TCP
+listeners as services, and the L{Connections} table through which its
+requests and responses leave (RFC 3261 18: the UDP socket we listen on, and
+one TCP connection per peer, reused in both directions).
+"""
+
+import ipaddress
+import re
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, serverFromString
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
+
+from mbmsd import config as c
+from mbmsd.sip.transport import SipDatagramProtocol, SipStreamFactory, SipStreamProtocol
+
+__all__ = ["Connections", "SipListenSettings", "parse_udp_listen", "udp_listen_field",
+           "tcp_listen_field", "attach_listeners"]
+
+
+# ---------------------------------------------------------------- config
+
+
+def parse_udp_listen(value):
+    """
+    C{"udp:PORT[:interface=HOST]"} (the Twisted endpoint spelling) or
+    C{"HOST:PORT"} -> C{(host, port)}; C{""} -> None (UDP off).
+
+    @raise c.Invalid: anything else.
+    """
+    if value == "":
+        return None
+    m = re.fullmatch(r"udp:(\d{1,5})(?::interface=([^:]+|\[[0-9A-Fa-f:.]+\]))?", value)
+    if m:
+        port, host = int(m.group(1)), (m.group(2) or "0.0.0.0").strip("[]")
+    else:
+        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})", value)
+        if not m:
+            raise c.Invalid("must be 'udp:PORT:interface=HOST', 'HOST:PORT' or ''")
+        host, port = m.group(1).strip("[]"), int(m.group(2))
+    if port > 65535:
+        raise c.Invalid("port must be <= 65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise c.Invalid("the interface must be an IP address") from None
+    return host, port
+
+
+def udp_listen_field(port):
+    def check(value):
+        if not isinstance(value, str):
+            raise c.Invalid("must be a string such as 'udp:%d:interface=127.0.0.1'" % (port,))
+        parse_udp_listen(value)
+        return value
+
+    return c.Field(check, "udp:%d:interface=127.0.0.1" % (port,),
+                   "SIP over UDP: 'udp:PORT:interface=HOST' or '' for none")
+
+
+def tcp_listen_field(port):
+    endpoint = c.endpoint()
+
+    def check(value):
+        if value == "":
+            return value
+        return endpoint(value)
+
+    return c.Field(check, "tcp:%d:interface=127.0.0.1" % (port,),
+                   "SIP over TCP: a Twisted endpoint string or '' for none")
+
+
+class SipListenSettings:
+    """
+    A role's listen keys read once: the UDP address, the address we put in
+    Via, Contact and Record-Route, and the port per transport.
+    """
+
+    def __init__(self, config, defaultPort):
+        self.udp = parse_udp_listen(config["udp_listen"])
+        self.tcp = config["tcp_listen"]
+        advertised = config["advertised_host"]
+        if advertised is None:
+            advertised = (self.udp[0] if self.udp else _tcp_interface(self.tcp)) or "127.0.0.1"
+            if advertised in ("0.0.0.0", "::"):
+                advertised = "127.0.0.1"
+        self.advertised = advertised
+        self.ports = {}
+        if self.udp is not None:
+            self.ports["UDP"] = self.udp[1]
+        if self.tcp:
+            m = re.match(r"tcp6?:(?:port=)?(\d+)", self.tcp)
+            self.ports["TCP"] = int(m.group(1)) if m else defaultPort
+
+
+def _tcp_interface(description):
+    m = re.search(r"(?:^|:)interface=([^:]+)", description)
+    return m.group(1) if m else None
+
+
+# ---------------------------------------------------------------- transports
+
+
+class _Datagram(SipDatagramProtocol):
+    noisy = False
+
+    def __init__(self, receiver, max_size, connections):
+        SipDatagramProtocol.__init__(self, receiver, max_size)
+        self.connections = connections
+
+    def _answer_error(self, error, addr):
+        self.connections.countMalformed(error)
+        SipDatagramProtocol._answer_error(self, error, addr)
+
+
+class _Stream(SipStreamProtocol):
+    """A TCP connection that the L{Connections} table knows about."""
+
+    outbound = False
+
+    def __init__(self, receiver, max_size, connections, outbound=False):
+        SipStreamProtocol.__init__(self, receiver, max_size)
+        self.connections = connections
+        self.outbound = outbound
+
+    def connectionMade(self):
+        SipStreamProtocol.connectionMade(self)
+        self.connections._add(self)
+
+    def connectionLost(self, reason=None):
+        SipStreamProtocol.connectionLost(self, reason)
+        self.connections._remove(self)
+
+    def _error(self, error):
+        self.connections.countMalformed(error)
+        SipStreamProtocol._error(self, error)
+
+
+class _StreamFactory(SipStreamFactory):
+    noisy = False
+
+    def __init__(self, connections):
+        SipStreamFactory.__init__(self, connections.receiver, connections.max_size)
+        self.connections = connections
+
+    def buildProtocol(self, addr):
+        c = self.connections
+        protocol = _Stream(c.receiver, c.max_size, c)
+        protocol.factory = self
+        return protocol
+
+
+class _OutboundFactory(Factory):
+    noisy = False
+
+    def __init__(self, connections):
+        self.connections = connections
+
+    def buildProtocol(self, addr):
+        c = self.connections
+        return _Stream(c.receiver, c.max_size, c, outbound=True)
+
+
+class Connections:
+    """
+    A SIP role's way to the network: the UDP socket (our requests leave from
+    the listening port, so peers know them as ours), and the open TCP
+    connections by peer C{(host, port)}, opening one when needed.
+
+    @param metrics: the role's metrics: messages the parser refused (by the
+        answer) and the open TCP connections are counted as
+        C{mbmsd_<role>_malformed_total} and C{mbmsd_<role>_tcp_connections}.
+    """
+
+    def __init__(self, reactor, receiver, max_size, metrics, role, connectTimeout=5):
+        self.reactor = reactor
+        self.receiver = receiver
+        self.max_size = max_size
+        self.connectTimeout = connectTimeout
+        self.udp = None
+        self.streams = {}
+        self._pending = {}
+        self.malformed = metrics.counter(
+            "mbmsd_%s_malformed_total" % (role,),
+            "Messages refused by the parser, by the status answered (or dropped)", ["status"])
+        self.open = metrics.gauge("mbmsd_%s_tcp_connections" % (role,),
+                                  "Open SIP TCP connections")
+
+    def countMalformed(self, error):
+        self.malformed.labels(str(getattr(error, "status", 400))).inc()
+
+    def datagramProtocol(self):
+        return _Datagram(self.receiver, self.max_size, self)
+
+    def streamFactory(self):
+        return _StreamFactory(self)
+
+    def _add(self, protocol):
+        if protocol.peer is not None:
+            self.streams[protocol.peer] = protocol
+        self.open.set(len(self.streams))
+
+    def _remove(self, protocol):
+        if self.streams.get(protocol.peer) is protocol:
+            del self.streams[protocol.peer]
+        self.open.set(len(self.streams))
+
+    def isOutbound(self, transport):
+        return bool(getattr(transport, "outbound", False))
+
+    def transportFor(self, name, host, port):
+        """
+        @return: Deferred of the ISipTransport that reaches C{(host, port)}
+            over C{name} ('UDP' or 'TCP').
+        """
+        if name == "UDP":
+            if self.udp is None:
+                return fail(ConnectionError("UDP is not enabled"))
+            return succeed(self.udp)
+        if name != "TCP":
+            return fail(ConnectionError("transport %s not supported" % (name,)))
+        key = (host, port)
+        protocol = self.streams.get(key)
+        if protocol is not None and protocol.open:
+            return succeed(protocol)
+        waiting = Deferred()
+        if key in self._pending:
+            self._pending[key].append(waiting)
+            return waiting
+        self._pending[key] = [waiting]
+        cls = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
+        connecting = cls(self.reactor, host, port, timeout=self.connectTimeout).connect(
+            _OutboundFactory(self))
+
+        def done(result):
+            for d in self._pending.pop(key, []):
+                if isinstance(result, Failure):
+                    d.errback(result)
+                else:
+                    d.callback(result)
+
+        connecting.addBoth(done)
+        return waiting
+
+    def closeAll(self):
+        for protocol in list(self.streams.values()):
+            protocol.transport.loseConnection()
+
+
+# ---------------------------------------------------------------- listeners
+
+
+class _UdpListener(Service):
+    def __init__(self, reactor, host, port, protocol, onBound):
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.protocol = protocol
+        self.onBound = onBound
+        self.listening = None
+
+    def startService(self):
+        Service.startService(self)
+        self.listening = self.reactor.listenUDP(self.port, self.protocol, interface=self.host)
+        self.onBound(self.listening.getHost().port)
+
+    def stopService(self):
+        Service.stopService(self)
+        if self.listening is not None:
+            d = self.listening.stopListening()
+            self.listening = None
+            return d
+
+
+class _StreamListener(Service):
+    def __init__(self, reactor, key, description, factory, onBound):
+        self.reactor = reactor
+        self.key = key
+        self.description = description
+        self.factory = factory
+        self.onBound = onBound
+        self.listening = None
+
+    def startService(self):
+        Service.startService(self)
+        d = serverFromString(self.reactor, self.description).listen(self.factory)
+        result = []
+        d.addBoth(result.append)
+        if not result:
+            raise RuntimeError("%s: %s did not bind at once" % (self.key, self.description))
+        if hasattr(result[0], "raiseException"):
+            result[0].raiseException()
+        self.listening = result[0]
+        self.onBound(getattr(self.listening.getHost(), "port", None))
+
+    def stopService(self):
+        Service.stopService(self)
+        if self.listening is not None:
+            d = self.listening.stopListening()
+            self.listening = None
+            return d
+
+
+def attach_listeners(parent, reactor, role, settings, connections, ports):
+    """
+    Add the role's UDP and TCP listeners to C{parent} (they bind when it
+    starts); C{ports}, the core's port per transport, learns the bound ports
+    (port 0 in tests).
+    """
+    if settings.udp is not None:
+        connections.udp = connections.datagramProtocol()
+
+        def boundUdp(port):
+            ports["UDP"] = port
+
+        _UdpListener(reactor, settings.udp[0], settings.udp[1], connections.udp,
+                     boundUdp).setServiceParent(parent)
+    if settings.tcp:
+        def boundTcp(port):
+            if port:
+                ports["TCP"] = port
+
+        _StreamListener(reactor, "%s.tcp_listen" % (role,), settings.tcp,
+                        connections.streamFactory(), boundTcp).setServiceParent(parent)
