@@ -34,6 +34,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_port_pair():
+    """A port number free for both UDP and TCP on 127.0.0.1 (SIP listens on both)."""
+    for _ in range(50):
+        with socket.socket() as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port pair")
+
+
 class Daemon:
     """
     One twistd process running etc/mbmsd.toml plus an overlay.
@@ -46,8 +61,8 @@ class Daemon:
             TOML appended after it (keys of the last table, [bmsc]).
         """
         self.workdir = Path(workdir)
-        self.ports = {k: free_port() for k in ("ub", "zn", "metrics", "bmsc", "mikey", "pcscf",
-                                                 "scf")}
+        self.ports = {k: free_port() for k in ("ub", "zn", "metrics", "bmsc", "mikey")}
+        self.ports.update((k, free_port_pair()) for k in ("pcscf", "scf"))
         self.base = base
         self.overlay = self.workdir / "overlay.toml"
         tables = {
@@ -56,7 +71,8 @@ class Daemon:
             "bsf": {"ub_listen": "tcp:%d:interface=127.0.0.1" % self.ports["ub"],
                     "zn_listen": "tcp:%d:interface=127.0.0.1" % self.ports["zn"]},
             "pcscf": {"udp_listen": "udp:%d:interface=127.0.0.1" % self.ports["pcscf"],
-                      "tcp_listen": "tcp:%d:interface=127.0.0.1" % self.ports["pcscf"]},
+                      "tcp_listen": "tcp:%d:interface=127.0.0.1" % self.ports["pcscf"],
+                      "scf": "sip:127.0.0.1:%d" % self.ports["scf"]},
             "scf": {"udp_listen": "udp:%d:interface=127.0.0.1" % self.ports["scf"],
                     "tcp_listen": "tcp:%d:interface=127.0.0.1" % self.ports["scf"],
                     "bmsc_url": "http://127.0.0.1:%d" % self.ports["bmsc"]},

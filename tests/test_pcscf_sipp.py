@@ -13,7 +13,6 @@ Scenarios: tests/sipp/pcscf_*.xml. Over UDP and over TCP.
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,28 +20,13 @@ import time
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.daemon import Daemon
+from tests.daemon import Daemon, free_port_pair
 from tests.helpers import require_tool
 
 pytestmark = pytest.mark.external
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIOS = os.path.join(HERE, "sipp")
-
-
-def free_port_pair():
-    """A port number free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket() as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port pair")
 
 
 class SippHarness:

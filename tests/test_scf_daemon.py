@@ -30,14 +30,10 @@ SIPP = os.path.join(HERE, "sipp")
 IMPU = "sip:user1@home1.net"
 SERVICE = "urn:mbmsd:news"
 
-SCF_TABLES = (
-    '\n[[scf.service]]\nid = "%s"\nattributes = ["rtpmap:96 H264/90000"]\n\n'
-    '[[scf.subscription]]\nimpu = "%s"\nservices = ["%s"]\n' % (SERVICE, IMPU, SERVICE))
-
-
 def scf_daemon(tmp_path, **scf):
+    """etc/mbmsd.toml's demo service and subscription, without the P-CSCF."""
     settings = {"node": {"roles": ["bsf", "bmsc", "scf"]}, "scf": scf}
-    return Daemon(tmp_path, overlay=SCF_TABLES, settings=settings)
+    return Daemon(tmp_path, settings=settings)
 
 
 def free_udp_port():

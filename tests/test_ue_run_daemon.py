@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from tests.daemon import Daemon, http, run_ue
+from tests.daemon import Daemon, free_port_pair, http, run_ue
 from tests.helpers import require_tool
 
 pytestmark = pytest.mark.external
@@ -29,39 +29,9 @@ pytestmark = pytest.mark.external
 IMPU = "sip:user1@home1.net"
 SERVICE = "urn:mbmsd:news"
 
-SCF_TABLES = (
-    '\n[[scf.service]]\nid = "%s"\nattributes = ["rtpmap:96 H264/90000"]\n\n'
-    '[[scf.subscription]]\nimpu = "%s"\nservices = ["%s"]\n' % (SERVICE, IMPU, SERVICE))
-
-
-def free_port_pair():
-    """A port number free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket() as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port pair")
-
-
 def four_roles(tmp_path):
-    """All four roles; the SCF on ports of its own, the P-CSCF pointing at it."""
-    scf, bmsc = free_port_pair(), free_port_pair()
-    d = Daemon(tmp_path, overlay=SCF_TABLES, settings={
-        "node": {"roles": ["bsf", "bmsc", "pcscf", "scf"]},
-        "scf": {"udp_listen": "udp:%d:interface=127.0.0.1" % scf,
-                "tcp_listen": "tcp:%d:interface=127.0.0.1" % scf,
-                "bmsc_url": "http://127.0.0.1:%d" % bmsc},
-        "bmsc": {"listen": "tcp:%d:interface=127.0.0.1" % bmsc},
-        "pcscf": {"scf": "sip:127.0.0.1:%d" % scf},
-    })
-    d.ports["scf"], d.ports["bmsc"] = scf, bmsc
-    return d
+    """etc/mbmsd.toml as it is (all four roles) on free ports."""
+    return Daemon(tmp_path)
 
 
 def lines_of(p):
