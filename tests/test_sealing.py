@@ -164,6 +164,52 @@ class SqliteAtRestTests(SynchronousTestCase):
         with open(path, "rb") as f:
             assert_no_secret_in(f.read(), "the SQLite file")
 
+    def test_keys_stored_before_sealing_are_sealed_in_place(self):
+        """
+        A database of schema 3 held keys in clear: the first start with
+        sealing seals them where they are, and every one still reads back.
+        """
+        import sqlite3
+
+        from mbmsd.storage.sql import migrate_txn, schema_files
+
+        old = sqlite_storage(self.tmp, self.reactor)
+        self.successResultOf(old.db.runInteraction("migrate", migrate_txn, schema_files()[:3]))
+        k = SECRETS
+
+        def clear_rows(txn):
+            txn.execute("INSERT INTO subscribers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        ("user1@home1.net", "sip:user1@home1.net", k["K"], k["OPc"],
+                         b"\xb9\xb9", 16, "GBA_ME"))
+            for table in ("ub_challenges", "sip_challenges"):
+                txn.execute("INSERT INTO %s VALUES (?, ?, ?, ?, ?, ?, ?)" % (table,),
+                            ("n-" + table, "user1@home1.net", b"\x00" * 16, k["XRES"], k["CK"],
+                             k["IK"], 1e12))
+            txn.execute("INSERT INTO bootstrap_sessions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        ("btid-old@bsf", "user1@home1.net", b"\x00" * 16, k["Ks"], 1.0, 1e12,
+                         "GBA_ME"))
+            txn.execute("INSERT INTO bmsc_msks VALUES (?, ?, ?, ?, ?, ?)",
+                        (b"\x00\xf1\x10", 0x00010002, "urn:mbmsd:news", k["MSK"], 1.0, 1e12))
+
+        self.successResultOf(old.db.runInteraction("clear_rows", clear_rows))
+        self.successResultOf(old.close())
+
+        storage = self.open()
+        self.assertEqual(self.successResultOf(storage.subscribers.get("user1@home1.net")).opc,
+                         k["OPc"])
+        self.assertEqual(self.successResultOf(storage.bootstrap.getSession("btid-old@bsf")).ks,
+                         k["Ks"])
+        self.assertEqual(self.successResultOf(
+            storage.sipRegistrations.takeChallenge("n-sip_challenges")).ik, k["IK"])
+        self.assertEqual(self.successResultOf(
+            storage.bmsc.getMsk(b"\x00\xf1\x10", b"\x00\x01\x00\x02")).key, k["MSK"])
+        self.successResultOf(storage.close())
+        conn = sqlite3.connect(os.path.join(self.tmp, "mbmsd.sqlite3"))
+        try:
+            assert_no_secret_in("\n".join(conn.iterdump()), "the upgraded SQLite dump")
+        finally:
+            conn.close()
+
     def test_another_key_file_is_refused_at_start(self):
         storage = self.open()
         self.successResultOf(storage.subscribers.provision(subscriber()))

@@ -81,14 +81,14 @@ class MemoryBmscStore:
         return succeed(removed)
 
 
-def _mskContext(keyDomainId, mskId):
+def msk_context(keyDomainId, mskId):
     return "bmsc_msks.msk:%s%s" % (bytes(keyDomainId).hex(), bytes(mskId).hex())
 
 
 def _msk(txn, row):
     keyDomainId, mskId = bytes(row[1]), int(row[2]).to_bytes(4, "big")
     return Msk(serviceId=row[0], keyDomainId=keyDomainId, mskId=mskId,
-               key=txn.unseal(row[3], _mskContext(keyDomainId, mskId)),
+               key=txn.unseal(row[3], msk_context(keyDomainId, mskId)),
                created=float(row[4]), expires=float(row[5]))
 
 
@@ -182,7 +182,7 @@ class SqlBmscStore:
         txn.execute(
             "INSERT INTO bmsc_msks (%s) VALUES (?, ?, ?, ?, ?, ?)" % (_MSK_COLUMNS,),
             (m.serviceId, m.keyDomainId, _mskNumber(m.mskId),
-             txn.seal(m.key, _mskContext(m.keyDomainId, m.mskId)), m.created, m.expires),
+             txn.seal(m.key, msk_context(m.keyDomainId, m.mskId)), m.created, m.expires),
         )
 
     def currentMsk(self, serviceId, now):

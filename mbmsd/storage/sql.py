@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mbmsd.interfaces import IBootstrapStore, IStorage, ISubscriberStore
-from mbmsd.storage.bmsc import SqlBmscStore
+from mbmsd.storage.bmsc import SqlBmscStore, msk_context
 from mbmsd.storage.challenges import put_challenge_txn, take_challenge_txn
 from mbmsd.storage.sipreg import SqlSipRegistrationStore
 from mbmsd.storage.records import BootstrapSession, Subscriber
@@ -199,6 +199,35 @@ def _b(value):
 KEY_CHECK = b"mbmsd node key check"
 
 
+# Where keys live: table, row key, sealed columns (context "table.column:key").
+SEALED_COLUMNS = (
+    ("subscribers", "impi", ("k", "opc")),
+    ("ub_challenges", "nonce", ("xres", "ck", "ik")),
+    ("sip_challenges", "nonce", ("xres", "ck", "ik")),
+    ("bootstrap_sessions", "btid", ("ks",)),
+)
+
+
+def seal_clear_rows_txn(txn):
+    """
+    Seal the keys of a database written before schema 4, where they were
+    stored in clear.
+    """
+    for table, key, columns in SEALED_COLUMNS:
+        rows = txn.execute("SELECT %s, %s FROM %s" % (key, ", ".join(columns), table)).fetchall()
+        for row in rows:
+            values = [txn.seal(_b(v), "%s.%s:%s" % (table, col, row[0]))
+                      for col, v in zip(columns, row[1:])]
+            txn.execute("UPDATE %s SET %s WHERE %s = ?" % (
+                table, ", ".join("%s = ?" % (col,) for col in columns), key),
+                values + [row[0]])
+    for keyDomainId, mskNumber, key in txn.execute(
+            "SELECT key_domain_id, msk_id, msk FROM bmsc_msks").fetchall():
+        context = msk_context(_b(keyDomainId), int(mskNumber).to_bytes(4, "big"))
+        txn.execute("UPDATE bmsc_msks SET msk = ? WHERE key_domain_id = ? AND msk_id = ?",
+                    (txn.seal(_b(key), context), keyDomainId, mskNumber))
+
+
 def check_node_key_txn(txn):
     """
     The first node to open the database seals a known value; every later
@@ -206,6 +235,9 @@ def check_node_key_txn(txn):
     """
     row = txn.execute("SELECT sealed FROM node_key_check WHERE id = 1").fetchone()
     if row is None:
+        # the first start with sealing: rows from before schema 4 are sealed
+        # in place, in the same transaction (nothing stored is lost)
+        seal_clear_rows_txn(txn)
         txn.execute("INSERT INTO node_key_check (id, sealed) VALUES (1, ?)",
                     (txn.seal(KEY_CHECK, "node_key_check"),))
         return
