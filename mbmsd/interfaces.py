@@ -136,6 +136,7 @@ class IStorage(Interface):
     bootstrap = Attribute("The L{IBootstrapStore}.")
     bmsc = Attribute("The L{IBmscStore}.")
     sipRegistrations = Attribute("The L{ISipRegistrationStore} (P-CSCF).")
+    leases = Attribute("The L{ILeaseStore}: singleton duties shared by nodes.")
 
     def open():
         """
@@ -199,9 +200,26 @@ class IBootstrapStore(Interface):
         @return: Deferred firing with None.
         """
 
-    def takeChallenge(nonce):
+    def issueChallenge(impi, challengeFor):
+        """
+        In one transaction: advance the subscriber's SQN (as
+        L{ISubscriberStore.nextSqn} does), call C{challengeFor(subscriber)}
+        with the subscriber record carrying that new SQN (a pure function:
+        no I/O; it computes the authentication vector) and store the
+        L{Challenge} it returns. The SQN and the challenge are durable
+        together before the Deferred fires, or neither is.
+
+        @return: Deferred firing with the L{Challenge}, or None for an
+            unknown IMPI (nothing changed).
+        """
+
+    def takeChallenge(nonce, sessionFor=None):
         """
         Remove and return the challenge for C{nonce}; a nonce answers once.
+        With C{sessionFor}, in the same transaction: call
+        C{sessionFor(challenge)} (a pure function, not called when the nonce
+        is unknown) and store the L{BootstrapSession} it returns, if any, as
+        L{putSession} would; durable before the Deferred fires.
 
         @return: Deferred firing with the L{Challenge}, or None if unknown or
             already used.
@@ -302,11 +320,57 @@ class IBmscStore(Interface):
         @return: Deferred firing with the new counter (int).
         """
 
+    def reserveCounters(counts):
+        """
+        Reserve a block of MIKEY COUNTERs for each of several MUKs in one
+        atomic step: each MUK's counter advances by its count (>= 1), and
+        the caller owns the values C{last - count + 1 .. last}. The new
+        values are durable before the Deferred fires, so a counter handed
+        out from a block never goes back, even after a restart (unused
+        values of a block are simply skipped).
+        @param counts: {MUK ID: count}.
+        @return: Deferred firing with {MUK ID: last value reserved}.
+        """
+
     def prune(now):
         """
         Remove authorizations and MSK registrations that expired at or before
         C{now}, and MSKs expired more than a day before.
         @return: Deferred firing with the number of rows removed.
+        """
+
+
+class ILeaseStore(Interface):
+    """
+    Leases on singleton duties (the MSK rotation of a service): among the
+    nodes sharing one database, at most one holds a lease at a time, until
+    it expires. Times are POSIX seconds of the caller's clock, so the nodes'
+    clocks must agree (NTP) to well within a lease's duration.
+    """
+
+    def acquire(name, holder, now, duration):
+        """
+        Take the lease C{name} for C{holder} until C{now + duration}, or
+        renew it when C{holder} already holds it. It is taken only when
+        free: no holder, or the last one's lease expired at or before
+        C{now}. Atomic across nodes.
+
+        @return: Deferred firing with True when C{holder} now holds the
+            lease, False when another holder's lease is still running.
+        """
+
+    def release(name, holder):
+        """
+        Give the lease up (a clean stop), so another node takes it at once
+        instead of after it expires. Does nothing unless C{holder} holds it.
+
+        @return: Deferred firing with True when a lease was released.
+        """
+
+    def holder(name, now):
+        """
+        @return: Deferred firing with the holder (str) of lease C{name} still
+            running at C{now}, or None.
         """
 
 
@@ -322,8 +386,10 @@ class IBootstrapLookup(Interface):
         """
         @param btid: the B-TID the UE presented.
         @param nafId: NAF_Id bytes (NAF FQDN || Ua security protocol id).
-        @param peer: the asking NAF's IP address (str), for authorisation;
-            None for a NAF role of the same node, in-process.
+        @param peer: the asking NAF, for authorisation: its IP address
+            (str) or a L{mbmsd.tls.Peer} (address and the names of its
+            verified TLS client certificate); None for a NAF role of the
+            same node, in-process.
         @return: Deferred firing with a L{mbmsd.storage.records.NafKey};
             fails with L{mbmsd.errors.UnknownBTID} or
             L{mbmsd.errors.NafNotAuthorized}.

@@ -228,6 +228,74 @@ class BootstrapStoreContract(_StorageFixture):
         self.assertEqual(self.result(self.store.takeChallenge("n-b")), b)
         self.assertEqual(self.result(self.store.takeChallenge("n-a")), a)
 
+    # issueChallenge / takeChallenge(sessionFor): one transaction each
+
+    def test_issueChallengeAdvancesSqnAndStoresChallenge(self):
+        """
+        The function sees the subscriber with the SQN already advanced; the
+        challenge it returns is stored (and answers once), and the SQN stays
+        advanced.
+        """
+        self.result(self.storage.subscribers.provision(subscriber(sqn=0x10)))
+        seen = []
+
+        def challengeFor(sub):
+            seen.append((sub.impi, sub.sqn, sub.k))
+            return challenge("n-issued", impi=sub.impi)
+
+        got = self.result(self.store.issueChallenge("user1@home1.net", challengeFor))
+        self.assertEqual(got, challenge("n-issued"))
+        self.assertEqual(seen, [("user1@home1.net", 0x11, subscriber().k)])
+        self.assertEqual(self.result(self.store.takeChallenge("n-issued")), got)
+        self.assertEqual(self.result(self.storage.subscribers.nextSqn("user1@home1.net")), 0x12)
+
+    def test_issueChallengeUnknownImpi(self):
+        calls = []
+        got = self.result(self.store.issueChallenge(
+            "nobody@home1.net", lambda sub: calls.append(sub) or challenge("n-x")))
+        self.assertIsNone(got)
+        self.assertEqual(calls, [])
+        self.assertIsNone(self.result(self.store.takeChallenge("n-x")))
+
+    def test_issueChallengeFailureChangesNothing(self):
+        """
+        When making the challenge fails, neither the SQN advance nor any
+        challenge is kept: an SQN is only spent on a challenge that went out.
+        """
+        self.result(self.storage.subscribers.provision(subscriber(sqn=0x10)))
+
+        def broken(sub):
+            raise ValueError("no vector")
+
+        self.failureResultOf(self.store.issueChallenge("user1@home1.net", broken), ValueError)
+        self.assertEqual(self.result(self.storage.subscribers.get("user1@home1.net")).sqn, 0x10)
+
+    def test_takeChallengeStoresTheSessionItMakes(self):
+        c = challenge()
+        s = session()
+        self.result(self.store.putChallenge(c))
+        seen = []
+        got = self.result(self.store.takeChallenge(c.nonce, lambda ch: seen.append(ch) or s))
+        self.assertEqual((got, seen), (c, [c]))
+        self.assertEqual(self.result(self.store.getSession(s.btid)), s)
+        # the nonce is used up
+        self.assertIsNone(self.result(self.store.takeChallenge(c.nonce, lambda ch: s)))
+
+    def test_takeChallengeSessionNoneStoresNothing(self):
+        """A refused answer (the function says None) uses the nonce up and stores no session."""
+        c = challenge()
+        self.result(self.store.putChallenge(c))
+        self.assertEqual(self.result(self.store.takeChallenge(c.nonce, lambda ch: None)), c)
+        self.assertIsNone(self.result(self.store.takeChallenge(c.nonce)))
+        self.assertIsNone(self.result(self.store.getSession(session().btid)))
+
+    def test_takeChallengeUnknownNeverCallsSessionFor(self):
+        calls = []
+        self.assertIsNone(self.result(self.store.takeChallenge(
+            "never-issued", lambda ch: calls.append(ch) or session())))
+        self.assertEqual(calls, [])
+        self.assertIsNone(self.result(self.store.getSession(session().btid)))
+
     def test_challengeKeysRoundTripByteExact(self):
         c = challenge(rand=AWKWARD_K, xres=b"\x00\x00\x00\x00", ck=AWKWARD_OPC, ik=AWKWARD_K,
                       expires=1234.5)
@@ -582,6 +650,52 @@ class BmscStoreContract(_StorageFixture):
         self.assertEqual(self.result(self.store.nextCounter("idi|btid-a")), 3)
         self.assertEqual(self.result(self.store.nextCounter("idi|btid-b")), 2)
 
+    def test_reserveCountersFirstBlockStartsAtOne(self):
+        self.assertEqual(self.result(self.store.reserveCounters({"idi|btid-a": 8})),
+                         {"idi|btid-a": 8})
+
+    def test_reserveCountersManyMuksEachAdvancedByItsCount(self):
+        """
+        One reservation for several MUKs: each counter advances by its own
+        count from where it was, and the answer gives each block's last value.
+        """
+        self.result(self.store.nextCounter("idi|btid-a"))
+        self.result(self.store.nextCounter("idi|btid-a"))
+        got = self.result(self.store.reserveCounters(
+            {"idi|btid-a": 3, "idi|btid-b": 1, "idi|btid-c": 16}))
+        self.assertEqual(got, {"idi|btid-a": 5, "idi|btid-b": 1, "idi|btid-c": 16})
+
+    def test_reserveCountersThenNextCounterGoesOn(self):
+        """A block's values are taken: the next counter comes after it, never inside."""
+        self.result(self.store.reserveCounters({"idi|btid-a": 10}))
+        self.assertEqual(self.result(self.store.nextCounter("idi|btid-a")), 11)
+        self.assertEqual(self.result(self.store.reserveCounters({"idi|btid-a": 5})),
+                         {"idi|btid-a": 16})
+
+    def test_reserveCountersBlocksNeverOverlap(self):
+        ds = [self.store.reserveCounters({"idi|btid-a": 4}) for _ in range(5)]
+        lasts = sorted(self.result(d)["idi|btid-a"] for d in ds)
+        self.assertEqual(lasts, [4, 8, 12, 16, 20])
+
+    def test_reserveCountersLargeBatch(self):
+        """More MUKs than fit in one SQL statement: every one is reserved."""
+        counts = {"idi|btid-%d" % (i,): 1 + i % 3 for i in range(1000)}
+        self.result(self.store.nextCounter("idi|btid-7"))
+        got = self.result(self.store.reserveCounters(counts))
+        expected = dict(counts)
+        expected["idi|btid-7"] += 1
+        self.assertEqual(got, expected)
+
+    def test_reserveCountersEmpty(self):
+        self.assertEqual(self.result(self.store.reserveCounters({})), {})
+
+    def test_reserveCountersRejectsNonPositiveCounts(self):
+        for bad in (0, -1, 1.5, True):
+            d = self.store.reserveCounters({"idi|btid-a": bad})
+            self.failureResultOf(d, ValueError)
+        # nothing was taken
+        self.assertEqual(self.result(self.store.nextCounter("idi|btid-a")), 1)
+
     # prune
 
     def test_pruneNothing(self):
@@ -651,3 +765,75 @@ class BmscStoreContract(_StorageFixture):
         self.result(self.store.nextCounter("idi|btid-1"))
         self.result(self.store.prune(1e12))
         self.assertEqual(self.result(self.store.nextCounter("idi|btid-1")), 3)
+
+
+# ---------------------------------------------------------------- leases
+
+from mbmsd.interfaces import ILeaseStore  # noqa: E402 (appended section)
+
+
+class LeaseStoreContract(_StorageFixture):
+    """
+    L{ILeaseStore}, as documented in mbmsd/interfaces.py.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.store = self.storage.leases
+
+    def test_provides(self):
+        self.assertTrue(verifyObject(IStorage, self.storage))
+        self.assertTrue(verifyObject(ILeaseStore, self.store))
+
+    def test_freeLeaseIsTaken(self):
+        self.assertIsNone(self.result(self.store.holder("rotate:a", 100.0)))
+        self.assertIs(self.result(self.store.acquire("rotate:a", "node-1", 100.0, 10.0)), True)
+        self.assertEqual(self.result(self.store.holder("rotate:a", 100.0)), "node-1")
+        self.assertEqual(self.result(self.store.holder("rotate:a", 109.5)), "node-1")
+        self.assertIsNone(self.result(self.store.holder("rotate:a", 110.0)))
+
+    def test_runningLeaseIsRefusedToOthers(self):
+        self.result(self.store.acquire("rotate:a", "node-1", 100.0, 10.0))
+        self.assertIs(self.result(self.store.acquire("rotate:a", "node-2", 109.9, 10.0)), False)
+        self.assertEqual(self.result(self.store.holder("rotate:a", 105.0)), "node-1")
+
+    def test_holderRenews(self):
+        """
+        Renewing moves the expiry from the renewal's C{now}: still refused
+        to another node past the first expiry.
+        """
+        self.result(self.store.acquire("rotate:a", "node-1", 100.0, 10.0))
+        self.assertIs(self.result(self.store.acquire("rotate:a", "node-1", 108.0, 10.0)), True)
+        self.assertIs(self.result(self.store.acquire("rotate:a", "node-2", 115.0, 10.0)), False)
+        self.assertEqual(self.result(self.store.holder("rotate:a", 117.9)), "node-1")
+
+    def test_expiredLeaseMovesAtItsExpiry(self):
+        """
+        The holder died (no renewal): at its expiry (C{expires == now}
+        included) another node takes the lease, and the old holder can no
+        longer renew it.
+        """
+        self.result(self.store.acquire("rotate:a", "node-1", 100.0, 10.0))
+        self.assertIs(self.result(self.store.acquire("rotate:a", "node-2", 110.0, 10.0)), True)
+        self.assertEqual(self.result(self.store.holder("rotate:a", 110.0)), "node-2")
+        self.assertIs(self.result(self.store.acquire("rotate:a", "node-1", 111.0, 10.0)), False)
+        self.assertEqual(self.result(self.store.holder("rotate:a", 111.0)), "node-2")
+
+    def test_leasesAreIndependentByName(self):
+        self.assertIs(self.result(self.store.acquire("rotate:a", "node-1", 100.0, 10.0)), True)
+        self.assertIs(self.result(self.store.acquire("rotate:b", "node-2", 100.0, 10.0)), True)
+        self.assertEqual(self.result(self.store.holder("rotate:a", 100.0)), "node-1")
+        self.assertEqual(self.result(self.store.holder("rotate:b", 100.0)), "node-2")
+
+    def test_releaseFreesTheLeaseAtOnce(self):
+        self.result(self.store.acquire("rotate:a", "node-1", 100.0, 10.0))
+        self.assertIs(self.result(self.store.release("rotate:a", "node-1")), True)
+        self.assertIsNone(self.result(self.store.holder("rotate:a", 100.0)))
+        self.assertIs(self.result(self.store.acquire("rotate:a", "node-2", 101.0, 10.0)), True)
+
+    def test_releaseByAnotherDoesNothing(self):
+        self.result(self.store.acquire("rotate:a", "node-1", 100.0, 10.0))
+        self.assertIs(self.result(self.store.release("rotate:a", "node-2")), False)
+        self.assertIs(self.result(self.store.release("rotate:b", "node-1")), False)
+        self.assertEqual(self.result(self.store.holder("rotate:a", 100.0)), "node-1")
+        self.assertIs(self.result(self.store.acquire("rotate:a", "node-2", 101.0, 10.0)), False)

@@ -17,6 +17,7 @@ from mbmsd.interfaces import (
     IBmscStore,
     IBootstrapLookup,
     IBootstrapStore,
+    ILeaseStore,
     IMetricsExporterFactory,
     INode,
     IRoleFactory,
@@ -55,6 +56,7 @@ class InterfaceTests(SynchronousTestCase):
                 (label + ".subscribers", storage.subscribers, ISubscriberStore),
                 (label + ".bootstrap", storage.bootstrap, IBootstrapStore),
                 (label + ".bmsc", storage.bmsc, IBmscStore),
+                (label + ".leases", storage.leases, ILeaseStore),
             ]
         table.append(("Node", Node(NODE_CONFIG, MemoryReactorClock(), memory, Metrics("n1")),
                       INode))

@@ -8,6 +8,7 @@ from mbmsd.storage.memory import MemoryStorage
 from tests.store_contract import (
     BmscStoreContract,
     BootstrapStoreContract,
+    LeaseStoreContract,
     SubscriberStoreContract,
 )
 
@@ -23,5 +24,10 @@ class MemoryBootstrapStoreTests(BootstrapStoreContract, SynchronousTestCase):
 
 
 class MemoryBmscStoreTests(BmscStoreContract, SynchronousTestCase):
+    def makeStorage(self):
+        return MemoryStorage()
+
+
+class MemoryLeaseStoreTests(LeaseStoreContract, SynchronousTestCase):
     def makeStorage(self):
         return MemoryStorage()

@@ -11,6 +11,7 @@ from tests.fakes import NonThreadPool, SyncReactor
 from tests.store_contract import (
     BmscStoreContract,
     BootstrapStoreContract,
+    LeaseStoreContract,
     SubscriberStoreContract,
     subscriber,
 )
@@ -51,6 +52,10 @@ class PostgresBootstrapStoreTests(_Postgres, BootstrapStoreContract, Synchronous
 
 
 class PostgresBmscStoreTests(_Postgres, BmscStoreContract, SynchronousTestCase):
+    pass
+
+
+class PostgresLeaseStoreTests(_Postgres, LeaseStoreContract, SynchronousTestCase):
     pass
 
 

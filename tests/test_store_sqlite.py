@@ -16,6 +16,7 @@ from tests.fakes import SyncReactor, sqlite_storage
 from tests.store_contract import (
     BmscStoreContract,
     BootstrapStoreContract,
+    LeaseStoreContract,
     SubscriberStoreContract,
     authorization,
     msk,
@@ -42,6 +43,10 @@ class SqliteBootstrapStoreTests(_TempDir, BootstrapStoreContract, SynchronousTes
 
 
 class SqliteBmscStoreTests(_TempDir, BmscStoreContract, SynchronousTestCase):
+    pass
+
+
+class SqliteLeaseStoreTests(_TempDir, LeaseStoreContract, SynchronousTestCase):
     pass
 
 
@@ -117,6 +122,8 @@ class SqliteSchemaTests(SynchronousTestCase):
             self.assertEqual(self.successResultOf(storage.bmsc.nextCounter("idi|btid-a")),
                              expected)
         self.assertEqual(self.successResultOf(storage.bmsc.nextCounter("idi|btid-b")), 1)
+        self.assertEqual(self.successResultOf(storage.bmsc.reserveCounters({"idi|btid-d": 16})),
+                         {"idi|btid-d": 16})
         self.close(storage)
 
         again = self.open()
@@ -132,6 +139,8 @@ class SqliteSchemaTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(again.bmsc.nextCounter("idi|btid-a")), 4)
         self.assertEqual(self.successResultOf(again.bmsc.nextCounter("idi|btid-b")), 2)
         self.assertEqual(self.successResultOf(again.bmsc.nextCounter("idi|btid-c")), 1)
+        # a reserved block stays taken across the restart, used or not
+        self.assertEqual(self.successResultOf(again.bmsc.nextCounter("idi|btid-d")), 17)
         self.close(again)
 
     def test_newerSchemaRefused(self):

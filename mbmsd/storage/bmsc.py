@@ -4,7 +4,7 @@ implementation (each query written once for SQLite and PostgreSQL).
 """
 
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import fail, succeed
 from zope.interface import implementer
 
 from mbmsd.interfaces import IBmscStore
@@ -13,8 +13,17 @@ from mbmsd.storage.records import Authorization, Msk, MskRegistration
 MSK_RETENTION = 86400  # an expired MSK is kept a day for late msk-requests
 
 
+_COUNTER_CHUNK = 400  # MUKs per statement of reserveCounters (2 parameters each)
+
+
 def _mskNumber(mskId):
     return int.from_bytes(mskId, "big")
+
+
+def _checkCounts(counts):
+    for mukId, n in counts.items():
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError("a counter reservation must be a positive int, not %r" % (n,))
 
 
 @implementer(IBmscStore)
@@ -68,6 +77,15 @@ class MemoryBmscStore:
     def nextCounter(self, mukId):
         self._counters[mukId] = self._counters.get(mukId, 0) + 1
         return succeed(self._counters[mukId])
+
+    def reserveCounters(self, counts):
+        try:
+            _checkCounts(counts)
+        except Exception as e:
+            return fail(e)
+        for mukId, n in counts.items():
+            self._counters[mukId] = self._counters.get(mukId, 0) + n
+        return succeed({mukId: self._counters[mukId] for mukId in counts})
 
     def prune(self, now):
         removed = 0
@@ -225,6 +243,35 @@ class SqlBmscStore:
             "ON CONFLICT (muk_id) DO UPDATE SET counter = bmsc_mikey_counters.counter + 1 "
             "RETURNING counter", (mukId,)).fetchone()
         return int(row[0])
+
+    def reserveCounters(self, counts):
+        try:
+            _checkCounts(counts)
+        except Exception as e:
+            return fail(e)
+        if not counts:
+            return succeed({})
+        return self.db.runInteraction("reserve_mikey_counters", self._reserveCounters_txn,
+                                      list(counts.items()))
+
+    @staticmethod
+    def _reserveCounters_txn(txn, items):
+        # one multi-row upsert per chunk (bounded by the engines' limits on
+        # bound parameters), all in this one transaction
+        out = {}
+        for start in range(0, len(items), _COUNTER_CHUNK):
+            chunk = items[start:start + _COUNTER_CHUNK]
+            rows = txn.execute(
+                "INSERT INTO bmsc_mikey_counters (muk_id, counter) VALUES %s "
+                "ON CONFLICT (muk_id) DO UPDATE "
+                "SET counter = bmsc_mikey_counters.counter + excluded.counter "
+                "RETURNING muk_id, counter" % (", ".join(["(?, ?)"] * len(chunk)),),
+                [v for item in chunk for v in item]).fetchall()
+            out.update((mukId, int(counter)) for mukId, counter in rows)
+        if len(out) != len(items):
+            raise RuntimeError("counter reservation returned %d of %d MUKs"
+                               % (len(out), len(items)))
+        return out
 
     def prune(self, now):
         return self.db.runInteraction("prune_bmsc", self._prune_txn, now)

@@ -6,11 +6,12 @@ survives a restart; for tests and throwaway labs.
 
 import dataclasses
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import fail, succeed
 from zope.interface import implementer
 
 from mbmsd.interfaces import IBootstrapStore, IStorage, ISubscriberStore
 from mbmsd.storage.bmsc import MemoryBmscStore
+from mbmsd.storage.leases import MemoryLeaseStore
 from mbmsd.storage.sipreg import MemorySipRegistrationStore
 
 
@@ -46,7 +47,13 @@ class MemorySubscriberStore:
 
 @implementer(IBootstrapStore)
 class MemoryBootstrapStore:
-    def __init__(self):
+    """
+    @param subscribers: the L{MemorySubscriberStore} whose SQNs
+        L{issueChallenge} advances.
+    """
+
+    def __init__(self, subscribers=None):
+        self._subscribers = subscribers
         self._challenges = {}
         self._sessions = {}
 
@@ -54,8 +61,32 @@ class MemoryBootstrapStore:
         self._challenges[challenge.nonce] = challenge
         return succeed(None)
 
-    def takeChallenge(self, nonce):
-        return succeed(self._challenges.pop(nonce, None))
+    def issueChallenge(self, impi, challengeFor):
+        if self._subscribers is None:
+            raise RuntimeError("MemoryBootstrapStore needs its subscriber store to issue challenges")
+        row = self._subscribers._rows.get(impi)
+        if row is None:
+            return succeed(None)
+        row = dataclasses.replace(row, sqn=(row.sqn + 1) % (1 << 48))
+        try:
+            challenge = challengeFor(row)
+        except Exception:
+            return fail()
+        self._subscribers._rows[impi] = row
+        self._challenges[challenge.nonce] = challenge
+        return succeed(challenge)
+
+    def takeChallenge(self, nonce, sessionFor=None):
+        challenge = self._challenges.get(nonce)
+        if challenge is not None and sessionFor is not None:
+            try:
+                session = sessionFor(challenge)
+            except Exception:
+                return fail()
+            if session is not None:
+                self._sessions[session.btid] = session
+        self._challenges.pop(nonce, None)
+        return succeed(challenge)
 
     def putSession(self, session):
         self._sessions[session.btid] = session
@@ -77,9 +108,10 @@ class MemoryBootstrapStore:
 class MemoryStorage:
     def __init__(self):
         self.subscribers = MemorySubscriberStore()
-        self.bootstrap = MemoryBootstrapStore()
+        self.bootstrap = MemoryBootstrapStore(self.subscribers)
         self.sipRegistrations = MemorySipRegistrationStore()
         self.bmsc = MemoryBmscStore()
+        self.leases = MemoryLeaseStore()
 
     def open(self):
         return succeed(None)

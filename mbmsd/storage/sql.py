@@ -22,6 +22,7 @@ from zope.interface import implementer
 from mbmsd.interfaces import IBootstrapStore, IStorage, ISubscriberStore
 from mbmsd.storage.bmsc import SqlBmscStore, msk_context
 from mbmsd.storage.challenges import put_challenge_txn, take_challenge_txn
+from mbmsd.storage.leases import SqlLeaseStore
 from mbmsd.storage.sipreg import SqlSipRegistrationStore
 from mbmsd.storage.records import BootstrapSession, Subscriber
 from mbmsd.storage.sealing import SealError
@@ -233,6 +234,9 @@ def check_node_key_txn(txn):
     The first node to open the database seals a known value; every later
     start proves that its key file opens this database's keys.
     """
+    # nodes starting together on one database: one at a time (the lock
+    # migrations take), so exactly one seals and the others check
+    txn.engine.begin_schema_change(txn.cursor)
     row = txn.execute("SELECT sealed FROM node_key_check WHERE id = 1").fetchone()
     if row is None:
         # the first start with sealing: rows from before schema 4 are sealed
@@ -326,9 +330,34 @@ class SqlBootstrapStore:
         return self.db.runInteraction("put_challenge", put_challenge_txn, "ub_challenges",
                                       challenge)
 
-    def takeChallenge(self, nonce):
-        return self.db.runInteraction("take_challenge", take_challenge_txn, "ub_challenges",
-                                      nonce)
+    def issueChallenge(self, impi, challengeFor):
+        # one transaction, one commit: the SQN and the challenge it went into
+        return self.db.runInteraction("issue_challenge", self._issueChallenge_txn, impi,
+                                      challengeFor)
+
+    @staticmethod
+    def _issueChallenge_txn(txn, impi, challengeFor):
+        if SqlSubscriberStore._nextSqn_txn(txn, impi) is None:
+            return None
+        challenge = challengeFor(SqlSubscriberStore._get_txn(txn, impi))
+        put_challenge_txn(txn, "ub_challenges", challenge)
+        return challenge
+
+    def takeChallenge(self, nonce, sessionFor=None):
+        if sessionFor is None:
+            return self.db.runInteraction("take_challenge", take_challenge_txn, "ub_challenges",
+                                          nonce)
+        # one transaction, one commit: the nonce used up and the session it made
+        return self.db.runInteraction("redeem_challenge", self._redeem_txn, nonce, sessionFor)
+
+    @classmethod
+    def _redeem_txn(cls, txn, nonce, sessionFor):
+        challenge = take_challenge_txn(txn, "ub_challenges", nonce)
+        if challenge is not None:
+            session = sessionFor(challenge)
+            if session is not None:
+                cls._putSession_txn(txn, session)
+        return challenge
 
     def putSession(self, session):
         return self.db.runInteraction("put_session", self._putSession_txn, session)
@@ -388,6 +417,7 @@ class SqlStorage:
         self.bootstrap = SqlBootstrapStore(db)
         self.sipRegistrations = SqlSipRegistrationStore(db)
         self.bmsc = SqlBmscStore(db)
+        self.leases = SqlLeaseStore(db)
 
     @inlineCallbacks
     def open(self):
