@@ -300,7 +300,16 @@ def load_files(paths):
         except tomllib.TOMLDecodeError as e:
             errors.append("%s: TOML syntax error: %s" % (path, e))
             continue
-        _merge(merged, data, (), path, origins)
+        except UnicodeDecodeError as e:
+            errors.append("%s: not UTF-8 text (byte %d)" % (path, e.start))
+            continue
+        except RecursionError:
+            errors.append("%s: TOML nested too deeply" % (path,))
+            continue
+        try:
+            _merge(merged, data, (), path, origins)
+        except RecursionError:
+            errors.append("%s: TOML nested too deeply" % (path,))
     if errors:
         raise ConfigError(errors)
     first = paths[0] if paths else "<no config>"

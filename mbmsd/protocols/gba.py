@@ -322,7 +322,8 @@ def parse_bootstrapping_info(body: bytes) -> tuple[str, datetime]:
                                forbid_entities=True, forbid_external=True)
     except defusedxml.DefusedXmlException:
         raise ValueError("BootstrappingInfo body uses a DTD or entities") from None
-    except (ParseError, SyntaxError, ValueError, UnicodeError):
+    except (ParseError, SyntaxError, ValueError, UnicodeError, LookupError):
+        # LookupError: an XML declaration naming an unknown encoding
         raise ValueError("BootstrappingInfo body is not well-formed XML") from None
     if root.tag != _ROOT:
         raise ValueError("root element is not {uri:3gpp-gba}BootstrappingInfo")
