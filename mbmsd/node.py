@@ -17,6 +17,7 @@ from zope.interface import implementer
 
 from mbmsd import __version__
 from mbmsd import config as c
+from mbmsd import tls
 from mbmsd.interfaces import (
     IMetricsExporterFactory,
     INode,
@@ -68,7 +69,9 @@ NODE_SECTION = c.Section(
         "home_domain": c.Field(c.fqdn(), c.REQUIRED, "home network domain"),
         "roles": c.Field(c.array(c.string(), minimum=1), c.REQUIRED,
                          "roles this node runs: bsf, pcscf, scf, bmsc"),
-    }
+    },
+    # the pooled HTTP client's TLS: client certificate and the servers' CA
+    tables={"http_client": tls.HTTP_CLIENT_SECTION},
 )
 
 SUBSCRIBER_SECTION = c.Section(
@@ -100,6 +103,9 @@ def load_config(paths):
     exporters = exporterFactories()
 
     out["node"] = NODE_SECTION.validate(data.get("node", {}), ("node",), errors, where)
+    for line in tls.check(out["node"].get("http_client") or {}, "node.http_client",
+                          server=False):
+        errors.append("%s: %s" % (where(("node", "http_client")), line))
     for i, role in enumerate(out["node"].get("roles") or ()):
         if role not in roles:
             errors.append(
@@ -158,7 +164,7 @@ def load_config(paths):
         sub = SUBSCRIBER_SECTION.validate(item, path, errors, where)
         if (sub.get("op") is None) == (sub.get("opc") is None):
             errors.append("%s: %s: give exactly one of op and opc" % (where(("subscriber",)), path[0]))
-        if sub.get("impi") in seen:
+        if sub.get("impi") is not None and sub["impi"] in seen:  # None: impi invalid, reported
             errors.append("%s: %s.impi: duplicate IMPI %r"
                           % (where(("subscriber",)), path[0], sub["impi"]))
         seen.add(sub.get("impi"))
@@ -319,7 +325,11 @@ def makeNode(config, reactor, onStartupFailure=None, registry=None):
     metrics.info("mbmsd_node", "This mbmsd node", {
         "version": __version__, "roles": ",".join(config["node"]["roles"]),
     })
-    node = Node(config, reactor, storage, metrics, HttpClient(reactor))
+    clientTls = config["node"].get("http_client") or {}
+    policy = None
+    if clientTls.get("certificate") or clientTls.get("ca"):
+        policy = tls.clientPolicy(clientTls)
+    node = Node(config, reactor, storage, metrics, HttpClient(reactor, tlsPolicy=policy))
     exporters = []
     factories = exporterFactories()
     for name in config["metrics"]["exporters"]:

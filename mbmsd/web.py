@@ -5,21 +5,87 @@ writing an answer. Protocol decisions stay in the roles.
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 
-def makeSite(resource, reactor):
-    site = Site(resource, reactor=reactor)
+def makeSite(resource, reactor, limiter=None, connections=None):
+    """
+    @param limiter: an L{mbmsd.overload.ConcurrencyLimiter} bounding the
+        requests in progress, or None.
+    @param connections: one bounding the open connections, or None.
+    """
+    site = Site(resource, reactor=reactor) if limiter is None else \
+        _BoundedSite(resource, limiter, connections, reactor=reactor)
     site.displayTracebacks = False
     site.noisy = False
     return site
 
 
-def listener(reactor, description, factory, name):
+class _BoundedSite(Site):
+    """
+    A Site that answers 503 with Retry-After (RFC 9110 15.6.4, 10.2.3) while
+    its limiter is full, before any resource (or storage) is touched.
+    """
+
+    def __init__(self, resource, limiter, connections=None, **kw):
+        Site.__init__(self, resource, **kw)
+        self.limiter = limiter
+        self.connections = connections
+
+    def buildProtocol(self, addr):
+        if self.connections is None:
+            return Site.buildProtocol(self, addr)
+        slot = self.connections.acquire(getattr(addr, "host", None))
+        if slot is None:
+            return None  # the connection is closed at once
+        protocol = Site.buildProtocol(self, addr)
+        lost = protocol.connectionLost
+
+        def connectionLost(reason):
+            slot.release()
+            return lost(reason)
+
+        protocol.connectionLost = connectionLost
+        return protocol
+
+    def getResourceFor(self, request):
+        slot = self.limiter.acquire(getattr(request.getClientAddress(), "host", None))
+        if slot is None:
+            return _Busy(self.limiter.retryAfter)
+        # released on the answer or when the client goes away
+        request.notifyFinish().addBoth(lambda _: slot.release())
+        return Site.getResourceFor(self, request)
+
+
+class _Busy(Resource):
+    isLeaf = True
+
+    def __init__(self, retryAfter):
+        Resource.__init__(self)
+        self.retryAfter = retryAfter
+
+    def render(self, request):
+        body = b"service unavailable: overloaded, retry later\n"
+        request.setResponseCode(503)
+        request.setHeader(b"Retry-After", b"%d" % (self.retryAfter,))
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Content-Length", b"%d" % (len(body),))
+        return body
+
+
+def listener(reactor, description, factory, name, tls=None):
     """
     A service listening on a Twisted endpoint description. A port that cannot
     be bound fails start-up instead of leaving a role half up.
+
+    @param tls: C{CertificateOptions} (L{mbmsd.tls.serverOptions}): HTTPS
+        on that endpoint.
     """
+    if tls is not None:
+        from mbmsd.tls import wrapServer
+
+        factory = wrapServer(tls, factory)
     svc = StreamServerEndpointService(serverFromString(reactor, description), factory)
     svc._raiseSynchronously = True
     svc.setName(name)

@@ -3,6 +3,7 @@ Start mbmsd as operators do (C{twistd -n mbmsd --config ...}) in a
 subprocess, on free loopback ports, with its state in a temporary folder.
 """
 
+import json
 import os
 import signal
 import socket
@@ -57,8 +58,10 @@ class Daemon:
     def __init__(self, workdir, overlay="", base=ROOT / "etc" / "mbmsd.toml", settings=None):
         """
         @param settings: {section: {key: value}} merged over the generated
-            overlay (free ports, a temporary SQLite file); C{overlay} is raw
-            TOML appended after it (keys of the last table, [bmsc]).
+            overlay (free ports, a temporary SQLite file); a value None
+            drops the key (e.g. storage.path for PostgreSQL); C{overlay} is
+            raw TOML appended after it (keys of the last table, [bmsc]).
+        @param base: the node config the overlay goes over.
         """
         self.workdir = Path(workdir)
         self.ports = {k: free_port() for k in ("ub", "zn", "metrics", "bmsc", "mikey")}
@@ -84,7 +87,8 @@ class Daemon:
         # [bmsc] last, so that a raw overlay's bare keys land in it
         order = sorted(tables, key=lambda t: t == "bmsc")
         self.overlay.write_text("".join(
-            "[%s]\n%s\n" % (t, "".join("%s = %s\n" % (k, _toml(v)) for k, v in tables[t].items()))
+            "[%s]\n%s\n" % (t, "".join("%s = %s\n" % (k, _toml(v)) for k, v in tables[t].items()
+                                       if v is not None))
             for t in order) + overlay)
         self.proc = None
         self.logs = []
@@ -156,3 +160,34 @@ def run_ue(*args, timeout=30):
     p = subprocess.run([tool("mbms-ue"), *args], capture_output=True, text=True,
                        timeout=timeout, env=dict(os.environ))
     return p
+
+
+def metric(daemon, name, **labels):
+    """One sample of the daemon's /metrics, parsed with prometheus-client."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, _, body = http("GET", daemon.url("metrics", "/metrics"))
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+def wait_for(predicate, timeout=15):
+    """Poll C{predicate} every 0.1 s until it is true or C{timeout} passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def lines_of(p):
+    """The JSON lines an mbms-ue run printed."""
+    out = []
+    for line in p.stdout.splitlines():
+        if line.strip():
+            out.append(json.loads(line))
+    return out

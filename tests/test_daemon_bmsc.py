@@ -8,10 +8,9 @@ BM-SC. A restart keeps authorizations, MSKs and the MIKEY counter.
 import json
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from mbmsd.protocols import mbms_xml
-from tests.daemon import Daemon, http, run_ue
+from tests.daemon import Daemon, http, metric, run_ue
 
 pytestmark = pytest.mark.external
 
@@ -37,15 +36,6 @@ def msk_register(daemon, wait=5):
 def step(lines, name):
     """The first JSON line of a step (a failed step adds a second one)."""
     return next(line for line in lines if line["step"] == name)
-
-
-def metric(daemon, name, **labels):
-    _, _, body = http("GET", daemon.url("metrics", "/metrics"))
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
 
 
 def test_authorize_register_deliver_restart(tmp_path):

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.daemon import Daemon, free_port, http, run_ue
+from tests.daemon import Daemon, free_port, metric, run_ue, wait_for
 from tests.helpers import require_tool
 
 pytestmark = pytest.mark.external
@@ -93,26 +93,6 @@ class Sipp:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
-
-
-def metric(daemon, name, **labels):
-    from prometheus_client.parser import text_string_to_metric_families
-
-    _, _, body = http("GET", daemon.url("metrics", "/metrics"))
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
-
-
-def wait_for(predicate, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def msk_register(daemon, wait):

@@ -13,15 +13,13 @@ overlay on free ports, the demo service and subscription):
     the BYE the registration is refused (403).
 """
 
-import json
 import os
 import socket
 import subprocess
-import time
 
 import pytest
 
-from tests.daemon import Daemon, free_port_pair, http, run_ue
+from tests.daemon import Daemon, free_port_pair, lines_of, metric, run_ue, wait_for
 from tests.helpers import require_tool
 
 pytestmark = pytest.mark.external
@@ -32,34 +30,6 @@ SERVICE = "urn:mbmsd:news"
 def four_roles(tmp_path):
     """etc/mbmsd.toml as it is (all four roles) on free ports."""
     return Daemon(tmp_path)
-
-
-def lines_of(p):
-    out = []
-    for line in p.stdout.splitlines():
-        if line.strip():
-            out.append(json.loads(line))
-    return out
-
-
-def metric(daemon, name, **labels):
-    from prometheus_client.parser import text_string_to_metric_families
-
-    _, _, body = http("GET", daemon.url("metrics", "/metrics"))
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
-
-
-def wait_for(predicate, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_mbms_ue_run(tmp_path):

@@ -687,3 +687,45 @@ class UaClientInputTests(SynchronousTestCase):
         self.failureResultOf(ua.register(["has space"]), MbmsXmlError)
         self.failureResultOf(ua.deregister([]), MbmsXmlError)
         self.failureResultOf(ua.mskRequest(b"\x00", [b"\x00" * 4]), MbmsXmlError)
+
+
+class GivenSessionAndSourceTests(SynchronousTestCase):
+    """
+    msk-register with a bootstrapping session the UE already holds (--btid,
+    --ks-naf): no Ub, Ua with that B-TID; and the UE's requests leave from
+    its own address.
+    """
+
+    setUp = MskRegisterCliTests.setUp
+    push = MskRegisterCliTests.push
+    mbmsUe = MskRegisterCliTests.mbmsUe
+    lines = MskRegisterCliTests.lines
+
+    def test_given_session_skips_bootstrap(self):
+        def noUb(*a, **kw):
+            raise AssertionError("bootstrapped although a session was given")
+
+        self.http.routes["bsf.home1.net"] = noUb
+        d = self.mbmsUe("--btid", BTID, "--ks-naf", base64.b64encode(KS_NAF).decode())
+        self.push(b"\x00\x01\x00\x01")
+        self.assertEqual(self.successResultOf(d), 0)
+        self.assertEqual([x["step"] for x in self.lines()], ["register", "msk"])
+        self.assertEqual(self.bmsc.problems, [])
+
+    def test_btid_needs_its_key(self):
+        for extra in (("--btid", BTID), ("--btid", BTID, "--ks-naf", "AAAA")):
+            self.out.truncate(0)
+            self.out.seek(0)
+            self.assertEqual(self.successResultOf(self.mbmsUe(*extra)), 1)
+            [line] = self.lines()
+            self.assertEqual((line["step"], line["result"]), ("bootstrap", "failed"))
+
+    def test_requests_leave_from_the_ue_address(self):
+        from twisted.internet.testing import MemoryReactorClock
+
+        from mbmsd.ue.http import AgentRequester
+
+        reactor = MemoryReactorClock()
+        AgentRequester(reactor, bindAddress="127.0.0.23")("GET", "http://127.0.0.1:1/", {})
+        AgentRequester(reactor)("GET", "http://127.0.0.1:1/", {})
+        self.assertEqual([c[4] for c in reactor.tcpClients], [("127.0.0.23", 0), None])

@@ -19,7 +19,7 @@ from mbmsd import config as c
 from mbmsd.sip.transport import SipDatagramProtocol, SipStreamFactory, SipStreamProtocol
 
 __all__ = ["Connections", "SipListenSettings", "parse_udp_listen", "udp_listen_field",
-           "tcp_listen_field", "attach_listeners"]
+           "tcp_listen_field", "tls_listen_field", "attach_listeners"]
 
 
 # ---------------------------------------------------------------- config
@@ -74,6 +74,21 @@ def tcp_listen_field(port):
                    "SIP over TCP: a Twisted endpoint string or '' for none")
 
 
+def tls_listen_field(port):
+    endpoint = c.endpoint()
+
+    def check(value):
+        if value == "":
+            return value
+        return endpoint(value)
+
+    # RFC 3261 26.2 / TS 24.229: SIP over TLS, port 5061 by convention
+    return c.Field(check, "",
+                   "SIP over TLS: a Twisted stream endpoint string such as "
+                   "'tcp:%d:interface=127.0.0.1' (TLS from the role's [tls] table), "
+                   "or '' for none" % (port,))
+
+
 class SipListenSettings:
     """
     A role's listen keys read once: the UDP address, the address we put in
@@ -83,6 +98,7 @@ class SipListenSettings:
     def __init__(self, config, defaultPort):
         self.udp = parse_udp_listen(config["udp_listen"])
         self.tcp = config["tcp_listen"]
+        self.tls = config.get("tls_listen") or ""
         advertised = config["advertised_host"]
         if advertised is None:
             advertised = (self.udp[0] if self.udp else _tcp_interface(self.tcp)) or "127.0.0.1"
@@ -95,6 +111,9 @@ class SipListenSettings:
         if self.tcp:
             m = re.match(r"tcp6?:(?:port=)?(\d+)", self.tcp)
             self.ports["TCP"] = int(m.group(1)) if m else defaultPort
+        if self.tls:
+            m = re.match(r"tcp6?:(?:port=)?(\d+)", self.tls)
+            self.ports["TLS"] = int(m.group(1)) if m else defaultPort + 1
 
 
 def _tcp_interface(description):
@@ -121,6 +140,7 @@ class _Stream(SipStreamProtocol):
     """A TCP connection that the L{Connections} table knows about."""
 
     outbound = False
+    slot = None  # its place under the listener's connection bound
 
     def __init__(self, receiver, max_size, connections, outbound=False):
         SipStreamProtocol.__init__(self, receiver, max_size)
@@ -134,6 +154,9 @@ class _Stream(SipStreamProtocol):
     def connectionLost(self, reason=None):
         SipStreamProtocol.connectionLost(self, reason)
         self.connections._remove(self)
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            slot.release()
 
     def _error(self, error):
         self.connections.countMalformed(error)
@@ -143,13 +166,21 @@ class _Stream(SipStreamProtocol):
 class _StreamFactory(SipStreamFactory):
     noisy = False
 
-    def __init__(self, connections):
+    def __init__(self, connections, name="TCP"):
         SipStreamFactory.__init__(self, connections.receiver, connections.max_size)
         self.connections = connections
+        self.name = name
 
     def buildProtocol(self, addr):
         c = self.connections
+        slot = None
+        if c.admission is not None:
+            slot = c.admission.connection(self.name, getattr(addr, "host", None))
+            if slot is None:
+                return None  # over the connection bound: closed at once
         protocol = _Stream(c.receiver, c.max_size, c)
+        protocol.slot = slot
+        protocol.name = self.name  # the Via token: TCP or TLS
         protocol.factory = self
         return protocol
 
@@ -184,6 +215,7 @@ class Connections:
         self.udp = None
         self.streams = {}
         self._pending = {}
+        self.admission = None  # an mbmsd.overload.SipAdmission bounding accepted connections
         self.malformed = metrics.counter(
             "mbmsd_%s_malformed_total" % (role,),
             "Messages refused by the parser, by the status answered (or dropped)", ["status"])
@@ -196,8 +228,8 @@ class Connections:
     def datagramProtocol(self):
         return _Datagram(self.receiver, self.max_size, self)
 
-    def streamFactory(self):
-        return _StreamFactory(self)
+    def streamFactory(self, name="TCP"):
+        return _StreamFactory(self, name)
 
     def _add(self, protocol):
         if protocol.peer is not None:
@@ -221,12 +253,16 @@ class Connections:
             if self.udp is None:
                 return fail(ConnectionError("UDP is not enabled"))
             return succeed(self.udp)
-        if name != "TCP":
+        if name not in ("TCP", "TLS"):
             return fail(ConnectionError("transport %s not supported" % (name,)))
         key = (host, port)
         protocol = self.streams.get(key)
-        if protocol is not None and protocol.open:
+        if protocol is not None and protocol.open and protocol.name == name:
             return succeed(protocol)
+        if name == "TLS":
+            # TLS peers (UEs) connect to us; requests to them reuse their
+            # connection (RFC 3261 18, RFC 5626 5.3): we open none
+            return fail(ConnectionError("no TLS connection from %s:%s" % (host, port)))
         waiting = Deferred()
         if key in self._pending:
             self._pending[key].append(waiting)
@@ -305,11 +341,14 @@ class _StreamListener(Service):
             return d
 
 
-def attach_listeners(parent, reactor, role, settings, connections, ports):
+def attach_listeners(parent, reactor, role, settings, connections, ports, tls=None):
     """
-    Add the role's UDP and TCP listeners to C{parent} (they bind when it
-    starts); C{ports}, the core's port per transport, learns the bound ports
-    (port 0 in tests).
+    Add the role's UDP, TCP and TLS listeners to C{parent} (they bind when
+    it starts); C{ports}, the core's port per transport, learns the bound
+    ports (port 0 in tests).
+
+    @param tls: the C{CertificateOptions} of the TLS listener
+        (L{mbmsd.tls.serverOptions}), needed when C{settings.tls} is set.
     """
     if settings.udp is not None:
         connections.udp = connections.datagramProtocol()
@@ -326,3 +365,13 @@ def attach_listeners(parent, reactor, role, settings, connections, ports):
 
         _StreamListener(reactor, "%s.tcp_listen" % (role,), settings.tcp,
                         connections.streamFactory(), boundTcp).setServiceParent(parent)
+    if settings.tls:
+        from mbmsd.tls import wrapServer
+
+        def boundTls(port):
+            if port:
+                ports["TLS"] = port
+
+        _StreamListener(reactor, "%s.tls_listen" % (role,), settings.tls,
+                        wrapServer(tls, connections.streamFactory("TLS")),
+                        boundTls).setServiceParent(parent)

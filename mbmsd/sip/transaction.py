@@ -69,6 +69,7 @@ class _Transaction:
     """Timers, sending and termination shared by the four machines."""
 
     state = None
+    slot = None     # an mbmsd.overload.Slot held until the final response
 
     def __init__(self, layer, key, request, transport, address):
         self.layer = layer
@@ -109,7 +110,13 @@ class _Transaction:
             return False
         return True
 
+    def _release_slot(self):
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            slot.release()
+
     def _terminate(self):
+        self._release_slot()
         if self.state == TERMINATED:
             return
         self.state = TERMINATED
@@ -258,10 +265,10 @@ class _ServerTransaction(_Transaction):
 class ServerInviteTransaction(_ServerTransaction):
     """RFC 3261 17.2.1 (figure 7) with RFC 6026's Accepted state."""
 
-    def start(self):
+    def start(self, trying=True):
         self.state = PROCEEDING
         delay = self.layer.trying_delay
-        if delay is None:
+        if delay is None or not trying:
             return
         if delay <= 0:
             self._send_trying()
@@ -285,6 +292,8 @@ class ServerInviteTransaction(_ServerTransaction):
             raise TransactionError("%r cannot send %d" % (self, status))
         self._cancel_timer("Trying")
         self.last_response = response
+        if status >= 200:
+            self._release_slot()
         if status < 200:
             if not self._send(response):
                 self._transport_error()
@@ -343,7 +352,7 @@ class ServerInviteTransaction(_ServerTransaction):
 class ServerNonInviteTransaction(_ServerTransaction):
     """RFC 3261 17.2.2 (figure 8)."""
 
-    def start(self):
+    def start(self, trying=True):
         self.state = TRYING
 
     def respond(self, response):
@@ -355,6 +364,8 @@ class ServerNonInviteTransaction(_ServerTransaction):
             raise TransactionError("%r cannot send %d"
                                    % (self, response.status))
         self.last_response = response
+        if response.status >= 200:
+            self._release_slot()
         if response.status < 200:
             self.state = PROCEEDING
             if not self._send(response):
@@ -400,11 +411,17 @@ class TransactionLayer:
     @param clock: an C{IReactorTime} (the reactor, or a C{Clock} in tests).
     @param tu: the L{ITransactionUser}.
     @param timers: L{TimerSettings}; defaults to T1=0.5 s, T2=4 s, T4=5 s.
+    @param admission: an L{mbmsd.overload.SipAdmission} bounding the server
+        transactions awaiting a final response, or None.
     """
 
-    def __init__(self, clock, tu, timers=None):
+    # not bounded: they end work (RFC 3261 9.2, 15.1.2) or get no answer
+    UNBOUNDED = ("ACK", "CANCEL", "BYE")
+
+    def __init__(self, clock, tu, timers=None, admission=None):
         self.clock = clock
         self.tu = tu
+        self.admission = admission
         self.timers = timers if timers is not None else TimerSettings()
         self.server_transactions = {}
         self.client_transactions = {}
@@ -455,6 +472,16 @@ class TransactionLayer:
         txn = cls(self, key, request, transport, address)
         txn.source = source
         self.server_transactions[key] = txn
+        if self.admission is not None and request.method not in self.UNBOUNDED:
+            txn.slot = self.admission.admit(transport, source)
+            if txn.slot is None:
+                # saturated: 503 with Retry-After (RFC 3261 21.5.4), kept in
+                # the transaction so retransmissions get it again, TU untouched
+                txn.start(trying=False)
+                response = make_response(request, 503, to_tag=True)
+                response.headers.add("Retry-After", str(self.admission.retryAfter))
+                txn.respond(response)
+                return
         txn.start()
         self._call_user(self.tu.request_received, request, txn)
 

@@ -61,7 +61,12 @@ def build_parser():
     m.add_argument("--impu", default=DEMO_IMPU, help="sent as X-3GPP-Intended-Identity")
     m.add_argument("--service", action="append", default=None,
                    help="MBMS User Service ID (repeatable; default %s)" % (DEMO_SERVICE,))
-    m.add_argument("--listen", default="127.0.0.1", help="address for the MIKEY UDP port")
+    m.add_argument("--listen", default="127.0.0.1",
+                   help="the UE's IP address: the MIKEY UDP port and the source of Ub and Ua")
+    m.add_argument("--btid", default=None,
+                   help="use this bootstrapping session (with --ks-naf) instead of "
+                        "bootstrapping again, as a UE does while its B-TID lives")
+    m.add_argument("--ks-naf", default=None, help="base64 Ks_NAF of --btid for this BM-SC")
     m.add_argument("--mikey-port", type=int, default=profile.MSK_UDP_PORT,
                    help="MIKEY UDP port (default %d)" % (profile.MSK_UDP_PORT,))
     m.add_argument("--wait", type=float, default=10.0,
@@ -73,12 +78,14 @@ def build_parser():
                                         "Digest AKAv1-MD5): print the registered IMPUs")
     _add_usim_options(r)
     _add_sip_options(r)
+    _add_tls_options(r, http=False)
     r.add_argument("--timeout", type=float, default=10.0, help="seconds per SIP transaction")
 
     i = sub.add_parser("invite", help="register, then INVITE the MBMS user service through "
                                       "the P-CSCF; BYE after --hold seconds")
     _add_usim_options(i)
     _add_sip_options(i)
+    _add_tls_options(i, http=False)
     _add_invite_options(i)
     i.add_argument("--hold", type=float, default=0.0,
                    help="seconds to keep the session before the BYE (default 0)")
@@ -99,6 +106,9 @@ def build_parser():
     w.add_argument("--wait", type=float, default=10.0,
                    help="seconds to wait for the MSKs after registering")
     w.add_argument("--show-keys", action="store_true", help="also print Ks_NAF and the MSKs")
+    w.add_argument("--hold", type=float, default=0.0,
+                   help="seconds to keep the sessions after the MSK step, before the BYE "
+                        "(default 0)")
     w.add_argument("--timeout", type=float, default=10.0,
                    help="seconds per HTTP procedure and per SIP transaction")
     return p
@@ -107,6 +117,45 @@ def build_parser():
 def _add_ub_options(parser):
     parser.add_argument("--bsf", default="http://127.0.0.1:8080/", help="Ub URL of the BSF")
     _add_usim_options(parser)
+    _add_tls_options(parser)
+
+
+def _ca(path):
+    from mbmsd.tls import TlsConfigError, _certificates
+
+    try:
+        _certificates(path)
+    except TlsConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return path
+
+
+def _add_tls_options(parser, http=True):
+    if http:
+        parser.add_argument("--tls", action="store_true",
+                            help="Ub and Ua over HTTPS (TS 33.222): http:// URLs, the "
+                                 "defaults too, become https://")
+    parser.add_argument("--ca", type=_ca, default=None,
+                        help="PEM file of the CA certificates that sign the servers (HTTPS, "
+                             "SIP over TLS); default: the system's trust roots")
+
+
+def _requester(reactor, args):
+    """The UE's HTTP requester; with --tls the Ub and Ua URLs use https."""
+    from mbmsd.tls import clientPolicy
+    from mbmsd.ue.http import AgentRequester
+
+    if getattr(args, "tls", False):
+        for name in ("bsf", "bmsc"):
+            url = getattr(args, name, None)
+            if url and url.lower().startswith("http://"):
+                setattr(args, name, "https://" + url[len("http://"):])
+    policy = clientPolicy(ca=args.ca) if getattr(args, "ca", None) else None
+    # the UE's one IP (--listen, --local-ip for run): the BM-SC checks Ua
+    # requests against the IP the SCF authorized
+    source = getattr(args, "listen", None)
+    return AgentRequester(reactor, timeout=args.timeout, tlsPolicy=policy,
+                          bindAddress=source if source not in ("0.0.0.0", "::") else None)
 
 
 def _add_usim_options(parser):
@@ -131,8 +180,8 @@ def _pcscf(text):
 
 def _add_sip_options(parser):
     parser.add_argument("--pcscf", type=_pcscf, default=_pcscf("sip:127.0.0.1:5060"),
-                        help="the P-CSCF: sip:IP[:PORT][;transport=udp|tcp] "
-                             "(default sip:127.0.0.1:5060)")
+                        help="the P-CSCF: sip:IP[:PORT][;transport=udp|tcp|tls] "
+                             "(default sip:127.0.0.1:5060; tls: verified with --ca)")
     parser.add_argument("--impu", default=DEMO_IMPU, help="the public user identity")
     parser.add_argument("--domain", default=None,
                         help="home network domain, the REGISTER Request-URI "
@@ -172,10 +221,9 @@ def emit(record, out=None):
 
 @inlineCallbacks
 def bootstrap(reactor, args):
-    from mbmsd.ue.http import AgentRequester
     from mbmsd.ue.ub import BootstrapFailed, UbClient
 
-    http = AgentRequester(reactor, timeout=args.timeout)
+    http = _requester(reactor, args)
     client = UbClient(http, args.bsf, args.impi, _usim(args))
     try:
         d = client.bootstrap()
@@ -230,13 +278,14 @@ def msk_register(reactor, args, http=None):
     @param http: the HTTP requester (default: an AgentRequester, closed at the end).
     @return: Deferred firing with the exit status, 0 only when every MSK arrived.
     """
-    from mbmsd.ue.http import AgentRequester
-
     ownHttp = http is None
     if ownHttp:
-        http = AgentRequester(reactor, timeout=args.timeout)
+        http = _requester(reactor, args)
     try:
-        boot = yield _bootstrap_step(reactor, args, http, _usim(args))
+        if args.btid is not None or args.ks_naf is not None:
+            boot = _given_session(args)
+        else:
+            boot = yield _bootstrap_step(reactor, args, http, _usim(args))
         if boot is None:
             return 1
         code = yield _msk_step(reactor, args, http, *boot)
@@ -244,6 +293,22 @@ def msk_register(reactor, args, http=None):
     finally:
         if ownHttp:
             yield http.close()
+
+
+def _given_session(args):
+    """--btid and --ks-naf: C{(session, Ks_NAF)}, or None after a failed line."""
+    from types import SimpleNamespace
+
+    try:
+        if args.btid is None or args.ks_naf is None:
+            raise ValueError("--btid and --ks-naf go together")
+        ksNaf = base64.b64decode(args.ks_naf, validate=True)
+        if len(ksNaf) != 32:
+            raise ValueError("--ks-naf must be 32 bytes in base64")
+    except ValueError as e:
+        _failed("bootstrap", str(e))
+        return None
+    return SimpleNamespace(btid=args.btid), ksNaf
 
 
 @inlineCallbacks
@@ -382,8 +447,14 @@ def _sip_open(reactor, args):
         if transport == "UDP":
             ua, close = open_udp(reactor, (host, port), args.local_ip, args.local_port)
         else:
+            creator = None
+            if transport == "TLS":
+                from mbmsd.tls import clientPolicy
+
+                # the P-CSCF's certificate must name its address (RFC 3261 26.3.1)
+                creator = clientPolicy(ca=args.ca).creatorForNetloc(host.encode("ascii"), port)
             ua, close = yield connect_tcp(reactor, (host, port), args.local_ip,
-                                          args.local_port, timeout=args.timeout)
+                                          args.local_port, timeout=args.timeout, tls=creator)
     except Exception as e:
         _failed("register", "cannot open the SIP %s socket to %s:%d: %s"
                 % (transport, host, port, e))
@@ -531,6 +602,19 @@ def invite(reactor, args):
 
 
 @inlineCallbacks
+def _hold(reactor, seconds, sessions):
+    """Keep the sessions C{seconds}, or until the network ends one."""
+    from twisted.internet.defer import DeferredList
+    from twisted.internet.task import deferLater
+
+    if not sessions or seconds <= 0:
+        return
+    waits = [deferLater(reactor, seconds, lambda: None)] + [s.ended for s in sessions]
+    yield DeferredList(waits, fireOnOneCallback=True, consumeErrors=True)
+    waits[0].cancel()
+
+
+@inlineCallbacks
 def run(reactor, args, http=None):
     """
     The whole procedure as a UE does it: bootstrap (Ub) -> REGISTER ->
@@ -540,13 +624,11 @@ def run(reactor, args, http=None):
     @return: Deferred of the exit status: 0 only when every MSK arrived and
         verified (and every other step succeeded).
     """
-    from mbmsd.ue.http import AgentRequester
-
     if args.listen is None:
         args.listen = args.local_ip
     ownHttp = http is None
     if ownHttp:
-        http = AgentRequester(reactor, timeout=args.timeout)
+        http = _requester(reactor, args)
     usim = _usim(args)  # one USIM: its SQN window spans Ub and REGISTER
     reg = opened = None
     sessions = []
@@ -565,6 +647,7 @@ def run(reactor, args, http=None):
         if not ok:
             return 1
         code = yield _msk_step(reactor, args, http, *boot, registerStep="msk-register")
+        yield _hold(reactor, args.hold, sessions)  # with the MSKs or without
         byes = yield _bye_step(reactor, args, sessions)
         sessions = []
         return code if code else (0 if byes else 1)

@@ -23,9 +23,21 @@ class HttpAnswer:
 
 
 class AgentRequester:
-    def __init__(self, reactor, timeout=10):
+    """
+    @param tlsPolicy: the C{IPolicyForHTTPS} for https URLs
+        (L{mbmsd.tls.clientPolicy}, e.g. the servers' CA); default: the
+        platform's trust roots.
+    @param bindAddress: the UE's IP address, the source of its requests
+        (the BM-SC checks Ua requests against the authorized UE IP); None:
+        the system's choice.
+    """
+
+    def __init__(self, reactor, timeout=10, tlsPolicy=None, bindAddress=None):
         self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.agent = Agent(reactor, pool=self.pool, connectTimeout=timeout)
+        extra = {"contextFactory": tlsPolicy} if tlsPolicy is not None else {}
+        if bindAddress:
+            extra["bindAddress"] = (bindAddress, 0)
+        self.agent = Agent(reactor, pool=self.pool, connectTimeout=timeout, **extra)
 
     @inlineCallbacks
     def __call__(self, method, url, headers, body=None):

@@ -82,7 +82,8 @@ def _host(ip):
 def parse_pcscf(text):
     """
     C{"sip:127.0.0.1:5060;transport=tcp"} (or C{"127.0.0.1:5060"}) ->
-    C{(host, port, "UDP"|"TCP")}. The host must be an IP address.
+    C{(host, port, "UDP"|"TCP"|"TLS")}. The host must be an IP address;
+    TLS defaults to port 5061 (RFC 3261 26.2).
 
     @raise ValueError: anything else.
     """
@@ -93,15 +94,15 @@ def parse_pcscf(text):
     except SipParseError:
         raise ValueError("not a SIP URI: %r" % (text,)) from None
     if uri.scheme != "sip" or uri.user is not None:
-        raise ValueError("the P-CSCF must be sip:HOST[:PORT][;transport=udp|tcp]")
+        raise ValueError("the P-CSCF must be sip:HOST[:PORT][;transport=udp|tcp|tls]")
     try:
         ipaddress.ip_address(uri.host)
     except ValueError:
         raise ValueError("the P-CSCF host must be an IP address") from None
     transport = (uri.params.get("transport") or "udp").upper()
-    if transport not in ("UDP", "TCP"):
-        raise ValueError("transport must be udp or tcp")
-    return uri.host, uri.port or 5060, transport
+    if transport not in ("UDP", "TCP", "TLS"):
+        raise ValueError("transport must be udp, tcp or tls")
+    return uri.host, uri.port or (5061 if transport == "TLS" else 5060), transport
 
 
 def service_uri(serviceId, serviceDomain):
@@ -741,22 +742,30 @@ def open_udp(reactor, proxy, localIp="127.0.0.1", localPort=0, timers=None):
 
 
 @inlineCallbacks
-def connect_tcp(reactor, proxy, localIp="127.0.0.1", localPort=0, timeout=10, timers=None):
+def connect_tcp(reactor, proxy, localIp="127.0.0.1", localPort=0, timeout=10, timers=None,
+                tls=None):
     """
     A L{SipUserAgent} on one TCP connection to the P-CSCF (from
     C{localIp:localPort}).
 
+    @param tls: a client connection creator (C{optionsForClientTLS}, the
+        P-CSCF verified against a CA): SIP over TLS (RFC 3261 26.2) instead.
     @return: Deferred of C{(ua, close)}.
     """
-    from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+    from twisted.internet.endpoints import (
+        TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS)
 
     from mbmsd.sip.transport import SipStreamFactory
 
-    ua = SipUserAgent(reactor, proxy, "TCP", timers)
+    name = "TLS" if tls is not None else "TCP"
+    ua = SipUserAgent(reactor, proxy, name, timers)
     cls = TCP6ClientEndpoint if ":" in proxy[0] else TCP4ClientEndpoint
     endpoint = cls(reactor, proxy[0], proxy[1], timeout=timeout,
                    bindAddress=(localIp, localPort))
+    if tls is not None:
+        endpoint = wrapClientTLS(tls, endpoint)
     protocol = yield endpoint.connect(SipStreamFactory(ua))
+    protocol.name = name
     host = protocol.transport.getHost()
     ua.attach(protocol, (localIp, host.port))
 

@@ -63,6 +63,8 @@ class MikeyDelivery(DatagramProtocol):
         self.messages = metrics.counter(
             "mbmsd_bmsc_mikey_messages_total", "MIKEY MSK messages and verifications, by result",
             ["result"], initial=[(r,) for r in RESULTS])
+        # the labelled children, looked up once: a rotation counts every message
+        self._count = {r: self.messages.labels(r) for r in RESULTS}
         self.deliverySeconds = metrics.histogram(
             "mbmsd_bmsc_mikey_delivery_seconds", "From first send to the UE's verification")
 
@@ -89,12 +91,20 @@ class MikeyDelivery(DatagramProtocol):
         Push C{msk} to the UE. @return: Deferred firing with True once the
         verification arrived, False after the last retransmission. At most
         L{MAX_IN_FLIGHT} messages wait for their verification at a time.
+
+        The counter is taken before the message waits for its place in the
+        window: a rotation asks for all its counters in the same reactor
+        turn, so that they are reserved in a few large transactions
+        (L{mbmsd.roles.bmsc.counters}) instead of one per message as the
+        window lets them through.
         """
-        return self._window.run(self._deliver, ueAddress, btid, muk, msk)
+        d = self.counters.nextCounter(self.mukId(btid))
+        d.addCallback(lambda counter: self._window.run(self._deliver, ueAddress, btid, muk, msk,
+                                                       counter))
+        return d
 
     @inlineCallbacks
-    def _deliver(self, ueAddress, btid, muk, msk):
-        counter = yield self.counters.nextCounter(self.mukId(btid))
+    def _deliver(self, ueAddress, btid, muk, msk, counter):
         message, expected = mikey.build_msk_message_expecting(
             muk, msk.keyDomainId, msk.mskId, msk.key, counter, self.random(profile.RAND_LEN),
             self.idi, btid.encode("utf-8"), v=True)
@@ -115,16 +125,16 @@ class MikeyDelivery(DatagramProtocol):
         try:
             self.transport.write(entry.message, entry.address)
         except Exception as e:
-            self.messages.labels("send_error").inc()
+            self._count["send_error"].inc()
             log.warn("MIKEY send to {host} failed: {e}", host=entry.address[0], e=e)
             return
-        self.messages.labels(result).inc()
+        self._count[result].inc()
 
     def _arm(self, key, entry):
         if entry.tries > len(self.delays):
             entry.timer = None
             self._forget(key)
-            self.messages.labels("unverified").inc()
+            self._count["unverified"].inc()
             log.warn("MIKEY MSK message to {host} not verified after {n} tries",
                      host=entry.address[0], n=entry.tries)
             entry.done.callback(False)
@@ -149,12 +159,12 @@ class MikeyDelivery(DatagramProtocol):
                 self._forget(key)
                 if entry.timer is not None and entry.timer.active():
                     entry.timer.cancel()
-                self.messages.labels("verified").inc()
+                self._count["verified"].inc()
                 entry.done.callback(True)
                 return
         except Exception:
             log.failure("verification handling failed")
-        self.messages.labels("bad_verification").inc()
+        self._count["bad_verification"].inc()
         log.warn("MIKEY: unmatched, forged or replayed verification from {host}", host=host)
 
     def _forget(self, key):

@@ -11,6 +11,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from mbmsd.roles.bmsc.keymanagement import REQUEST_TYPES, SCF_REQUESTS, plain
+from mbmsd.tls import requestPeer
 from mbmsd.web import writeAnswer
 
 log = Logger(namespace="mbmsd.bmsc.http")
@@ -58,7 +59,8 @@ class KeyManagementResource(Resource):
                 d = maybeDeferred(plain, 413, "body larger than %d bytes" % (MAX_BODY,))
             elif requesttype in SCF_REQUESTS:
                 d = maybeDeferred(self.km.scfRequest, requesttype, source,
-                                  header(b"x-3gpp-asserted-identity"), header(b"content-type"), body)
+                                  header(b"x-3gpp-asserted-identity"), header(b"content-type"), body,
+                                  peerNames=requestPeer(request).names)
             else:
                 authorization = request.requestHeaders.getRawHeaders(b"authorization") or []
                 if len(authorization) > 1:

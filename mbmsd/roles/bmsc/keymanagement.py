@@ -65,7 +65,7 @@ class KeyManagement:
     """
 
     def __init__(self, store, subscribers, ua, msks, push, clock, services, trustedScfs,
-                 authorizationLifetime, keyDomainId):
+                 authorizationLifetime, keyDomainId, trustedScfNames=()):
         self.store = store
         self.subscribers = subscribers
         self.ua = ua
@@ -74,15 +74,22 @@ class KeyManagement:
         self.clock = clock
         self.services = set(services)
         self.trustedScfs = set(trustedScfs)
+        self.trustedScfNames = {n.lower() for n in trustedScfNames}
         self.authorizationLifetime = authorizationLifetime
         self.keyDomainId = keyDomainId
 
     # ------------------------------------------------------------ SCF side
 
     @inlineCallbacks
-    def scfRequest(self, requesttype, source, assertedIdentity, contentType, body):
-        if source not in self.trustedScfs:
+    def scfRequest(self, requesttype, source, assertedIdentity, contentType, body,
+                   peerNames=()):
+        """
+        @param peerNames: the DNS names of the SCF's verified TLS client
+            certificate (L{mbmsd.tls.peerNames}); empty without one.
+        """
+        if source not in self.trustedScfs and not self.trustedScfNames & set(peerNames):
             # X-3GPP-Asserted-Identity is honoured from trusted SCFs only
+            # (DESIGN 8.3: by address and/or TLS client certificate)
             return plain(403, "not a trusted SCF")
         impu = parse_identity_header(assertedIdentity)
         if impu is None:
@@ -116,9 +123,11 @@ class KeyManagement:
     @inlineCallbacks
     def ueRequest(self, requesttype, method, uri, source, authorization, intendedIdentity,
                   contentType, body):
-        auth = yield self.ua.authenticate(method, uri, authorization, body)
+        auth = yield self.ua.authenticate(method, uri, authorization, body, source)
         if not auth.ok:
             headers = [("WWW-Authenticate", auth.challenge)] if auth.challenge else []
+            if auth.retryAfter is not None:
+                headers.append(("Retry-After", str(auth.retryAfter)))
             return plain(auth.code, auth.reason, headers)
         impu = parse_identity_header(intendedIdentity)
         if impu is None:

@@ -8,14 +8,16 @@ import os
 import zlib
 
 from twisted.internet.defer import DeferredList, inlineCallbacks
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from mbmsd.cluster import Lease
+from mbmsd.storage.leases import MemoryLeaseStore
 from mbmsd.storage.records import Msk
 
 log = Logger(namespace="mbmsd.bmsc.msk")
 
 MSK_LENGTH = 16
+LEASE_PREFIX = "bmsc.msk-rotation:"  # + MBMS User Service ID
 
 
 def default_key_group(serviceId):
@@ -30,10 +32,14 @@ class MskManager:
     """
     @param services: {MBMS User Service ID: Key Group}.
     @param push: C{push(registration, msk)} firing when done.
+    @param leases: the L{ILeaseStore} shared by the nodes of this BM-SC:
+        each service's rotation runs only while this process (C{holder})
+        holds its lease (default: a store of this process alone).
     """
 
     def __init__(self, store, clock, keyDomainId, services, lifetime, rotation, metrics,
-                 random=os.urandom):
+                 random=os.urandom, leases=None, holder="mbmsd", leaseDuration=30.0,
+                 leaseRenewal=10.0):
         self.store = store
         self.clock = clock
         self.keyDomainId = keyDomainId
@@ -42,9 +48,21 @@ class MskManager:
         self.rotation = rotation
         self.random = random
         self.push = None
-        self._loops = {}
+        self.leaseStore = leases if leases is not None else MemoryLeaseStore()
+        self.holder = holder
+        self.leaseDuration = leaseDuration
+        self.leaseRenewal = leaseRenewal
+        self.leases = {}  # service ID -> Lease
+        self._due = {}  # service ID -> the IDelayedCall of its next rotation
         self.rotations = metrics.counter("mbmsd_bmsc_msk_rotations_total",
                                          "New MSKs generated (first and rotations)")
+        self.leasesHeld = metrics.gauge(
+            "mbmsd_bmsc_rotation_leases_held",
+            "Services whose MSK rotation lease this node holds")
+        self.leaseChanges = metrics.counter(
+            "mbmsd_bmsc_rotation_lease_changes_total",
+            "MSK rotation leases taken and lost by this node", ["event"],
+            initial=[("acquired",), ("lost",)])
 
     @inlineCallbacks
     def current(self, serviceId):
@@ -53,7 +71,14 @@ class MskManager:
         """
         msk = yield self.store.currentMsk(serviceId, self.clock.seconds())
         if msk is None:
-            msk = yield self._newMsk(serviceId)
+            try:
+                msk = yield self._newMsk(serviceId)
+            except Exception:
+                # another node of the BM-SC made the first MSK (same MSK ID)
+                # at the same moment: use that one
+                msk = yield self.store.currentMsk(serviceId, self.clock.seconds())
+                if msk is None:
+                    raise
         return msk
 
     @inlineCallbacks
@@ -87,20 +112,77 @@ class MskManager:
         return len(live), verified
 
     def start(self):
+        """
+        Compete for each service's rotation lease; rotate the services whose
+        lease we hold, C{rotation} seconds after their current MSK was made
+        (after we took the lease, when there is none yet).
+        """
         for serviceId in self.services:
-            loop = LoopingCall(self._rotateLogged, serviceId)
-            loop.clock = self.clock
-            self._loops[serviceId] = loop
-            # now=False: the current MSK stays until the first rotation is due
-            loop.start(self.rotation, now=False)
+            lease = Lease(self.leaseStore, self.clock, LEASE_PREFIX + serviceId, self.holder,
+                          self.leaseDuration, self.leaseRenewal,
+                          lambda s=serviceId: self._acquired(s),
+                          lambda s=serviceId: self._lost(s))
+            self.leases[serviceId] = lease
+            lease.start()
 
-    def _rotateLogged(self, serviceId):
+    def _acquired(self, serviceId):
+        self.leasesHeld.inc()
+        self.leaseChanges.labels("acquired").inc()
+        log.info("MSK rotation of {service} runs on this node ({holder})", service=serviceId,
+                 holder=self.holder)
+        self._schedule(serviceId)
+
+    def _lost(self, serviceId):
+        self.leasesHeld.dec()
+        self.leaseChanges.labels("lost").inc()
+        call = self._due.pop(serviceId, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _schedule(self, serviceId, minimum=0.0):
+        now = self.clock.seconds()
+
+        def later(msk):
+            delay = self.rotation if msk is None else msk.created + self.rotation - now
+            lease = self.leases.get(serviceId)
+            if lease is not None and lease.held:
+                old = self._due.get(serviceId)
+                if old is not None and old.active():
+                    old.cancel()  # one schedule per service (lost and retaken meanwhile)
+                self._due[serviceId] = self.clock.callLater(
+                    max(minimum, delay), self._rotateDue, serviceId)
+
+        def failed(f):
+            log.warn("MSK rotation of {service}: cannot read its MSK: {e}", service=serviceId,
+                     e=f.getErrorMessage())
+            later(None)
+
+        d = self.store.currentMsk(serviceId, now)
+        d.addCallbacks(later, failed)
+
+    def _rotateDue(self, serviceId):
+        self._due.pop(serviceId, None)
+        lease = self.leases.get(serviceId)
+        if lease is None or not lease.held:
+            return None  # lost meanwhile: the new holder rotates
         d = self.rotate(serviceId)
-        d.addErrback(lambda f: log.failure("MSK rotation of {service} failed", f, service=serviceId))
+
+        def failed(f):
+            log.failure("MSK rotation of {service} failed", f, service=serviceId)
+            return self.leaseRenewal  # try again soon, not in a loop
+
+        d.addCallbacks(lambda _: 0.0, failed)
+        d.addCallback(lambda minimum: self._schedule(serviceId, minimum))
         return d
 
     def stop(self):
-        for loop in self._loops.values():
-            if loop.running:
-                loop.stop()
-        self._loops.clear()
+        """
+        Stop rotating and release our leases (another node takes over at
+        once). @return: Deferred firing when released.
+        """
+        leases, self.leases = self.leases, {}
+        for call in self._due.values():
+            if call.active():
+                call.cancel()
+        self._due.clear()
+        return DeferredList([lease.stop() for lease in leases.values()])

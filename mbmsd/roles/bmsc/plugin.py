@@ -5,6 +5,8 @@ The C{bmsc} role's plugin: its config schema, and the factory.
 from zope.interface import implementer
 
 from mbmsd import config as c
+from mbmsd import overload
+from mbmsd import tls
 from mbmsd.interfaces import IRoleFactory
 
 SERVICE_SECTION = c.Section(
@@ -26,6 +28,9 @@ BMSC_SECTION = c.Section(
                        "MNC of the Key Domain ID"),
         "trusted_scfs": c.Field(c.array(c.ip_address()), [],
                                 "addresses whose X-3GPP-Asserted-Identity is honoured"),
+        "trusted_scf_names": c.Field(c.array(c.fqdn()), [],
+                                     "SCFs trusted by their TLS client certificate (its DNS "
+                                     "name, verified against bmsc.tls.ca)"),
         "zn_url": c.Field(c.string(r"https?://.+", "an http(s) URL"), None,
                           "BSF Zn base URL; default: the BSF role of this node, in-process"),
         "zn_timeout": c.Field(c.number(0.1, 60), 5.0, "seconds to wait for Zn"),
@@ -39,11 +44,27 @@ BMSC_SECTION = c.Section(
         "msk_lifetime": c.Field(c.integer(60, 30 * 86400), 86400, "seconds an MSK is valid"),
         "msk_rotation": c.Field(c.integer(10, 30 * 86400), 3600,
                                 "seconds between MSK rotations of each service"),
+        "lease_duration": c.Field(c.number(1, 3600), 30.0,
+                                  "seconds a node holds a service's MSK rotation lease in the "
+                                  "database without renewing it (the takeover time when it dies)"),
+        "lease_renewal": c.Field(c.number(0.1, 3600), None,
+                                 "seconds between renewals (default lease_duration / 3)"),
         "nonce_lifetime": c.Field(c.integer(5, 3600), 60, "seconds a Ua Digest nonce is valid"),
         "prune_interval": c.Field(c.integer(1, 86400), 60, "seconds between removals of expired state"),
+        **overload.concurrency_fields(maxConcurrent=1000, perPeer=100),
+        **overload.auth_fields(perImpi=5, perSource=100, window=300),
     },
+    # [bmsc.tls]: key management over HTTPS; with ca, SCFs may show a client certificate
+    tables={"tls": tls.TLS_SECTION},
     arrays={"service": SERVICE_SECTION},
 )
+
+
+def lease_renewal(section):
+    """Seconds between renewals of the MSK rotation leases."""
+    if section.get("lease_renewal") is not None:
+        return section["lease_renewal"]
+    return section["lease_duration"] / 3.0
 
 
 @implementer(IRoleFactory)
@@ -54,8 +75,11 @@ class BmscRoleFactory:
     startOrder = 20
 
     def checkNode(self, config):
-        errors = []
         section = config["bmsc"]
+        errors = tls.check(section["tls"], "bmsc.tls")
+        if section["trusted_scf_names"] and section["tls"]["ca"] is None:
+            errors.append("bmsc.trusted_scf_names: needs bmsc.tls.ca (the CA of the SCFs' "
+                          "client certificates)")
         if not section["zn_url"] and "bsf" not in config["node"]["roles"]:
             errors.append("bmsc.zn_url: required when the bsf role is not on this node")
         if not section["service"]:
@@ -63,6 +87,9 @@ class BmscRoleFactory:
         ids = [s["id"] for s in section["service"]]
         for dup in sorted({i for i in ids if ids.count(i) > 1}):
             errors.append("bmsc.service: duplicate MBMS User Service ID %r" % (dup,))
+        if lease_renewal(section) >= section["lease_duration"]:
+            errors.append("bmsc.lease_renewal: must be shorter than bmsc.lease_duration (%g s), "
+                          "or the lease runs out between renewals" % (section["lease_duration"],))
         return errors
 
     def makeService(self, node, config):

@@ -8,13 +8,17 @@ from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from mbmsd import profile
+from mbmsd import profile, tls
+from mbmsd.cluster import holder_id
 from mbmsd.interfaces import IBootstrapLookup
+from mbmsd.overload import AuthGuard, ConcurrencyLimiter, OverloadMetrics
 from mbmsd.protocols import gba
+from mbmsd.roles.bmsc.counters import CounterReservations
 from mbmsd.roles.bmsc.delivery import MikeyDelivery
 from mbmsd.roles.bmsc.http import KeyManagementResource
 from mbmsd.roles.bmsc.keymanagement import KeyManagement
 from mbmsd.roles.bmsc.msk import MskManager, default_key_group
+from mbmsd.roles.bmsc.plugin import lease_renewal
 from mbmsd.roles.bmsc.ua import UaAuthenticator
 from mbmsd.roles.bmsc.zn import HttpZnLookup
 from mbmsd.web import listener, makeSite
@@ -55,7 +59,7 @@ class _Msks(Service):
 
     def stopService(self):
         Service.stopService(self)
-        self.manager.stop()
+        return self.manager.stop()  # releases the rotation leases
 
 
 class BmscService(MultiService):
@@ -69,27 +73,51 @@ class BmscService(MultiService):
         nafId = gba.naf_id(self.nafFqdn, gba.UA_PROTOCOL_MBMS)
         zn = node.lookup(IBootstrapLookup)
         if config["zn_url"]:
-            agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
+            # HTTPS Zn: the node's client certificate and CA ([node.http_client])
+            policy = getattr(node.http, "tlsPolicy", None)
+            agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True),
+                          **({"contextFactory": policy} if policy is not None else {}))
             zn = HttpZnLookup(agent, config["zn_url"], reactor, config["zn_timeout"])
-        self.ua = UaAuthenticator(zn, self.nafFqdn, nafId, reactor, config["nonce_lifetime"])
+        overloaded = OverloadMetrics(metrics)
+        self.ua = UaAuthenticator(zn, self.nafFqdn, nafId, reactor, config["nonce_lifetime"],
+                                  guard=AuthGuard.fromConfig(reactor, config, overloaded))
         keyDomainId = profile.key_domain_id(config["mcc"], config["mnc"])
         services = {s["id"]: s["key_group"] if s["key_group"] is not None else default_key_group(s["id"])
                     for s in config["service"]}
         uePort = config["ue_mikey_port"] or profile.MSK_UDP_PORT
-        self.delivery = MikeyDelivery(reactor, store, self.nafFqdn.encode("ascii"), uePort, metrics)
+        # MIKEY counters reserved durably before use, many MUKs per transaction
+        # (counters.py), one counter per message: no node holds a block in
+        # memory, so the counters a UE gets only grow whichever BM-SC node of
+        # a shared database sends
+        counters = CounterReservations(store, reactor, block=1)
+        self.delivery = MikeyDelivery(reactor, counters,
+                                      self.nafFqdn.encode("ascii"), uePort, metrics)
         self.msks = MskManager(store, reactor, keyDomainId, services, config["msk_lifetime"],
-                               config["msk_rotation"], metrics)
+                               config["msk_rotation"], metrics,
+                               # one node of those sharing the database rotates
+                               leases=node.storage.leases, holder=holder_id(node.name),
+                               leaseDuration=config["lease_duration"],
+                               leaseRenewal=lease_renewal(config))
         self.msks.push = self.push
         self.km = KeyManagement(store, node.storage.subscribers, self.ua, self.msks, self.push,
                                 reactor, services, config["trusted_scfs"],
-                                config["authorization_lifetime"], keyDomainId)
+                                config["authorization_lifetime"], keyDomainId,
+                                trustedScfNames=config.get("trusted_scf_names", ()))
         self.store = store
         self.clock = reactor
-        site = makeSite(KeyManagementResource(self.km, metrics, reactor), reactor)
+        # trusted SCFs carry many users' requests: bounded per listener only
+        scfs = config["trusted_scfs"]
+        site = makeSite(
+            KeyManagementResource(self.km, metrics, reactor), reactor,
+            ConcurrencyLimiter.fromConfig(config, overloaded, "keymanagement", scfs, reactor),
+            ConcurrencyLimiter.connectionsFromConfig(config, overloaded, "keymanagement", scfs,
+                                                     reactor))
         _MikeyPort(reactor, self.delivery, config["mikey_source_port"],
                    config["mikey_interface"]).setServiceParent(self)
         _Msks(self.msks).setServiceParent(self)
-        listener(reactor, config["listen"], site, "keymanagement").setServiceParent(self)
+        listener(reactor, config["listen"], site, "keymanagement",
+                 tls=tls.serverOptions(config["tls"]) if tls.enabled(config.get("tls")) else None
+                 ).setServiceParent(self)
         timer = TimerService(config["prune_interval"], self.prune)
         timer.clock = reactor
         timer.setServiceParent(self)

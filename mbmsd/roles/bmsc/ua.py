@@ -36,15 +36,19 @@ class UaResult:
     impi: str = None
     ksNaf: bytes = field(default=None, repr=False)
     creds: object = None
+    retryAfter: int = None
 
 
 class UaAuthenticator:
     """
     @param zn: an L{mbmsd.interfaces.IBootstrapLookup}.
     @param peer: what to present to Zn as the asking NAF (None in-process).
+    @param guard: an L{mbmsd.overload.AuthGuard} (failures per IMPI and per
+        source), or None.
     """
 
-    def __init__(self, zn, nafFqdn, nafId, clock, nonceLifetime, peer=None, random=os.urandom):
+    def __init__(self, zn, nafFqdn, nafId, clock, nonceLifetime, peer=None, random=os.urandom,
+                 guard=None):
         self.zn = zn
         self.nafId = nafId
         # TS 24.109 5.2.1: realm = "3GPP-bootstrapping@" NAF FQDN
@@ -53,6 +57,7 @@ class UaAuthenticator:
         self.nonceLifetime = nonceLifetime
         self.peer = peer
         self.random = random
+        self.guard = guard
         self._nonces = OrderedDict()  # nonce -> [expires, highest nc]
         self._keys = OrderedDict()  # B-TID -> NafKey
 
@@ -71,10 +76,17 @@ class UaAuthenticator:
         return UaResult(False, 401, reason, self.challenge(stale))
 
     @inlineCallbacks
-    def authenticate(self, method, uri, authorization, body):
+    def authenticate(self, method, uri, authorization, body, source=None):
         """
+        @param source: the client's address, for the per-source limit.
         @return: Deferred firing with a L{UaResult}.
         """
+        if self.guard is not None:
+            refused = self.guard.refused(source=source)
+            if refused is not None:
+                # brute force from one address: 429 (RFC 6585 4)
+                return UaResult(False, 429, "too many failed authentications from this "
+                                "address; try later", retryAfter=refused[1])
         if authorization is None:
             return self._unauthorized("authentication required (Digest with the B-TID)")
         try:
@@ -100,12 +112,22 @@ class UaAuthenticator:
         key = yield self._nafKey(creds.username)
         if key is None:
             # unknown or expired B-TID: the UE must bootstrap again (TS 24.109 5.2.4)
+            self._failed(None, source)
             return self._unauthorized("unknown or expired B-TID: bootstrap again")
+        if self.guard is not None and self.guard.refused(impi=key.impi) is not None:
+            return UaResult(False, 403, "too many failed authentications; try later")
         password = base64.b64encode(key.ksNaf)
         if not digest.check_response(creds, password, method, body):
+            if self._failed(key.impi, source):
+                return UaResult(False, 403, "too many failed authentications; try later")
             return self._unauthorized("wrong digest response")
+        if self.guard is not None:
+            self.guard.succeeded(key.impi)
         entry[1] = nc
         return UaResult(True, 200, "", None, key.btid, key.impi, key.ksNaf, creds)
+
+    def _failed(self, impi, source):
+        return self.guard is not None and self.guard.failed(impi, source)
 
     @inlineCallbacks
     def _nafKey(self, btid):

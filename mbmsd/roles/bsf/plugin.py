@@ -5,13 +5,17 @@ The C{bsf} role's plugin: its config schema, and the factory.
 from zope.interface import implementer
 
 from mbmsd import config as c
+from mbmsd import overload
+from mbmsd import tls
 from mbmsd.interfaces import IRoleFactory
 
 NAF_SECTION = c.Section(
     fields={
         "fqdn": c.Field(c.fqdn(), c.REQUIRED, "the NAF's FQDN (the FQDN part of its NAF_Id)"),
-        "addresses": c.Field(c.array(c.ip_address(), minimum=1), c.REQUIRED,
-                             "source addresses the NAF's Zn requests come from"),
+        "addresses": c.Field(c.array(c.ip_address()), [],
+                             "source addresses the NAF's Zn requests come from; a TLS client "
+                             "certificate for the FQDN, verified against bsf.tls.ca, is "
+                             "trusted too"),
     }
 )
 
@@ -24,13 +28,13 @@ BSF_SECTION = c.Section(
         "key_lifetime": c.Field(c.integer(60, 7 * 86400), 3600, "Ks lifetime, seconds"),
         "challenge_lifetime": c.Field(c.integer(5, 600), 30,
                                       "seconds a Ub nonce may be answered"),
-        "max_auth_failures": c.Field(c.integer(1, 1000), 5,
-                                     "failed answers per IMPI before 403 (per window)"),
-        "auth_failure_window": c.Field(c.integer(1, 86400), 300,
-                                       "seconds over which failures are counted"),
+        **overload.auth_fields(perImpi=5, perSource=100, window=300),
+        **overload.concurrency_fields(maxConcurrent=1000, perPeer=100),
         "prune_interval": c.Field(c.integer(1, 86400), 60,
                                   "seconds between removals of expired sessions"),
     },
+    # [bsf.tls]: Ub and Zn over HTTPS; with ca, NAFs may show a client certificate
+    tables={"tls": tls.TLS_SECTION},
     arrays={"naf": NAF_SECTION},
 )
 
@@ -43,7 +47,13 @@ class BsfRoleFactory:
     startOrder = 10
 
     def checkNode(self, config):
-        return []
+        section = config["bsf"]
+        errors = tls.check(section["tls"], "bsf.tls")
+        for i, naf in enumerate(section["naf"]):
+            if not naf["addresses"] and section["tls"]["ca"] is None:
+                errors.append("bsf.naf[%d].addresses: required unless bsf.tls.ca lets the NAF "
+                              "show a client certificate" % (i,))
+        return errors
 
     def makeService(self, node, config):
         from mbmsd.roles.bsf.service import BsfService

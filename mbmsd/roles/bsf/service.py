@@ -6,7 +6,9 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
+from mbmsd import tls
 from mbmsd.interfaces import IBootstrapLookup
+from mbmsd.overload import AuthGuard, ConcurrencyLimiter, OverloadMetrics
 from mbmsd.roles.bsf.bootstrap import Bootstrapper
 from mbmsd.roles.bsf.ub import UbResource
 from mbmsd.roles.bsf.zn import ZnLookup, ZnResource
@@ -21,6 +23,7 @@ class BsfService(MultiService):
         reactor = node.reactor
         domain = config["domain"] or "bsf." + node.homeDomain
         metrics = node.metrics.forRole("bsf")
+        overloaded = OverloadMetrics(metrics)
         self.bootstrapper = Bootstrapper(
             node.storage.subscribers, node.storage.bootstrap, reactor,
             domain=domain, realm=domain,
@@ -28,6 +31,7 @@ class BsfService(MultiService):
             challengeLifetime=config["challenge_lifetime"],
             maxFailures=config["max_auth_failures"],
             failureWindow=config["auth_failure_window"],
+            guard=AuthGuard.fromConfig(reactor, config, overloaded),
         )
         nafs = {}
         for naf in config["naf"]:
@@ -36,8 +40,24 @@ class BsfService(MultiService):
         node.provide(IBootstrapLookup, self.zn)
         self.ubResource = UbResource(self.bootstrapper, metrics, reactor)
         self.znResource = ZnResource(self.zn, metrics, reactor)
-        listener(reactor, config["ub_listen"], makeSite(self.ubResource, reactor), "ub").setServiceParent(self)
-        listener(reactor, config["zn_listen"], makeSite(self.znResource, reactor), "zn").setServiceParent(self)
+        ubTls = znTls = None
+        if tls.enabled(config.get("tls")):
+            # Ub: server-authenticated TLS only (the UE has no
+            # certificate); Zn: a NAF may show its client certificate
+            ubTls = tls.serverOptions(config["tls"], clientCertificates=False)
+            znTls = tls.serverOptions(config["tls"])
+        # the configured NAFs carry many users' requests: bounded per listener only
+        naf = set().union(*nafs.values())
+        ub = makeSite(self.ubResource, reactor,
+                      ConcurrencyLimiter.fromConfig(config, overloaded, "ub", (), reactor),
+                      ConcurrencyLimiter.connectionsFromConfig(config, overloaded, "ub", (),
+                                                               reactor))
+        zn = makeSite(self.znResource, reactor,
+                      ConcurrencyLimiter.fromConfig(config, overloaded, "zn", naf, reactor),
+                      ConcurrencyLimiter.connectionsFromConfig(config, overloaded, "zn", naf,
+                                                               reactor))
+        listener(reactor, config["ub_listen"], ub, "ub", tls=ubTls).setServiceParent(self)
+        listener(reactor, config["zn_listen"], zn, "zn", tls=znTls).setServiceParent(self)
         self.pruned = metrics.counter("mbmsd_bsf_pruned_total",
                                       "Expired bootstrapping sessions and challenges removed")
         self.store = node.storage.bootstrap
@@ -46,8 +66,9 @@ class BsfService(MultiService):
         timer.clock = reactor
         timer.setName("prune")
         timer.setServiceParent(self)
-        log.info("BSF {domain}: Ub on {ub}, Zn on {zn}", domain=domain,
-                 ub=config["ub_listen"], zn=config["zn_listen"])
+        log.info("BSF {domain}: Ub on {ub}, Zn on {zn}{tls}", domain=domain,
+                 ub=config["ub_listen"], zn=config["zn_listen"],
+                 tls=" (HTTPS)" if tls.enabled(config.get("tls")) else "")
 
     def prune(self):
         d = self.store.prune(self.clock.seconds())

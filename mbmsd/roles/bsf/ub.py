@@ -45,7 +45,8 @@ class UbResource(Resource):
             d = maybeDeferred(plainAnswer, 400, BAD_REQUEST, "more than one Authorization header")
         else:
             d = maybeDeferred(
-                self.bootstrapper.handle, method, uri, values[0] if values else None
+                self.bootstrapper.handle, method, uri, values[0] if values else None,
+                _peer(request)
             )
 
         def answer(a):

@@ -23,6 +23,7 @@ from mbmsd.errors import NafNotAuthorized, UnknownBTID
 from mbmsd.interfaces import IBootstrapLookup
 from mbmsd.protocols import gba
 from mbmsd.storage.records import NafKey
+from mbmsd.tls import Peer, requestPeer
 from mbmsd.web import writeAnswer
 
 log = Logger(namespace="mbmsd.bsf.zn")
@@ -34,7 +35,8 @@ UA_ID_LENGTH = 5  # TS 33.220 H.1
 @implementer(IBootstrapLookup)
 class ZnLookup:
     """
-    @param nafs: {NAF FQDN: set of allowed peer addresses}.
+    @param nafs: {NAF FQDN: set of allowed peer addresses}. A peer whose
+        verified TLS client certificate names the FQDN is allowed too.
     """
 
     def __init__(self, store, clock, nafs):
@@ -46,8 +48,15 @@ class ZnLookup:
     def getNafKey(self, btid, nafId, peer):
         fqdn = nafId[:-UA_ID_LENGTH].decode("ascii", "replace") if len(nafId) > UA_ID_LENGTH else ""
         # peer None: the BM-SC of this very node, in-process (trusted by construction)
-        if peer is not None and peer not in self.nafs.get(fqdn.lower(), ()):
-            raise NafNotAuthorized("%s is not a configured NAF for %s" % (peer, fqdn or "?"))
+        if peer is not None:
+            address, names = peer if isinstance(peer, Peer) else (peer, ())
+            known = fqdn.lower() in self.nafs
+            # DESIGN 8.5: a configured NAF, by address or by its verified
+            # TLS client certificate for its FQDN
+            if not known or (address not in self.nafs[fqdn.lower()]
+                             and fqdn.lower() not in names):
+                raise NafNotAuthorized("%s is not a configured NAF for %s"
+                                       % (address, fqdn or "?"))
         session = yield self.store.getSession(btid)
         if session is None or session.expires <= self.clock.seconds():
             raise UnknownBTID(btid)
@@ -76,7 +85,8 @@ class ZnResource(Resource):
 
     def render(self, request):
         start = self.clock.seconds()
-        peer = getattr(request.getClientAddress(), "host", "?")
+        who = requestPeer(request)
+        peer = who.address
         gone = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
 
@@ -121,7 +131,7 @@ class ZnResource(Resource):
                 log.failure("Zn request failed", f)
                 send(500, "error", {"error": "internal error"}, btid)
 
-        maybeDeferred(self.lookup.getNafKey, btid, nafId, peer).addCallbacks(ok, failed)
+        maybeDeferred(self.lookup.getNafKey, btid, nafId, who).addCallbacks(ok, failed)
         return NOT_DONE_YET
 
 
@@ -130,7 +140,8 @@ def _parse(raw):
         raise ValueError("body larger than %d bytes" % (MAX_BODY,))
     try:
         doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        # RecursionError: arrays or objects nested deeper than json can follow
         raise ValueError("body is not JSON") from None
     if not isinstance(doc, dict):
         raise ValueError("body must be a JSON object")

@@ -4,6 +4,10 @@ The C{pcscf} role's plugin: its config schema, and the factory.
     [pcscf]
     udp_listen = "udp:5060:interface=127.0.0.1"   # "" turns UDP off
     tcp_listen = "tcp:5060:interface=127.0.0.1"   # "" turns TCP off
+    tls_listen = "tcp:5061:interface=127.0.0.1"   # SIP over TLS ("" or absent: off)
+    [pcscf.tls]                                   # its certificate (mbmsd.tls)
+    certificate = "/etc/mbmsd/tls/pcscf.pem"
+    private_key = "/etc/mbmsd/tls/pcscf.key"
     scf = "sip:127.0.0.1:5070"                    # ;transport=tcp for TCP
 """
 
@@ -12,8 +16,11 @@ import ipaddress
 from zope.interface import implementer
 
 from mbmsd import config as c
+from mbmsd import overload
+from mbmsd import tls
 from mbmsd.interfaces import IRoleFactory
-from mbmsd.sip.listeners import parse_udp_listen, tcp_listen_field, udp_listen_field
+from mbmsd.sip.listeners import (
+    parse_udp_listen, tcp_listen_field, tls_listen_field, udp_listen_field)
 
 __all__ = ["PcscfRoleFactory", "PCSCF_SECTION", "parse_udp_listen", "parse_next_hop"]
 
@@ -58,6 +65,7 @@ PCSCF_SECTION = c.Section(
     fields={
         "udp_listen": udp_listen_field(5060),
         "tcp_listen": tcp_listen_field(5060),
+        "tls_listen": tls_listen_field(5061),
         "advertised_host": c.Field(c.ip_address(), None,
                                    "address put in Via and Record-Route "
                                    "(default: the listen interface, 127.0.0.1 for 0.0.0.0)"),
@@ -80,7 +88,11 @@ PCSCF_SECTION = c.Section(
         "prune_interval": c.Field(c.integer(1, 86400), 60,
                                   "seconds between removals of expired bindings"),
         "t1": c.Field(c.number(0.05, 10), 0.5, "RFC 3261 T1, seconds"),
-    }
+        **overload.concurrency_fields(maxConcurrent=1000, perPeer=100),
+        **overload.auth_fields(perImpi=5, perSource=100, window=300),
+    },
+    # [pcscf.tls]: the certificate of the TLS listener (tls_listen)
+    tables={"tls": tls.TLS_SECTION},
 )
 
 
@@ -108,6 +120,9 @@ class PcscfRoleFactory:
                               "and pcscf.max_expires (%d)" % (lo, hi))
         if section.get("udp_listen") == "" and section.get("tcp_listen") == "":
             errors.append("pcscf.udp_listen: UDP and TCP cannot both be off ('')")
+        if section.get("tls_listen") or tls.enabled(section.get("tls")):
+            errors += tls.check(section.get("tls") or {}, "pcscf.tls",
+                                needCertificate=bool(section.get("tls_listen")))
         return errors
 
     def makeService(self, node, config):

@@ -37,7 +37,7 @@ from mbmsd.interfaces import IClientTransactionUser, ITransactionUser
 from mbmsd.roles.pcscf.registrar import aor
 from mbmsd.sip.message import (
     MAGIC_COOKIE, SipParseError, make_branch, make_cancel, make_response, parse_name_addr,
-    parse_uri, parse_via)
+    parse_uri, parse_via, reason_phrase)
 from mbmsd.sip.transaction import TransactionError, TransactionLayer, TimerSettings
 
 __all__ = ["PcscfProxy", "METHODS"]
@@ -385,9 +385,9 @@ class PcscfProxy:
         if not _is_ip(uri.host):
             raise ForwardFailed(404, "Not Found: no route to %s" % (uri.host,))
         transport = (uri.params.get("transport") or "udp").upper()
-        if transport not in ("UDP", "TCP"):
+        if transport not in ("UDP", "TCP", "TLS"):
             raise ForwardFailed(503, "Service Unavailable: transport not supported")
-        port = uri.port if uri.port is not None else 5060
+        port = uri.port if uri.port is not None else (5061 if transport == "TLS" else 5060)
         return _Target(transport, uri.host, port, self._trusted(uri.host, port))
 
     def _assertIdentity(self, fwd, bindings):
@@ -524,6 +524,10 @@ class _Forward:
             return
         if _privacy_id(up) and not self._upstreamTrusted():
             up.headers.remove("P-Asserted-Identity")
+        if response.status == 503:
+            # RFC 3261 16.7 step 6: the next hop's 503 says nothing of this
+            # P-CSCF; the UE gets 500 (its Retry-After kept, RFC 3261 20.33)
+            up.status, up.reason = 500, reason_phrase(500)
         if response.status >= 200:
             first = not self.final
             self.final = True

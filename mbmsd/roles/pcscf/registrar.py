@@ -36,6 +36,7 @@ from email.utils import formatdate
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
+from mbmsd.overload import AuthGuard
 from mbmsd.protocols import digest, gba, milenage
 from mbmsd.sip.message import SipParseError, parse_name_addr
 from mbmsd.storage.records import Challenge
@@ -61,10 +62,12 @@ TOO_BRIEF = "interval_too_brief"
 RESYNCHRONISED = "resynchronised"
 AUTS_REJECTED = "auts_rejected"
 OUT_OF_ORDER = "out_of_order"
+LOCKED = "too_many_failures"
+SOURCE_LOCKED = "source_too_many_failures"
 OUTCOMES = (
     CHALLENGED, REGISTERED, DEREGISTERED, QUERIED, STALE_NONCE, WRONG_RESPONSE,
     UNKNOWN_USER, FOREIGN_IMPU, BAD_REQUEST, TOO_BRIEF, RESYNCHRONISED, AUTS_REJECTED,
-    OUT_OF_ORDER,
+    OUT_OF_ORDER, LOCKED, SOURCE_LOCKED,
 )
 
 
@@ -108,10 +111,12 @@ class Registrar:
     @param store: L{mbmsd.interfaces.ISipRegistrationStore}.
     @param clock: IReactorTime.
     @param random: C{random(n)} -> n random bytes (RAND).
+    @param guard: an L{mbmsd.overload.AuthGuard} (failed authentications
+        per IMPI and per source address), or None.
     """
 
     def __init__(self, subscribers, store, clock, realm, minExpires=60, maxExpires=7200,
-                 defaultExpires=3600, challengeLifetime=30, random=os.urandom):
+                 defaultExpires=3600, challengeLifetime=30, random=os.urandom, guard=None):
         self.subscribers = subscribers
         self.store = store
         self.clock = clock
@@ -121,6 +126,7 @@ class Registrar:
         self.defaultExpires = defaultExpires
         self.challengeLifetime = challengeLifetime
         self.random = random
+        self.guard = guard if guard is not None else AuthGuard(clock, 0, 0, 1)
 
     @inlineCallbacks
     def register(self, request, transport, source):
@@ -131,7 +137,21 @@ class Registrar:
         @return: Deferred firing with a L{RegisterAnswer}.
         """
         seen = {}
-        answer = yield self._register(request, transport.upper(), source, seen)
+        host = source[0] if source else None
+        refused = self.guard.refused(source=host)
+        if refused is not None:
+            # brute force from one address: no vector, no SQN step
+            answer = RegisterAnswer(403, SOURCE_LOCKED,
+                                    "Forbidden: too many failed authentications")
+        else:
+            answer = yield self._register(request, transport.upper(), source, seen)
+        if answer.outcome in (UNKNOWN_USER, FOREIGN_IMPU):
+            self.guard.failed(None, host)
+        elif answer.outcome in (WRONG_RESPONSE, AUTS_REJECTED):
+            if self.guard.failed(seen.get("impi"), host):
+                answer.outcome = LOCKED
+        elif answer.outcome in (REGISTERED, DEREGISTERED, QUERIED) and "impi" in seen:
+            self.guard.succeeded(seen["impi"])
         answer.impi = seen.get("impi", "")
         answer.impu = seen.get("impu", "")
         return answer
@@ -169,6 +189,8 @@ class Registrar:
         if not impi or len(impi) > 255:
             return RegisterAnswer(400, BAD_REQUEST, "Bad Request: username must be the IMPI")
         seen["impi"] = impi
+        if self.guard.refused(impi=impi) is not None:
+            return RegisterAnswer(403, LOCKED, "Forbidden: too many failed authentications")
 
         subscriber = yield self.subscribers.get(impi)
         if subscriber is None:

@@ -7,6 +7,8 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
+from mbmsd import tls
+from mbmsd.overload import AuthGuard, OverloadMetrics, SipAdmission
 from mbmsd.roles.pcscf.plugin import parse_next_hop
 from mbmsd.roles.pcscf.proxy import PcscfProxy
 from mbmsd.roles.pcscf.registrar import Registrar
@@ -25,6 +27,7 @@ class PcscfService(MultiService):
         listen = SipListenSettings(config, 5060)
         scf = parse_next_hop(config["scf"])
         metrics = node.metrics.forRole("pcscf")
+        overloaded = OverloadMetrics(metrics)
         self.clock = reactor
         self.store = node.storage.sipRegistrations
         self.registrar = Registrar(
@@ -33,6 +36,7 @@ class PcscfService(MultiService):
             minExpires=config["min_expires"], maxExpires=config["max_expires"],
             defaultExpires=config["default_expires"],
             challengeLifetime=config["challenge_lifetime"],
+            guard=AuthGuard.fromConfig(reactor, config, overloaded),
         )
         self.bindingsGauge = metrics.gauge("mbmsd_pcscf_registered_bindings",
                                            "Live registration bindings")
@@ -47,15 +51,19 @@ class PcscfService(MultiService):
             timers=TimerSettings(t1=config["t1"], trying_delay=0),
             onRegistration=self.updateGauge,
         )
+        # the SCF and trusted peers carry many users' requests: per listener only
+        self.proxy.layer.admission = self.connections.admission = SipAdmission(
+            config, overloaded, exempt={scf[0], *config["trusted_peers"]}, clock=reactor)
         self.connections.receiver = self.proxy.layer
-        attach_listeners(self, reactor, "pcscf", listen, self.connections, self.proxy.ports)
+        attach_listeners(self, reactor, "pcscf", listen, self.connections, self.proxy.ports,
+                         tls=tls.serverOptions(config["tls"]) if listen.tls else None)
         timer = TimerService(config["prune_interval"], self.prune)
         timer.clock = reactor
         timer.setName("prune")
         timer.setServiceParent(self)
-        log.info("P-CSCF: UDP {udp}, TCP {tcp}, next hop {scf}, advertised as {adv}",
+        log.info("P-CSCF: UDP {udp}, TCP {tcp}, TLS {tls}, next hop {scf}, advertised as {adv}",
                  udp=config["udp_listen"] or "off", tcp=config["tcp_listen"] or "off",
-                 scf=config["scf"], adv=listen.advertised)
+                 tls=listen.tls or "off", scf=config["scf"], adv=listen.advertised)
 
     def stopService(self):
         self.connections.closeAll()

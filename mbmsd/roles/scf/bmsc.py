@@ -11,8 +11,16 @@ node's pooled HTTP client:
 The acknowledgement is a 200 with the per-service statuses. Anything else
 is a refusal (L{BmscRefused}); no answer in time, or no connection after
 the bounded retries, is L{BmscUnavailable} (the SCF then answers 504).
+
+With several BM-SC.UPF nodes (C{bmsc_url} a list, sharing one database) a
+node that gives no answer (unreachable, silent, broke off, or 503 when
+saturated) is skipped for the next one, within the one C{bmsc_timeout};
+authorize and deauthorize are idempotent, so a repeat is harmless. The
+node that answered last is asked first next time.
 """
 
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from mbmsd import profile
@@ -21,6 +29,8 @@ from mbmsd.interfaces import IServiceAuthorizationClient
 from mbmsd.protocols import mbms_xml
 
 __all__ = ["HttpServiceAuthorizationClient", "BmscUnavailable", "BmscRefused"]
+
+log = Logger(namespace="mbmsd.scf.bmsc")
 
 
 class BmscUnavailable(Exception):
@@ -51,16 +61,20 @@ class HttpServiceAuthorizationClient:
     """
     @param http: an L{mbmsd.httpclient.HttpClient} (the node's).
     @param baseUrl: the BM-SC's key management base URL, e.g.
-        C{http://127.0.0.1:1234}.
-    @param timeout: seconds for each request, retries included.
-    @param retries: further attempts after connection failures.
+        C{http://127.0.0.1:1234}, or a list of them (nodes of one BM-SC).
+    @param timeout: seconds for each request, retries and other nodes
+        included.
+    @param retries: further attempts after connection failures, per node.
     """
 
     def __init__(self, http, baseUrl, timeout, retries):
         self.http = http
-        self.base = baseUrl.rstrip("/") + profile.KEYMANAGEMENT_PATH
+        urls = [baseUrl] if isinstance(baseUrl, str) else list(baseUrl)
+        self.bases = [u.rstrip("/") + profile.KEYMANAGEMENT_PATH for u in urls]
+        self.base = self.bases[0]
         self.timeout = timeout
         self.retries = retries
+        self._first = 0  # index of the node that answered last
 
     def authorize(self, impu, serviceIds, ueAddress, lifetime):
         return self._post(profile.REQUESTTYPE_AUTHORIZE, impu, serviceIds, ueAddress, lifetime)
@@ -76,11 +90,33 @@ class HttpServiceAuthorizationClient:
             "Content-Type": profile.CT_AUTHORIZE,
             "Accept": profile.CT_AUTHORIZE_RESPONSE,
         }
-        url = "%s?requesttype=%s" % (self.base, requesttype)
-        d = self.http.request("POST", url, headers, body, timeout=self.timeout,
-                              retries=self.retries)
-        d.addCallbacks(self._answer, self._failed)
-        return d
+        return self._failover(requesttype, headers, body).addCallbacks(self._answer,
+                                                                        self._failed)
+
+    @inlineCallbacks
+    def _failover(self, requesttype, headers, body):
+        clock = self.http.clock
+        deadline = clock.seconds() + self.timeout
+        n = len(self.bases)
+        order = [(self._first + i) % n for i in range(n)]
+        for tried, index in enumerate(order):
+            url = "%s?requesttype=%s" % (self.bases[index], requesttype)
+            last = tried == n - 1
+            # what is left, shared by the nodes not yet tried
+            share = (deadline - clock.seconds()) / (n - tried)
+            try:
+                response = yield self.http.request("POST", url, headers, body, timeout=share,
+                                                   retries=self.retries)
+            except HttpError as e:
+                if last:
+                    raise
+                log.warn("BM-SC {url}: {e}; trying the next node", url=self.bases[index], e=e)
+                continue
+            if response[0] == 503 and not last:
+                log.warn("BM-SC {url}: 503; trying the next node", url=self.bases[index])
+                continue
+            self._first = index
+            return response
 
     def _answer(self, response):
         code, headers, body = response

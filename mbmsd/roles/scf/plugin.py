@@ -4,7 +4,8 @@ The C{scf} role's plugin: its config schema, and the factory.
     [scf]
     udp_listen = "udp:5070:interface=127.0.0.1"   # "" turns UDP off
     tcp_listen = "tcp:5070:interface=127.0.0.1"   # "" turns TCP off
-    bmsc_url = "http://127.0.0.1:1234"            # the BM-SC.UPF key management
+    bmsc_url = "http://127.0.0.1:1234"            # the BM-SC.UPF key management, or a
+                                                  # list: its nodes, tried in turn
     bmsc_timeout = 5                              # seconds, then SIP 504
     trusted_pcscfs = ["127.0.0.1"]                # P-Asserted-Identity only from these
 
@@ -27,6 +28,7 @@ import re
 from zope.interface import implementer
 
 from mbmsd import config as c
+from mbmsd import overload
 from mbmsd.interfaces import IRoleFactory
 from mbmsd.sip.listeners import parse_udp_listen, tcp_listen_field, udp_listen_field
 
@@ -69,6 +71,20 @@ def _impu():
             return normalize_impu(value)
         except ValueError:
             raise c.Invalid("must be a SIP or tel URI such as 'sip:user1@home1.net'") from None
+
+    return check
+
+
+def _bmsc_urls():
+    one = c.string(r"https?://[^\s/?#]+/?", "an http(s) base URL such as "
+                   "'http://127.0.0.1:1234'")
+
+    def check(value):
+        if not isinstance(value, list):
+            return one(value)
+        if not value:
+            raise c.Invalid("must name at least one URL")
+        return c.array(one)(value)
 
     return check
 
@@ -131,9 +147,9 @@ SCF_SECTION = c.Section(
                                    "(default: the listen interface, 127.0.0.1 for 0.0.0.0)"),
         "service_domain": c.Field(c.fqdn(), None,
                                   "domain of the services' Request-URIs (default mbms.<home_domain>)"),
-        "bmsc_url": c.Field(c.string(r"https?://[^\s/?#]+/?", "an http(s) base URL such as "
-                                     "'http://127.0.0.1:1234'"),
-                            "http://127.0.0.1:1234", "BM-SC.UPF key management base URL"),
+        "bmsc_url": c.Field(_bmsc_urls(), "http://127.0.0.1:1234",
+                            "BM-SC.UPF key management base URL, or a list of them (nodes "
+                            "sharing one database; the next is tried when one gives no answer)"),
         "bmsc_timeout": c.Field(c.number(0.1, 60), 5.0,
                                 "seconds the BM-SC has to acknowledge (then SIP 504)"),
         "retries": c.Field(c.integer(0, 5), 1,
@@ -150,6 +166,8 @@ SCF_SECTION = c.Section(
         "max_message_size": c.Field(c.integer(1024, 65535), 65535,
                                     "bytes; larger messages are answered 413"),
         "t1": c.Field(c.number(0.05, 10), 0.5, "RFC 3261 T1, seconds"),
+        # UEs reach the SCF through the trusted P-CSCFs (not bounded per peer)
+        **overload.concurrency_fields(maxConcurrent=1000, perPeer=100),
     },
     arrays={"service": SERVICE_SECTION, "subscription": SUBSCRIPTION_SECTION},
 )

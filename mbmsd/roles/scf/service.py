@@ -7,6 +7,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
+from mbmsd.overload import OverloadMetrics, SipAdmission
 from mbmsd.roles.scf.bmsc import HttpServiceAuthorizationClient
 from mbmsd.roles.scf.core import ScfCore, Subscriptions
 from mbmsd.sip.listeners import Connections, SipListenSettings, attach_listeners
@@ -35,12 +36,15 @@ class ScfService(MultiService):
             authorizationMargin=config["authorization_margin"],
             timers=TimerSettings(t1=config["t1"], trying_delay=0),
         )
+        # the trusted P-CSCFs carry many users' requests: per listener only
+        self.core.layer.admission = self.connections.admission = SipAdmission(
+            config, OverloadMetrics(metrics), exempt=config["trusted_pcscfs"], clock=reactor)
         self.connections.receiver = self.core.layer
         attach_listeners(self, reactor, "scf", listen, self.connections, self.core.ports)
         log.info("SCF: UDP {udp}, TCP {tcp}, services {services} in {domain}, BM-SC {bmsc}",
                  udp=config["udp_listen"] or "off", tcp=config["tcp_listen"] or "off",
                  services=", ".join(s["id"] for s in config["service"]), domain=serviceDomain,
-                 bmsc=config["bmsc_url"])
+                 bmsc=", ".join(self.client.bases))
 
     @inlineCallbacks
     def stopService(self):

@@ -1,0 +1,124 @@
+"""
+Singleton duties across the nodes that share one database (DESIGN 4/6): a
+duty (the MSK rotation of a service) runs only on the node that holds its
+lease in the L{ILeaseStore}, renewed on a timer; when that node dies its
+lease runs out and another node's next attempt takes it.
+
+    lease = Lease(storage.leases, reactor, "bmsc.msk-rotation:urn:mbmsd:news",
+                  holder_id("core-1"), duration=30, renewal=10,
+                  onAcquired=start_duty, onLost=stop_duty)
+    lease.start()
+    ...
+    if lease.held: do_the_duty()
+    yield lease.stop()  # releases it: another node takes over at once
+
+Safety rests on the nodes' clocks agreeing to well within C{duration -
+renewal}: the holder stops acting at the expiry it asked for, measured on its
+own clock, even when it cannot reach the database to learn that it lost.
+"""
+
+import os
+
+from twisted.internet.defer import succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+log = Logger(namespace="mbmsd.cluster")
+
+
+def holder_id(nodeName):
+    """
+    The holder name of this process: the node name, the PID and a random
+    part, so that a restarted node (or a second process started with the
+    same config by mistake) is another holder.
+    """
+    return "%s/%d/%s" % (nodeName, os.getpid(), os.urandom(4).hex())
+
+
+class Lease:
+    """
+    One lease, taken and renewed every C{renewal} seconds while started.
+
+    @param store: an L{mbmsd.interfaces.ILeaseStore}.
+    @param clock: IReactorTime.
+    @param onAcquired: called with no argument when the lease becomes ours.
+    @param onLost: called with no argument when it stops being ours (another
+        holder has it, or it ran out before a renewal succeeded).
+    """
+
+    def __init__(self, store, clock, name, holder, duration, renewal, onAcquired, onLost):
+        if not 0 < renewal < duration:
+            raise ValueError("the renewal interval must be shorter than the lease")
+        self.store = store
+        self.clock = clock
+        self.name = name
+        self.holder = holder
+        self.duration = duration
+        self.renewal = renewal
+        self.onAcquired = onAcquired
+        self.onLost = onLost
+        self._until = None  # our lease's expiry on our clock, None when not ours
+        self._loop = None
+
+    @property
+    def held(self):
+        """True while the lease is ours and has not run out on our clock."""
+        return self._until is not None and self.clock.seconds() < self._until
+
+    def start(self):
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self.clock
+        self._loop.start(self.renewal, now=True)
+
+    def _tick(self):
+        now = self.clock.seconds()
+        if self._until is not None and now >= self._until:
+            self._lose("it ran out before a renewal succeeded")
+        d = self.store.acquire(self.name, self.holder, now, self.duration)
+        d.addCallbacks(self._answered, self._failed, callbackArgs=(now,))
+        return d  # the loop waits for it: attempts never pile up
+
+    def _answered(self, ours, asked):
+        if self._loop is None or not self._loop.running:
+            if ours:  # granted after stop(): hand it back
+                self.store.release(self.name, self.holder).addErrback(
+                    lambda f: log.warn("lease {name}: release failed: {e}", name=self.name,
+                                       e=f.getErrorMessage()))
+            return
+        if not ours:
+            if self._until is not None:
+                self._lose("another node holds it")
+            return
+        first = self._until is None
+        self._until = asked + self.duration
+        if first:
+            log.info("lease {name} taken by {holder}", name=self.name, holder=self.holder)
+            self.onAcquired()
+
+    def _failed(self, failure):
+        log.warn("lease {name}: renewal failed: {e}", name=self.name,
+                 e=failure.getErrorMessage())
+        # held stays True only until the expiry we were granted
+
+    def _lose(self, why):
+        self._until = None
+        log.warn("lease {name} lost by {holder}: {why}", name=self.name, holder=self.holder,
+                 why=why)
+        self.onLost()
+
+    def stop(self):
+        """
+        Stop renewing; release the lease if it is ours.
+
+        @return: Deferred firing when released (errors are logged).
+        """
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._until is None:
+            return succeed(None)
+        self._until = None
+        self.onLost()
+        d = self.store.release(self.name, self.holder)
+        d.addErrback(lambda f: log.warn("lease {name}: release failed: {e}", name=self.name,
+                                        e=f.getErrorMessage()))
+        return d
