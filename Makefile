@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run check test system-deps venv clean bench
+.PHONY: run check test system-deps bench-deps venv clean bench
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ test: system-deps venv
 clean:
 	rm -rf $(VENV) build *.egg-info var twisted/plugins/dropin.cache mbmsd/plugins/dropin.cache
 
+# Debian packages only the benchmarks use (Kamailio); not part of `make test`
+bench-deps:
+	scripts/bench-deps
+
 # every benchmark on loopback, about 5 minutes; figures are ratios (bench/run)
-bench: venv
+bench: system-deps bench-deps venv
 	$(BIN)/python bench/run

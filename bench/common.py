@@ -75,6 +75,31 @@ def free_port(kind=socket.SOCK_STREAM):
         return s.getsockname()[1]
 
 
+def free_port_pair():
+    """A port number free for both UDP and TCP on 127.0.0.1 (SIP listens on both)."""
+    for _ in range(50):
+        with socket.socket() as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port pair")
+
+
+def _toml(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[%s]" % ", ".join(_toml(v) for v in value)
+    return '"%s"' % str(value).replace("\\", "\\\\").replace('"', '\\"')
+
+
 def rss(pid=None):
     """Resident set size in bytes of C{pid} (default: this process)."""
     path = "/proc/%s/status" % (pid or "self",)
@@ -107,18 +132,42 @@ class Daemon:
     C{workdir} (as tests/daemon.py does).
     """
 
-    def __init__(self, workdir, overlay="", base=ROOT / "etc" / "mbmsd.toml", storage=""):
+    def __init__(self, workdir, overlay="", base=ROOT / "etc" / "mbmsd.toml", storage="",
+                 settings=None):
+        """
+        @param storage: raw TOML lines added to [storage].
+        @param settings: {table: {key: value}} merged over the generated
+            tables (a table named here must not appear in C{overlay}).
+        @param overlay: raw TOML appended at the end (it starts with a
+            table header of its own).
+        """
         self.workdir = Path(workdir)
         self.ports = {k: free_port() for k in ("ub", "zn", "metrics", "bmsc")}
         self.ports["mikey"] = free_port(socket.SOCK_DGRAM)
+        self.ports.update((k, free_port_pair()) for k in ("pcscf", "scf"))
         self.base = base
         self.overlay = self.workdir / "overlay.toml"
+        local = "%s:%d:interface=127.0.0.1"
+        tables = {
+            "metrics.prometheus": {"listen": local % ("tcp", self.ports["metrics"])},
+            "bsf": {"ub_listen": local % ("tcp", self.ports["ub"]),
+                    "zn_listen": local % ("tcp", self.ports["zn"])},
+            "bmsc": {"listen": local % ("tcp", self.ports["bmsc"]),
+                     "ue_mikey_port": self.ports["mikey"]},
+            "pcscf": {"udp_listen": local % ("udp", self.ports["pcscf"]),
+                      "tcp_listen": local % ("tcp", self.ports["pcscf"]),
+                      "scf": "sip:127.0.0.1:%d" % (self.ports["scf"],)},
+            "scf": {"udp_listen": local % ("udp", self.ports["scf"]),
+                    "tcp_listen": local % ("tcp", self.ports["scf"]),
+                    "bmsc_url": "http://127.0.0.1:%d" % (self.ports["bmsc"],)},
+        }
+        for table, values in (settings or {}).items():
+            tables.setdefault(table, {}).update(values)
         self.overlay.write_text(
-            '[storage]\npath = "%s"\n%s\n[metrics.prometheus]\nlisten = "tcp:%d:interface=127.0.0.1"\n\n'
-            '[bsf]\nub_listen = "tcp:%d:interface=127.0.0.1"\nzn_listen = "tcp:%d:interface=127.0.0.1"\n\n'
-            '[bmsc]\nlisten = "tcp:%d:interface=127.0.0.1"\nue_mikey_port = %d\n\n'
-            % (self.workdir / "mbmsd.sqlite3", storage, self.ports["metrics"], self.ports["ub"],
-               self.ports["zn"], self.ports["bmsc"], self.ports["mikey"])
+            '[storage]\npath = "%s"\n%s\n' % (self.workdir / "mbmsd.sqlite3", storage)
+            + "".join("[%s]\n%s\n" % (t, "".join("%s = %s\n" % (k, _toml(v))
+                                                   for k, v in kv.items()))
+                      for t, kv in tables.items())
             + overlay
         )
         self.proc = None
@@ -132,7 +181,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [tool("twistd"), "-n", "--pidfile=", *extra, "mbmsd", "--config", str(self.base),
              "--config", str(self.overlay)],
-            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -156,6 +205,20 @@ class Daemon:
 
     def stop(self, timeout=20):
         stop_process(self.proc, timeout)
+
+
+def die_with_parent():
+    """
+    preexec_fn of the servers a benchmark starts (twistd, the sipp UAS, Kamailio):
+    SIGTERM when the benchmark process dies, even by SIGKILL (bench/run's
+    timeout), so that none is left running.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def stop_process(proc, timeout=20):

@@ -35,6 +35,7 @@ from bench import common
 from bench.ue_farm import muk_for, ue_ip
 from mbmsd.metrics import Metrics
 from mbmsd.protocols import mikey
+from mbmsd.roles.bmsc.counters import CounterReservations
 from mbmsd.roles.bmsc.delivery import MikeyDelivery
 from mbmsd.roles.bmsc.msk import MskManager
 from mbmsd.storage.bmsc import MemoryBmscStore
@@ -94,7 +95,11 @@ def run(reactor, args):
             store = storage.bmsc
         else:
             store = MemoryBmscStore()
-        delivery = MikeyDelivery(reactor, store, IDI, int(farmPort), metrics)
+        # as the node wires it (mbmsd/roles/bmsc/service.py); --counters store:
+        # one store transaction per message, for comparison
+        counters = (CounterReservations(store, reactor, **({"block": args.block} if args.block else {}))
+                    if args.counters == "batched" else store)
+        delivery = MikeyDelivery(reactor, counters, IDI, int(farmPort), metrics)
         port = reactor.listenUDP(0, delivery, interface="127.0.0.1")
         baseline = crypto_baseline(args.baseline_seconds)
 
@@ -149,10 +154,10 @@ def run(reactor, args):
     # the same count of bare dict entries {B-TID: 32-byte key}, measured the same way
     perEntry = common.bare_entry_bytes()
     perUe = max(0, peak[0] - rss0) / args.ues
-    note = ("%d UEs, store %s%s; sent %d, retransmitted %d, verified %d; UE farm accepted %s; "
+    note = ("%d UEs, store %s%s, counters %s; sent %d, retransmitted %d, verified %d; UE farm accepted %s; "
             "CPU BM-SC %.0f%%, UE farm %.0f%%"
             % (args.ues, args.store, "/" + args.synchronous if args.store == "sqlite" else "",
-               sent, retransmitted, verified, done[1] if len(done) > 1 else "?",
+               args.counters, sent, retransmitted, verified, done[1] if len(done) > 1 else "?",
                100 * cpu, 100 * farmCpu))
     prefix = args.prefix
     figures = [
@@ -178,6 +183,11 @@ def main():
     ap.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
     ap.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
     ap.add_argument("--prefix", default="")
+    ap.add_argument("--counters", choices=("batched", "store"), default="batched",
+                    help="MIKEY counters reserved in batches (as the node does) or one store "
+                         "transaction per message")
+    ap.add_argument("--block", type=int, default=None,
+                    help="counters reserved per MUK (default: mbmsd.roles.bmsc.counters.BLOCK)")
     ap.add_argument("--profile", default=None, help="cProfile this process into the file")
     args = ap.parse_args()
     args.ues = args.ues or (500 if args.quick else 100000)

@@ -1,0 +1,110 @@
+"""
+invite_flow: MBMS user service calls per second through a real twistd node
+running etc/mbmsd.toml (all four roles) on free ports, with N subscribers
+(TS 35.208 test set 1 keys) subscribed to the demo service: sipp UEs
+register once with AKA through the P-CSCF (sipp's own Milenage), then each
+call is INVITE / 200 / ACK / BYE / 200 through P-CSCF -> SCF, where the SCF
+authorizes the user at the BM-SC.UPF (HTTP POST authorize, stored in
+SQLite) before its 200 and deauthorizes after the BYE. Every call of a run
+must succeed (sipp exit 0, FailedCall 0).
+
+Baseline, in the same run: the same sipp UAC scenario straight to a sipp UAS
+(bench/sipp/uas.xml). Both sides are closed-loop at the same limits of calls
+in progress; the best clean rate of each side is compared.
+
+    python -m bench.invite [--quick] [--ues N] [--seconds S] [--limits 10,40]
+"""
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from bench import common, sippload
+
+
+def measure_baseline(folder, users, args):
+    uas = sippload.Uas(folder, "base-uas")
+    try:
+        cpu0 = sippload.cpu_of([uas.pid])
+        best, runs = sippload.best_rate(
+            lambda n, limit: sippload.calls(folder, "127.0.0.1:%d" % (uas.port,), users, n, limit,
+                                            name="base"),
+            args.seconds, args.limits, args.base_probe)
+        cpu = sippload.cpu_of([uas.pid]) - cpu0
+    finally:
+        uas.stop()
+    return best, runs, cpu
+
+
+def measure_mbmsd(folder, names, users, args):
+    daemon = common.Daemon(folder, sippload.subscribers_toml(names), storage=(
+        'synchronous = "%s"\n' % (args.synchronous,) if args.synchronous else ""))
+    daemon.start(extra=args.twistd_extra)
+    try:
+        port = common.free_port_pair()
+        target = "127.0.0.1:%d" % (daemon.ports["pcscf"],)
+        sippload.register(folder, target, port, names)
+        cpu0 = common.cpu_seconds(daemon.pid)
+        best, runs = sippload.best_rate(
+            lambda n, limit: sippload.calls(folder, target, users, n, limit, port=port,
+                                            name="mbmsd"),
+            args.seconds, args.limits, args.probe)
+        cpu = common.cpu_seconds(daemon.pid) - cpu0
+    except Exception:
+        print(daemon.log()[-3000:], flush=True)
+        raise
+    finally:
+        daemon.stop()
+    return best, runs, cpu
+
+
+def run(args):
+    names = ["ue%d" % (i,) for i in range(args.ues)]
+    with tempfile.TemporaryDirectory(prefix="mbmsd-bench-invite-") as tmp:
+        users = sippload.users_file(tmp, names)
+        base, baseRuns, baseCpu = measure_baseline(tmp, users, args)
+        node = Path(tmp) / "node"
+        node.mkdir()
+        best, runs, cpu = measure_mbmsd(node, names, users, args)
+        problems = ""
+        if best is None:
+            problems = "; NO CLEAN RUN: %s; sipp errors: %s" % (
+                runs, sippload.error_tail(node, "mbmsd"))
+        if base is None:
+            problems += "; NO CLEAN BASELINE RUN: %s" % (baseRuns,)
+    rate = best.rate if best else 0.0
+    baseline = base.rate if base else 0.0
+    busy = sum(r.seconds for r in runs) or 1.0
+    baseBusy = sum(r.seconds for r in baseRuns) or 1.0
+    notes = ("%d UEs registered with AKA; closed loop at -l %s; best clean: mbmsd %s, baseline %s; "
+             "twistd CPU %.0f%%, sipp UAS CPU %.0f%%%s"
+             % (args.ues, "/".join(map(str, args.limits)), best and "-l %d" % best.limit,
+                base and "-l %d" % base.limit, 100 * cpu / busy, 100 * baseCpu / baseBusy,
+                problems))
+    return [dict(name="invite_flow", ratio=rate / baseline if baseline else 0.0, a=rate,
+                 b=baseline, unit="calls/s (P-CSCF+SCF+BM-SC) vs calls/s (sipp UAS)",
+                 goal=(">=", 0.25), notes=notes)]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--ues", type=int, default=None)
+    ap.add_argument("--seconds", type=float, default=None, help="length of each measured run")
+    ap.add_argument("--limits", default=None, help="calls in progress to try, e.g. 10,40")
+    ap.add_argument("--synchronous", default=None, help="storage.synchronous for twistd")
+    ap.add_argument("--profile", default=None, help="cProfile the twistd process into this file")
+    args = ap.parse_args()
+    args.ues = args.ues or (2 if args.quick else 16)
+    args.seconds = args.seconds or (0.5 if args.quick else 8.0)
+    args.limits = [int(x) for x in (args.limits or ("2" if args.quick else "10,40")).split(",")]
+    args.probe = 10 if args.quick else 60
+    args.base_probe = 20 if args.quick else 1000
+    args.twistd_extra = (["--profile", args.profile, "--profiler", "cprofile", "--savestats"]
+                         if args.profile else [])
+    print("RESULT " + json.dumps(run(args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
