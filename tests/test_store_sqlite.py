@@ -4,6 +4,7 @@ adbapi made synchronous (tests/fakes.sqlite_storage), and its schema handling
 does what an operator relies on across restarts and upgrades.
 """
 
+import os
 import shutil
 import tempfile
 
@@ -155,6 +156,17 @@ class SqliteSchemaTests(SynchronousTestCase):
         self.assertIn(str(self.latest + 1), str(failure.value))
         self.assertIn("upgrade mbmsd", str(failure.value))
         self.close(newer)
+
+    def test_databaseFilesAreTheNodesOnly(self):
+        """A new database and its WAL are readable by mbmsd's user alone."""
+        import stat
+
+        storage = self.open()
+        self.successResultOf(storage.subscribers.provision(subscriber()))
+        path = os.path.join(self.tmp, "mbmsd.sqlite3")
+        for name in (path, path + "-wal"):
+            self.assertEqual(stat.S_IMODE(os.stat(name).st_mode), 0o600, name)
+        self.close(storage)
 
     def test_walJournalMode(self):
         storage = self.open()

@@ -44,7 +44,10 @@ class SqliteStorageFactory:
         path = config["path"]
         if path != ":memory:":
             folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, exist_ok=True)
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            # subscribers and sessions are for mbmsd's eyes only: a new file
+            # is 0600, and SQLite gives its -wal and -shm files the same mode
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         synchronous = config.get("synchronous", "FULL")
 
         def openfun(conn):
