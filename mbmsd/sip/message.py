@@ -16,6 +16,7 @@ read, the partially parsed message (C{partial}) so that a transport can build
 the error response.
 """
 
+import functools
 import re
 import secrets
 from urllib.parse import unquote
@@ -170,81 +171,91 @@ def canonical_name(name):
     return _CANONICAL.get(low, name)
 
 
+@functools.lru_cache(maxsize=1024)
+def _key(name):
+    """The case-insensitive key of header C{name} (compact forms expanded)."""
+    return canonical_name(name).lower()
+
+
 class Headers:
     """
     SIP headers: names case-insensitive, order preserved, multi-valued.
 
     Each entry is one C{(name, value)} pair; a header given several times (or
-    as a comma list that was split) has several entries.
+    as a comma list that was split) has several entries. Entries keep their
+    lower-case key beside them, so lookups compare without re-lowering.
     """
 
     def __init__(self, items=()):
-        self._items = []
+        self._items = []  # (key, name, value)
         for name, value in items:
             self.add(name, value)
 
+    @staticmethod
+    def _entry(name, value):
+        name = canonical_name(name)
+        return (_key(name), name, str(value))
+
     def add(self, name, value):
         """Append one value of C{name}."""
-        self._items.append((canonical_name(name), str(value)))
+        self._items.append(self._entry(name, value))
 
     def prepend(self, name, value):
         """
         Insert C{value} as the first value of C{name} (a proxy's own Via or
         Record-Route), before any existing entry of that name, or at the top.
         """
-        low = canonical_name(name).lower()
-        for i, (n, _) in enumerate(self._items):
-            if n.lower() == low:
-                self._items.insert(i, (canonical_name(name), str(value)))
+        entry = self._entry(name, value)
+        for i, (k, _, _) in enumerate(self._items):
+            if k == entry[0]:
+                self._items.insert(i, entry)
                 return
-        self._items.insert(0, (canonical_name(name), str(value)))
+        self._items.insert(0, entry)
 
     def get(self, name, default=None):
         """The first value of C{name}, or C{default}."""
-        low = canonical_name(name).lower()
-        for n, v in self._items:
-            if n.lower() == low:
+        key = _key(name)
+        for k, _, v in self._items:
+            if k == key:
                 return v
         return default
 
     def get_all(self, name):
         """All values of C{name}, in order (an empty list when absent)."""
-        low = canonical_name(name).lower()
-        return [v for n, v in self._items if n.lower() == low]
+        key = _key(name)
+        return [v for k, _, v in self._items if k == key]
 
     def set(self, name, value):
         """Replace every value of C{name} by C{value} (at the first's place)."""
-        low = canonical_name(name).lower()
-        for i, (n, _) in enumerate(self._items):
-            if n.lower() == low:
-                self._items[i] = (canonical_name(name), str(value))
-                self._items = self._items[:i + 1] + [
-                    (n2, v2) for (n2, v2) in self._items[i + 1:]
-                    if n2.lower() != low]
+        entry = self._entry(name, value)
+        for i, (k, _, _) in enumerate(self._items):
+            if k == entry[0]:
+                self._items = self._items[:i] + [entry] + [
+                    e for e in self._items[i + 1:] if e[0] != entry[0]]
                 return
-        self.add(name, value)
+        self._items.append(entry)
 
     def set_first(self, name, value):
         """Replace only the first value of C{name} (or add it)."""
-        low = canonical_name(name).lower()
-        for i, (n, _) in enumerate(self._items):
-            if n.lower() == low:
-                self._items[i] = (n, str(value))
+        key = _key(name)
+        for i, (k, n, _) in enumerate(self._items):
+            if k == key:
+                self._items[i] = (k, n, str(value))
                 return
         self.add(name, value)
 
     def remove(self, name):
         """Remove every value of C{name}; return how many were removed."""
-        low = canonical_name(name).lower()
+        key = _key(name)
         before = len(self._items)
-        self._items = [(n, v) for n, v in self._items if n.lower() != low]
+        self._items = [e for e in self._items if e[0] != key]
         return before - len(self._items)
 
     def pop_first(self, name):
         """Remove and return the first value of C{name} (C{None} if absent)."""
-        low = canonical_name(name).lower()
-        for i, (n, v) in enumerate(self._items):
-            if n.lower() == low:
+        key = _key(name)
+        for i, (k, _, v) in enumerate(self._items):
+            if k == key:
                 del self._items[i]
                 return v
         return None
@@ -266,10 +277,10 @@ class Headers:
             raise KeyError(name)
 
     def __iter__(self):
-        return iter(list(self._items))
+        return iter(self.items())
 
     def items(self):
-        return list(self._items)
+        return [(n, v) for _, n, v in self._items]
 
     def __len__(self):
         return len(self._items)
@@ -282,11 +293,11 @@ class Headers:
     def __eq__(self, other):
         if not isinstance(other, Headers):
             return NotImplemented
-        return ([(n.lower(), v) for n, v in self._items]
-                == [(n.lower(), v) for n, v in other._items])
+        return ([(k, v) for k, _, v in self._items]
+                == [(k, v) for k, _, v in other._items])
 
     def __repr__(self):
-        return "Headers(%r)" % (self._items,)
+        return "Headers(%r)" % (self.items(),)
 
 
 def split_comma_list(value):
@@ -769,19 +780,27 @@ class SipStreamParser:
 # --------------------------------------------------------------------------
 # URIs, name-addr, Via, CSeq
 
+_SPECIALS = {sep: re.compile(r'["<>\\%s]' % (re.escape(sep),)) for sep in ",;"}
+
+
 def _split_outside_quotes(value, sep):
     """Split at C{sep} outside quoted strings and C{<...>}."""
+    if '"' not in value and "<" not in value:
+        return value.split(sep)
+    # visit only the characters that matter (quotes, brackets, escapes, sep)
     out = []
-    cur = []
-    in_quote = escape = False
+    start = 0
+    in_quote = False
     angle = 0
-    for ch in value:
+    skip = -1
+    for m in _SPECIALS[sep].finditer(value):
+        i = m.start()
+        if i == skip:
+            continue
+        ch = value[i]
         if in_quote:
-            cur.append(ch)
-            if escape:
-                escape = False
-            elif ch == "\\":
-                escape = True
+            if ch == "\\":
+                skip = i + 1
             elif ch == '"':
                 in_quote = False
             continue
@@ -792,13 +811,11 @@ def _split_outside_quotes(value, sep):
         elif ch == ">" and angle:
             angle -= 1
         elif ch == sep and not angle:
-            out.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
+            out.append(value[start:i])
+            start = i + 1
     if in_quote:
         raise _bad("unterminated quoted string")
-    out.append("".join(cur))
+    out.append(value[start:])
     return out
 
 
@@ -1243,8 +1260,8 @@ def _parse_part(part):
     headers = Headers()
     for line in _LINE_RE.split(text):
         if line[:1] in (" ", "\t") and len(headers):
-            name, value = headers._items[-1]
-            headers._items[-1] = (name, value + " " + line.strip())
+            key, name, value = headers._items[-1]
+            headers._items[-1] = (key, name, value + " " + line.strip())
             continue
         name, sep, value = line.partition(":")
         if not sep or not _TOKEN_RE.match(name.strip()):
