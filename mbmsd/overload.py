@@ -69,6 +69,20 @@ def concurrency_fields(maxConcurrent=1000, perPeer=100, retryAfter=5, maxConnect
     }
 
 
+def transaction_fields(maxTransactions=50_000):
+    """
+    The key a SIP role's section takes for the server transactions it keeps:
+    answered ones linger (Timer J/H, 32 s over UDP, RFC 3261 17.2), so a
+    flood would otherwise grow memory without bound.
+    """
+    return {
+        "max_transactions": c.Field(
+            c.integer(100, 10_000_000), maxTransactions,
+            "server transactions kept at once (answered ones included); beyond it new "
+            "requests are dropped unanswered, as a lost datagram would be"),
+    }
+
+
 def connection_fields(maxConnections=10000, perPeer=100):
     """
     The keys a role section takes for bounded TCP connections.
@@ -110,6 +124,8 @@ class OverloadMetrics:
     """
 
     def __init__(self, metrics):
+        self._metrics = metrics
+        self._dropped = None
         role = self.role = metrics.role
         self.inProgress = metrics.gauge(
             "mbmsd_%s_requests_in_progress" % (role,),
@@ -133,6 +149,17 @@ class OverloadMetrics:
             "Requests refused because of too many failed authentications, "
             "by what reached the limit (impi or source)", ["scope"],
             initial=[(IMPI,), (SOURCE,)])
+
+
+    @property
+    def dropped(self):
+        """SIP only, declared when first asked for."""
+        if self._dropped is None:
+            self._dropped = self._metrics.counter(
+                "mbmsd_%s_requests_dropped_total" % (self.role,),
+                "New requests dropped unanswered: max_transactions server transactions "
+                "were held")
+        return self._dropped
 
 
 # ---------------------------------------------------------------- concurrency
@@ -260,11 +287,36 @@ class SipAdmission:
 
     def __init__(self, config, metrics, exempt=(), clock=None):
         self.retryAfter = config["retry_after"]
+        self.maxTransactions = config.get("max_transactions")
         self._config = config
         self._metrics = metrics
         self._exempt = exempt
         self._clock = clock
         self.limiters = {}
+        self._dropped = metrics.dropped if metrics is not None and self.maxTransactions else None
+        self._unreported = 0
+        self._warned = None
+
+    def roomFor(self, held):
+        """
+        @param held: the server transactions the layer keeps now.
+        @return: True when one more may be made; False (counted, warned at
+            most every WARN_INTERVAL): drop the request unanswered. A UDP
+            sender retransmits it; a reply it cannot be sent would only feed
+            the flood.
+        """
+        if self.maxTransactions is None or held < self.maxTransactions:
+            return True
+        if self._dropped is not None:
+            self._dropped.inc()
+        self._unreported += 1
+        if self._clock is not None:
+            now = self._clock.seconds()
+            if self._warned is None or now - self._warned >= WARN_INTERVAL:
+                log.warn("{n} new SIP requests dropped: {held} server transactions held "
+                         "(max_transactions)", n=self._unreported, held=held)
+                self._warned, self._unreported = now, 0
+        return False
 
     def limiter(self, transportName):
         name = transportName.upper()

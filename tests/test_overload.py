@@ -359,6 +359,44 @@ class SipAdmissionTests(SynchronousTestCase):
         self.receive(request("OPTIONS", "z9hG4bK4", "192.0.2.12:5060"), ("192.0.2.12", 5060))
         self.assertEqual(len(self.requests()), 3)
 
+    def test_transactions_held_are_bounded_then_freed(self):
+        """
+        Answered transactions linger (Timer J, 64*T1 over UDP): past
+        max_transactions a new request is dropped unanswered and counted,
+        retransmissions of held ones are still answered, and once Timer J
+        frees them new requests are served again.
+        """
+        config = {"max_concurrent": 100, "max_concurrent_per_peer": 0, "retry_after": 9,
+                  "max_transactions": 3}
+        self.registry, m = role_metrics("pcscf")
+        self.admission = SipAdmission(config, m, clock=self.clock)
+        self.layer = TransactionLayer(self.clock, self.user, admission=self.admission)
+        for i in range(3):
+            self.receive(request("OPTIONS", "z9hG4bKheld%d" % i))
+        for txn in [e[2] for e in self.user.of("request")]:
+            txn.respond(make_response(txn.request, 200, to_tag=True))
+        sent = len(self.udp.messages())
+        self.receive(request("OPTIONS", "z9hG4bKflood"))
+        self.assertEqual(len(self.requests()), 3)
+        self.assertEqual(len(self.udp.messages()), sent)  # no answer at all
+        self.assertEqual(sample(self.registry, "mbmsd_pcscf_requests_dropped_total", "pcscf"), 1)
+        self.assertEqual(len(self.layer.server_transactions), 3)
+        # a held transaction's retransmission still gets its answer
+        self.receive(request("OPTIONS", "z9hG4bKheld0"))
+        self.assertEqual(self.udp.messages()[-1].status, 200)
+        # Timer J ends them: room again
+        self.clock.advance(64 * 0.5 + 1)
+        self.assertEqual(len(self.layer.server_transactions), 0)
+        self.receive(request("OPTIONS", "z9hG4bKafter"))
+        self.assertEqual(len(self.requests()), 4)
+
+    def test_max_transactions_config(self):
+        from mbmsd.roles.pcscf.plugin import PCSCF_SECTION
+        from mbmsd.roles.scf.plugin import SCF_SECTION
+
+        for section in (PCSCF_SECTION, SCF_SECTION):
+            self.assertEqual(section.fields["max_transactions"].default, 50_000)
+
     def test_a_refused_invite_gets_no_100_trying(self):
         self.receive(request("INVITE", "z9hG4bK1"))
         self.receive(request("INVITE", "z9hG4bK2"))

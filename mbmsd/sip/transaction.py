@@ -466,6 +466,10 @@ class TransactionLayer:
         if request.method == "ACK":
             self._call_user(self.tu.ack_received, request, transport, source)
             return
+        if self.admission is not None and not self.admission.roomFor(
+                len(self.server_transactions)):
+            # memory is bounded: past max_transactions a new request is lost
+            return
         address = response_address(via, transport, source)
         cls = (ServerInviteTransaction if request.method == "INVITE"
                else ServerNonInviteTransaction)

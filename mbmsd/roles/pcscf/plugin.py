@@ -89,6 +89,7 @@ PCSCF_SECTION = c.Section(
                                   "seconds between removals of expired bindings"),
         "t1": c.Field(c.number(0.05, 10), 0.5, "RFC 3261 T1, seconds"),
         **overload.concurrency_fields(maxConcurrent=1000, perPeer=100),
+        **overload.transaction_fields(maxTransactions=50_000),
         **overload.auth_fields(perImpi=5, perSource=100, window=300),
     },
     # [pcscf.tls]: the certificate of the TLS listener (tls_listen)

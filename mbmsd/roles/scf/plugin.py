@@ -168,6 +168,7 @@ SCF_SECTION = c.Section(
         "t1": c.Field(c.number(0.05, 10), 0.5, "RFC 3261 T1, seconds"),
         # UEs reach the SCF through the trusted P-CSCFs (not bounded per peer)
         **overload.concurrency_fields(maxConcurrent=1000, perPeer=100),
+        **overload.transaction_fields(maxTransactions=50_000),
     },
     arrays={"service": SERVICE_SECTION, "subscription": SUBSCRIPTION_SECTION},
 )
