@@ -69,6 +69,9 @@ NODE_SECTION = c.Section(
         "home_domain": c.Field(c.fqdn(), c.REQUIRED, "home network domain"),
         "roles": c.Field(c.array(c.string(), minimum=1), c.REQUIRED,
                          "roles this node runs: bsf, pcscf, scf, bmsc"),
+        "http_access_log": c.Field(c.boolean(), False,
+                                   "an access-log line per HTTP request on Ub, Zn and Ua "
+                                   "(each procedure's outcome is logged anyway)"),
     },
     # the pooled HTTP client's TLS: client certificate and the servers' CA
     tables={"http_client": tls.HTTP_CLIENT_SECTION},

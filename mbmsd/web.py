@@ -9,17 +9,25 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 
-def makeSite(resource, reactor, limiter=None, connections=None):
+def makeSite(resource, reactor, limiter=None, connections=None, accessLog=False):
     """
     @param limiter: an L{mbmsd.overload.ConcurrencyLimiter} bounding the
         requests in progress, or None.
     @param connections: one bounding the open connections, or None.
+    @param accessLog: write twisted.web's access-log line for each request
+        (node.http_access_log); the roles log each procedure's outcome anyway.
     """
     site = Site(resource, reactor=reactor) if limiter is None else \
         _BoundedSite(resource, limiter, connections, reactor=reactor)
     site.displayTracebacks = False
     site.noisy = False
+    if not accessLog:
+        site.log = _noAccessLog
     return site
+
+
+def _noAccessLog(request):
+    pass
 
 
 class _BoundedSite(Site):

@@ -111,7 +111,8 @@ class BmscService(MultiService):
             KeyManagementResource(self.km, metrics, reactor), reactor,
             ConcurrencyLimiter.fromConfig(config, overloaded, "keymanagement", scfs, reactor),
             ConcurrencyLimiter.connectionsFromConfig(config, overloaded, "keymanagement", scfs,
-                                                     reactor))
+                                                     reactor),
+            node.config.get("node", {}).get("http_access_log", False))
         _MikeyPort(reactor, self.delivery, config["mikey_source_port"],
                    config["mikey_interface"]).setServiceParent(self)
         _Msks(self.msks).setServiceParent(self)

@@ -48,14 +48,15 @@ class BsfService(MultiService):
             znTls = tls.serverOptions(config["tls"])
         # the configured NAFs carry many users' requests: bounded per listener only
         naf = set().union(*nafs.values())
+        accessLog = node.config.get("node", {}).get("http_access_log", False)
         ub = makeSite(self.ubResource, reactor,
                       ConcurrencyLimiter.fromConfig(config, overloaded, "ub", (), reactor),
                       ConcurrencyLimiter.connectionsFromConfig(config, overloaded, "ub", (),
-                                                               reactor))
+                                                               reactor), accessLog)
         zn = makeSite(self.znResource, reactor,
                       ConcurrencyLimiter.fromConfig(config, overloaded, "zn", naf, reactor),
                       ConcurrencyLimiter.connectionsFromConfig(config, overloaded, "zn", naf,
-                                                               reactor))
+                                                               reactor), accessLog)
         listener(reactor, config["ub_listen"], ub, "ub", tls=ubTls).setServiceParent(self)
         listener(reactor, config["zn_listen"], zn, "zn", tls=znTls).setServiceParent(self)
         self.pruned = metrics.counter("mbmsd_bsf_pruned_total",
