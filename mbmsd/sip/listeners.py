@@ -62,7 +62,7 @@ def udp_listen_field(port):
                    "SIP over UDP: 'udp:PORT:interface=HOST' or '' for none")
 
 
-def tcp_listen_field(port):
+def _stream_endpoint_or_off():
     endpoint = c.endpoint()
 
     def check(value):
@@ -70,20 +70,17 @@ def tcp_listen_field(port):
             return value
         return endpoint(value)
 
-    return c.Field(check, "tcp:%d:interface=127.0.0.1" % (port,),
+    return check
+
+
+def tcp_listen_field(port):
+    return c.Field(_stream_endpoint_or_off(), "tcp:%d:interface=127.0.0.1" % (port,),
                    "SIP over TCP: a Twisted endpoint string or '' for none")
 
 
 def tls_listen_field(port):
-    endpoint = c.endpoint()
-
-    def check(value):
-        if value == "":
-            return value
-        return endpoint(value)
-
     # RFC 3261 26.2 / TS 24.229: SIP over TLS, port 5061 by convention
-    return c.Field(check, "",
+    return c.Field(_stream_endpoint_or_off(), "",
                    "SIP over TLS: a Twisted stream endpoint string such as "
                    "'tcp:%d:interface=127.0.0.1' (TLS from the role's [tls] table), "
                    "or '' for none" % (port,))
