@@ -287,19 +287,10 @@ class Connections:
 # ---------------------------------------------------------------- listeners
 
 
-class _UdpListener(Service):
-    def __init__(self, reactor, host, port, protocol, onBound):
-        self.reactor = reactor
-        self.host = host
-        self.port = port
-        self.protocol = protocol
-        self.onBound = onBound
-        self.listening = None
+class _Listener(Service):
+    """A port bound in startService (C{listening}), closed in stopService."""
 
-    def startService(self):
-        Service.startService(self)
-        self.listening = self.reactor.listenUDP(self.port, self.protocol, interface=self.host)
-        self.onBound(self.listening.getHost().port)
+    listening = None
 
     def stopService(self):
         Service.stopService(self)
@@ -309,14 +300,27 @@ class _UdpListener(Service):
             return d
 
 
-class _StreamListener(Service):
+class _UdpListener(_Listener):
+    def __init__(self, reactor, host, port, protocol, onBound):
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.protocol = protocol
+        self.onBound = onBound
+
+    def startService(self):
+        Service.startService(self)
+        self.listening = self.reactor.listenUDP(self.port, self.protocol, interface=self.host)
+        self.onBound(self.listening.getHost().port)
+
+
+class _StreamListener(_Listener):
     def __init__(self, reactor, key, description, factory, onBound):
         self.reactor = reactor
         self.key = key
         self.description = description
         self.factory = factory
         self.onBound = onBound
-        self.listening = None
 
     def startService(self):
         Service.startService(self)
@@ -329,13 +333,6 @@ class _StreamListener(Service):
             result[0].raiseException()
         self.listening = result[0]
         self.onBound(getattr(self.listening.getHost(), "port", None))
-
-    def stopService(self):
-        Service.stopService(self)
-        if self.listening is not None:
-            d = self.listening.stopListening()
-            self.listening = None
-            return d
 
 
 def attach_listeners(parent, reactor, role, settings, connections, ports, tls=None):
