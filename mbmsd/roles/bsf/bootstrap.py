@@ -79,8 +79,6 @@ class Bootstrapper:
         self.realm = realm
         self.keyLifetime = keyLifetime
         self.challengeLifetime = challengeLifetime
-        self.maxFailures = maxFailures
-        self.failureWindow = failureWindow
         self.random = random
         if guard is None:
             guard = AuthGuard(clock, maxFailures, 0, failureWindow)
