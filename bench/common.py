@@ -8,12 +8,13 @@ same machine (the machine is shared, so absolute rates mean little).
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -69,25 +70,7 @@ def _num(x):
     return "%.4g" % (x,)
 
 
-def free_port(kind=socket.SOCK_STREAM):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_port_pair():
-    """A port number free for both UDP and TCP on 127.0.0.1 (SIP listens on both)."""
-    for _ in range(50):
-        with socket.socket() as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port pair")
+free_port_pair = free_port  # SIP's UDP and TCP listeners share one number
 
 
 def _toml(value):
@@ -143,7 +126,7 @@ class Daemon:
         """
         self.workdir = Path(workdir)
         self.ports = {k: free_port() for k in ("ub", "zn", "metrics", "bmsc")}
-        self.ports["mikey"] = free_port(socket.SOCK_DGRAM)
+        self.ports["mikey"] = free_port()
         self.ports.update((k, free_port_pair()) for k in ("pcscf", "scf"))
         self.base = base
         self.overlay = self.workdir / "overlay.toml"

@@ -96,7 +96,7 @@ class Kamailio:
             raise KamailioMissing("kamailio is not installed (make bench-deps: "
                                   "apt-get install kamailio)")
         self.folder = Path(folder)
-        self.port = common.free_port(common.socket.SOCK_DGRAM)
+        self.port = common.free_port()
         cfg = self.folder / "kamailio.cfg"
         cfg.write_text(KAMAILIO_CFG % dict(children=children, port=self.port, uas=uasPort,
                                            mpath=kamailio_mpath()))

@@ -36,19 +36,13 @@ def scf_daemon(tmp_path, **scf):
     return Daemon(tmp_path, settings=settings)
 
 
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Sipp:
     """One sipp UAC call against the SCF, in the background."""
 
     def __init__(self, daemon, tmp_path, scenario, impu=IMPU, name="call", tcp=False):
         self.sipp = require_tool("sipp")
         self.timeout = require_tool("timeout")
-        self.port = free_port() if tcp else free_udp_port()
+        self.port = free_port()
         self.callId = "scf-%s-%d-1" % (name, os.getpid())
         self.err = tmp_path / ("%s-err.log" % name)
         self.logs = tmp_path / ("%s-logs.log" % name)
