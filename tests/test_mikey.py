@@ -12,6 +12,7 @@ import struct
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from hypothesis import given, strategies as st
 
 from mbmsd import profile
 from mbmsd.protocols import mikey
@@ -660,3 +661,72 @@ def test_error_messages_hide_keys():
     for text in messages:
         for form in _secret_forms(MUK, MSK, MTK, MTK_SALT, *derived):
             assert form not in text
+
+
+# ---------------------------------------------------------------------------
+# The BM-SC's template (one MSK, many UEs) against the generic encoder and
+# against the UE's own verification builder.
+
+
+def _generic_msk_message(muk, kdid, msk_id, msk, counter, rand, idi, idr, v):
+    """The MSK message of DESIGN 8.6 through the generic payload encoder."""
+    csb_id = int.from_bytes(msk_id, "big")
+    header = Header(1, profile.MSK_DATA_TYPE, v, profile.PRF_FUNC, csb_id, profile.CS_COUNT,
+                    profile.CS_ID_MAP_TYPE)
+    encr, auth, salt = mikey.derive_psk_keys(muk, csb_id, rand)
+    plain = mikey.encode_key_data([KeyData(profile.MSK_KEY_TYPE, profile.KEY_VALIDITY_TYPE, msk,
+                                           kv_data=msk_id)])
+    payloads = [Ext(profile.EXT_TYPE_KEY_ID, mikey.encode_key_id(profile.KEY_ID_TYPE_MSK, kdid, msk_id)),
+                Timestamp(profile.TS_TYPE, counter), Rand(rand), Id(profile.IDI_TYPE, idi),
+                Id(profile.IDR_TYPE, idr),
+                Kemac(profile.ENCR_ALG, mikey.aes_cm(encr, salt, csb_id, counter, plain),
+                      profile.MAC_ALG, bytes(20))]
+    unsigned = mikey.encode(Message(header, payloads))
+    return unsigned[:-20] + _ref_hmac_sha1(auth, unsigned[:-20])
+
+
+msk_inputs = st.fixed_dictionaries(dict(
+    muk=st.binary(min_size=1, max_size=80), kdid=st.binary(min_size=3, max_size=3),
+    msk_id=st.binary(min_size=4, max_size=4), msk=st.binary(min_size=16, max_size=16),
+    counter=st.integers(0, 0xFFFFFFFF), rand=st.binary(min_size=16, max_size=16),
+    idi=st.binary(max_size=64), idr=st.binary(max_size=120), v=st.booleans()))
+
+
+@given(msk_inputs)
+def test_template_builds_what_the_generic_encoder_builds(m):
+    template = mikey.MskMessageTemplate(m["kdid"], m["msk_id"], m["msk"], m["idi"], m["v"])
+    message, expected = template.build(m["muk"], m["counter"], m["rand"], m["idr"])
+    assert message == _generic_msk_message(**m)
+    # the expected answer is exactly what the UE builds from the message
+    assert expected.message == mikey.build_verification(m["muk"], message)
+
+
+def test_one_template_serves_many_ues():
+    template = mikey.MskMessageTemplate(KDID, MSK_ID, MSK, IDI)
+    for i in range(5):
+        muk, idr = bytes([i]) * 32, b"ue-%d@bsf.home1.net" % (i,)
+        message, _ = template.build(muk, 42 + i, RAND, idr)
+        assert message == mikey.build_msk_message(muk, KDID, MSK_ID, MSK, 42 + i, RAND, IDI, idr)
+        assert mikey.parse_msk_message(muk, message).idr == idr
+
+
+@given(st.data())
+def test_only_the_expected_answer_passes_the_check(data):
+    # the BM-SC matches answers by equality with expected.message: the full
+    # check must accept that one string and nothing else
+    _, expected = mikey.build_msk_message_expecting(MUK, KDID, MSK_ID, MSK, 42, RAND, IDI, IDR)
+    good = expected.message
+    mikey.check_expected_verification(expected, good)
+    i = data.draw(st.integers(0, len(good) - 1))
+    how = data.draw(st.sampled_from(["flip", "cut", "append", "replace"]))
+    if how == "flip":
+        bad = good[:i] + bytes([good[i] ^ data.draw(st.integers(1, 255))]) + good[i + 1:]
+    elif how == "cut":
+        bad = good[:i]
+    elif how == "append":
+        bad = good + data.draw(st.binary(min_size=1, max_size=8))
+    else:
+        bad = good[:i] + data.draw(st.binary(max_size=30))
+    if bad != good:
+        with pytest.raises(MikeyError):
+            mikey.check_expected_verification(expected, bad)

@@ -52,6 +52,7 @@ __all__ = [
     "peek_key_id",
     "csb_id_for",
     "build_msk_message",
+    "MskMessageTemplate",
     "parse_msk_message",
     "build_verification",
     "check_verification",
@@ -803,12 +804,75 @@ class ExpectedVerification:
     What the verification of one MSK message must show (RFC 3830 5.2,
     DESIGN 8.6), kept by the sender so that L{check_expected_verification}
     neither re-opens its own MSK message nor derives its keys again.
+
+    C{message} is the one byte string that passes: every field of the
+    verification message is fixed by the MSK message (header, echoed T, V
+    with HMAC-SHA-1-160) and the MAC by its auth key, so a sender may match
+    answers by equality (C{check_expected_verification} decides the same).
     """
 
     csb_id: int
     counter: int
     ids: bytes  # IDi data || IDr data (or b"" when the profile's MAC leaves them out)
     auth_key: bytes = field(repr=False)
+    message: bytes = field(default=b"", repr=False)
+
+
+class MskMessageTemplate:
+    """
+    The MSK messages of one MSK from one BM-SC (DESIGN 8.6), with what is the
+    same for every UE (HDR, EXT Key ID, IDi, the key data to encrypt) encoded
+    once; L{build} fills in T, RAND, IDr and the KEMAC for one UE's MUK. A
+    rotation pushes one MSK to every registered UE, so this is its hot path.
+    """
+
+    def __init__(self, key_domain_id, msk_id, msk, idi, v=profile.MSK_V_DEFAULT):
+        msk_id = _need(msk_id, profile.MSK_ID_LEN, "MSK ID")
+        msk = _need(msk, 16, "MSK")
+        self.csb_id = csb_id_for(msk_id)
+        header = _profile_header(profile.MSK_DATA_TYPE, bool(v), self.csb_id)
+        ext = Ext(profile.EXT_TYPE_KEY_ID, encode_key_id(profile.KEY_ID_TYPE_MSK, key_domain_id, msk_id))
+        self._idi = bytes(idi)
+        # the payload chain HDR, EXT, T, RAND, IDi, IDr, KEMAC (profile.MSK_MESSAGE_PAYLOADS)
+        self._head = _encode_header(header, PT_EXT) + _encode_payload(ext, PT_T)
+        self._idiPayload = _encode_payload(Id(profile.IDI_TYPE, self._idi), PT_ID)
+        self._plain = encode_key_data(
+            [KeyData(profile.MSK_KEY_TYPE, profile.KEY_VALIDITY_TYPE, msk, kv_data=msk_id)])
+        # KEMAC up to its encr data (AES-CM keeps the length), and the MAC algorithm after it
+        self._kemacHead = struct.pack("!BBH", PT_LAST, profile.ENCR_ALG,
+                                      _u16len(self._plain, "encr data"))
+        self._macAlg = bytes([_u8(profile.MAC_ALG, "MAC alg")])
+        if profile.MAC_ALG != MAC_HMAC_SHA1_160:
+            raise MikeyError("MSK messages are protected with HMAC-SHA-1-160")
+        # the UE's verification: HDR (data type 1, V=0, same CSB ID), T, V head
+        self._answerHead = _encode_header(
+            _profile_header(profile.VERIFICATION_DATA_TYPE, False, self.csb_id), PT_T)
+        self._answerVHead = struct.pack("!BB", PT_LAST, MAC_HMAC_SHA1_160)
+
+    def build(self, muk, counter, rand, idr):
+        """
+        @return: (the MSK message for C{idr} under C{muk}, its
+            L{ExpectedVerification}).
+        """
+        rand = _need(rand, profile.RAND_LEN, "RAND")
+        counter = _need_counter(counter)
+        if not muk:
+            raise MikeyError("MUK must not be empty")
+        idr = bytes(idr)
+        encr, auth, salt = derive_psk_keys(muk, self.csb_id, rand)
+        t = _encode_payload(Timestamp(profile.TS_TYPE, counter), PT_RAND)
+        body = b"".join((
+            self._head, t, _encode_payload(Rand(rand), PT_ID), self._idiPayload,
+            _encode_payload(Id(profile.IDR_TYPE, idr), PT_KEMAC), self._kemacHead,
+            aes_cm(encr, salt, self.csb_id, counter, self._plain), self._macAlg))
+        if len(body) + 20 > MAX_MESSAGE_SIZE:
+            raise MikeyError("message longer than %d bytes" % (MAX_MESSAGE_SIZE,))
+        ids = self._idi + idr if profile.VERIFICATION_MAC_INCLUDES_IDS else b""
+        # RFC 3830 5.2 as DESIGN 8.6 reads it (see _verification_mac_input)
+        answer = self._answerHead + struct.pack("!BB", PT_V, profile.TS_TYPE) + t[2:] + self._answerVHead
+        answer += _hmac_sha1(auth, answer + ids + t[2:])
+        return (body + _hmac_sha1(auth, body),
+                ExpectedVerification(self.csb_id, counter, ids, auth, answer))
 
 
 def build_msk_message_expecting(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr,
@@ -818,24 +882,7 @@ def build_msk_message_expecting(muk, key_domain_id, msk_id, msk, counter, rand, 
     C{check_expected_verification(expected, data)} then decides exactly as
     C{check_verification(muk, message, data)} does.
     """
-    msk_id = _need(msk_id, profile.MSK_ID_LEN, "MSK ID")
-    msk = _need(msk, 16, "MSK")
-    rand = _need(rand, profile.RAND_LEN, "RAND")
-    counter = _need_counter(counter)
-    if not muk:
-        raise MikeyError("MUK must not be empty")
-    header = _profile_header(profile.MSK_DATA_TYPE, bool(v), csb_id_for(msk_id))
-    payloads = [
-        Ext(profile.EXT_TYPE_KEY_ID, encode_key_id(profile.KEY_ID_TYPE_MSK, key_domain_id, msk_id)),
-        Timestamp(profile.TS_TYPE, counter),
-        Rand(rand),
-        Id(profile.IDI_TYPE, bytes(idi)),
-        Id(profile.IDR_TYPE, bytes(idr)),
-    ]
-    key = KeyData(profile.MSK_KEY_TYPE, profile.KEY_VALIDITY_TYPE, msk, kv_data=msk_id)
-    message, auth = _protected_message_and_auth(muk, header, payloads, [key], counter, rand)
-    ids = bytes(idi) + bytes(idr) if profile.VERIFICATION_MAC_INCLUDES_IDS else b""
-    return message, ExpectedVerification(header.csb_id, counter, ids, auth)
+    return MskMessageTemplate(key_domain_id, msk_id, msk, idi, v).build(muk, counter, rand, idr)
 
 
 def _expect_chain(message, chain, what):
