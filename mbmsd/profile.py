@@ -34,14 +34,21 @@ RETRANSMIT_FACTOR = 2
 RETRANSMIT_MAX_TRIES = 5
 
 
+def verification_waits():
+    """
+    How long each send of an MSK message waits for its verification before
+    the next send, or, after the last, before the message is given up:
+    (1.0, 2.0, 4.0, 8.0, 16.0) by default, RETRANSMIT_MAX_TRIES entries.
+    """
+    return tuple(RETRANSMIT_INITIAL * RETRANSMIT_FACTOR**i for i in range(RETRANSMIT_MAX_TRIES))
+
+
 def retransmit_delays():
     """
     The waits before each retransmission: (1.0, 2.0, 4.0, 8.0) by default,
     i.e. RETRANSMIT_MAX_TRIES - 1 entries.
     """
-    return tuple(
-        RETRANSMIT_INITIAL * RETRANSMIT_FACTOR**i for i in range(RETRANSMIT_MAX_TRIES - 1)
-    )
+    return verification_waits()[:-1]
 
 
 # --- identifiers -----------------------------------------------------------

@@ -217,7 +217,11 @@ class RegisterTests(SynchronousTestCase):
         sent = [d for d, _ in h.mikeySent()]
         self.assertEqual(len(sent), profile.RETRANSMIT_MAX_TRIES)
         self.assertEqual(len(set(sent)), 1)  # the same message again
+        # the last send waits for its answer too before the message is given up
+        self.assertEqual(h.metric("mbmsd_bmsc_mikey_messages_total", result="unverified"), 0)
+        h.clock.advance(profile.verification_waits()[-1])
         self.assertEqual(h.metric("mbmsd_bmsc_mikey_messages_total", result="unverified"), 1)
+        self.assertEqual(h.delivery.pending, 0)
         self.assertEqual(h.metric("mbmsd_bmsc_mikey_messages_total", result="retransmitted"),
                          profile.RETRANSMIT_MAX_TRIES - 1)
         h.clock.advance(100)

@@ -9,8 +9,9 @@ message arrives from the address it was sent to.
 
 import os
 import socket
+from collections import deque
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, inlineCallbacks
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -26,40 +27,61 @@ RECEIVE_BUFFER = 8 << 20  # bytes asked for; Linux grants min(2x this, net.core.
 # (each 1 s timer fires before its answer is read) and collapses.
 MAX_IN_FLIGHT = 512
 
+TEMPLATES = 16  # MSKs whose message template is kept (a rotation uses one)
+
 RESULTS = ("sent", "retransmitted", "verified", "unverified", "bad_verification", "send_error")
 
 
 class _Pending:
-    def __init__(self, message, expected, address, done):
+    """One MSK message in flight: sent, not yet verified nor given up."""
+
+    __slots__ = ("message", "key", "address", "done", "tries", "deadline", "started")
+
+    def __init__(self, message, key, address, done, started):
         self.message = message
-        self.expected = expected  # mikey.ExpectedVerification: no re-derivation per answer
+        self.key = key  # (UE host, the exact bytes of its verification)
         self.address = address
-        self.done = done
-        self.tries = 1
-        self.timer = None
+        self.done = done  # None once verified, given up or stopped
+        self.tries = 0
+        self.deadline = None
+        self.started = started
 
 
 class MikeyDelivery(DatagramProtocol):
     """
+    Push MSK messages and match their verifications, with at most
+    L{MAX_IN_FLIGHT} in flight.
+
+    The hot path of a rotation is one message per registered UE, so it uses
+    no Deferred, semaphore or timer per message: waiting pushes sit in one
+    queue, and the messages awaiting their verification sit in one queue per
+    send (every message of a queue waits as long, so each queue is in
+    deadline order) swept by a single timer. A verification is matched by
+    its exact bytes (L{mikey.ExpectedVerification}.message) and its source
+    address in one dict lookup.
+
     @param counters: C{nextCounter(mukId)} firing with the next COUNTER.
     @param idi: the BM-SC's identity in IDi (its NAF FQDN).
+    @param waits: how long each send waits for the verification
+        (L{profile.verification_waits}); after the last, it is given up.
     """
 
     noisy = False
 
-    def __init__(self, clock, counters, idi, uePort, metrics, random=os.urandom,
-                 delays=None):
+    def __init__(self, clock, counters, idi, uePort, metrics, random=os.urandom, waits=None):
         self.clock = clock
         self.counters = counters
         self.idi = idi
         self.uePort = uePort
         self.random = random
-        self.delays = tuple(delays if delays is not None else profile.retransmit_delays())
-        self._pending = {}  # (host, counter, MSK ID) -> _Pending
-        # host -> {key: _Pending}: a verification is matched against its
-        # sender's pending messages only, not against every pending one
-        self._byHost = {}
-        self._window = DeferredSemaphore(MAX_IN_FLIGHT)
+        self.waits = tuple(waits if waits is not None else profile.verification_waits())
+        if not self.waits:
+            raise ValueError("at least one send")
+        self._pending = {}  # (host, verification bytes) -> _Pending
+        self._queued = deque()  # pushes with their counter, waiting for a place
+        self._due = [deque() for _ in self.waits]  # per send number: _Pending by deadline
+        self._timer = None
+        self._templates = {}
         self.messages = metrics.counter(
             "mbmsd_bmsc_mikey_messages_total", "MIKEY MSK messages and verifications, by result",
             ["result"], initial=[(r,) for r in RESULTS])
@@ -89,8 +111,7 @@ class MikeyDelivery(DatagramProtocol):
     def deliver(self, ueAddress, btid, muk, msk):
         """
         Push C{msk} to the UE. @return: Deferred firing with True once the
-        verification arrived, False after the last retransmission. At most
-        L{MAX_IN_FLIGHT} messages wait for their verification at a time.
+        verification arrived, False once the message is given up.
 
         The counter is taken before the message waits for its place in the
         window: a rotation asks for all its counters in the same reactor
@@ -98,30 +119,50 @@ class MikeyDelivery(DatagramProtocol):
         (L{mbmsd.roles.bmsc.counters}) instead of one per message as the
         window lets them through.
         """
-        d = self.counters.nextCounter(self.mukId(btid))
-        d.addCallback(lambda counter: self._window.run(self._deliver, ueAddress, btid, muk, msk,
-                                                       counter))
-        return d
-
-    @inlineCallbacks
-    def _deliver(self, ueAddress, btid, muk, msk, counter):
-        message, expected = mikey.build_msk_message_expecting(
-            muk, msk.keyDomainId, msk.mskId, msk.key, counter, self.random(profile.RAND_LEN),
-            self.idi, btid.encode("utf-8"), v=True)
         done = Deferred()
-        entry = _Pending(message, expected, (ueAddress, self.uePort), done)
-        key = (ueAddress, counter, msk.mskId)
+        d = self.counters.nextCounter(self.mukId(btid))
+        d.addCallbacks(self._counted, done.errback,
+                       callbackArgs=(ueAddress, btid, muk, msk, done))
+        return done
+
+    def _counted(self, counter, ueAddress, btid, muk, msk, done):
+        push = (ueAddress, btid, muk, msk, counter, done)
+        if len(self._pending) < MAX_IN_FLIGHT and not self._queued:
+            self._start(push)
+        else:
+            self._queued.append(push)
+
+    def _template(self, msk):
+        ident = (msk.keyDomainId, msk.mskId, msk.key)
+        template = self._templates.get(ident)
+        if template is None:
+            if len(self._templates) >= TEMPLATES:
+                self._templates.clear()
+            template = self._templates[ident] = mikey.MskMessageTemplate(
+                msk.keyDomainId, msk.mskId, msk.key, self.idi, v=True)
+        return template
+
+    def _start(self, push):
+        ueAddress, btid, muk, msk, counter, done = push
+        try:
+            message, expected = self._template(msk).build(
+                muk, counter, self.random(profile.RAND_LEN), btid.encode("utf-8"))
+        except Exception:
+            done.errback()
+            return
+        key = (ueAddress, expected.message)
+        entry = _Pending(message, key, (ueAddress, self.uePort), done, self.clock.seconds())
         self._pending[key] = entry
-        self._byHost.setdefault(ueAddress, {})[key] = entry
-        started = self.clock.seconds()
         self._send(entry, "sent")
-        self._arm(key, entry)
-        verified = yield done
-        if verified:
-            self.deliverySeconds.observe(self.clock.seconds() - started)
-        return verified
 
     def _send(self, entry, result):
+        entry.tries += 1
+        entry.deadline = self.clock.seconds() + self.waits[entry.tries - 1]
+        self._due[entry.tries - 1].append(entry)
+        if self._timer is None:
+            self._timer = self.clock.callLater(self.waits[entry.tries - 1], self._sweep)
+        elif entry.deadline < self._timer.getTime():
+            self._timer.reset(self.waits[entry.tries - 1])
         try:
             self.transport.write(entry.message, entry.address)
         except Exception as e:
@@ -130,56 +171,69 @@ class MikeyDelivery(DatagramProtocol):
             return
         self._count[result].inc()
 
-    def _arm(self, key, entry):
-        if entry.tries > len(self.delays):
-            entry.timer = None
-            self._forget(key)
-            self._count["unverified"].inc()
-            log.warn("MIKEY MSK message to {host} not verified after {n} tries",
-                     host=entry.address[0], n=entry.tries)
-            entry.done.callback(False)
-            return
-        delay = self.delays[entry.tries - 1]
-        entry.timer = self.clock.callLater(delay, self._retransmit, key, entry)
+    def _sweep(self):
+        """Retransmit or give up every message whose wait is over (one timer for all)."""
+        self._timer = None
+        now = self.clock.seconds()
+        last = len(self.waits) - 1
+        for i, due in enumerate(self._due):
+            while due and due[0].deadline <= now:
+                entry = due.popleft()
+                if entry.done is None:
+                    continue  # verified meanwhile
+                if i < last:
+                    self._send(entry, "retransmitted")
+                else:
+                    self._count["unverified"].inc()
+                    log.warn("MIKEY MSK message to {host} not verified after {n} tries",
+                             host=entry.address[0], n=entry.tries)
+                    self._finish(entry, False)
+        # a retransmission above may have set the timer for its own, later
+        # deadline: the nearest head of all queues decides
+        nearest = min((due[0].deadline for due in self._due if due), default=None)
+        if nearest is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        elif self._timer is None:
+            self._timer = self.clock.callLater(max(0.0, nearest - now), self._sweep)
+        elif nearest < self._timer.getTime():
+            self._timer.reset(max(0.0, nearest - now))
 
-    def _retransmit(self, key, entry):
-        entry.tries += 1
-        self._send(entry, "retransmitted")
-        self._arm(key, entry)
+    def _finish(self, entry, verified):
+        del self._pending[entry.key]
+        done, entry.done = entry.done, None
+        # the freed place goes to the next waiting push first
+        while self._queued and len(self._pending) < MAX_IN_FLIGHT:
+            self._start(self._queued.popleft())
+        if not self._pending:
+            # nothing in flight: the queues hold only answered entries
+            for due in self._due:
+                due.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        done.callback(verified)
 
     def datagramReceived(self, data, addr):
-        # the UE's verification message (RFC 3830 5.2); never let bad input escape
-        host = addr[0]
-        try:
-            for key, entry in list(self._byHost.get(host, {}).items()):
-                try:
-                    mikey.check_expected_verification(entry.expected, data)
-                except mikey.MikeyError:
-                    continue
-                self._forget(key)
-                if entry.timer is not None and entry.timer.active():
-                    entry.timer.cancel()
-                self._count["verified"].inc()
-                entry.done.callback(True)
-                return
-        except Exception:
-            log.failure("verification handling failed")
-        self._count["bad_verification"].inc()
-        log.warn("MIKEY: unmatched, forged or replayed verification from {host}", host=host)
-
-    def _forget(self, key):
-        del self._pending[key]
-        byHost = self._byHost[key[0]]
-        del byHost[key]
-        if not byHost:
-            del self._byHost[key[0]]
+        # the UE's verification message (RFC 3830 5.2): it must be the exact
+        # answer to a message in flight to that address. A dict lookup of
+        # bytes leaks no prefix through timing: the hash is keyed per process.
+        entry = self._pending.get((addr[0], data))
+        if entry is None:
+            self._count["bad_verification"].inc()
+            log.warn("MIKEY: unmatched, forged or replayed verification from {host}", host=addr[0])
+            return
+        self._count["verified"].inc()
+        self.deliverySeconds.observe(self.clock.seconds() - entry.started)
+        self._finish(entry, True)
 
     def stopProtocol(self):
-        for key, entry in list(self._pending.items()):
-            if entry.timer is not None and entry.timer.active():
-                entry.timer.cancel()
-            self._forget(key)
-            entry.done.callback(False)
+        queued, self._queued = self._queued, deque()
+        for entry in list(self._pending.values()):
+            self._finish(entry, False)
+        for push in queued:
+            push[-1].callback(False)
 
     @property
     def pending(self):
