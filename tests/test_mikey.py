@@ -730,3 +730,17 @@ def test_only_the_expected_answer_passes_the_check(data):
     if bad != good:
         with pytest.raises(MikeyError):
             mikey.check_expected_verification(expected, bad)
+
+
+@given(msk_inputs)
+def test_answer_msk_message_is_parse_then_build_verification(m):
+    message = mikey.build_msk_message(m["muk"], m["kdid"], m["msk_id"], m["msk"], m["counter"],
+                                      m["rand"], m["idi"], m["idr"], v=m["v"])
+    delivery, verification = mikey.answer_msk_message(m["muk"], message)
+    assert delivery == mikey.parse_msk_message(m["muk"], message)
+    assert verification == (mikey.build_verification(m["muk"], message) if m["v"] else None)
+
+
+def test_aes_cm_iv_rejects_a_csb_id_over_32_bits():
+    with pytest.raises(MikeyError):
+        mikey.aes_cm_iv(bytes(14), 1 << 32, 0)

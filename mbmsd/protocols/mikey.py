@@ -55,6 +55,7 @@ __all__ = [
     "MskMessageTemplate",
     "parse_msk_message",
     "build_verification",
+    "answer_msk_message",
     "check_verification",
     "build_mtk_message",
     "parse_mtk_message",
@@ -653,8 +654,10 @@ def aes_cm_iv(salt_key, csb_id, t_value):
         raise MikeyError("AES-CM salt key must be 14 bytes")
     if not 0 <= t_value < 1 << 64:
         raise MikeyError("T value does not fit 64 bits")
-    mask = b"\x00\x00" + struct.pack("!IQ", csb_id, t_value)
-    return bytes(a ^ b for a, b in zip(salt_key, mask)) + b"\x00\x00"
+    if not 0 <= csb_id <= 0xFFFFFFFF:
+        raise MikeyError("CSB ID must be a 32-bit value")
+    mask = (csb_id << 64) | t_value  # 0x0000 || CSB ID || T, as a 14-byte integer
+    return (int.from_bytes(salt_key, "big") ^ mask).to_bytes(14, "big") + b"\x00\x00"
 
 
 def aes_cm(encr_key, salt_key, csb_id, t_value, data):
@@ -994,7 +997,21 @@ def build_verification(muk, msk_message):
     The UE's verification message for C{msk_message} (which is verified
     first): HDR (data type 1, same CSB ID), T (echo), V (HMAC-SHA-1-160).
     """
-    delivery, auth = _parse_msk_message_and_auth(muk, msk_message)
+    return _verification_for(*_parse_msk_message_and_auth(muk, msk_message))
+
+
+def answer_msk_message(muk, data, last_counter=None):
+    """
+    What a UE does with an MSK message: L{parse_msk_message}, and, when V
+    is set, the verification message that L{build_verification} builds,
+    with one parse and one key derivation for both.
+    @return: (L{MskDelivery}, the verification message or None).
+    """
+    delivery, auth = _parse_msk_message_and_auth(muk, data, last_counter)
+    return delivery, (_verification_for(delivery, auth) if delivery.v else None)
+
+
+def _verification_for(delivery, auth):
     t = Timestamp(profile.TS_TYPE, delivery.counter)
     header = _profile_header(profile.VERIFICATION_DATA_TYPE, False, delivery.csb_id)
     unsigned = encode(Message(header, [t, Verification(MAC_HMAC_SHA1_160, bytes(20))]))

@@ -63,7 +63,7 @@ class MikeyReceiver(DatagramProtocol):
                 self.transport.write(self._lastVerification, addr)
             return
         try:
-            delivery = mikey.parse_msk_message(self.muk, data, self.lastCounter)
+            delivery, verification = mikey.answer_msk_message(self.muk, data, self.lastCounter)
         except mikey.ReplayError as e:
             self._reject("replay", e, addr)
             return
@@ -75,9 +75,7 @@ class MikeyReceiver(DatagramProtocol):
             return
         self.lastCounter = delivery.counter
         self.accepted += 1
-        verification = None
-        if delivery.v:
-            verification = mikey.build_verification(self.muk, data)
+        if verification is not None:
             self.transport.write(verification, addr)
         self._lastMessage = data
         self._lastVerification = verification
