@@ -21,7 +21,8 @@ import os
 
 from twisted.internet.defer import succeed
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+
+from mbmsd.logs import Logger
 
 log = Logger(namespace="mbmsd.cluster")
 

@@ -31,13 +31,13 @@ from twisted.internet import error as ierror
 from twisted.internet.defer import (
     CancelledError, TimeoutError, inlineCallbacks, succeed)
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from mbmsd import __version__
+from mbmsd.logs import Logger
 
 try:  # the names moved between Twisted releases; both spellings exist in 26
     from twisted.web.client import (

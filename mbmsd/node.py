@@ -11,12 +11,12 @@ MultiService would not wait for any of this, so NodeService sequences it.
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
-from twisted.logger import Logger
 from twisted.plugin import getPlugins
 from zope.interface import implementer
 
 from mbmsd import __version__
 from mbmsd import config as c
+from mbmsd import logs
 from mbmsd import tls
 from mbmsd.interfaces import (
     IMetricsExporterFactory,
@@ -25,6 +25,7 @@ from mbmsd.interfaces import (
     IStorageFactory,
 )
 from mbmsd.httpclient import HttpClient
+from mbmsd.logs import Logger
 from mbmsd.metrics import Metrics
 from mbmsd.storage.records import Subscriber
 from mbmsd.storage.sealing import KeyFileError
@@ -69,6 +70,9 @@ NODE_SECTION = c.Section(
         "home_domain": c.Field(c.fqdn(), c.REQUIRED, "home network domain"),
         "roles": c.Field(c.array(c.string(), minimum=1), c.REQUIRED,
                          "roles this node runs: bsf, pcscf, scf, bmsc"),
+        "log_level": c.Field(c.choice(*logs.LEVELS), logs.DEFAULT,
+                             "least severe events logged by mbmsd: per-transaction detail "
+                             "is debug, each procedure's outcome info"),
         "http_access_log": c.Field(c.boolean(), False,
                                    "an access-log line per HTTP request on Ub, Zn and Ua "
                                    "(each procedure's outcome is logged anyway)"),
@@ -323,6 +327,7 @@ def makeNode(config, reactor, onStartupFailure=None, registry=None):
     """
     Build the node and its service tree from a validated config.
     """
+    logs.setLevel(config["node"]["log_level"])
     storage = storageFactories()[config["storage"]["backend"]].open(config["storage"], reactor)
     metrics = Metrics(config["node"]["name"], registry)
     metrics.info("mbmsd_node", "This mbmsd node", {

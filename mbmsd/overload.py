@@ -23,9 +23,9 @@ address, mbmsd.metrics):
 import math
 from collections import OrderedDict
 
-from twisted.logger import Logger
 
 from mbmsd import config as c
+from mbmsd.logs import Logger
 
 __all__ = ["ConcurrencyLimiter", "Slot", "FailureLimiter", "AuthGuard", "OverloadMetrics",
            "SipAdmission", "concurrency_fields", "auth_fields", "LISTENER", "PEER",

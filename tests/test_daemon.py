@@ -60,6 +60,9 @@ def test_bootstrap_zn_restart_and_metrics(tmp_path):
         assert sample(families, "mbmsd_bsf_ub_requests_total", result="challenged") == 1.0
         assert sample(families, "mbmsd_bsf_zn_requests_total", result="ok") == 1.0
         assert sample(families, "mbmsd_bsf_ub_request_seconds_count") == 2.0
+        # node.log_level "info" (the default): one line for the bootstrap, the
+        # challenge before it only at debug
+        assert "200 bootstrapped" in d.log() and "401 challenged" not in d.log()
         for family in families:
             for s in family.samples:
                 assert "user1" not in json.dumps(s.labels), s
@@ -114,10 +117,12 @@ def test_resynchronisation_through_the_daemon(tmp_path):
 
 
 def test_config_errors_stop_startup_with_the_key_named(tmp_path):
-    d = Daemon(tmp_path, overlay='colour = "blue"\n\n[node]\nroles = ["bsf", "nope"]\n')
+    d = Daemon(tmp_path, overlay='colour = "blue"\n\n[node]\nroles = ["bsf", "nope"]\n'
+                                 'log_level = "verbose"\n')
     p = subprocess.run(d.command(), capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert p.returncode == 1
     assert "overlay.toml: node.roles: item 1: unknown role 'nope'" in p.stderr
+    assert "overlay.toml: node.log_level: must be one of 'debug', 'info', 'warn', 'error'" in p.stderr
     assert "overlay.toml: bmsc.colour: unknown key" in p.stderr
     assert "Traceback" not in p.stderr
 

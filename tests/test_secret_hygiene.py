@@ -6,9 +6,8 @@ needs an AUTS resynchronisation, and answers a Ub challenge with a wrong
 RES (the failure path); afterwards neither the daemon's log nor
 /metrics holds any key, and no subscriber identifier is a metric label.
 
-Log level: twistd's log observer writes every event, debug included (it
-installs no level filter, and the node adds none), so the log read here is
-the most verbose one the node can write.
+Log level: the node runs with node.log_level = "debug", the most verbose
+log it can write (the test checks that debug lines are there).
 
 The keys looked for, each in hex (either case), in base64 (standard and
 URL-safe, at any byte alignment inside a longer value) and as a Python bytes
@@ -103,13 +102,14 @@ def run_ue(workdir, *args, timeout=90):
 def test_no_key_in_log_or_metrics(tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
 
-    d = Daemon(tmp_path).start()
+    d = Daemon(tmp_path, settings={"node": {"log_level": "debug"}}).start()
     try:
         common = ["--bsf", d.ub, "--pcscf", "sip:127.0.0.1:%d" % d.ports["pcscf"]]
         run = run_ue(tmp_path, "run", "--show-keys", *common, "--bmsc", d.url("bmsc", ""),
                      "--mikey-port", str(d.ports["mikey"]))
         report = run.stdout + run.stderr + d.log()[-6000:]
         assert run.returncode == 0, report
+        assert "401 challenged" in d.log() and "authorizing at the BM-SC" in d.log()  # debug
         steps = lines_of(run)
         assert [s["step"] for s in steps] == [
             "bootstrap", "register", "invite", "msk-register", "msk", "bye"], report

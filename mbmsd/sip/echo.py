@@ -16,9 +16,9 @@ import sys
 
 from zope.interface import implementer
 
-from twisted.logger import Logger
 
 from mbmsd.interfaces import ITransactionUser
+from mbmsd.logs import Logger
 from mbmsd.sip.message import make_response
 from mbmsd.sip.transaction import TransactionError, TransactionLayer
 

@@ -13,8 +13,8 @@ No socket, no global reactor: tests drive every timer with
 C{twisted.internet.task.Clock}.
 """
 
-from twisted.logger import Logger
 
+from mbmsd.logs import Logger
 from mbmsd.sip.message import (
     MAGIC_COOKIE, Request, make_ack, make_branch,
     make_response, parse_via)

@@ -14,9 +14,9 @@ cannot kill a listener.
 from zope.interface import implementer
 
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
-from twisted.logger import Logger
 
 from mbmsd.interfaces import ISipTransport
+from mbmsd.logs import Logger
 from mbmsd.sip.message import (
     DEFAULT_MAX_SIZE, Request, SipParseError, SipStreamParser, make_response,
     parse_cseq, parse_message, parse_via, serialize)

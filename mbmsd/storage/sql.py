@@ -16,10 +16,10 @@ from importlib import resources
 from twisted.enterprise import adbapi
 from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from mbmsd.interfaces import IBootstrapStore, IStorage, ISubscriberStore
+from mbmsd.logs import Logger
 from mbmsd.storage.bmsc import SqlBmscStore, msk_context
 from mbmsd.storage.challenges import put_challenge_txn, take_challenge_txn
 from mbmsd.storage.leases import SqlLeaseStore

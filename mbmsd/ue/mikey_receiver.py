@@ -8,8 +8,8 @@ address the datagram came from.
 from collections import Counter
 
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 
+from mbmsd.logs import Logger
 from mbmsd.protocols import mikey
 
 __all__ = ["MikeyReceiver"]

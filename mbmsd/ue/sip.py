@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from mbmsd.interfaces import IClientTransactionUser, ITransactionUser
+from mbmsd.logs import Logger
 from mbmsd.protocols import digest, gba, milenage
 from mbmsd.sip.message import (
     Request, SipParseError, make_branch, make_response, make_tag, parse_name_addr, parse_uri)

@@ -22,7 +22,8 @@ values handed out for one MUK grow in the order they were asked for.
 """
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
+
+from mbmsd.logs import Logger
 
 log = Logger(namespace="mbmsd.bmsc.counters")
 

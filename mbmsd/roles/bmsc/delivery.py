@@ -13,9 +13,9 @@ from collections import deque
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 
 from mbmsd import profile
+from mbmsd.logs import Logger
 from mbmsd.protocols import mikey
 
 log = Logger(namespace="mbmsd.bmsc.mikey")

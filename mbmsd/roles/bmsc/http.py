@@ -6,10 +6,10 @@ The BM-SC key management listener: twisted.web adapted to L{KeyManagement}.
 """
 
 from twisted.internet.defer import maybeDeferred
-from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from mbmsd.logs import Logger
 from mbmsd.roles.bmsc.keymanagement import REQUEST_TYPES, SCF_REQUESTS, plain
 from mbmsd.tls import requestPeer
 from mbmsd.web import writeAnswer
@@ -74,7 +74,12 @@ class KeyManagementResource(Resource):
         def answer(a):
             self.requests.labels(label, str(a.code)).inc()
             self.latency.labels(label).observe(self.clock.seconds() - start)
-            (log.info if a.code in (200, 401) else log.warn)(
+            # a UE's first 401 is only the challenge (debug); outcomes at info
+            if a.code == 401 and not request.requestHeaders.hasHeader(b"authorization"):
+                level = log.debug
+            else:
+                level = log.info if a.code in (200, 401) else log.warn
+            level(
                 "{requesttype} from {source}: {code} {reason} user={user}",
                 requesttype=label, source=source, code=a.code, reason=a.reason, user=a.user)
             if not gone:

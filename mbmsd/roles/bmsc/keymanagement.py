@@ -12,9 +12,9 @@ The BM-SC.UPF key management procedures, free of HTTP:
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.logger import Logger
 
 from mbmsd import profile
+from mbmsd.logs import Logger
 from mbmsd.protocols import mbms_xml
 from mbmsd.storage.records import Authorization, MskRegistration
 

@@ -8,9 +8,9 @@ import os
 import zlib
 
 from twisted.internet.defer import DeferredList, inlineCallbacks
-from twisted.logger import Logger
 
 from mbmsd.cluster import Lease
+from mbmsd.logs import Logger
 from mbmsd.storage.leases import MemoryLeaseStore
 from mbmsd.storage.records import Msk
 

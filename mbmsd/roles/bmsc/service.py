@@ -5,12 +5,12 @@ MSK rotation and pruning.
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from mbmsd import profile, tls
 from mbmsd.cluster import holder_id
 from mbmsd.interfaces import IBootstrapLookup
+from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, ConcurrencyLimiter, OverloadMetrics
 from mbmsd.protocols import gba
 from mbmsd.roles.bmsc.counters import CounterReservations

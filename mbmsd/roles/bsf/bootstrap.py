@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 from email.utils import formatdate
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.logger import Logger
 
+from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard
 from mbmsd.protocols import digest, gba, milenage
 from mbmsd.storage.records import BootstrapSession, Challenge

@@ -4,10 +4,10 @@ The BSF service: the Ub and Zn listeners and the pruning timer.
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.logger import Logger
 
 from mbmsd import tls
 from mbmsd.interfaces import IBootstrapLookup
+from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, ConcurrencyLimiter, OverloadMetrics
 from mbmsd.roles.bsf.bootstrap import Bootstrapper
 from mbmsd.roles.bsf.ub import UbResource

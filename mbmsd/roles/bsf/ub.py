@@ -3,10 +3,10 @@ The Ub listener: twisted.web adapted to L{Bootstrapper}.
 """
 
 from twisted.internet.defer import maybeDeferred
-from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from mbmsd.logs import Logger
 from mbmsd.roles.bsf.bootstrap import BAD_REQUEST, OUTCOMES, plainAnswer
 from mbmsd.web import writeAnswer
 
@@ -52,7 +52,11 @@ class UbResource(Resource):
         def answer(a):
             self.requests.labels(a.outcome).inc()
             self.latency.observe(self.clock.seconds() - start)
-            level = log.info if a.code in (200, 401) else log.warn
+            # one info line per bootstrap: its first 401 is only the challenge
+            if a.outcome == "challenged":
+                level = log.debug
+            else:
+                level = log.info if a.code in (200, 401) else log.warn
             level(
                 "Ub {method} from {peer}: {code} {outcome} ({reason}) impi={impi}",
                 method=method, peer=_peer(request), code=a.code, outcome=a.outcome,

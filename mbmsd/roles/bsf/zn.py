@@ -14,13 +14,13 @@ import json
 from datetime import datetime, timezone
 
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
-from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from mbmsd.errors import NafNotAuthorized, UnknownBTID
 from mbmsd.interfaces import IBootstrapLookup
+from mbmsd.logs import Logger
 from mbmsd.protocols import gba
 from mbmsd.storage.records import NafKey
 from mbmsd.tls import Peer, requestPeer

@@ -30,10 +30,10 @@ import hashlib
 import ipaddress
 
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from mbmsd.interfaces import IClientTransactionUser, ITransactionUser
+from mbmsd.logs import Logger
 from mbmsd.roles.pcscf.registrar import aor
 from mbmsd.sip.message import (
     MAGIC_COOKIE, SipParseError, make_branch, make_cancel, make_response, parse_name_addr,
@@ -497,10 +497,13 @@ class PcscfProxy:
         if start is not None:
             self.latency.labels(method).observe(max(0.0, self.clock.seconds() - start))
         if txn.request.method != "REGISTER":
-            log.info("{method} {callid} from {transport} {source}: {status}",
-                     method=txn.request.method, callid=txn.request.call_id,
-                     transport=txn.transport.name, source=_show(txn.source),
-                     status=response.status)
+            # session set-ups and failures at info; the rest of a dialog at debug
+            level = (log.info if txn.request.method == "INVITE" or response.status >= 300
+                     else log.debug)
+            level("{method} {callid} from {transport} {source}: {status}",
+                  method=txn.request.method, callid=txn.request.call_id,
+                  transport=txn.transport.name, source=_show(txn.source),
+                  status=response.status)
 
 
 @implementer(IClientTransactionUser)

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.logger import Logger
 
+from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard
 from mbmsd.protocols import digest, gba, milenage
 from mbmsd.sip.message import SipParseError, parse_name_addr

@@ -5,9 +5,9 @@ UEs' and ours to the SCF), the registrar, the proxy and the pruning timer.
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.logger import Logger
 
 from mbmsd import tls
+from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, OverloadMetrics, SipAdmission
 from mbmsd.roles.pcscf.plugin import parse_next_hop
 from mbmsd.roles.pcscf.proxy import PcscfProxy

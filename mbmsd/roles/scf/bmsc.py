@@ -20,12 +20,12 @@ node that answered last is asked first next time.
 """
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from mbmsd import profile
 from mbmsd.httpclient import HttpError, HttpTimeout, HttpUnavailable
 from mbmsd.interfaces import IServiceAuthorizationClient
+from mbmsd.logs import Logger
 from mbmsd.protocols import mbms_xml
 
 __all__ = ["HttpServiceAuthorizationClient", "BmscUnavailable", "BmscRefused"]

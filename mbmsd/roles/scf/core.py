@@ -50,10 +50,10 @@ import ipaddress
 
 from twisted.internet.defer import (
     Deferred, DeferredList, inlineCallbacks, maybeDeferred, succeed)
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from mbmsd.interfaces import IClientTransactionUser, ITransactionUser
+from mbmsd.logs import Logger
 from mbmsd.roles.scf import sdp
 from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable
 from mbmsd.roles.scf.plugin import normalize_impu
@@ -351,7 +351,7 @@ class ScfCore:
         txn.session = session
         self.initial[merged] = session
         self.dialogs[session.key] = session
-        log.info("INVITE {callid}: {impu} asks for {service} at {ue}; authorizing at the BM-SC",
+        log.debug("INVITE {callid}: {impu} asks for {service} at {ue}; authorizing at the BM-SC",
                  callid=session.callId, impu=impu, service=serviceId, ue=ueAddress)
         try:
             statuses = yield self._bmsc("authorize", session)

@@ -5,8 +5,8 @@ own requests (BYE, UPDATE) leave on, and the UAS core behind them.
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import inlineCallbacks
-from twisted.logger import Logger
 
+from mbmsd.logs import Logger
 from mbmsd.overload import OverloadMetrics, SipAdmission
 from mbmsd.roles.scf.bmsc import HttpServiceAuthorizationClient
 from mbmsd.roles.scf.core import ScfCore, Subscriptions
