@@ -353,13 +353,14 @@ class _Message:
     def to(self):
         return parse_name_addr(self.headers.get("To", ""))
 
+    # read-only uses below look at the cached template (no copy to make)
     @property
     def from_tag(self):
-        return self.from_.params.get("tag")
+        return _name_addr_template(self.headers.get("From", "")).params.get("tag")
 
     @property
     def to_tag(self):
-        return self.to.params.get("tag")
+        return _name_addr_template(self.headers.get("To", "")).params.get("tag")
 
     def __bytes__(self):
         return serialize(self)
@@ -532,7 +533,7 @@ def _parse_start_line(line):
         req._uri_error = SipParseError(416, "Unsupported URI Scheme")
     else:
         try:
-            parse_uri(uri)
+            _uri_template(uri)
         except SipParseError:
             req._uri_error = _bad("malformed Request-URI")
     return req, version_error
@@ -592,12 +593,12 @@ def _validate(msg):
             raise _bad("invalid Max-Forwards", msg)
     for name in ("From", "To"):
         try:
-            parse_name_addr(h.get(name))
+            _name_addr_template(h.get(name))
         except SipParseError:
             raise _bad("malformed " + name, msg)
     for value in h.get_all("Via"):
         try:
-            parse_via(value)
+            _via_template(value)
         except SipParseError:
             raise _bad("malformed Via", msg)
 
@@ -779,6 +780,41 @@ class SipStreamParser:
 
 # --------------------------------------------------------------------------
 # URIs, name-addr, Via, CSeq
+#
+# Parsed once per distinct text. The transaction layer and the roles read
+# the same From, To, Via, CSeq and URIs of a message many times (and the
+# same values recur in every message of a dialog), so parse_uri,
+# parse_name_addr, parse_via and parse_cseq remember their result by the
+# exact input string (a bounded LRU). Callers see no difference:
+#   - parsing is a pure function of the text and the key is the text
+#     itself: a header changed with Headers.set/set_first/prepend is another
+#     string, so another entry; nothing can go stale;
+#   - callers mutate what they get (stamp_via adds received/rport to the
+#     top Via's params, send_request a branch): the cache keeps a private
+#     template and every call returns a fresh copy (new Via, NameAddr,
+#     SipUri and params dicts), as a fresh parse did; CSeq is a tuple;
+#   - errors are not cached (lru_cache keeps no exceptions): a malformed
+#     value raises a new SipParseError on every call (callers set its
+#     partial);
+#   - anything but a str of at most _CACHE_TEXT characters bypasses the
+#     cache, so its memory stays bounded whatever peers send.
+
+_CACHE_SIZE = 4096
+_CACHE_TEXT = 512
+
+
+def _cached(parse):
+    """C{parse} remembered by its exact text; the result must not escape."""
+    remember = functools.lru_cache(maxsize=_CACHE_SIZE)(parse)
+
+    def lookup(text):
+        if type(text) is str and len(text) <= _CACHE_TEXT:
+            return remember(text)
+        return parse(text)
+
+    lookup.cache_clear = remember.cache_clear
+    lookup.cache_info = remember.cache_info
+    return lookup
 
 _SPECIALS = {sep: re.compile(r'["<>\\%s]' % (re.escape(sep),)) for sep in ",;"}
 
@@ -905,6 +941,14 @@ class SipUri:
         self.params = dict(params or {})
         self.headers = headers
 
+    def _copy(self):
+        """A copy sharing nothing mutable (params is the only mutable part)."""
+        c = SipUri.__new__(SipUri)
+        d = self.__dict__.copy()
+        d["params"] = dict(self.params)
+        c.__dict__ = d
+        return c
+
     @property
     def user_unquoted(self):
         return None if self.user is None else unquote(self.user)
@@ -941,6 +985,10 @@ class SipUri:
 
 def parse_uri(text):
     """Parse a sip:, sips: or tel: URI into a L{SipUri}; SipParseError else."""
+    return _uri_template(text)._copy()
+
+
+def _parse_uri(text):
     text = text.strip()
     m = _SCHEME_RE.match(text)
     if m is None:
@@ -978,6 +1026,9 @@ def parse_uri(text):
                   headers)
 
 
+_uri_template = _cached(_parse_uri)
+
+
 class NameAddr:
     """
     A name-addr or addr-spec with header parameters (From, To, Contact,
@@ -989,6 +1040,15 @@ class NameAddr:
         self.display_name = display_name
         self.uri = uri
         self.params = dict(params or {})
+
+    def _copy(self):
+        """A copy sharing nothing mutable (the uri and params are copied)."""
+        c = NameAddr.__new__(NameAddr)
+        d = self.__dict__.copy()
+        d["uri"] = self.uri._copy()
+        d["params"] = dict(self.params)
+        c.__dict__ = d
+        return c
 
     @property
     def tag(self):
@@ -1011,6 +1071,10 @@ def parse_name_addr(text):
     bare C{sip:x;tag=1} (whose parameters are header parameters, RFC 3261
     20.10) into a L{NameAddr}.
     """
+    return _name_addr_template(text)._copy()
+
+
+def _parse_name_addr(text):
     text = text.strip()
     display = None
     if text.startswith('"'):
@@ -1053,6 +1117,9 @@ def parse_name_addr(text):
     return NameAddr(None, parse_uri(uri_text), parse_params(params))
 
 
+_name_addr_template = _cached(_parse_name_addr)
+
+
 class Via:
     """
     One Via value (RFC 3261 20.42, RFC 3581). C{port} is None when absent;
@@ -1064,6 +1131,14 @@ class Via:
         self.host = host
         self.port = port
         self.params = dict(params or {})
+
+    def _copy(self):
+        """A copy sharing nothing mutable (params is the only mutable part)."""
+        c = Via.__new__(Via)
+        d = self.__dict__.copy()
+        d["params"] = dict(self.params)
+        c.__dict__ = d
+        return c
 
     branch = property(lambda self: self.params.get("branch"))
     received = property(lambda self: self.params.get("received"))
@@ -1104,6 +1179,10 @@ _VIA_RE = re.compile(r"\s*SIP\s*/\s*2\.0\s*/\s*(%s)\s+(\S[^;]*?)\s*(;.*)?\Z"
 
 def parse_via(text):
     """Parse one Via value into a L{Via}; SipParseError when malformed."""
+    return _via_template(text)._copy()
+
+
+def _parse_via(text):
     m = _VIA_RE.match(text)
     if m is None:
         raise _bad("malformed Via")
@@ -1114,14 +1193,24 @@ def parse_via(text):
     return Via(m.group(1), host, port, params)
 
 
+_via_template = _cached(_parse_via)
+
+
 def parse_cseq(text):
     """Parse a CSeq value into C{(number, method)}; SipParseError else."""
+    return _cseq(text)
+
+
+def _parse_cseq(text):
     parts = text.split()
     if (len(parts) != 2 or not _DIGITS_RE.match(parts[0])
             or len(parts[0]) > 10 or int(parts[0]) >= 2 ** 31
             or not _TOKEN_RE.match(parts[1])):
         raise _bad("malformed CSeq")
     return int(parts[0]), parts[1]
+
+
+_cseq = _cached(_parse_cseq)     # a tuple: nothing to copy
 
 
 # --------------------------------------------------------------------------
@@ -1152,7 +1241,7 @@ def make_response(request, status, reason=None, to_tag=None):
     to = h.get("To", "")
     if to_tag and status != 100:
         try:
-            has_tag = parse_name_addr(to).tag is not None
+            has_tag = _name_addr_template(to).tag is not None
         except SipParseError:
             has_tag = True
         if not has_tag:
