@@ -790,6 +790,22 @@ class SplitOutsideQuotesTests(SynchronousTestCase):
 
         check()
 
+    def test_comma_list_agrees_with_the_reference(self):
+        """split_comma_list, single-item shortcut included, is the rule's reading."""
+        from hypothesis import given, strategies as st
+
+        @given(st.text(alphabet='ab,;"<>\\ \t=:@', max_size=40))
+        def check(value):
+            parts = _reference_split(value, ",")
+            expected = None if parts is None else [p.strip() for p in parts if p.strip()]
+            try:
+                got = split_comma_list(value)
+            except SipParseError:
+                got = None
+            self.assertEqual(got, expected, value)
+
+        check()
+
     def test_examples(self):
         from mbmsd.sip.message import _split_outside_quotes
 

@@ -177,6 +177,13 @@ def _key(name):
     return canonical_name(name).lower()
 
 
+@functools.lru_cache(maxsize=1024)
+def _names(name):
+    """C{(key, canonical name)} of header C{name}: an entry's first two parts."""
+    cname = canonical_name(name)
+    return cname.lower(), cname
+
+
 class Headers:
     """
     SIP headers: names case-insensitive, order preserved, multi-valued.
@@ -193,8 +200,8 @@ class Headers:
 
     @staticmethod
     def _entry(name, value):
-        name = canonical_name(name)
-        return (_key(name), name, str(value))
+        key, name = _names(name)
+        return (key, name, str(value))
 
     def add(self, name, value):
         """Append one value of C{name}."""
@@ -306,6 +313,10 @@ def split_comma_list(value):
     backslash escapes) or inside C{<...>} do not split. Empty items dropped.
     Raises SipParseError on an unterminated quoted string.
     """
+    if "," not in value and '"' not in value:
+        # one item (the usual case): nothing to split, nothing unterminated
+        value = value.strip()
+        return [value] if value else []
     return [item.strip() for item in _split_outside_quotes(value, ",")
             if item.strip()]
 
@@ -424,7 +435,7 @@ def serialize(msg):
     lines = [msg.start_line()]
     wrote_length = False
     length = len(msg.body)
-    for name, value in msg.headers:
+    for _, name, value in msg.headers._items:
         if name == "Content-Length":
             if wrote_length:
                 continue
@@ -466,22 +477,18 @@ def _parse_head(head):
     start = lines[0]
     msg, version_error = _parse_start_line(start)
 
-    unfolded = []
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            if not unfolded:
-                raise _bad("continuation line before any header")
-            unfolded[-1] = unfolded[-1].rstrip(" \t") + " " + line.strip(" \t")
-        else:
-            unfolded.append(line)
+    if "\n " in text or "\n\t" in text:
+        unfolded = _unfold(lines[1:])
+    else:
+        unfolded = lines[1:]        # no line starts with a space or a tab
+    items = msg.headers._items      # entries as Headers.add makes them
     for line in unfolded:
         name, sep, value = line.partition(":")
         name = name.rstrip(" \t")
         if not sep or not _TOKEN_RE.match(name):
             raise _bad("malformed header line", msg)
         value = value.strip(" \t")
-        cname = canonical_name(name)
-        low = cname.lower()
+        low, cname = _names(name)
         if low in MULTI_VALUE_HEADERS and value != "*":
             try:
                 values = split_comma_list(value)
@@ -491,9 +498,9 @@ def _parse_head(head):
             if not values:
                 raise _bad("empty %s" % (cname,), msg)
             for v in values:
-                msg.headers.add(cname, v)
+                items.append((low, cname, v))
         else:
-            msg.headers.add(cname, value)
+            items.append((low, cname, value))
     if version_error is not None:
         version_error.partial = msg
         raise version_error
@@ -502,6 +509,19 @@ def _parse_head(head):
         err.partial = msg
         raise err
     return msg
+
+
+def _unfold(lines):
+    """Join continuation lines (starting with a space or tab) to their header."""
+    unfolded = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not unfolded:
+                raise _bad("continuation line before any header")
+            unfolded[-1] = unfolded[-1].rstrip(" \t") + " " + line.strip(" \t")
+        else:
+            unfolded.append(line)
+    return unfolded
 
 
 def _parse_start_line(line):
@@ -566,37 +586,43 @@ def _content_length(msg):
 
 def _validate(msg):
     """RFC 3261 8.2.2 / 16.3 sanity checks of a parsed message."""
-    h = msg.headers
+    # one pass over the headers collects what the checks look at
+    seen = {"to": [], "from": [], "cseq": [], "call-id": [],
+            "max-forwards": [], "via": []}
+    for key, _, value in msg.headers._items:
+        if key in seen:
+            seen[key].append(value)
+    request = isinstance(msg, Request)
     required = ["To", "From", "CSeq", "Call-ID"]
-    if isinstance(msg, Request):
+    if request:
         required.append("Max-Forwards")
     required.append("Via")
     for name in required:
-        if h.get(name) is None:
+        if not seen[name.lower()]:
             raise _bad("missing " + name, msg)
     for name in ("To", "From", "CSeq", "Call-ID", "Max-Forwards"):
-        if len(h.get_all(name)) > 1:
+        if len(seen[name.lower()]) > 1:
             raise _bad("multiple " + name, msg)
-    if not h.get("Call-ID").strip() or any(c in h.get("Call-ID")
-                                           for c in " \t<>\""):
+    call_id = seen["call-id"][0]
+    if not call_id.strip() or any(c in call_id for c in " \t<>\""):
         raise _bad("malformed Call-ID", msg)
     try:
-        number, method = parse_cseq(h.get("CSeq"))
+        number, method = parse_cseq(seen["cseq"][0])
     except SipParseError as e:
         e.partial = msg
         raise
-    if isinstance(msg, Request) and method != msg.method:
+    if request and method != msg.method:
         raise _bad("CSeq method does not match the request method", msg)
-    if isinstance(msg, Request):
-        mf = h.get("Max-Forwards").strip()
+    if request:
+        mf = seen["max-forwards"][0].strip()
         if not _DIGITS_RE.match(mf) or int(mf) > 255:
             raise _bad("invalid Max-Forwards", msg)
     for name in ("From", "To"):
         try:
-            _name_addr_template(h.get(name))
+            _name_addr_template(seen[name.lower()][0])
         except SipParseError:
             raise _bad("malformed " + name, msg)
-    for value in h.get_all("Via"):
+    for value in seen["via"]:
         try:
             _via_template(value)
         except SipParseError:
@@ -1234,11 +1260,14 @@ def make_response(request, status, reason=None, to_tag=None):
     tag yet, the tag is added.
     """
     resp = Response(status, reason)
-    h = request.headers
-    for value in h.get_all("Via"):
-        resp.headers.add("Via", value)
-    resp.headers.add("From", h.get("From", ""))
-    to = h.get("To", "")
+    # one pass over the request's headers: every Via, the first of the others
+    vias, first = [], {}
+    for key, _, value in request.headers._items:
+        if key == "via":
+            vias.append(("via", "Via", value))
+        elif key not in first:
+            first[key] = value
+    to = first.get("to", "")
     if to_tag and status != 100:
         try:
             has_tag = _name_addr_template(to).tag is not None
@@ -1246,11 +1275,13 @@ def make_response(request, status, reason=None, to_tag=None):
             has_tag = True
         if not has_tag:
             to += ";tag=" + (make_tag() if to_tag is True else to_tag)
-    resp.headers.add("To", to)
-    resp.headers.add("Call-ID", h.get("Call-ID", ""))
-    resp.headers.add("CSeq", h.get("CSeq", ""))
-    if status == 100 and h.get("Timestamp") is not None:
-        resp.headers.add("Timestamp", h.get("Timestamp"))
+    items = resp.headers._items
+    items += vias
+    items += [("from", "From", first.get("from", "")), ("to", "To", to),
+              ("call-id", "Call-ID", first.get("call-id", "")),
+              ("cseq", "CSeq", first.get("cseq", ""))]
+    if status == 100 and "timestamp" in first:
+        items.append(("timestamp", "Timestamp", first["timestamp"]))
     return resp
 
 
