@@ -790,6 +790,22 @@ class SplitOutsideQuotesTests(SynchronousTestCase):
 
         check()
 
+    def test_comma_list_agrees_with_the_reference(self):
+        """split_comma_list, single-item shortcut included, is the rule's reading."""
+        from hypothesis import given, strategies as st
+
+        @given(st.text(alphabet='ab,;"<>\\ \t=:@', max_size=40))
+        def check(value):
+            parts = _reference_split(value, ",")
+            expected = None if parts is None else [p.strip() for p in parts if p.strip()]
+            try:
+                got = split_comma_list(value)
+            except SipParseError:
+                got = None
+            self.assertEqual(got, expected, value)
+
+        check()
+
     def test_examples(self):
         from mbmsd.sip.message import _split_outside_quotes
 
@@ -797,3 +813,148 @@ class SplitOutsideQuotesTests(SynchronousTestCase):
                          ['"a\\",b" <sip:x;y>;tag=1', "c"])
         self.assertEqual(_split_outside_quotes("<sip:a;b>;lr;x=1", ";"), ["<sip:a;b>", "lr", "x=1"])
         self.assertEqual(_split_outside_quotes("a>b,c", ","), ["a>b", "c"])
+
+
+class ParseCacheTests(SynchronousTestCase):
+    """
+    parse_uri, parse_name_addr, parse_via and parse_cseq remember what they
+    parsed by the exact text: what callers get must still be theirs alone
+    (they mutate it) and must follow the headers when they change.
+    """
+
+    VIA = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc1;rport"
+
+    def invite(self, via=VIA):
+        return parse_message(msg(INVITE_LINE, ["Via: " + via] + BASE[1:]))
+
+    def test_via_mutation_does_not_leak(self):
+        """A Via changed as stamp_via changes it is not what the next reader gets."""
+        m = self.invite()
+        via = m.top_via
+        via.params["received"] = "198.51.100.7"
+        via.params["rport"] = "4000"
+        via.host = "203.0.113.9"
+        self.assertEqual(m.headers.get("Via"), self.VIA)
+        for again in (m.top_via, m.vias[0], parse_via(self.VIA), self.invite().top_via):
+            self.assertEqual(str(again), self.VIA)
+            self.assertNotIn("received", again.params)
+            self.assertIsNone(again.params["rport"])
+            self.assertEqual(again.host, "192.0.2.1")
+
+    def test_name_addr_mutation_does_not_leak(self):
+        m = self.invite()
+        to = m.to
+        to.params["tag"] = "mine"
+        to.uri.params["lr"] = None
+        to.uri.user = "someone-else"
+        to.display_name = "X"
+        frm = m.from_
+        frm.params.clear()
+        for again in (m.to, parse_name_addr(BASE[3][len("To: "):]), self.invite().to):
+            self.assertEqual(str(again), "<sip:urn%3Ambmsd%3Anews@mbms.home1.net>")
+            self.assertIsNone(again.tag)
+        self.assertIsNone(m.to_tag)
+        self.assertEqual(m.from_tag, "f1")
+        self.assertEqual(self.invite().from_.params, {"tag": "f1"})
+
+    def test_uri_mutation_does_not_leak(self):
+        m = self.invite()
+        uri = m.request_uri
+        uri.params["transport"] = "tcp"
+        uri.host = "evil.example"
+        self.assertEqual(str(m.request_uri), "sip:urn%3Ambmsd%3Anews@mbms.home1.net")
+        self.assertEqual(parse_uri("sip:urn%3Ambmsd%3Anews@mbms.home1.net").params, {})
+
+    def test_fresh_objects(self):
+        """Every call returns new objects, as a fresh parse did."""
+        a, b = parse_via(self.VIA), parse_via(self.VIA)
+        self.assertIsNot(a, b)
+        self.assertIsNot(a.params, b.params)
+        x = parse_name_addr('"A" <sip:a@b;lr>;tag=1')
+        y = parse_name_addr('"A" <sip:a@b;lr>;tag=1')
+        self.assertIsNot(x, y)
+        self.assertIsNot(x.uri, y.uri)
+        self.assertIsNot(x.params, y.params)
+        self.assertIsNot(x.uri.params, y.uri.params)
+        self.assertIsNot(parse_uri("sip:a@b"), parse_uri("sip:a@b"))
+
+    def test_changed_headers_are_read_again(self):
+        """After Headers.set/set_first/prepend the accessors see the new values."""
+        m = self.invite()
+        self.assertIsNone(m.to_tag)
+        self.assertEqual(m.cseq, (1, "INVITE"))
+        m.headers.set("To", "<sip:bob@home1.net>;tag=t9")
+        m.headers.set("From", "<sip:alice@home1.net>;tag=f2")
+        m.headers.set("CSeq", "7 INVITE")
+        self.assertEqual(m.to_tag, "t9")
+        self.assertEqual(m.to.uri.user, "bob")
+        self.assertEqual(m.from_tag, "f2")
+        self.assertEqual(m.cseq, (7, "INVITE"))
+        m.headers.set_first("Via", self.VIA.replace(";rport", ";rport=5070;received=10.0.0.1"))
+        self.assertEqual(m.top_via.rport, 5070)
+        self.assertEqual(m.top_via.received, "10.0.0.1")
+        m.headers.prepend("Via", "SIP/2.0/TCP 10.0.0.2:5080;branch=z9hG4bKtop")
+        self.assertEqual(m.top_via.branch, "z9hG4bKtop")
+        self.assertEqual([v.branch for v in m.vias], ["z9hG4bKtop", "z9hG4bKabc1"])
+        m.uri = "sip:other@home1.net"
+        self.assertEqual(m.request_uri.user, "other")
+        m.headers.set("To", "<sip:bob@home1.net>")
+        self.assertIsNone(m.to_tag)
+
+    def test_stamp_via_does_not_leak(self):
+        """stamp_via mutates the top Via: another request with that Via text is unaffected."""
+        from mbmsd.sip.transaction import stamp_via
+        first, second = self.invite(), self.invite()
+        via = stamp_via(first, ("198.51.100.7", 4000))
+        self.assertEqual(via.received, "198.51.100.7")
+        self.assertEqual(first.top_via.rport, 4000)
+        self.assertEqual(second.headers.get("Via"), self.VIA)
+        self.assertIsNone(second.top_via.received)
+        self.assertIs(second.top_via.rport, True)
+        via = stamp_via(second, ("198.51.100.8", 4001))
+        self.assertEqual((via.received, via.rport), ("198.51.100.8", 4001))
+
+    def test_branch_added_by_send_request_does_not_leak(self):
+        """Two requests with the same branchless Via each get a branch of their own."""
+        from twisted.internet.task import Clock
+        from mbmsd.sip.testing import FakeSipTransport, RecordingUser
+        from mbmsd.sip.transaction import TransactionLayer
+        clock = Clock()
+        layer = TransactionLayer(clock, RecordingUser())
+        transport = FakeSipTransport(clock)
+        branches = []
+        for _ in range(2):
+            req = Request("OPTIONS", "sip:a@192.0.2.9", [
+                ("Via", "SIP/2.0/UDP 192.0.2.1:5060"), ("Max-Forwards", "70"),
+                ("From", "<sip:u@home1.net>;tag=1"), ("To", "<sip:a@192.0.2.9>"),
+                ("Call-ID", "c@x"), ("CSeq", "1 OPTIONS")])
+            txn = layer.send_request(req, transport, ("192.0.2.9", 5060), RecordingUser())
+            branches.append(txn.branch)
+            self.assertEqual(req.top_via.branch, txn.branch)
+        self.assertNotEqual(branches[0], branches[1])
+        self.assertNotIn("branch", parse_via("SIP/2.0/UDP 192.0.2.1:5060").params)
+
+    def test_errors_are_not_cached(self):
+        """A malformed value raises a new error each time (callers set its partial)."""
+        errors = []
+        for _ in range(2):
+            with self.assertRaises(SipParseError) as ctx:
+                parse_via("SIP/2.0/UDP")
+            errors.append(ctx.exception)
+            ctx.exception.partial = "set by a caller"
+        self.assertIsNot(errors[0], errors[1])
+        with self.assertRaises(SipParseError) as ctx:
+            parse_name_addr("<sip:a@b")
+        self.assertIsNone(ctx.exception.partial)
+        self.assertRaises(SipParseError, parse_cseq, "x INVITE")
+        self.assertRaises(SipParseError, parse_cseq, "x INVITE")
+
+    def test_long_values_and_other_types(self):
+        """Values too long for the cache parse (and copy) the same; non-str fail as before."""
+        long_via = self.VIA + ";x=" + "a" * 600
+        a, b = parse_via(long_via), parse_via(long_via)
+        self.assertEqual(str(a), long_via)
+        a.params["received"] = "1.2.3.4"
+        self.assertNotIn("received", b.params)
+        self.assertRaises(AttributeError, parse_uri, None)
+        self.assertRaises(AttributeError, parse_name_addr, 5)

@@ -177,6 +177,13 @@ def _key(name):
     return canonical_name(name).lower()
 
 
+@functools.lru_cache(maxsize=1024)
+def _names(name):
+    """C{(key, canonical name)} of header C{name}: an entry's first two parts."""
+    cname = canonical_name(name)
+    return cname.lower(), cname
+
+
 class Headers:
     """
     SIP headers: names case-insensitive, order preserved, multi-valued.
@@ -193,8 +200,8 @@ class Headers:
 
     @staticmethod
     def _entry(name, value):
-        name = canonical_name(name)
-        return (_key(name), name, str(value))
+        key, name = _names(name)
+        return (key, name, str(value))
 
     def add(self, name, value):
         """Append one value of C{name}."""
@@ -306,6 +313,10 @@ def split_comma_list(value):
     backslash escapes) or inside C{<...>} do not split. Empty items dropped.
     Raises SipParseError on an unterminated quoted string.
     """
+    if "," not in value and '"' not in value:
+        # one item (the usual case): nothing to split, nothing unterminated
+        value = value.strip()
+        return [value] if value else []
     return [item.strip() for item in _split_outside_quotes(value, ",")
             if item.strip()]
 
@@ -353,13 +364,14 @@ class _Message:
     def to(self):
         return parse_name_addr(self.headers.get("To", ""))
 
+    # read-only uses below look at the cached template (no copy to make)
     @property
     def from_tag(self):
-        return self.from_.params.get("tag")
+        return _name_addr_template(self.headers.get("From", "")).params.get("tag")
 
     @property
     def to_tag(self):
-        return self.to.params.get("tag")
+        return _name_addr_template(self.headers.get("To", "")).params.get("tag")
 
     def __bytes__(self):
         return serialize(self)
@@ -423,7 +435,7 @@ def serialize(msg):
     lines = [msg.start_line()]
     wrote_length = False
     length = len(msg.body)
-    for name, value in msg.headers:
+    for _, name, value in msg.headers._items:
         if name == "Content-Length":
             if wrote_length:
                 continue
@@ -465,22 +477,18 @@ def _parse_head(head):
     start = lines[0]
     msg, version_error = _parse_start_line(start)
 
-    unfolded = []
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            if not unfolded:
-                raise _bad("continuation line before any header")
-            unfolded[-1] = unfolded[-1].rstrip(" \t") + " " + line.strip(" \t")
-        else:
-            unfolded.append(line)
+    if "\n " in text or "\n\t" in text:
+        unfolded = _unfold(lines[1:])
+    else:
+        unfolded = lines[1:]        # no line starts with a space or a tab
+    items = msg.headers._items      # entries as Headers.add makes them
     for line in unfolded:
         name, sep, value = line.partition(":")
         name = name.rstrip(" \t")
         if not sep or not _TOKEN_RE.match(name):
             raise _bad("malformed header line", msg)
         value = value.strip(" \t")
-        cname = canonical_name(name)
-        low = cname.lower()
+        low, cname = _names(name)
         if low in MULTI_VALUE_HEADERS and value != "*":
             try:
                 values = split_comma_list(value)
@@ -490,9 +498,9 @@ def _parse_head(head):
             if not values:
                 raise _bad("empty %s" % (cname,), msg)
             for v in values:
-                msg.headers.add(cname, v)
+                items.append((low, cname, v))
         else:
-            msg.headers.add(cname, value)
+            items.append((low, cname, value))
     if version_error is not None:
         version_error.partial = msg
         raise version_error
@@ -501,6 +509,19 @@ def _parse_head(head):
         err.partial = msg
         raise err
     return msg
+
+
+def _unfold(lines):
+    """Join continuation lines (starting with a space or tab) to their header."""
+    unfolded = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not unfolded:
+                raise _bad("continuation line before any header")
+            unfolded[-1] = unfolded[-1].rstrip(" \t") + " " + line.strip(" \t")
+        else:
+            unfolded.append(line)
+    return unfolded
 
 
 def _parse_start_line(line):
@@ -532,7 +553,7 @@ def _parse_start_line(line):
         req._uri_error = SipParseError(416, "Unsupported URI Scheme")
     else:
         try:
-            parse_uri(uri)
+            _uri_template(uri)
         except SipParseError:
             req._uri_error = _bad("malformed Request-URI")
     return req, version_error
@@ -565,39 +586,45 @@ def _content_length(msg):
 
 def _validate(msg):
     """RFC 3261 8.2.2 / 16.3 sanity checks of a parsed message."""
-    h = msg.headers
+    # one pass over the headers collects what the checks look at
+    seen = {"to": [], "from": [], "cseq": [], "call-id": [],
+            "max-forwards": [], "via": []}
+    for key, _, value in msg.headers._items:
+        if key in seen:
+            seen[key].append(value)
+    request = isinstance(msg, Request)
     required = ["To", "From", "CSeq", "Call-ID"]
-    if isinstance(msg, Request):
+    if request:
         required.append("Max-Forwards")
     required.append("Via")
     for name in required:
-        if h.get(name) is None:
+        if not seen[name.lower()]:
             raise _bad("missing " + name, msg)
     for name in ("To", "From", "CSeq", "Call-ID", "Max-Forwards"):
-        if len(h.get_all(name)) > 1:
+        if len(seen[name.lower()]) > 1:
             raise _bad("multiple " + name, msg)
-    if not h.get("Call-ID").strip() or any(c in h.get("Call-ID")
-                                           for c in " \t<>\""):
+    call_id = seen["call-id"][0]
+    if not call_id.strip() or any(c in call_id for c in " \t<>\""):
         raise _bad("malformed Call-ID", msg)
     try:
-        number, method = parse_cseq(h.get("CSeq"))
+        number, method = parse_cseq(seen["cseq"][0])
     except SipParseError as e:
         e.partial = msg
         raise
-    if isinstance(msg, Request) and method != msg.method:
+    if request and method != msg.method:
         raise _bad("CSeq method does not match the request method", msg)
-    if isinstance(msg, Request):
-        mf = h.get("Max-Forwards").strip()
+    if request:
+        mf = seen["max-forwards"][0].strip()
         if not _DIGITS_RE.match(mf) or int(mf) > 255:
             raise _bad("invalid Max-Forwards", msg)
     for name in ("From", "To"):
         try:
-            parse_name_addr(h.get(name))
+            _name_addr_template(seen[name.lower()][0])
         except SipParseError:
             raise _bad("malformed " + name, msg)
-    for value in h.get_all("Via"):
+    for value in seen["via"]:
         try:
-            parse_via(value)
+            _via_template(value)
         except SipParseError:
             raise _bad("malformed Via", msg)
 
@@ -779,6 +806,41 @@ class SipStreamParser:
 
 # --------------------------------------------------------------------------
 # URIs, name-addr, Via, CSeq
+#
+# Parsed once per distinct text. The transaction layer and the roles read
+# the same From, To, Via, CSeq and URIs of a message many times (and the
+# same values recur in every message of a dialog), so parse_uri,
+# parse_name_addr, parse_via and parse_cseq remember their result by the
+# exact input string (a bounded LRU). Callers see no difference:
+#   - parsing is a pure function of the text and the key is the text
+#     itself: a header changed with Headers.set/set_first/prepend is another
+#     string, so another entry; nothing can go stale;
+#   - callers mutate what they get (stamp_via adds received/rport to the
+#     top Via's params, send_request a branch): the cache keeps a private
+#     template and every call returns a fresh copy (new Via, NameAddr,
+#     SipUri and params dicts), as a fresh parse did; CSeq is a tuple;
+#   - errors are not cached (lru_cache keeps no exceptions): a malformed
+#     value raises a new SipParseError on every call (callers set its
+#     partial);
+#   - anything but a str of at most _CACHE_TEXT characters bypasses the
+#     cache, so its memory stays bounded whatever peers send.
+
+_CACHE_SIZE = 4096
+_CACHE_TEXT = 512
+
+
+def _cached(parse):
+    """C{parse} remembered by its exact text; the result must not escape."""
+    remember = functools.lru_cache(maxsize=_CACHE_SIZE)(parse)
+
+    def lookup(text):
+        if type(text) is str and len(text) <= _CACHE_TEXT:
+            return remember(text)
+        return parse(text)
+
+    lookup.cache_clear = remember.cache_clear
+    lookup.cache_info = remember.cache_info
+    return lookup
 
 _SPECIALS = {sep: re.compile(r'["<>\\%s]' % (re.escape(sep),)) for sep in ",;"}
 
@@ -905,6 +967,14 @@ class SipUri:
         self.params = dict(params or {})
         self.headers = headers
 
+    def _copy(self):
+        """A copy sharing nothing mutable (params is the only mutable part)."""
+        c = SipUri.__new__(SipUri)
+        d = self.__dict__.copy()
+        d["params"] = dict(self.params)
+        c.__dict__ = d
+        return c
+
     @property
     def user_unquoted(self):
         return None if self.user is None else unquote(self.user)
@@ -941,6 +1011,10 @@ class SipUri:
 
 def parse_uri(text):
     """Parse a sip:, sips: or tel: URI into a L{SipUri}; SipParseError else."""
+    return _uri_template(text)._copy()
+
+
+def _parse_uri(text):
     text = text.strip()
     m = _SCHEME_RE.match(text)
     if m is None:
@@ -978,6 +1052,9 @@ def parse_uri(text):
                   headers)
 
 
+_uri_template = _cached(_parse_uri)
+
+
 class NameAddr:
     """
     A name-addr or addr-spec with header parameters (From, To, Contact,
@@ -989,6 +1066,15 @@ class NameAddr:
         self.display_name = display_name
         self.uri = uri
         self.params = dict(params or {})
+
+    def _copy(self):
+        """A copy sharing nothing mutable (the uri and params are copied)."""
+        c = NameAddr.__new__(NameAddr)
+        d = self.__dict__.copy()
+        d["uri"] = self.uri._copy()
+        d["params"] = dict(self.params)
+        c.__dict__ = d
+        return c
 
     @property
     def tag(self):
@@ -1011,6 +1097,10 @@ def parse_name_addr(text):
     bare C{sip:x;tag=1} (whose parameters are header parameters, RFC 3261
     20.10) into a L{NameAddr}.
     """
+    return _name_addr_template(text)._copy()
+
+
+def _parse_name_addr(text):
     text = text.strip()
     display = None
     if text.startswith('"'):
@@ -1053,6 +1143,9 @@ def parse_name_addr(text):
     return NameAddr(None, parse_uri(uri_text), parse_params(params))
 
 
+_name_addr_template = _cached(_parse_name_addr)
+
+
 class Via:
     """
     One Via value (RFC 3261 20.42, RFC 3581). C{port} is None when absent;
@@ -1064,6 +1157,14 @@ class Via:
         self.host = host
         self.port = port
         self.params = dict(params or {})
+
+    def _copy(self):
+        """A copy sharing nothing mutable (params is the only mutable part)."""
+        c = Via.__new__(Via)
+        d = self.__dict__.copy()
+        d["params"] = dict(self.params)
+        c.__dict__ = d
+        return c
 
     branch = property(lambda self: self.params.get("branch"))
     received = property(lambda self: self.params.get("received"))
@@ -1104,6 +1205,10 @@ _VIA_RE = re.compile(r"\s*SIP\s*/\s*2\.0\s*/\s*(%s)\s+(\S[^;]*?)\s*(;.*)?\Z"
 
 def parse_via(text):
     """Parse one Via value into a L{Via}; SipParseError when malformed."""
+    return _via_template(text)._copy()
+
+
+def _parse_via(text):
     m = _VIA_RE.match(text)
     if m is None:
         raise _bad("malformed Via")
@@ -1114,14 +1219,24 @@ def parse_via(text):
     return Via(m.group(1), host, port, params)
 
 
+_via_template = _cached(_parse_via)
+
+
 def parse_cseq(text):
     """Parse a CSeq value into C{(number, method)}; SipParseError else."""
+    return _cseq(text)
+
+
+def _parse_cseq(text):
     parts = text.split()
     if (len(parts) != 2 or not _DIGITS_RE.match(parts[0])
             or len(parts[0]) > 10 or int(parts[0]) >= 2 ** 31
             or not _TOKEN_RE.match(parts[1])):
         raise _bad("malformed CSeq")
     return int(parts[0]), parts[1]
+
+
+_cseq = _cached(_parse_cseq)     # a tuple: nothing to copy
 
 
 # --------------------------------------------------------------------------
@@ -1145,23 +1260,28 @@ def make_response(request, status, reason=None, to_tag=None):
     tag yet, the tag is added.
     """
     resp = Response(status, reason)
-    h = request.headers
-    for value in h.get_all("Via"):
-        resp.headers.add("Via", value)
-    resp.headers.add("From", h.get("From", ""))
-    to = h.get("To", "")
+    # one pass over the request's headers: every Via, the first of the others
+    vias, first = [], {}
+    for key, _, value in request.headers._items:
+        if key == "via":
+            vias.append(("via", "Via", value))
+        elif key not in first:
+            first[key] = value
+    to = first.get("to", "")
     if to_tag and status != 100:
         try:
-            has_tag = parse_name_addr(to).tag is not None
+            has_tag = _name_addr_template(to).tag is not None
         except SipParseError:
             has_tag = True
         if not has_tag:
             to += ";tag=" + (make_tag() if to_tag is True else to_tag)
-    resp.headers.add("To", to)
-    resp.headers.add("Call-ID", h.get("Call-ID", ""))
-    resp.headers.add("CSeq", h.get("CSeq", ""))
-    if status == 100 and h.get("Timestamp") is not None:
-        resp.headers.add("Timestamp", h.get("Timestamp"))
+    items = resp.headers._items
+    items += vias
+    items += [("from", "From", first.get("from", "")), ("to", "To", to),
+              ("call-id", "Call-ID", first.get("call-id", "")),
+              ("cseq", "CSeq", first.get("cseq", ""))]
+    if status == 100 and "timestamp" in first:
+        items.append(("timestamp", "Timestamp", first["timestamp"]))
     return resp
 
 
