@@ -958,3 +958,12 @@ class ParseCacheTests(SynchronousTestCase):
         self.assertNotIn("received", b.params)
         self.assertRaises(AttributeError, parse_uri, None)
         self.assertRaises(AttributeError, parse_name_addr, 5)
+
+
+def test_long_header_names_are_not_cached():
+    from mbmsd.sip import message as m
+    long_name = "X-" + "a" * 200
+    before = m._cached_pair.cache_info().currsize
+    h = m.Headers([(long_name, "1")])
+    assert h.get(long_name.upper()) == "1"
+    assert m._cached_pair.cache_info().currsize == before

@@ -171,17 +171,37 @@ def canonical_name(name):
     return _CANONICAL.get(low, name)
 
 
+# Header names are cached by their text (a handful recur in every message);
+# names longer than any real one bypass the caches, so that a peer's made-up
+# names cannot fill memory.
+_NAME_CACHE_TEXT = 64
+
+
 @functools.lru_cache(maxsize=1024)
-def _key(name):
-    """The case-insensitive key of header C{name} (compact forms expanded)."""
+def _cached_key(name):
     return canonical_name(name).lower()
 
 
-@functools.lru_cache(maxsize=1024)
-def _names(name):
-    """C{(key, canonical name)} of header C{name}: an entry's first two parts."""
+def _key(name):
+    """The case-insensitive key of header C{name} (compact forms expanded)."""
+    if len(name) > _NAME_CACHE_TEXT:
+        return canonical_name(name).lower()
+    return _cached_key(name)
+
+
+def _canonical_pair(name):
     cname = canonical_name(name)
     return cname.lower(), cname
+
+
+_cached_pair = functools.lru_cache(maxsize=1024)(_canonical_pair)
+
+
+def _names(name):
+    """C{(key, canonical name)} of header C{name}: an entry's first two parts."""
+    if len(name) > _NAME_CACHE_TEXT:
+        return _canonical_pair(name)
+    return _cached_pair(name)
 
 
 class Headers:
