@@ -184,7 +184,7 @@ def run(args):
             daemon = common.Daemon(node, sippload.subscribers_toml(names), settings={
                 "node": {"roles": ["pcscf"]},
                 "pcscf": {"scf": "sip:127.0.0.1:%d" % (uas.port,)}})
-            daemon.start()
+            daemon.start(extra=getattr(args, "twistd_extra", []))
             try:
                 port = common.free_port_pair()
                 target = "127.0.0.1:%d" % (daemon.ports["pcscf"],)
@@ -217,12 +217,15 @@ def main():
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--limits", default=None)
     ap.add_argument("--keep-logs", default=None, help="copy Kamailio's log to this file")
+    ap.add_argument("--profile", default=None, help="cProfile the twistd process into this file")
     args = ap.parse_args()
     args.ues = args.ues or (2 if args.quick else 16)
     args.seconds = args.seconds or (0.5 if args.quick else 8.0)
     args.limits = [int(x) for x in (args.limits or ("2" if args.quick else "10,40")).split(",")]
     args.probe = 10 if args.quick else 100
     args.kprobe = 20 if args.quick else 1000
+    args.twistd_extra = (["--profile", args.profile, "--profiler", "cprofile", "--savestats"]
+                         if args.profile else [])
     try:
         figures = run(args)
     except sippload.SippMissing as e:
