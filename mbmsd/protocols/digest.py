@@ -73,23 +73,37 @@ def _to_text(value: Union[str, bytes]) -> str:
     return _OBS_FOLD.sub(" ", value)
 
 
+# The same rules as regular expressions, matched at a position: one C call
+# instead of a Python loop per character (input is US-ASCII by now).
+_WS_AT = re.compile(r"[ \t]*")
+_TOKEN_AT = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")
+# RFC 7230 3.2.6: DQUOTE *( qdtext / quoted-pair ) DQUOTE
+_QUOTED_AT = re.compile(r'"((?:[\t\x20\x21\x23-\x5b\x5d-\x7e]|\\[\t\x20-\x7e])*)"')
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
 def _skip_ws(s: str, i: int) -> int:
-    n = len(s)
-    while i < n and s[i] in _WS:
-        i += 1
-    return i
+    return _WS_AT.match(s, i).end()
 
 
 def _token(s: str, i: int) -> tuple[str, int]:
-    j = i
-    n = len(s)
-    while j < n and s[j] in _TCHARS:
-        j += 1
+    j = _TOKEN_AT.match(s, i).end()
     return s[i:j], j
 
 
 def _quoted_string(s: str, i: int) -> tuple[str, int]:
     """s[i] is the opening DQUOTE; return (unescaped value, index after)."""
+    m = _QUOTED_AT.match(s, i)
+    if m is not None:
+        value = m.group(1)
+        if "\\" in value:
+            value = _QUOTED_PAIR.sub(r"\1", value)
+        return value, m.end()
+    return _quoted_string_error(s, i)
+
+
+def _quoted_string_error(s: str, i: int) -> tuple[str, int]:
+    """Walk a quoted-string that the expression refused, to name the fault."""
     out = []
     i += 1
     n = len(s)
@@ -115,10 +129,40 @@ def _quoted_string(s: str, i: int) -> tuple[str, int]:
     raise DigestError("unterminated quoted-string")
 
 
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_SEPARATORS_AT = re.compile(r"[ \t,]*")
+# one auth-param and what follows it: separators, or the end
+_PARAM_AT = re.compile(
+    r'(%s)[ \t]*=[ \t]*(?:"((?:[\t\x20\x21\x23-\x5b\x5d-\x7e]|\\[\t\x20-\x7e])*)"|(%s))'
+    r"[ \t]*(?:,[ \t,]*|\Z)" % (_TOKEN, _TOKEN))
+
+
 def _parse_params(s: str, i: int) -> dict[str, str]:
     # RFC 7235 2.1: auth-param = token BWS "=" BWS ( token / quoted-string ),
-    # in a #rule list (RFC 7230 7: empty elements tolerated).
+    # in a #rule list (RFC 7230 7: empty elements tolerated). One expression
+    # per well-formed auth-param; anything else is left to the walk below,
+    # which decides the same and names the fault.
     params: dict[str, str] = {}
+    n = len(s)
+    i = _SEPARATORS_AT.match(s, i).end()
+    while i < n:
+        m = _PARAM_AT.match(s, i)
+        if m is None:
+            return _parse_params_walk(s, i, params)
+        name, quoted, token = m.groups()
+        if quoted is not None and "\\" in quoted:
+            quoted = _QUOTED_PAIR.sub(r"\1", quoted)
+        key = name.lower()
+        if key in params:
+            raise DigestError("duplicate auth-param")
+        params[key] = token if quoted is None else quoted
+        i = m.end()
+    return params
+
+
+def _parse_params_walk(s: str, i: int, params: dict[str, str]) -> dict[str, str]:
+    # RFC 7235 2.1: auth-param = token BWS "=" BWS ( token / quoted-string ),
+    # in a #rule list (RFC 7230 7: empty elements tolerated).
     n = len(s)
     expect_sep = False
     while True:
