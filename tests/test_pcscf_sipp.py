@@ -21,7 +21,7 @@ import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.daemon import Daemon, free_port_pair
-from tests.helpers import require_tool
+from tests.helpers import require_tool, sipp_answered_with_truncated_res
 
 pytestmark = pytest.mark.external
 
@@ -95,8 +95,12 @@ class SippHarness:
                "-recv_timeout", "5000", "-auth_uri", "home1.net",
                "-trace_msg", "-message_file", self.path("uac_msg.log"),
                "-trace_err", "-error_file", self.path("uac_err.log")] + list(extra)
-        rc = subprocess.run(cmd, cwd=self.tmp, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL).returncode
+        for _ in range(3):
+            rc = subprocess.run(cmd, cwd=self.tmp, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL).returncode
+            # sipp's own AKA flaw (a RES with a zero byte), and nothing else, runs again
+            if rc == 0 or not sipp_answered_with_truncated_res(self.read("uac_msg.log")):
+                break
         return rc
 
     def read(self, name):

@@ -20,7 +20,7 @@ import subprocess
 import pytest
 
 from tests.daemon import Daemon, free_port_pair, lines_of, metric, run_ue, wait_for
-from tests.helpers import require_tool
+from tests.helpers import require_tool, sipp_answered_with_truncated_res
 
 pytestmark = pytest.mark.external
 
@@ -233,14 +233,19 @@ def test_sipp_ue_invite_then_msk_register(tmp_path):
         callId = "ue-run-%d-1" % (os.getpid(),)
         err, logs = tmp_path / "sipp-err.log", tmp_path / "sipp-logs.log"
         msgs = tmp_path / "sipp-msg.log"
-        proc = subprocess.Popen(
-            [timeout, "90", sipp, "-sf", str(scenario), "127.0.0.1:%d" % d.ports["pcscf"],
-             "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-nostdin",
-             "-auth_uri", "home1.net", "-cid_str", "ue-run-%d-%%u" % (os.getpid(),),
-             "-recv_timeout", "20000", "-timeout", "80s",
-             "-trace_err", "-error_file", str(err), "-trace_logs", "-log_file", str(logs),
-             "-trace_msg", "-message_file", str(msgs)],
-            cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        def start():
+            for path in (err, logs, msgs):
+                if path.exists():
+                    path.unlink()
+            return subprocess.Popen(
+                [timeout, "90", sipp, "-sf", str(scenario), "127.0.0.1:%d" % d.ports["pcscf"],
+                 "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-nostdin",
+                 "-auth_uri", "home1.net", "-cid_str", "ue-run-%d-%%u" % (os.getpid(),),
+                 "-recv_timeout", "20000", "-timeout", "80s",
+                 "-trace_err", "-error_file", str(err), "-trace_logs", "-log_file", str(logs),
+                 "-trace_msg", "-message_file", str(msgs)],
+                cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
         def report():
             parts = [d.log()[-5000:]]
@@ -251,6 +256,17 @@ def test_sipp_ue_invite_then_msk_register(tmp_path):
 
         def answered():
             return logs.exists() and "200 OK with" in logs.read_text(errors="replace")
+
+        proc = start()
+        for _ in range(2):
+            # sipp's own AKA flaw (a RES with a zero byte), and nothing else, runs again
+            wait_for(lambda: answered() or proc.poll() is not None, timeout=30)
+            if (answered() or proc.poll() in (None, 0)
+                    or not sipp_answered_with_truncated_res(msgs.read_text(errors="replace")
+                                                            if msgs.exists() else "")):
+                break
+            proc.communicate()
+            proc = start()
 
         assert wait_for(answered, timeout=30), report()
         assert wait_for(lambda: metric(d, "mbmsd_scf_sessions") == 1.0), report()
