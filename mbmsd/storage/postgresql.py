@@ -21,6 +21,7 @@ class PostgresEngine(Engine):
     name = "postgresql"
     placeholder = "%s"
     types = {"BLOB": "BYTEA"}
+    group_commit = False  # a pool of connections; the server groups commits
 
     def sql(self, query):
         # psycopg's paramstyle is format: a literal % must be doubled first
