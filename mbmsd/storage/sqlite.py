@@ -2,8 +2,10 @@
 The embedded default backend: one SQLite file in WAL mode.
 
 One connection (SQLite has one writer anyway), so transactions are
-serialised; C{synchronous = FULL} by default, so what was acknowledged
-survives a power cut, not only a crash (operators may trade that for speed).
+serialised, and those that wait share the next commit (group commit,
+L{mbmsd.storage.sql._GroupCommit}); C{synchronous = FULL} by default, so what
+was acknowledged survives a power cut, not only a crash (operators may trade
+that for speed).
 """
 
 import os
