@@ -34,7 +34,7 @@ from zope.interface import implementer
 
 from mbmsd.interfaces import IClientTransactionUser, ITransactionUser
 from mbmsd.logs import Logger
-from mbmsd.roles.pcscf.registrar import aor
+from mbmsd.roles.pcscf.registrar import CHALLENGED, aor
 from mbmsd.sip.message import (
     MAGIC_COOKIE, SipParseError, make_branch, make_cancel, make_response, parse_name_addr,
     parse_uri, parse_via, reason_phrase)
@@ -247,10 +247,12 @@ class PcscfProxy:
         response = make_response(request, answer.status, answer.reason, to_tag=True)
         for name, value in answer.headers:
             response.headers.add(name, value)
-        log.info("REGISTER {impu} ({impi}) from {transport} {source}: {status} {outcome}",
-                 impu=answer.impu or "-", impi=answer.impi or "-",
-                 transport=txn.transport.name, source=_show(txn.source),
-                 status=answer.status, outcome=answer.outcome)
+        # one info line per registration: its first 401 is only the challenge
+        level = log.debug if answer.outcome == CHALLENGED else log.info
+        level("REGISTER {impu} ({impi}) from {transport} {source}: {status} {outcome}",
+              impu=answer.impu or "-", impi=answer.impi or "-",
+              transport=txn.transport.name, source=_show(txn.source),
+              status=answer.status, outcome=answer.outcome)
         self._respond(txn, response)
         if self.onRegistration is not None and answer.status == 200:
             self.onRegistration()
