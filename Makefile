@@ -34,6 +34,6 @@ clean:
 bench-deps:
 	scripts/bench-deps
 
-# every benchmark on loopback, about 5 minutes; figures are ratios (bench/run)
+# every benchmark on loopback, about 3 minutes here; figures are ratios (bench/run)
 bench: system-deps bench-deps venv
 	$(BIN)/python bench/run
