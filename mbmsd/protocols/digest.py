@@ -75,10 +75,12 @@ def _to_text(value: Union[str, bytes]) -> str:
 
 # The same rules as regular expressions, matched at a position: one C call
 # instead of a Python loop per character (input is US-ASCII by now).
+_TCHAR = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]"  # _TCHARS
+# RFC 7230 3.2.6: DQUOTE *( qdtext / quoted-pair ) DQUOTE; group 1 is the inside
+_QUOTED = r'"((?:[\t\x20\x21\x23-\x5b\x5d-\x7e]|\\[\t\x20-\x7e])*)"'
 _WS_AT = re.compile(r"[ \t]*")
-_TOKEN_AT = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")
-# RFC 7230 3.2.6: DQUOTE *( qdtext / quoted-pair ) DQUOTE
-_QUOTED_AT = re.compile(r'"((?:[\t\x20\x21\x23-\x5b\x5d-\x7e]|\\[\t\x20-\x7e])*)"')
+_TOKEN_AT = re.compile(_TCHAR + "*")
+_QUOTED_AT = re.compile(_QUOTED)
 _QUOTED_PAIR = re.compile(r"\\(.)")
 
 
@@ -129,12 +131,10 @@ def _quoted_string_error(s: str, i: int) -> tuple[str, int]:
     raise DigestError("unterminated quoted-string")
 
 
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _SEPARATORS_AT = re.compile(r"[ \t,]*")
 # one auth-param and what follows it: separators, or the end
-_PARAM_AT = re.compile(
-    r'(%s)[ \t]*=[ \t]*(?:"((?:[\t\x20\x21\x23-\x5b\x5d-\x7e]|\\[\t\x20-\x7e])*)"|(%s))'
-    r"[ \t]*(?:,[ \t,]*|\Z)" % (_TOKEN, _TOKEN))
+_PARAM_AT = re.compile(r"(%s+)[ \t]*=[ \t]*(?:%s|(%s+))[ \t]*(?:,[ \t,]*|\Z)"
+                       % (_TCHAR, _QUOTED, _TCHAR))
 
 
 def _parse_params(s: str, i: int) -> dict[str, str]:

@@ -156,13 +156,14 @@ class MikeyDelivery(DatagramProtocol):
         self._send(entry, "sent")
 
     def _send(self, entry, result):
+        wait = self.waits[entry.tries]
+        self._due[entry.tries].append(entry)
         entry.tries += 1
-        entry.deadline = self.clock.seconds() + self.waits[entry.tries - 1]
-        self._due[entry.tries - 1].append(entry)
+        entry.deadline = self.clock.seconds() + wait
         if self._timer is None:
-            self._timer = self.clock.callLater(self.waits[entry.tries - 1], self._sweep)
+            self._timer = self.clock.callLater(wait, self._sweep)
         elif entry.deadline < self._timer.getTime():
-            self._timer.reset(self.waits[entry.tries - 1])
+            self._timer.reset(wait)
         try:
             self.transport.write(entry.message, entry.address)
         except Exception as e:
