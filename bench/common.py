@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.ports import free_port
+from tests.nodeconfig import node_ports, node_tables, overlay_text
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -70,19 +70,6 @@ def _num(x):
     return "%.4g" % (x,)
 
 
-free_port_pair = free_port  # SIP's UDP and TCP listeners share one number
-
-
-def _toml(value):
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[%s]" % ", ".join(_toml(v) for v in value)
-    return '"%s"' % str(value).replace("\\", "\\\\").replace('"', '\\"')
-
-
 def rss(pid=None):
     """Resident set size in bytes of C{pid} (default: this process)."""
     path = "/proc/%s/status" % (pid or "self",)
@@ -115,44 +102,22 @@ class Daemon:
     C{workdir} (as tests/daemon.py does).
     """
 
-    def __init__(self, workdir, overlay="", base=ROOT / "etc" / "mbmsd.toml", storage="",
-                 settings=None):
+    def __init__(self, workdir, overlay="", base=ROOT / "etc" / "mbmsd.toml", settings=None):
         """
-        @param storage: raw TOML lines added to [storage].
         @param settings: {table: {key: value}} merged over the generated
-            tables (a table named here must not appear in C{overlay}).
+            tables; a value None drops its key (a table named here must not
+            appear in C{overlay}).
         @param overlay: raw TOML appended at the end (it starts with a
             table header of its own).
         """
         self.workdir = Path(workdir)
-        self.ports = {k: free_port() for k in ("ub", "zn", "metrics", "bmsc")}
-        self.ports["mikey"] = free_port()
-        self.ports.update((k, free_port_pair()) for k in ("pcscf", "scf"))
+        self.ports = node_ports()
         self.base = base
         self.overlay = self.workdir / "overlay.toml"
-        local = "%s:%d:interface=127.0.0.1"
-        tables = {
-            "metrics.prometheus": {"listen": local % ("tcp", self.ports["metrics"])},
-            "bsf": {"ub_listen": local % ("tcp", self.ports["ub"]),
-                    "zn_listen": local % ("tcp", self.ports["zn"])},
-            "bmsc": {"listen": local % ("tcp", self.ports["bmsc"]),
-                     "ue_mikey_port": self.ports["mikey"]},
-            "pcscf": {"udp_listen": local % ("udp", self.ports["pcscf"]),
-                      "tcp_listen": local % ("tcp", self.ports["pcscf"]),
-                      "scf": "sip:127.0.0.1:%d" % (self.ports["scf"],)},
-            "scf": {"udp_listen": local % ("udp", self.ports["scf"]),
-                    "tcp_listen": local % ("tcp", self.ports["scf"]),
-                    "bmsc_url": "http://127.0.0.1:%d" % (self.ports["bmsc"],)},
-        }
+        tables = node_tables(self.workdir, self.ports)
         for table, values in (settings or {}).items():
             tables.setdefault(table, {}).update(values)
-        self.overlay.write_text(
-            '[storage]\npath = "%s"\n%s\n' % (self.workdir / "mbmsd.sqlite3", storage)
-            + "".join("[%s]\n%s\n" % (t, "".join("%s = %s\n" % (k, _toml(v))
-                                                   for k, v in kv.items()))
-                      for t, kv in tables.items())
-            + overlay
-        )
+        self.overlay.write_text(overlay_text(tables, overlay))
         self.proc = None
         self.logPath = self.workdir / "twistd.log"
 

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bench import common, sippload
+from tests.ports import free_port
 
 
 def measure_baseline(folder, users, args):
@@ -38,11 +39,11 @@ def measure_baseline(folder, users, args):
 
 
 def measure_mbmsd(folder, names, users, args):
-    daemon = common.Daemon(folder, sippload.subscribers_toml(names), storage=(
-        'synchronous = "%s"\n' % (args.synchronous,) if args.synchronous else ""))
+    daemon = common.Daemon(folder, sippload.subscribers_toml(names), settings={
+        "storage": {"synchronous": args.synchronous}})
     daemon.start(extra=args.twistd_extra)
     try:
-        port = common.free_port_pair()
+        port = free_port()
         target = "127.0.0.1:%d" % (daemon.ports["pcscf"],)
         sippload.register(folder, target, port, names)
         cpu0 = common.cpu_seconds(daemon.pid)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from bench import common
+from tests.ports import free_port
 
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
 
@@ -61,7 +62,7 @@ class Uas:
 
     def __init__(self, folder, name="uas", cpus=None):
         self.folder = Path(folder)
-        self.port = common.free_port_pair()
+        self.port = free_port()
         cmd = [sipp(), "-sf", str(SCENARIOS / "uas.xml"), "-i", "127.0.0.1",
                "-p", str(self.port), "-nostdin", "-trace_err",
                "-error_file", str(self.folder / ("%s-err.log" % name))]
@@ -164,7 +165,7 @@ def calls(folder, target, users, calls, limit, port=None, name="uac", cpus=None,
            "-trace_stat", "-stf", str(stat), "-fd", "1",
            "-trace_err", "-error_file", str(folder / ("%s-err.log" % (name,)))]
     # a port of our own, never sipp's default 5060 (other SIP software may hold it)
-    cmd += ["-p", str(port if port is not None else common.free_port_pair())]
+    cmd += ["-p", str(port if port is not None else free_port())]
     start = time.monotonic()
     rc = subprocess.run(_pinned(cmd, cpus), cwd=folder, stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL).returncode

@@ -90,8 +90,8 @@ def run(reactor, args):
     # --- mbmsd: twistd with the BSF on a temporary SQLite file
     with tempfile.TemporaryDirectory(prefix="mbmsd-bench-") as tmp:
         overlay = '[node]\nroles = ["bsf"]\n\n' + subscribers_overlay(args.ues)
-        daemon = common.Daemon(tmp, overlay, storage=(
-            'synchronous = "%s"\n' % (args.synchronous,) if args.synchronous else ""))
+        daemon = common.Daemon(tmp, overlay, settings={
+            "storage": {"synchronous": args.synchronous}})
         daemon.start(extra=args.twistd_extra)
         http = AgentRequester(reactor)
         clients = [UbClient(http, daemon.url("ub"), "ue%d@home1.net" % (i,),

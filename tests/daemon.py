@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import missing_external
-from tests.ports import free_port
+from tests.nodeconfig import node_ports, node_tables, overlay_text
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -27,9 +27,6 @@ def tool(name):
     if not path.exists():
         missing_external("%s is not installed next to %s (pip install -e .)" % (name, sys.executable))
     return str(path)
-
-
-free_port_pair = free_port  # SIP's UDP and TCP listeners share one number
 
 
 class Daemon:
@@ -46,32 +43,13 @@ class Daemon:
         @param base: the node config the overlay goes over.
         """
         self.workdir = Path(workdir)
-        self.ports = {k: free_port() for k in ("ub", "zn", "metrics", "bmsc", "mikey")}
-        self.ports.update((k, free_port_pair()) for k in ("pcscf", "scf"))
+        self.ports = node_ports()
         self.base = base
         self.overlay = self.workdir / "overlay.toml"
-        tables = {
-            "storage": {"path": str(self.workdir / "mbmsd.sqlite3")},
-            "metrics.prometheus": {"listen": "tcp:%d:interface=127.0.0.1" % self.ports["metrics"]},
-            "bsf": {"ub_listen": "tcp:%d:interface=127.0.0.1" % self.ports["ub"],
-                    "zn_listen": "tcp:%d:interface=127.0.0.1" % self.ports["zn"]},
-            "pcscf": {"udp_listen": "udp:%d:interface=127.0.0.1" % self.ports["pcscf"],
-                      "tcp_listen": "tcp:%d:interface=127.0.0.1" % self.ports["pcscf"],
-                      "scf": "sip:127.0.0.1:%d" % self.ports["scf"]},
-            "scf": {"udp_listen": "udp:%d:interface=127.0.0.1" % self.ports["scf"],
-                    "tcp_listen": "tcp:%d:interface=127.0.0.1" % self.ports["scf"],
-                    "bmsc_url": "http://127.0.0.1:%d" % self.ports["bmsc"]},
-            "bmsc": {"listen": "tcp:%d:interface=127.0.0.1" % self.ports["bmsc"],
-                     "ue_mikey_port": self.ports["mikey"]},
-        }
+        tables = node_tables(self.workdir, self.ports)
         for section, values in (settings or {}).items():
             tables.setdefault(section, {}).update(values)
-        # [bmsc] last, so that a raw overlay's bare keys land in it
-        order = sorted(tables, key=lambda t: t == "bmsc")
-        self.overlay.write_text("".join(
-            "[%s]\n%s\n" % (t, "".join("%s = %s\n" % (k, _toml(v)) for k, v in tables[t].items()
-                                       if v is not None))
-            for t in order) + overlay)
+        self.overlay.write_text(overlay_text(tables, overlay))
         self.proc = None
         self.logs = []
 
@@ -117,16 +95,6 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
             pytest.fail("twistd did not stop on %s:\n%s" % (sig, self.log()))
-
-
-def _toml(value):
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[%s]" % ", ".join(_toml(v) for v in value)
-    return '"%s"' % str(value).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def http(method, url, body=None, headers=None, timeout=10):

@@ -48,7 +48,7 @@ def dsn():
     tmp = tempfile.mkdtemp(prefix="mbmsd-pg-")
     if os.geteuid() == 0:
         shutil.chown(tmp, "postgres", "postgres")
-    from tests.daemon import free_port
+    from tests.ports import free_port
 
     port = free_port()
     data = os.path.join(tmp, "data")

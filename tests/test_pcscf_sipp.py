@@ -20,8 +20,9 @@ import time
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.daemon import Daemon, free_port_pair
+from tests.daemon import Daemon
 from tests.helpers import require_tool, sipp_answered_with_truncated_res
+from tests.ports import free_port
 
 pytestmark = pytest.mark.external
 
@@ -41,9 +42,9 @@ class SippHarness:
         self.timeout = require_tool("timeout")
         self.tmp = tempfile.mkdtemp(prefix="mbmsd-pcscf-sipp-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.pcscf = free_port_pair()
-        self.scf = free_port_pair()
-        self.ue = free_port_pair()
+        self.pcscf = free_port()
+        self.scf = free_port()
+        self.ue = free_port()
         self.daemon = Daemon(self.tmp, settings={
             "node": {"roles": ["pcscf"]},
             "pcscf": {"udp_listen": "udp:%d:interface=127.0.0.1" % self.pcscf,

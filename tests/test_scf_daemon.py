@@ -20,8 +20,9 @@ import time
 
 import pytest
 
-from tests.daemon import Daemon, free_port, metric, run_ue, wait_for
+from tests.daemon import Daemon, metric, run_ue, wait_for
 from tests.helpers import require_tool
+from tests.ports import free_port
 
 pytestmark = pytest.mark.external
 

@@ -29,8 +29,9 @@ import time
 
 import pytest
 
-from tests.daemon import Daemon, ROOT, free_port_pair, http, metric, tool
+from tests.daemon import Daemon, ROOT, http, metric, tool
 from tests.helpers import missing_external
+from tests.ports import free_port
 
 pytestmark = pytest.mark.external
 
@@ -144,7 +145,7 @@ def test_core_node_killed_under_load(tmp_path):
     key = tmp_path / "mbmsd.key"  # one key for every node, made before any starts
     key.write_text(os.urandom(32).hex() + "\n")
     key.chmod(0o600)
-    mikey = free_port_pair()  # the UEs' MIKEY port (one for all: each UE has its own IP)
+    mikey = free_port()  # the UEs' MIKEY port (one for all: each UE has its own IP)
     n = WAVE_A + WAVE_B
     storage = {"path": None, "dsn": url, "key_file": str(key), "pool_min": 1, "pool_max": 4}
 

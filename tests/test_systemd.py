@@ -10,8 +10,9 @@ import subprocess
 
 import pytest
 
-from tests.daemon import ROOT, Daemon, free_port, run_ue, tool
+from tests.daemon import ROOT, Daemon, run_ue, tool
 from tests.helpers import require_tool
+from tests.ports import free_port
 
 pytestmark = pytest.mark.external
 

@@ -22,8 +22,9 @@ import subprocess
 
 import pytest
 
-from tests.daemon import Daemon, free_port, http, lines_of, run_ue, tool
+from tests.daemon import Daemon, http, lines_of, run_ue, tool
 from tests.pki import Pki
+from tests.ports import free_port
 
 pytestmark = pytest.mark.external
 

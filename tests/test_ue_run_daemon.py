@@ -19,8 +19,9 @@ import subprocess
 
 import pytest
 
-from tests.daemon import Daemon, free_port_pair, lines_of, metric, run_ue, wait_for
+from tests.daemon import Daemon, lines_of, metric, run_ue, wait_for
 from tests.helpers import require_tool, sipp_answered_with_truncated_res
+from tests.ports import free_port
 
 pytestmark = pytest.mark.external
 
@@ -229,7 +230,7 @@ def test_sipp_ue_invite_then_msk_register(tmp_path):
         _, lines, _ = msk_register(d, wait=1)
         assert ua_statuses(lines) == {SERVICE: 403}
 
-        port = free_port_pair()
+        port = free_port()
         callId = "ue-run-%d-1" % (os.getpid(),)
         err, logs = tmp_path / "sipp-err.log", tmp_path / "sipp-logs.log"
         msgs = tmp_path / "sipp-msg.log"
