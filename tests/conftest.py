@@ -41,3 +41,25 @@ def budget(share):
     that the C{deep} profile deepens them too.
     """
     return settings(max_examples=max(10, int(settings.default.max_examples * share)))
+
+
+def edit(draw, data, insert, delete_at_most, replace=None):
+    """
+    C{data} (bytes) with 1 to 4 random edits, for the "damaged" inputs of the
+    fuzz suites: an insert drawn from strategy C{insert}, a deletion of up to
+    C{delete_at_most} bytes, or one byte replaced by a draw from C{replace}
+    (C{insert} unless given).
+    """
+    from hypothesis import strategies as st
+
+    data = bytearray(data)
+    for _ in range(draw(st.integers(1, 4))):
+        pos = draw(st.integers(0, len(data)))
+        op = draw(st.sampled_from(["insert", "delete", "replace"]))
+        if op == "insert":
+            data[pos:pos] = draw(insert)
+        elif op == "delete":
+            del data[pos:pos + draw(st.integers(1, delete_at_most))]
+        else:
+            data[pos:pos + 1] = draw(replace if replace is not None else insert)
+    return bytes(data)

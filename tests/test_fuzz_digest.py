@@ -14,6 +14,7 @@ from unittest import mock
 from hypothesis import example, given, strategies as st
 
 from mbmsd.protocols import digest
+from tests.conftest import edit
 
 TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 tokens = st.text(TCHARS, min_size=1, max_size=12)
@@ -74,22 +75,15 @@ def test_computed_response_checks(fields, password, body, other):
     assert digest.check_response(creds, password, "POST", other) == (other == body)
 
 
+JUNK = (st.sampled_from([b'"', b"\\", b",", b"=", b" ", b"\r\n ", b"\r\n", b"\x00", b"\xff",
+                         b"Digest ", b"qop=auth", b"nc=1"])
+        | st.binary(min_size=1, max_size=3))
+
+
 @st.composite
 def damaged(draw):
-    text = bytearray(digest.format_authorization(**draw(authorizations())).encode("ascii"))
-    for _ in range(draw(st.integers(1, 4))):
-        pos = draw(st.integers(0, len(text)))
-        op = draw(st.sampled_from(["insert", "delete", "replace"]))
-        junk = draw(st.sampled_from([b'"', b"\\", b",", b"=", b" ", b"\r\n ", b"\r\n", b"\x00",
-                                     b"\xff", b"Digest ", b"qop=auth", b"nc=1"])
-                    | st.binary(min_size=1, max_size=3))
-        if op == "insert":
-            text[pos:pos] = junk
-        elif op == "delete":
-            del text[pos:pos + draw(st.integers(1, 6))]
-        else:
-            text[pos:pos + 1] = junk
-    return bytes(text)
+    text = digest.format_authorization(**draw(authorizations())).encode("ascii")
+    return edit(draw, text, JUNK, 6)
 
 
 untrusted = st.one_of(

@@ -30,7 +30,7 @@ from mbmsd.sip.testing import FakeDatagramTransport, RecordingUser
 from mbmsd.sip.transaction import TransactionLayer
 from mbmsd.sip.transport import SipDatagramProtocol, SipStreamProtocol
 from mbmsd.sip.message import make_response
-from tests.conftest import budget
+from tests.conftest import budget, edit
 from tests.helpers import no_failure_logged
 
 UE = ("127.0.0.1", 5061)
@@ -141,17 +141,8 @@ DAMAGE = st.sampled_from([b"\r", b"\n", b"\r\n", b" ", b"\t", b":", b";", b",", 
 @st.composite
 def damaged(draw):
     """The bytes of a valid message with a few random edits."""
-    data = bytearray(serialize(draw(messages())))
-    for _ in range(draw(st.integers(1, 4))):
-        pos = draw(st.integers(0, len(data)))
-        op = draw(st.sampled_from(["insert", "delete", "replace"]))
-        if op == "insert":
-            data[pos:pos] = draw(DAMAGE | st.binary(min_size=1, max_size=3))
-        elif op == "delete":
-            del data[pos:pos + draw(st.integers(1, 8))]
-        else:
-            data[pos:pos + 1] = draw(DAMAGE)
-    return bytes(data)
+    return edit(draw, serialize(draw(messages())), DAMAGE | st.binary(min_size=1, max_size=3), 8,
+                replace=DAMAGE)
 
 
 untrusted = st.one_of(damaged(), st.binary(max_size=300),

@@ -16,7 +16,7 @@ from hypothesis import example, given, strategies as st
 
 from mbmsd import profile
 from mbmsd.protocols import gba, mbms_xml as mx
-from tests.conftest import budget
+from tests.conftest import budget, edit
 
 PARSERS = [mx.parse_authorize, mx.parse_authorize_response, mx.parse_register,
            mx.parse_deregister, mx.parse_register_response, mx.parse_msk_request,
@@ -92,22 +92,14 @@ lifetimes = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999
     lambda d: d.replace(microsecond=0, tzinfo=timezone.utc))
 
 
+JUNK = (st.sampled_from([b"<", b">", b"&", b";", b'"', b"</", b"<!DOCTYPE r>", b"&xxe;", b"\x00",
+                         b"\xff", b"]]>", b"<a>", b"xmlns:x='y'"])
+        | st.binary(min_size=1, max_size=3))
+
+
 @st.composite
 def damaged(draw):
-    data = bytearray(draw(valid_bodies()))
-    for _ in range(draw(st.integers(1, 4))):
-        pos = draw(st.integers(0, len(data)))
-        op = draw(st.sampled_from(["insert", "delete", "replace"]))
-        junk = draw(st.sampled_from([b"<", b">", b"&", b";", b'"', b"</", b"<!DOCTYPE r>",
-                                     b"&xxe;", b"\x00", b"\xff", b"]]>", b"<a>", b"xmlns:x='y'"])
-                    | st.binary(min_size=1, max_size=3))
-        if op == "insert":
-            data[pos:pos] = junk
-        elif op == "delete":
-            del data[pos:pos + draw(st.integers(1, 8))]
-        else:
-            data[pos:pos + 1] = junk
-    return bytes(data)
+    return edit(draw, draw(valid_bodies()), JUNK, 8)
 
 
 untrusted = st.one_of(documents, damaged(), st.binary(max_size=200))
