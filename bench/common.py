@@ -208,3 +208,12 @@ def bare_entry_bytes(count=200000):
     grown = rss() - before
     del bare
     return max(1, grown) / count
+
+
+def add_profile_option(ap):
+    ap.add_argument("--profile", default=None, help="cProfile the twistd process into this file")
+
+
+def twistd_profile_args(path):
+    """twistd's own options that cProfile the node into C{path}; none without one."""
+    return ["--profile", path, "--profiler", "cprofile", "--savestats"] if path else []

@@ -90,20 +90,11 @@ def run(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--ues", type=int, default=None)
-    ap.add_argument("--seconds", type=float, default=None, help="length of each measured run")
-    ap.add_argument("--limits", default=None, help="calls in progress to try, e.g. 10,40")
+    sippload.add_closed_loop_options(ap)
     ap.add_argument("--synchronous", default=None, help="storage.synchronous for twistd")
-    ap.add_argument("--profile", default=None, help="cProfile the twistd process into this file")
-    args = ap.parse_args()
-    args.ues = args.ues or (2 if args.quick else 16)
-    args.seconds = args.seconds or (0.5 if args.quick else 8.0)
-    args.limits = [int(x) for x in (args.limits or ("2" if args.quick else "10,40")).split(",")]
+    args = sippload.closed_loop_values(ap.parse_args())
     args.probe = 10 if args.quick else 60
     args.base_probe = 20 if args.quick else 1000
-    args.twistd_extra = (["--profile", args.profile, "--profiler", "cprofile", "--savestats"]
-                         if args.profile else [])
     print("RESULT " + json.dumps(run(args)), flush=True)
 
 

@@ -185,7 +185,7 @@ def run(args):
             daemon = common.Daemon(node, sippload.subscribers_toml(names), settings={
                 "node": {"roles": ["pcscf"]},
                 "pcscf": {"scf": "sip:127.0.0.1:%d" % (uas.port,)}})
-            daemon.start(extra=getattr(args, "twistd_extra", []))
+            daemon.start(extra=args.twistd_extra)
             try:
                 port = free_port()
                 target = "127.0.0.1:%d" % (daemon.ports["pcscf"],)
@@ -213,20 +213,11 @@ def run(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--ues", type=int, default=None)
-    ap.add_argument("--seconds", type=float, default=None)
-    ap.add_argument("--limits", default=None)
+    sippload.add_closed_loop_options(ap)
     ap.add_argument("--keep-logs", default=None, help="copy Kamailio's log to this file")
-    ap.add_argument("--profile", default=None, help="cProfile the twistd process into this file")
-    args = ap.parse_args()
-    args.ues = args.ues or (2 if args.quick else 16)
-    args.seconds = args.seconds or (0.5 if args.quick else 8.0)
-    args.limits = [int(x) for x in (args.limits or ("2" if args.quick else "10,40")).split(",")]
+    args = sippload.closed_loop_values(ap.parse_args())
     args.probe = 10 if args.quick else 100
     args.kprobe = 20 if args.quick else 1000
-    args.twistd_extra = (["--profile", args.profile, "--profiler", "cprofile", "--savestats"]
-                         if args.profile else [])
     try:
         figures = run(args)
     except sippload.SippMissing as e:

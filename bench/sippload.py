@@ -225,3 +225,21 @@ def cpu_of(pids):
         except (FileNotFoundError, ProcessLookupError):
             pass
     return total
+
+
+def add_closed_loop_options(ap):
+    """The options of the closed-loop SIP benchmarks (bench/invite.py, bench/proxy.py)."""
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--ues", type=int, default=None)
+    ap.add_argument("--seconds", type=float, default=None, help="length of each measured run")
+    ap.add_argument("--limits", default=None, help="calls in progress to try, e.g. 10,40")
+    common.add_profile_option(ap)
+
+
+def closed_loop_values(args):
+    """Fill in what L{add_closed_loop_options} left to its defaults."""
+    args.ues = args.ues or (2 if args.quick else 16)
+    args.seconds = args.seconds or (0.5 if args.quick else 8.0)
+    args.limits = [int(x) for x in (args.limits or ("2" if args.quick else "10,40")).split(",")]
+    args.twistd_extra = common.twistd_profile_args(args.profile)
+    return args

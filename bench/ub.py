@@ -141,12 +141,11 @@ def main():
     ap.add_argument("--ues", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--synchronous", default=None, help="storage.synchronous for twistd")
-    ap.add_argument("--profile", default=None, help="cProfile the twistd process into this file")
+    common.add_profile_option(ap)
     args = ap.parse_args()
     args.ues = args.ues or (4 if args.quick else 32)
     args.seconds = args.seconds or (1.5 if args.quick else 20.0)
-    args.twistd_extra = (["--profile", args.profile, "--profiler", "cprofile", "--savestats"]
-                         if args.profile else [])
+    args.twistd_extra = common.twistd_profile_args(args.profile)
     def go(reactor):
         return run(reactor, args).addCallback(emit)
 
