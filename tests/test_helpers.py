@@ -6,11 +6,16 @@ import base64
 import itertools
 
 from mbmsd.protocols.milenage import Milenage, compute_opc
-from tests.helpers import TEST_SET_1_K, TEST_SET_1_OP, sipp_answered_with_truncated_res
+from tests.helpers import (TEST_SET_1_K, TEST_SET_1_OP, TEST_SET_1_OPC,
+                           sipp_answered_with_truncated_res)
+
+
+def test_the_published_opc_is_the_one_computed():
+    assert compute_opc(TEST_SET_1_K, TEST_SET_1_OP) == TEST_SET_1_OPC
 
 
 def _rand_whose_res(has_zero):
-    m = Milenage(TEST_SET_1_K, compute_opc(TEST_SET_1_K, TEST_SET_1_OP))
+    m = Milenage(TEST_SET_1_K, TEST_SET_1_OPC)
     for i in itertools.count():
         rand = i.to_bytes(16, "big")
         if (b"\x00" in m.f2345(rand)[0]) == has_zero:

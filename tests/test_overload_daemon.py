@@ -29,10 +29,8 @@ from mbmsd.sip.message import parse_message
 from mbmsd.ue.http import HttpAnswer
 from mbmsd.ue.ub import BootstrapFailed, UbClient, Usim
 from tests.daemon import Daemon
+from tests.helpers import TEST_SET_1_K as K, TEST_SET_1_OPC as OPC
 
-K = bytes.fromhex("465b5ce8b199b49faa5f0a2ee238a6bc")
-OP = bytes.fromhex("cdc202d5123e20f62b6d676ac72cb318")
-OPC = milenage.compute_opc(K, OP)
 IMPI = "user1@home1.net"
 IMPU = "sip:user1@home1.net"
 NAF_ID = gba.naf_id("bmsc.home1.net", gba.UA_PROTOCOL_MBMS)

@@ -26,9 +26,8 @@ from mbmsd.sip.message import parse_message, serialize
 from mbmsd.sip.testing import FakeDatagramTransport, FakeSipTransport
 from mbmsd.storage.memory import MemoryStorage
 from mbmsd.storage.records import Subscriber
+from tests.helpers import TEST_SET_1_K as K, TEST_SET_1_OPC as OPC
 
-K = bytes.fromhex("465b5ce8b199b49faa5f0a2ee238a6bc")
-OPC = bytes.fromhex("cd63cb71954a9f4e48a5994e37a02baf")
 RAND = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")
 SQN = 0xFF9BB4D0B607
 IMPI = "user1@home1.net"

@@ -35,12 +35,10 @@ import pytest
 
 from mbmsd.protocols import digest, gba, milenage
 from tests.daemon import Daemon, http, lines_of
+from tests.helpers import TEST_SET_1_K as K, TEST_SET_1_OP as OP, TEST_SET_1_OPC as OPC
 
 pytestmark = pytest.mark.external
 
-K = bytes.fromhex("465b5ce8b199b49faa5f0a2ee238a6bc")
-OP = bytes.fromhex("cdc202d5123e20f62b6d676ac72cb318")
-OPC = bytes.fromhex("cd63cb71954a9f4e48a5994e37a02baf")
 IMPI = "user1@home1.net"
 IMPU = "sip:user1@home1.net"
 REALM = "bsf.home1.net"

@@ -26,11 +26,9 @@ from mbmsd.ue.sip import (
     ImsRegistration, InviteFailed, MbmsSession, RegistrationFailed, SipUserAgent, parse_pcscf,
     sdp_offer, sdp_summary, service_uri)
 from mbmsd.ue.ub import Usim
+from tests.helpers import TEST_SET_1_K as K, TEST_SET_1_OP as OP, TEST_SET_1_OPC as OPC
 
 # TS 35.208 test set 1
-K = bytes.fromhex("465b5ce8b199b49faa5f0a2ee238a6bc")
-OP = bytes.fromhex("cdc202d5123e20f62b6d676ac72cb318")
-OPC = bytes.fromhex("cd63cb71954a9f4e48a5994e37a02baf")
 RAND = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")
 SQN = bytes.fromhex("ff9bb4d0b607")
 AK = bytes.fromhex("aa689c648370")
