@@ -172,21 +172,9 @@ def canonical_name(name):
 
 
 # Header names are cached by their text (a handful recur in every message);
-# names longer than any real one bypass the caches, so that a peer's made-up
+# names longer than any real one bypass the cache, so that a peer's made-up
 # names cannot fill memory.
 _NAME_CACHE_TEXT = 64
-
-
-@functools.lru_cache(maxsize=1024)
-def _cached_key(name):
-    return canonical_name(name).lower()
-
-
-def _key(name):
-    """The case-insensitive key of header C{name} (compact forms expanded)."""
-    if len(name) > _NAME_CACHE_TEXT:
-        return canonical_name(name).lower()
-    return _cached_key(name)
 
 
 def _canonical_pair(name):
@@ -202,6 +190,11 @@ def _names(name):
     if len(name) > _NAME_CACHE_TEXT:
         return _canonical_pair(name)
     return _cached_pair(name)
+
+
+def _key(name):
+    """The case-insensitive key of header C{name} (compact forms expanded)."""
+    return _names(name)[0]
 
 
 class Headers:
