@@ -43,14 +43,6 @@ def verification_waits():
     return tuple(RETRANSMIT_INITIAL * RETRANSMIT_FACTOR**i for i in range(RETRANSMIT_MAX_TRIES))
 
 
-def retransmit_delays():
-    """
-    The waits before each retransmission: (1.0, 2.0, 4.0, 8.0) by default,
-    i.e. RETRANSMIT_MAX_TRIES - 1 entries.
-    """
-    return verification_waits()[:-1]
-
-
 # --- identifiers -----------------------------------------------------------
 
 # Key Domain ID = MCC || MNC, 3 bytes. VERIFIED [S16][S17] (TS 31.102 4.2.80).

@@ -543,7 +543,7 @@ def test_counter_limits():
 
 
 def test_retransmit_schedule():
-    assert profile.retransmit_delays() == (1.0, 2.0, 4.0, 8.0)
+    assert profile.verification_waits() == (1.0, 2.0, 4.0, 8.0, 16.0)
     assert profile.MSK_UDP_PORT == 4359
 
 
