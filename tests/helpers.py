@@ -9,6 +9,7 @@ a clear reason when missing, and fail instead when MBMSD_REQUIRE_EXTERNAL=1
 import base64
 import binascii
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -82,3 +83,21 @@ def sipp_answered_with_truncated_res(message_log):
         return False
     res = Milenage(TEST_SET_1_K, TEST_SET_1_OPC).f2345(rand)[0]
     return b"\x00" in res
+
+
+# Digest as the tests check it, written from RFC 2617 here, apart from
+# mbmsd.protocols.digest (the code under test)
+_DIGEST_PARAM = re.compile(r'\s*([A-Za-z0-9-]+)=("(?:[^"\\]|\\.)*"|[^,\s]*)\s*(?:,|$)')
+
+
+def md5(data):
+    return hashlib.md5(data).hexdigest()
+
+
+def parse_digest(value):
+    """The parameters of a Digest header value, names lower-cased, quotes undone."""
+    assert value.startswith("Digest "), value
+    out = {}
+    for name, raw in _DIGEST_PARAM.findall(value[len("Digest "):]):
+        out[name.lower()] = raw[1:-1].replace('\\"', '"') if raw.startswith('"') else raw
+    return out

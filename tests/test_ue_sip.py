@@ -12,8 +12,6 @@ The UE's SIP client (mbmsd/ue/sip.py) in-process, on a Clock:
 """
 
 import base64
-import hashlib
-import re
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -27,6 +25,7 @@ from mbmsd.ue.sip import (
     sdp_offer, sdp_summary, service_uri)
 from mbmsd.ue.ub import Usim
 from tests.helpers import TEST_SET_1_K as K, TEST_SET_1_OP as OP, TEST_SET_1_OPC as OPC
+from tests.helpers import md5, parse_digest
 
 # TS 35.208 test set 1
 RAND = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")
@@ -50,21 +49,6 @@ SERVICE_URI = "sip:urn%3Ambmsd%3Anews@mbms.home1.net"
 ANSWER_SDP = (b"v=0\r\no=scf 1 1 IN IP4 127.0.0.1\r\ns=urn:mbmsd:news\r\n"
               b"c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 5000 RTP/AVP 96\r\n"
               b"a=rtpmap:96 H264/90000\r\na=sendonly\r\n")
-
-
-def md5(data):
-    return hashlib.md5(data).hexdigest()
-
-
-_PARAM = re.compile(r'\s*([A-Za-z0-9-]+)=("(?:[^"\\]|\\.)*"|[^,\s]*)\s*(?:,|$)')
-
-
-def parse_digest(value):
-    assert value.startswith("Digest "), value
-    out = {}
-    for name, raw in _PARAM.findall(value[len("Digest "):]):
-        out[name.lower()] = raw[1:-1] if raw.startswith('"') else raw
-    return out
 
 
 def expected_response(a, password, method="REGISTER"):

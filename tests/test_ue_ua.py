@@ -12,9 +12,7 @@ example of spec/gba.md 3.
 """
 
 import base64
-import hashlib
 import random
-import re
 import xml.etree.ElementTree as ET
 
 from twisted.internet.task import Clock
@@ -24,6 +22,7 @@ from twisted.web.resource import Resource
 from mbmsd.protocols import mikey
 from mbmsd.ue.mikey_receiver import MikeyReceiver
 from mbmsd.ue.ua import UaClient, UaFailed
+from tests.helpers import md5, parse_digest
 from tests.webfake import SiteRequester, make_site
 
 # spec/gba.md 3, worked example (TS 35.208 test set 1 keys)
@@ -41,21 +40,6 @@ CONTENT_TYPES = {
 }
 ROOTS = {"register": "mbmsRegister", "deregister": "mbmsDeregister",
          "msk-request": "mbmsMskRequest"}
-
-
-def md5(data):
-    return hashlib.md5(data).hexdigest()
-
-
-_PARAM = re.compile(r'\s*([A-Za-z0-9-]+)=("(?:[^"\\]|\\.)*"|[^,\s]*)\s*(?:,|$)')
-
-
-def parse_digest(value):
-    assert value.startswith("Digest "), value
-    out = {}
-    for name, raw in _PARAM.findall(value[len("Digest "):]):
-        out[name.lower()] = raw[1:-1].replace('\\"', '"') if raw.startswith('"') else raw
-    return out
 
 
 def _h(request, name):
