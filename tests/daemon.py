@@ -141,3 +141,18 @@ def lines_of(p):
         if line.strip():
             out.append(json.loads(line))
     return out
+
+
+RUN_STEPS = ["bootstrap", "register", "invite", "msk-register", "msk", "bye"]
+
+
+def whole_run(p, report):
+    """
+    The JSON lines of an `mbms-ue run` that must have gone through: exit
+    status 0, the six steps in order, each ok. C{report} explains a failure.
+    """
+    assert p.returncode == 0, report
+    lines = lines_of(p)
+    assert [x["step"] for x in lines] == RUN_STEPS, report
+    assert all(x["result"] == "ok" for x in lines), report
+    return lines
