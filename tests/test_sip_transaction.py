@@ -9,7 +9,7 @@ from zope.interface.verify import verifyObject
 from mbmsd.interfaces import (
     IClientTransactionUser, ISipTransport, ITransactionUser)
 from mbmsd.sip.message import (
-    Request, make_response, parse_message, serialize)
+    Request, make_response, parse_message, parse_via, serialize)
 from mbmsd.sip.testing import FakeSipTransport, RecordingUser
 from mbmsd.sip.transaction import (
     ClientInviteTransaction, ServerInviteTransaction,
@@ -516,6 +516,12 @@ class MatchingTests(Base):
         same = request("OPTIONS")
         stamp_via(same, UE)
         self.assertNotIn("received", same.top_via.params)
+
+    def test_an_empty_rport_means_the_source_port(self):
+        # RFC 3581 4, also for a Via nobody stamped (the answer to a malformed request)
+        via = parse_via("SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKr")
+        self.assertEqual(response_address(via, self.transport, ("192.0.2.99", 1111)),
+                         ("192.0.2.99", 1111))
 
     def test_request_user_exception_contained(self):
         def boom(req, txn):

@@ -89,6 +89,15 @@ class UDPTests(SynchronousTestCase):
         self.assertTrue(resp.to_tag)
         self.assertEqual(self.user.events, [])
 
+    def test_parse_error_answered_at_the_source_port_with_rport(self):
+        # a UE behind NAT (RFC 3581): its Via's port is not where it listens
+        natted = ("192.0.2.7", 40001)
+        data = invite(drop=("Max-Forwards",)).replace(
+            b"127.0.0.1:5061;branch", b"127.0.0.1:5061;rport;branch")
+        self.proto.datagramReceived(data, natted)
+        [(resp, addr)] = self.written()
+        self.assertEqual((resp.status, addr), (400, natted))
+
     def test_version_answered_505(self):
         self.proto.datagramReceived(invite(version="SIP/3.0"), UE)
         [(resp, _)] = self.written()

@@ -572,9 +572,14 @@ def response_address(via, transport, source):
     """
     if getattr(transport, "reliable", False) or source is None:
         return source
-    if via.params.get("rport"):
+    if "rport" in via.params:
+        rport = via.params["rport"]
+        if not rport:
+            # RFC 3581 4: rport without a value (a Via not stamped, as when a
+            # malformed request is answered) means the source port
+            return source
         try:
-            return (source[0], int(via.params["rport"]))
+            return (source[0], int(rport))
         except ValueError:
             pass
     return (source[0], via.port if via.port is not None else via.default_port)
