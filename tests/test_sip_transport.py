@@ -89,6 +89,16 @@ class UDPTests(SynchronousTestCase):
         self.assertTrue(resp.to_tag)
         self.assertEqual(self.user.events, [])
 
+    def test_parse_error_answered_and_logged(self):
+        from twisted.logger import globalLogPublisher, formatEvent
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.proto.datagramReceived(invite(drop=("Max-Forwards",)), UE)
+        self.assertEqual(len(self.written()), 1)
+        self.assertIn("answered a malformed message from ('127.0.0.1', 5061): "
+                      "400 Bad Request: missing Max-Forwards", [formatEvent(e) for e in events])
+
     def test_parse_error_answered_at_the_source_port_with_rport(self):
         # a UE behind NAT (RFC 3581): its Via's port is not where it listens
         natted = ("192.0.2.7", 40001)

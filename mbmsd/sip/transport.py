@@ -88,6 +88,7 @@ class SipDatagramProtocol(DatagramProtocol):
             log.info("dropped a datagram from {addr!r}: {error}",
                      addr=addr, error=error)
             return
+        log.info("answered a malformed message from {addr!r}: {error}", addr=addr, error=error)
         via = parse_via(response.headers.get("Via"))
         self.send(response, response_address(via, self, addr))
 
@@ -138,6 +139,8 @@ class SipStreamProtocol(Protocol):
     def _error(self, error):
         response = error_response(error)
         if response is not None and self.open:
+            log.info("answered a malformed message from {peer!r}: {error}",
+                     peer=self.peer, error=error)
             self.transport.write(serialize(response))
         else:
             log.info("dropped a message from {peer!r}: {error}",
