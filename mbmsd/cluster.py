@@ -21,6 +21,7 @@ import os
 
 from twisted.internet.defer import succeed
 from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
 
 from mbmsd.logs import Logger
 
@@ -69,7 +70,9 @@ class Lease:
     def start(self):
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self.clock
-        self._loop.start(self.renewal, now=True)
+        # fires once stopped and no attempt is in flight (LoopingCall waits
+        # for the Deferred a call returned)
+        self._stopped = self._loop.start(self.renewal, now=True)
 
     def _tick(self):
         now = self.clock.seconds()
@@ -81,11 +84,7 @@ class Lease:
 
     def _answered(self, ours, asked):
         if self._loop is None or not self._loop.running:
-            if ours:  # granted after stop(): hand it back
-                self.store.release(self.name, self.holder).addErrback(
-                    lambda f: log.warn("lease {name}: release failed: {e}", name=self.name,
-                                       e=f.getErrorMessage()))
-            return
+            return  # answered after stop(), which releases once this is in
         if not ours:
             if self._until is not None:
                 self._lose("another node holds it")
@@ -109,17 +108,32 @@ class Lease:
 
     def stop(self):
         """
-        Stop renewing; release the lease if it is ours.
+        Stop renewing; release the lease if it is ours, or became ours by an
+        attempt still in flight when stop() was called.
 
-        @return: Deferred firing when released (errors are logged).
+        @return: Deferred firing when released (errors are logged), so that
+            the node closes its storage only after the release committed.
         """
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        if self._until is None:
+        if self._loop is None:
             return succeed(None)
-        self._until = None
-        self.onLost()
-        d = self.store.release(self.name, self.holder)
-        d.addErrback(lambda f: log.warn("lease {name}: release failed: {e}", name=self.name,
-                                        e=f.getErrorMessage()))
-        return d
+        held = self._until is not None
+        if self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        if held:
+            self._until = None
+            self.onLost()
+
+        def release(result):
+            if isinstance(result, Failure):
+                log.failure("lease {name}: renewal loop failed", result, name=self.name)
+            # An attempt in flight may commit after a release sent beside it
+            # (another pool connection) and insert the row again: release
+            # only once it is answered. The DELETE names our holder, so it
+            # removes nothing that is not ours.
+            d = self.store.release(self.name, self.holder)
+            d.addErrback(lambda f: log.warn("lease {name}: release failed: {e}", name=self.name,
+                                            e=f.getErrorMessage()))
+            return d
+
+        return self._stopped.addBoth(release)

@@ -155,11 +155,44 @@ class LeaseTests(SynchronousTestCase):
 
         store, nodes = Slow(), Nodes("a")
         a, events = self.lease(store, nodes.clocks["a"], "a")
-        self.successResultOf(a.stop())
+        stopped = a.stop()
+        self.assertNoResult(stopped)  # the release waits for the grant
         store.answer.callback(None)
+        self.successResultOf(stopped)
         self.assertFalse(a.held)
         self.assertEqual(events, [])
         self.assertIsNone(self.successResultOf(store.holder("duty", START)))
+
+    def test_renewalInFlightAtStopIsNotLeftBehind(self):
+        """
+        A renewal still in flight when stop() is called may commit after a
+        release sent beside it (another pool connection) and insert the row
+        again; stop() releases only once the renewal is answered, and fires
+        only then, so no lease outlives a clean stop.
+        """
+        from twisted.internet.defer import Deferred
+
+        class Slow(MemoryLeaseStore):
+            gate = None
+
+            def acquire(self, name, holder, now, duration):
+                if self.gate is None:
+                    return MemoryLeaseStore.acquire(self, name, holder, now, duration)
+                return self.gate.addCallback(
+                    lambda _: MemoryLeaseStore.acquire(self, name, holder, now, duration))
+
+        store, nodes = Slow(), Nodes("a")
+        a, events = self.lease(store, nodes.clocks["a"], "a")
+        self.assertTrue(a.held)
+        store.gate = Deferred()
+        nodes.advance(2)  # the renewal is sent, not yet committed
+        stopped = a.stop()
+        self.assertEqual(events, ["acquired", "lost"])
+        self.assertNoResult(stopped)
+        store.gate.callback(None)  # the renewal commits: the row is ours again
+        self.successResultOf(stopped)
+        self.assertIsNone(self.successResultOf(store.holder("duty", START + 2)))
+        self.assertEqual(events, ["acquired", "lost"])
 
     def test_renewalMustBeShorterThanTheLease(self):
         self.assertRaises(ValueError, Lease, MemoryLeaseStore(), Clock(), "duty", "a", 5, 5,

@@ -219,7 +219,7 @@ def test_core_node_killed_under_load(tmp_path):
             code, _, body = http("POST", core2.url("zn", "/zn/v1/naf-keys"), json.dumps(
                 {"btid": line["btid"], "nafId": line["nafId"]}).encode(),
                 {"Content-Type": "application/json"})
-            assert code == 200, (u.i, body, logs())
+            assert code == 200, "UE %d: %s\n%s" % (u.i, body, logs())
             assert json.loads(body)["ksNaf"] == line["ksNaf"], u.i
             assert json.loads(body)["impi"] == impi(u.i)
 
@@ -237,7 +237,7 @@ def test_core_node_killed_under_load(tmp_path):
                  "--wait", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
         for u, p in checks:
             out, err = p.communicate(timeout=30)
-            assert p.returncode == 0, (u.i, out, err, logs())
+            assert p.returncode == 0, "UE %d:\n%s\n%s\n%s" % (u.i, out, err, logs())
             lines = [json.loads(x) for x in out.splitlines() if x.strip()]
             assert [x["step"] for x in lines][:2] == ["register", "msk"], out
             assert lines[0]["services"] == {SERVICE: 200}
