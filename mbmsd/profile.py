@@ -154,10 +154,19 @@ KEY_VALIDITY_TYPE = 1
 # --- verification MAC input (RFC 3830 5.2) ----------------------------------
 
 # MAC = HMAC-SHA-1(auth_key, verification message up to its MAC || IDi data
-# || IDr data || TS value field of the MSK message's T payload). The IDi||IDr
-# part is our reading of RFC 3830 5.2 (minisip, without ID payloads, appends
-# only T); UNVERIFIED (sources 4.9).
+# || IDr data || TS value field of the MSK message's T payload). VERIFIED
+# (RFC 3830 5.2: "the Identity_i || Identity_r || Timestamp MUST directly
+# follow the MIKEY message in the Verification MAC calculation", identical to
+# those of the ID and T payloads; the Responder reuses the Initiator's
+# timestamp).
 VERIFICATION_MAC_INCLUDES_IDS = True
+
+# --- AES-CM IV (RFC 3830 4.2.3) ---------------------------------------------
+
+# IV = (salt XOR (0x0000 || CSB ID || T)) || 0x0000 with T the 64-bit
+# timestamp (RFC 3830 4.2.3, VERIFIED). How the 32-bit COUNTER fills the
+# 64-bit T is not said there: mbmsd.protocols.mikey.aes_cm_iv right-aligns it
+# (high 32 bits zero). UNVERIFIED.
 
 
 # ===========================================================================
