@@ -142,7 +142,7 @@ def test_key_id_round_trip_in_any_order(domain, msk_id, mtk_id, rng):
     data = mikey.encode_key_id(domain, msk_id, mtk_id)
     want = mikey.KeyId(domain, msk_id, mtk_id)
     assert mikey.parse_key_id(data) == want
-    assert mikey.parse_key_id(data, mtk_id=mtk_id is not None) == want
+    assert mikey.parse_key_id(data, need_mtk_id=mtk_id is not None) == want
     # RFC 4563 4: Key ID Type sub-payloads, each type || length || ID, in any order
     subs = [bytes([0, 3]) + domain, bytes([1, 4]) + msk_id] + \
         ([] if mtk_id is None else [bytes([2, 2]) + mtk_id])

@@ -774,13 +774,13 @@ def encode_key_id(key_domain_id, msk_id, mtk_id=None):
     return b"".join(out)
 
 
-def parse_key_id(data, mtk_id=None):
+def parse_key_id(data, need_mtk_id=None):
     """
     Parse the EXT data of Key ID information (RFC 4563 4) into a L{KeyId}:
     Key ID Type sub-payloads in any order, each type at most once, only the
     types of RFC 4563 Table 2, each of its profile length. The Key Domain ID
-    and the MSK ID must be there; C{mtk_id} True requires the MTK ID (an
-    MTK message), False refuses it (an MSK message), None takes either.
+    and the MSK ID must be there; C{need_mtk_id} True requires the MTK ID
+    (an MTK message), False refuses it (an MSK message), None takes either.
     """
     r = _Reader(bytes(data), "Key ID information")
     seen = {}
@@ -803,9 +803,9 @@ def parse_key_id(data, mtk_id=None):
         if key_id_type not in seen:
             raise MikeyError("Key ID information has no %s" % (_KEY_IDS[key_id_type][0],))
     has_mtk_id = profile.KEY_ID_TYPE_MTK_ID in seen
-    if mtk_id is True and not has_mtk_id:
+    if need_mtk_id is True and not has_mtk_id:
         raise MikeyError("Key ID information of an MTK message has no MTK ID")
-    if mtk_id is False and has_mtk_id:
+    if need_mtk_id is False and has_mtk_id:
         raise MikeyError("Key ID information of an MSK message carries an MTK ID")
     return KeyId(seen[profile.KEY_ID_TYPE_KEY_DOMAIN_ID], seen[profile.KEY_ID_TYPE_MSK_ID],
                  seen.get(profile.KEY_ID_TYPE_MTK_ID))
@@ -940,7 +940,7 @@ def _expect_chain(message, chain, what):
         raise MikeyError("%s payload order %r is not the profile's %r" % (what, got, tuple(chain)))
 
 
-def _open_protected(psk, data, chain, data_type, what, last_counter, mtk_id):
+def _open_protected(psk, data, chain, data_type, what, last_counter, need_mtk_id):
     """
     Common checks of MSK and MTK messages: framing, MAC first, then the
     profile's header and payload chain, the counter, decryption and the
@@ -981,7 +981,7 @@ def _open_protected(psk, data, chain, data_type, what, last_counter, mtk_id):
         raise MikeyError("%s RAND must be %d bytes" % (what, profile.RAND_LEN))
     if kemac.encr_alg != profile.ENCR_ALG:
         raise MikeyError("%s KEMAC is not AES-CM-128" % (what,))
-    key_id = parse_key_id(ext.data, mtk_id)
+    key_id = parse_key_id(ext.data, need_mtk_id)
     if hdr.csb_id != int.from_bytes(key_id.msk_id, "big"):
         raise MikeyError("%s CSB ID does not match the MSK ID" % (what,))
     # TS 33.246 / RFC 3830 5.4 replay protection, per MUK or per MSK.
@@ -1007,7 +1007,7 @@ def _parse_msk_message_and_auth(muk, data, last_counter=None):
     """L{parse_msk_message}, and the auth key derived to check it."""
     msg, key_id, counter, rand, key, auth = _open_protected(
         muk, data, profile.MSK_MESSAGE_PAYLOADS, profile.MSK_DATA_TYPE, "MSK message", last_counter,
-        mtk_id=False,
+        need_mtk_id=False,
     )
     idi, idr = msg.find(Id)
     if (idi.id_type, idr.id_type) != (profile.IDI_TYPE, profile.IDR_TYPE):
@@ -1141,7 +1141,7 @@ def parse_mtk_message(msk, data, last_counter=None):
     """
     msg, key_id, counter, rand, key, _ = _open_protected(
         msk, data, profile.MTK_MESSAGE_PAYLOADS, profile.MTK_DATA_TYPE, "MTK message", last_counter,
-        mtk_id=True,
+        need_mtk_id=True,
     )
     if msg.header.v != profile.MTK_V:
         raise MikeyError("MTK message must not ask for verification")
