@@ -5,7 +5,7 @@ could read did not confirm (DESIGN.md 8; spec/sources.md section 4).
 One module, so that a correction is a one-line change. Each value says
 VERIFIED (with its source), CORROBORATED (independent code agrees, the
 normative text itself was not read) or UNVERIFIED (ours, or our recollection
-of TS 33.246 clause 6.4 / RFC 4563, which could not be retrieved). Source tags
+of TS 33.246 clause 6.4, which could not be retrieved). Source tags
 [S..], [C..] resolve in shared/spec/sources.md.
 
 Plain integers only: this module imports nothing from mbmsd, so every layer
@@ -49,7 +49,8 @@ def verification_waits():
 KEY_DOMAIN_ID_LEN = 3
 # MSK ID, 4 bytes (bytes 0-1 = Key Group). VERIFIED [S16][S17].
 MSK_ID_LEN = 4
-# MTK ID, 2 bytes. UNVERIFIED (our recollection of TS 33.246; sources 4.4).
+# MTK ID, 2 bytes. UNVERIFIED (our recollection of TS 33.246; sources 4.4):
+# RFC 4563 Table 2 names the type but gives no length.
 MTK_ID_LEN = 2
 
 # CSB ID of MSK and MTK messages = the MSK ID read as a big-endian 32-bit
@@ -73,12 +74,11 @@ PRF_FUNC = 0
 MSK_V_DEFAULT = True
 MTK_V = False
 
-# #CS = 0 with CS ID map type 1 "Empty map" (RFC 4563 section 5).
-# CORROBORATED: two independent implementations give Empty map = 1 citing
-# RFC 4563 (a Java MCX KMS table "CsIdMapType", and a Go TS 33.180 test that
-# pairs #CS 0 with map type 1 as "the empty map of RFC 4563 table 3"), and
-# TS 36.579-1 5.5.9.1 shows the same pairing [S31]. RFC 4563 section 5 text
-# itself not read. Its use in MBMS messages is UNVERIFIED.
+# #CS = 0 with CS ID map type 1 "Empty map": the value is VERIFIED (RFC 4563
+# 5 Table 3 and 8, "Used when the map/policy information is conveyed outside
+# of MIKEY"; then no SP payload may be present). RFC 4563 2 ties it to the
+# download case; a streaming (SRTP) service's MSK carries its policy
+# (RFC 4563 7), so an empty map for every MSK is UNVERIFIED for streaming.
 CS_ID_MAP_TYPE = 1
 CS_COUNT = 0
 
@@ -95,18 +95,22 @@ VERIFICATION_MESSAGE_PAYLOADS = (5, 9)
 
 # --- EXT: Key ID information (RFC 4563 section 4) ---------------------------
 
-# General Extension type of "Key ID information". UNVERIFIED: RFC 4563 says
-# it defines this type for 3GPP MBMS [S20], but its number was not read; 2 is
-# the next free value after RFC 3830's 0 (Vendor ID) and 1 (SDP IDs) and is
-# what we believe RFC 4563 assigned. tshark 4.0 shows it as "Unknown (2)".
-EXT_TYPE_KEY_ID = 2
+# General Extension (RFC 3830 6.15) type "Key ID". VERIFIED: RFC 4563 4
+# Table 1 ("This memo adds Type 3") and 8 ("The registered value for Key ID
+# is 3"). tshark 4.0 shows it as "Unknown (3)".
+EXT_TYPE_KEY_ID = 3
 
-# EXT data = Key ID Type (1 byte) || Key ID Length (2 bytes) || Key ID, with
-# Key ID = Key Domain ID || MSK ID [|| MTK ID]. Layout UNVERIFIED (DESIGN 8.6).
-# Key ID types: UNVERIFIED; our recollection of RFC 4563 is 0 MUK, 1 MSK,
-# 2 MTK, which agrees with these values, but it was not confirmed.
-KEY_ID_TYPE_MSK = 1
-KEY_ID_TYPE_MTK = 2
+# EXT data = a sequence of Key ID Type sub-payloads, each Key ID Type
+# (8 bits) || Key ID Length (8 bits) || Key ID: VERIFIED (RFC 4563 4,
+# Figure 2). Key ID Types VERIFIED (RFC 4563 4 Table 2): 0 MBMS Key Domain
+# ID, 1 MBMS Service Key ID (MSK ID), 2 MBMS Traffic Key ID (MTK ID).
+KEY_ID_TYPE_KEY_DOMAIN_ID = 0
+KEY_ID_TYPE_MSK_ID = 1
+KEY_ID_TYPE_MTK_ID = 2
+# The sub-payloads we send, in this order: Key Domain ID, MSK ID, and in an
+# MTK message the MTK ID. UNVERIFIED: the combination and order TS 33.246
+# mandates were not read; a receiver takes them in any order.
+KEY_ID_ORDER = (KEY_ID_TYPE_KEY_DOMAIN_ID, KEY_ID_TYPE_MSK_ID, KEY_ID_TYPE_MTK_ID)
 
 # --- T (RFC 3830 6.6) --------------------------------------------------------
 
@@ -150,10 +154,19 @@ KEY_VALIDITY_TYPE = 1
 # --- verification MAC input (RFC 3830 5.2) ----------------------------------
 
 # MAC = HMAC-SHA-1(auth_key, verification message up to its MAC || IDi data
-# || IDr data || TS value field of the MSK message's T payload). The IDi||IDr
-# part is our reading of RFC 3830 5.2 (minisip, without ID payloads, appends
-# only T); UNVERIFIED (sources 4.9).
+# || IDr data || TS value field of the MSK message's T payload). VERIFIED
+# (RFC 3830 5.2: "the Identity_i || Identity_r || Timestamp MUST directly
+# follow the MIKEY message in the Verification MAC calculation", identical to
+# those of the ID and T payloads; the Responder reuses the Initiator's
+# timestamp).
 VERIFICATION_MAC_INCLUDES_IDS = True
+
+# --- AES-CM IV (RFC 3830 4.2.3) ---------------------------------------------
+
+# IV = (salt XOR (0x0000 || CSB ID || T)) || 0x0000 with T the 64-bit
+# timestamp (RFC 3830 4.2.3, VERIFIED). How the 32-bit COUNTER fills the
+# 64-bit T is not said there: mbmsd.protocols.mikey.aes_cm_iv right-aligns it
+# (high 32 bits zero). UNVERIFIED.
 
 
 # ===========================================================================

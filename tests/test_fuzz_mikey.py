@@ -136,13 +136,18 @@ def test_key_data_round_trip(items):
     assert mikey.parse_key_data(mikey.encode_key_data(items)) == items
 
 
-@given(st.sampled_from([profile.KEY_ID_TYPE_MSK, profile.KEY_ID_TYPE_MTK]),
-       st.binary(min_size=3, max_size=3), st.binary(min_size=4, max_size=4),
-       st.binary(min_size=2, max_size=2))
-def test_key_id_round_trip(kind, domain, msk_id, mtk_id):
-    mtk_id = mtk_id if kind == profile.KEY_ID_TYPE_MTK else None
-    got = mikey.parse_key_id(mikey.encode_key_id(kind, domain, msk_id, mtk_id))
-    assert got == mikey.KeyId(kind, domain, msk_id, mtk_id)
+@given(st.binary(min_size=3, max_size=3), st.binary(min_size=4, max_size=4),
+       st.one_of(st.none(), st.binary(min_size=2, max_size=2)), st.randoms(use_true_random=False))
+def test_key_id_round_trip_in_any_order(domain, msk_id, mtk_id, rng):
+    data = mikey.encode_key_id(domain, msk_id, mtk_id)
+    want = mikey.KeyId(domain, msk_id, mtk_id)
+    assert mikey.parse_key_id(data) == want
+    assert mikey.parse_key_id(data, need_mtk_id=mtk_id is not None) == want
+    # RFC 4563 4: Key ID Type sub-payloads, each type || length || ID, in any order
+    subs = [bytes([0, 3]) + domain, bytes([1, 4]) + msk_id] + \
+        ([] if mtk_id is None else [bytes([2, 2]) + mtk_id])
+    rng.shuffle(subs)
+    assert mikey.parse_key_id(b"".join(subs)) == want
 
 
 @budget(0.5)

@@ -178,7 +178,7 @@ def test_header_layout_srtp_id_map():
 def test_payload_layouts():
     hdr = Header(1, 0, False, 0, 1, 0, 1)
     payloads = [
-        Ext(2, h("01 0007 02f810 00010002")),
+        Ext(3, h("00 03 02f810 01 04 00010002")),
         Timestamp(2, 42),
         Timestamp(0, 0xEEB4BD8000000000),
         Rand(bytes(range(16))),
@@ -192,7 +192,7 @@ def test_payload_layouts():
     data = mikey.encode(Message(hdr, payloads))
     expected = (
         h("01 00 15 00 00000001 00 01")  # HDR, next 21 (EXT)
-        + h("05 02 000a 01 0007 02f810 00010002")  # EXT: next T, type 2, len 10, data
+        + h("05 03 000b 00 03 02f810 01 04 00010002")  # EXT: next T, Key ID (3), len 11, data
         + h("05 02 0000002a")  # T: next T, COUNTER, 4 bytes
         + h("0b 00 eeb4bd8000000000")  # T: next RAND, NTP-UTC, 8 bytes
         + h("06 10 000102030405060708090a0b0c0d0e0f")  # RAND: next ID, len 16
@@ -225,10 +225,10 @@ def test_key_data_layouts():
 def test_msk_message_layout():
     """The profile-1 MSK message of DESIGN 8.6, checked field by field."""
     data = msk_message()
-    ext_data = h("01 0007") + KDID + MSK_ID
+    ext_data = h("00 03") + KDID + h("01 04") + MSK_ID
     prefix = (
         h("01 00 15 80 00010002 00 01")
-        + h("05 02 000a") + ext_data
+        + h("05 03 000b") + ext_data
         + h("0b 02 0000002a")
         + h("06 10") + RAND
         + h("06 01") + struct.pack("!H", len(IDI)) + IDI
@@ -319,7 +319,7 @@ def test_msk_round_trip():
     assert d.csb_id == mikey.csb_id_for(MSK_ID) == 0x00010002
     assert d.v is True
     assert mikey.parse_msk_message(MUK, msk_message(v=False)).v is False
-    assert mikey.peek_key_id(msk_message()) == mikey.KeyId(profile.KEY_ID_TYPE_MSK, KDID, MSK_ID)
+    assert mikey.peek_key_id(msk_message()) == mikey.KeyId(KDID, MSK_ID)
 
 
 def test_msk_message_header_values_come_from_profile():
@@ -345,14 +345,14 @@ def test_msk_every_flipped_bit_is_rejected():
     data = msk_message()
     # Offsets whose change leaves the framing intact: the MAC must catch them.
     ext_at = 10 + 4
-    t_at = ext_at + 10 + 2
+    t_at = ext_at + 11 + 2
     rand_at = t_at + 4 + 2
     idi_at = rand_at + 16 + 4
     idr_at = idi_at + len(IDI) + 4
     enc_at = idr_at + len(IDR) + 4
     mac_only = (
         set(range(3, 8))  # V|PRF, CSB ID
-        | set(range(ext_at, ext_at + 10))
+        | set(range(ext_at, ext_at + 11))
         | set(range(t_at, t_at + 4))
         | set(range(rand_at, rand_at + 16))
         | set(range(idi_at, idi_at + len(IDI)))
@@ -399,8 +399,8 @@ def test_mtk_round_trip():
     msg = mikey.parse_message(mtk_message())
     assert msg.header.v is False
     assert tuple(mikey._PAYLOAD_TYPE[type(p)] for p in msg.payloads) == profile.MTK_MESSAGE_PAYLOADS
-    assert msg.find(Ext)[0].data == h("02 0009") + KDID + MSK_ID + MTK_ID
-    assert mikey.peek_key_id(mtk_message()) == mikey.KeyId(profile.KEY_ID_TYPE_MTK, KDID, MSK_ID, MTK_ID)
+    assert msg.find(Ext)[0].data == h("00 03") + KDID + h("01 04") + MSK_ID + h("02 02") + MTK_ID
+    assert mikey.peek_key_id(mtk_message()) == mikey.KeyId(KDID, MSK_ID, MTK_ID)
     with pytest.raises(MacError):
         mikey.parse_mtk_message(bytes(16), mtk_message())
 
@@ -441,14 +441,14 @@ def test_validly_macd_but_inconsistent_messages_are_mikey_errors():
     with pytest.raises(MikeyError, match="CSB ID") as info:
         mikey.parse_msk_message(MUK, _resign(bytes(bad), MUK))
     assert not isinstance(info.value, MacError)
-    # Key ID type MTK in an MSK message (EXT byte 0).
+    # The MSK ID sub-payload's Key ID Type (EXT data byte 5) made unknown.
     bad = bytearray(data)
-    bad[14] = 2
-    with pytest.raises(MikeyError, match="Key ID") as info:
+    bad[14 + 5] = 9
+    with pytest.raises(MikeyError, match="unknown Key ID Type 9") as info:
         mikey.parse_msk_message(MUK, _resign(bytes(bad), MUK))
     assert not isinstance(info.value, MacError)
     # ID types swapped.
-    idi_type_at = 10 + 14 + 6 + 18 + 1
+    idi_type_at = 10 + 15 + 6 + 18 + 1
     bad = bytearray(data)
     bad[idi_type_at] = 0
     with pytest.raises(MikeyError, match="ID types") as info:
@@ -676,7 +676,7 @@ def _generic_msk_message(muk, kdid, msk_id, msk, counter, rand, idi, idr, v):
     encr, auth, salt = mikey.derive_psk_keys(muk, csb_id, rand)
     plain = mikey.encode_key_data([KeyData(profile.MSK_KEY_TYPE, profile.KEY_VALIDITY_TYPE, msk,
                                            kv_data=msk_id)])
-    payloads = [Ext(profile.EXT_TYPE_KEY_ID, mikey.encode_key_id(profile.KEY_ID_TYPE_MSK, kdid, msk_id)),
+    payloads = [Ext(profile.EXT_TYPE_KEY_ID, mikey.encode_key_id(kdid, msk_id)),
                 Timestamp(profile.TS_TYPE, counter), Rand(rand), Id(profile.IDI_TYPE, idi),
                 Id(profile.IDR_TYPE, idr),
                 Kemac(profile.ENCR_ALG, mikey.aes_cm(encr, salt, csb_id, counter, plain),

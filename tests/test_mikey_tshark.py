@@ -135,6 +135,12 @@ def _common_header(row, data_type, v):
     assert row["mikey.cs_id_map_type"] == str(profile.CS_ID_MAP_TYPE)
 
 
+def _key_id_information(kdid, msk_id, mtk_id=None):
+    """RFC 4563 4 Figure 2 sub-payloads (type, 8-bit length, ID), by hand."""
+    subs = b"\x00\x03" + kdid + b"\x01\x04" + msk_id  # Table 2: 0 Key Domain ID, 1 MSK ID
+    return subs if mtk_id is None else subs + b"\x02\x02" + mtk_id  # 2 MTK ID
+
+
 def _chain(payloads):
     return ",".join(str(p) for p in payloads + (0,))
 
@@ -143,8 +149,8 @@ def test_msk_message_fields(pcap, messages):
     row = _decoded(pcap)[0]
     _common_header(row, profile.MSK_DATA_TYPE, True)
     assert row["mikey.next_payload"] == _chain(profile.MSK_MESSAGE_PAYLOADS)
-    assert row["mikey.ext.type"] == str(profile.EXT_TYPE_KEY_ID)
-    assert bytes.fromhex(row["mikey.ext.data"]) == mikey.encode_key_id(profile.KEY_ID_TYPE_MSK, KDID, MSK_ID)
+    assert row["mikey.ext.type"] == "3"  # Key ID, RFC 4563 4 Table 1
+    assert bytes.fromhex(row["mikey.ext.data"]) == _key_id_information(KDID, MSK_ID)
     assert row["mikey.t.ts_type"] == str(profile.TS_TYPE)
     assert bytes.fromhex(row["mikey.rand.data"]) == RAND
     assert row["mikey.id.type"] == "%d,%d" % (profile.IDI_TYPE, profile.IDR_TYPE)
@@ -173,10 +179,8 @@ def test_mtk_message_fields(pcap, messages, index, name):
     row = _decoded(pcap)[index]
     _common_header(row, profile.MTK_DATA_TYPE, False)
     assert row["mikey.next_payload"] == _chain(profile.MTK_MESSAGE_PAYLOADS)
-    assert row["mikey.ext.type"] == str(profile.EXT_TYPE_KEY_ID)
-    assert bytes.fromhex(row["mikey.ext.data"]) == mikey.encode_key_id(
-        profile.KEY_ID_TYPE_MTK, KDID, MSK_ID, MTK_ID
-    )
+    assert row["mikey.ext.type"] == "3"  # Key ID, RFC 4563 4 Table 1
+    assert bytes.fromhex(row["mikey.ext.data"]) == _key_id_information(KDID, MSK_ID, MTK_ID)
     assert row["mikey.t.ts_type"] == str(profile.TS_TYPE)
     assert bytes.fromhex(row["mikey.rand.data"]) == RAND2
     assert row["mikey.id.type"] == ""
@@ -241,8 +245,8 @@ def test_every_message_the_bmsc_sends(tmp_path):
         assert int(row["mikey.csb_id"], 16) == int.from_bytes(got.msk_id, "big")
         assert bytes.fromhex(row["mikey.rand.data"]) == got.rand
         assert row["mikey.id.data"] == "%s,%s" % (got.idi.decode(), got.idr.decode())
-        assert bytes.fromhex(row["mikey.ext.data"]) == mikey.encode_key_id(
-            profile.KEY_ID_TYPE_MSK, got.key_domain_id, got.msk_id)
+        assert row["mikey.ext.type"] == "3"
+        assert bytes.fromhex(row["mikey.ext.data"]) == _key_id_information(got.key_domain_id, got.msk_id)
     for row, answer in zip(rows[3:], answers):
         assert row["mikey.type"] == str(profile.VERIFICATION_DATA_TYPE)
         assert bytes.fromhex(row["mikey.v.ver_data"]) == answer[-20:]

@@ -688,9 +688,11 @@ def _check_mac(expected_input, auth_key, mac):
 
 @dataclass
 class KeyId:
-    """The Key ID information of an MBMS message's EXT payload (RFC 4563 4)."""
+    """
+    The Key ID information of an MBMS message's EXT payload (RFC 4563 4): the
+    MBMS Key Domain ID, the MSK ID and, in an MTK message, the MTK ID.
+    """
 
-    key_id_type: int
     key_domain_id: bytes
     msk_id: bytes
     mtk_id: bytes = None
@@ -742,28 +744,71 @@ def csb_id_for(msk_id):
     return int.from_bytes(_need(msk_id, profile.MSK_ID_LEN, "MSK ID"), "big")
 
 
-def encode_key_id(key_id_type, key_domain_id, msk_id, mtk_id=None):
-    """EXT data: Key ID Type (1) || Key ID length (2) || Key ID (RFC 4563 4)."""
-    key_id = (
-        _need(key_domain_id, profile.KEY_DOMAIN_ID_LEN, "Key Domain ID")
-        + _need(msk_id, profile.MSK_ID_LEN, "MSK ID")
-        + (b"" if mtk_id is None else _need(mtk_id, profile.MTK_ID_LEN, "MTK ID"))
-    )
-    return struct.pack("!BH", key_id_type, len(key_id)) + key_id
+# RFC 4563 Table 2 Key ID Type -> (its name in errors, its length in octets).
+_KEY_IDS = {
+    profile.KEY_ID_TYPE_KEY_DOMAIN_ID: ("MBMS Key Domain ID", profile.KEY_DOMAIN_ID_LEN),
+    profile.KEY_ID_TYPE_MSK_ID: ("MSK ID", profile.MSK_ID_LEN),
+    profile.KEY_ID_TYPE_MTK_ID: ("MTK ID", profile.MTK_ID_LEN),
+}
 
 
-def parse_key_id(data):
-    """Parse EXT Key ID data into a L{KeyId}; MSK and MTK Key IDs only."""
+def encode_key_id(key_domain_id, msk_id, mtk_id=None):
+    """
+    The EXT data of Key ID information (RFC 4563 4, Figure 2): a Key ID Type
+    sub-payload, Key ID Type (8 bits) || Key ID Length (8 bits) || Key ID,
+    for each of the Key Domain ID (type 0), the MSK ID (type 1) and, when
+    given, the MTK ID (type 2), in the order of profile.KEY_ID_ORDER.
+    """
+    values = {
+        profile.KEY_ID_TYPE_KEY_DOMAIN_ID: key_domain_id,
+        profile.KEY_ID_TYPE_MSK_ID: msk_id,
+        profile.KEY_ID_TYPE_MTK_ID: mtk_id,
+    }
+    out = []
+    for key_id_type in profile.KEY_ID_ORDER:
+        value = values[key_id_type]
+        if value is None:
+            continue
+        name, size = _KEY_IDS[key_id_type]
+        out.append(bytes([key_id_type, size]) + _need(value, size, name))
+    return b"".join(out)
+
+
+def parse_key_id(data, need_mtk_id=None):
+    """
+    Parse the EXT data of Key ID information (RFC 4563 4) into a L{KeyId}:
+    Key ID Type sub-payloads in any order, each type at most once, only the
+    types of RFC 4563 Table 2, each of its profile length. The Key Domain ID
+    and the MSK ID must be there; C{need_mtk_id} True requires the MTK ID
+    (an MTK message), False refuses it (an MSK message), None takes either.
+    """
     r = _Reader(bytes(data), "Key ID information")
-    key_id_type = r.u8()
-    key_id = r.take(r.u16())
-    r.done()
-    kd, ms = profile.KEY_DOMAIN_ID_LEN, profile.MSK_ID_LEN
-    if key_id_type == profile.KEY_ID_TYPE_MSK and len(key_id) == kd + ms:
-        return KeyId(key_id_type, key_id[:kd], key_id[kd:])
-    if key_id_type == profile.KEY_ID_TYPE_MTK and len(key_id) == kd + ms + profile.MTK_ID_LEN:
-        return KeyId(key_id_type, key_id[:kd], key_id[kd : kd + ms], key_id[kd + ms :])
-    raise MikeyError("unsupported Key ID type %d / length %d" % (key_id_type, len(key_id)))
+    seen = {}
+    while r.remaining():
+        key_id_type = r.u8()
+        if r.remaining() == 0:
+            raise MikeyError("Key ID Type %d sub-payload has no Key ID Length" % (key_id_type,))
+        length = r.u8()
+        if key_id_type not in _KEY_IDS:
+            raise MikeyError("unknown Key ID Type %d" % (key_id_type,))
+        name, size = _KEY_IDS[key_id_type]
+        if key_id_type in seen:
+            raise MikeyError("duplicate %s (Key ID Type %d)" % (name, key_id_type))
+        if length > r.remaining():
+            raise MikeyError("%s length %d overruns the Key ID information" % (name, length))
+        if length != size:
+            raise MikeyError("%s must be %d octets, not %d" % (name, size, length))
+        seen[key_id_type] = r.take(length)
+    for key_id_type in (profile.KEY_ID_TYPE_KEY_DOMAIN_ID, profile.KEY_ID_TYPE_MSK_ID):
+        if key_id_type not in seen:
+            raise MikeyError("Key ID information has no %s" % (_KEY_IDS[key_id_type][0],))
+    has_mtk_id = profile.KEY_ID_TYPE_MTK_ID in seen
+    if need_mtk_id is True and not has_mtk_id:
+        raise MikeyError("Key ID information of an MTK message has no MTK ID")
+    if need_mtk_id is False and has_mtk_id:
+        raise MikeyError("Key ID information of an MSK message carries an MTK ID")
+    return KeyId(seen[profile.KEY_ID_TYPE_KEY_DOMAIN_ID], seen[profile.KEY_ID_TYPE_MSK_ID],
+                 seen.get(profile.KEY_ID_TYPE_MTK_ID))
 
 
 def _profile_header(data_type, v, csb_id):
@@ -794,9 +839,10 @@ def _protected_message_and_auth(psk, header, payloads, key_items, counter, rand)
 
 def build_msk_message(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr, v=profile.MSK_V_DEFAULT):
     """
-    The MSK message (BM-SC -> UE) of DESIGN 8.6: HDR, EXT(Key ID MSK), T
-    (COUNTER), RAND, IDi, IDr, KEMAC carrying the MSK as TGK with KV = SPI =
-    MSK ID, protected with keys derived from the MUK.
+    The MSK message (BM-SC -> UE) of DESIGN 8.6: HDR, EXT (Key ID: Key
+    Domain ID, MSK ID; RFC 4563 4), T (COUNTER), RAND, IDi, IDr, KEMAC
+    carrying the MSK as TGK with KV = SPI = MSK ID, protected with keys
+    derived from the MUK.
     """
     return build_msk_message_expecting(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr, v)[0]
 
@@ -834,7 +880,7 @@ class MskMessageTemplate:
         msk = _need(msk, 16, "MSK")
         self.csb_id = csb_id_for(msk_id)
         header = _profile_header(profile.MSK_DATA_TYPE, bool(v), self.csb_id)
-        ext = Ext(profile.EXT_TYPE_KEY_ID, encode_key_id(profile.KEY_ID_TYPE_MSK, key_domain_id, msk_id))
+        ext = Ext(profile.EXT_TYPE_KEY_ID, encode_key_id(key_domain_id, msk_id))
         self._idi = bytes(idi)
         # the payload chain HDR, EXT, T, RAND, IDi, IDr, KEMAC (profile.MSK_MESSAGE_PAYLOADS)
         self._head = _encode_header(header, PT_EXT) + _encode_payload(ext, PT_T)
@@ -894,7 +940,7 @@ def _expect_chain(message, chain, what):
         raise MikeyError("%s payload order %r is not the profile's %r" % (what, got, tuple(chain)))
 
 
-def _open_protected(psk, data, chain, data_type, what, last_counter):
+def _open_protected(psk, data, chain, data_type, what, last_counter, need_mtk_id):
     """
     Common checks of MSK and MTK messages: framing, MAC first, then the
     profile's header and payload chain, the counter, decryption and the
@@ -935,7 +981,7 @@ def _open_protected(psk, data, chain, data_type, what, last_counter):
         raise MikeyError("%s RAND must be %d bytes" % (what, profile.RAND_LEN))
     if kemac.encr_alg != profile.ENCR_ALG:
         raise MikeyError("%s KEMAC is not AES-CM-128" % (what,))
-    key_id = parse_key_id(ext.data)
+    key_id = parse_key_id(ext.data, need_mtk_id)
     if hdr.csb_id != int.from_bytes(key_id.msk_id, "big"):
         raise MikeyError("%s CSB ID does not match the MSK ID" % (what,))
     # TS 33.246 / RFC 3830 5.4 replay protection, per MUK or per MSK.
@@ -960,10 +1006,9 @@ def parse_msk_message(muk, data, last_counter=None):
 def _parse_msk_message_and_auth(muk, data, last_counter=None):
     """L{parse_msk_message}, and the auth key derived to check it."""
     msg, key_id, counter, rand, key, auth = _open_protected(
-        muk, data, profile.MSK_MESSAGE_PAYLOADS, profile.MSK_DATA_TYPE, "MSK message", last_counter
+        muk, data, profile.MSK_MESSAGE_PAYLOADS, profile.MSK_DATA_TYPE, "MSK message", last_counter,
+        need_mtk_id=False,
     )
-    if key_id.key_id_type != profile.KEY_ID_TYPE_MSK:
-        raise MikeyError("MSK message Key ID is not of type MSK")
     idi, idr = msg.find(Id)
     if (idi.id_type, idr.id_type) != (profile.IDI_TYPE, profile.IDR_TYPE):
         raise MikeyError("MSK message ID types do not follow the profile")
@@ -1065,9 +1110,10 @@ def check_expected_verification(expected, verification):
 
 def build_mtk_message(msk, key_domain_id, msk_id, mtk_id, mtk, salt, counter, rand):
     """
-    The MTK message of DESIGN 8.6 (V=0): HDR, EXT(Key ID MTK), T (COUNTER per
-    MSK), RAND, KEMAC carrying the MTK as TEK (TEK+SALT when C{salt} is
-    given) with KV = SPI = MTK ID, protected with keys derived from the MSK.
+    The MTK message of DESIGN 8.6 (V=0): HDR, EXT (Key ID: Key Domain ID,
+    MSK ID, MTK ID; RFC 4563 4), T (COUNTER per MSK), RAND, KEMAC carrying
+    the MTK as TEK (TEK+SALT when C{salt} is given) with KV = SPI = MTK ID,
+    protected with keys derived from the MSK.
     """
     msk_id = _need(msk_id, profile.MSK_ID_LEN, "MSK ID")
     mtk_id = _need(mtk_id, profile.MTK_ID_LEN, "MTK ID")
@@ -1079,7 +1125,7 @@ def build_mtk_message(msk, key_domain_id, msk_id, mtk_id, mtk, salt, counter, ra
     msk = _need(msk, 16, "MSK")
     header = _profile_header(profile.MTK_DATA_TYPE, profile.MTK_V, csb_id_for(msk_id))
     payloads = [
-        Ext(profile.EXT_TYPE_KEY_ID, encode_key_id(profile.KEY_ID_TYPE_MTK, key_domain_id, msk_id, mtk_id)),
+        Ext(profile.EXT_TYPE_KEY_ID, encode_key_id(key_domain_id, msk_id, mtk_id)),
         Timestamp(profile.TS_TYPE, counter),
         Rand(rand),
     ]
@@ -1094,12 +1140,11 @@ def parse_mtk_message(msk, data, last_counter=None):
     L{parse_msk_message}). Returns an L{MtkDelivery}.
     """
     msg, key_id, counter, rand, key, _ = _open_protected(
-        msk, data, profile.MTK_MESSAGE_PAYLOADS, profile.MTK_DATA_TYPE, "MTK message", last_counter
+        msk, data, profile.MTK_MESSAGE_PAYLOADS, profile.MTK_DATA_TYPE, "MTK message", last_counter,
+        need_mtk_id=True,
     )
     if msg.header.v != profile.MTK_V:
         raise MikeyError("MTK message must not ask for verification")
-    if key_id.key_id_type != profile.KEY_ID_TYPE_MTK:
-        raise MikeyError("MTK message Key ID is not of type MTK")
     if key.key_type not in (profile.MTK_KEY_TYPE, profile.MTK_KEY_TYPE_SALT):
         raise MikeyError("MTK key data type does not follow the profile")
     if (key.kv_type, key.kv_data) != (profile.KEY_VALIDITY_TYPE, key_id.mtk_id):
