@@ -91,7 +91,7 @@ def build_parser():
                    help="seconds to keep the session before the BYE (default 0)")
     i.add_argument("--timeout", type=float, default=10.0, help="seconds per SIP transaction")
 
-    w = sub.add_parser("run", help="the whole procedure: bootstrap, REGISTER, INVITE, MSK "
+    w = sub.add_parser("run", help="the whole procedure: REGISTER, bootstrap, INVITE, MSK "
                                    "registration and MIKEY, BYE")
     _add_ub_options(w)
     _add_sip_options(w)
@@ -625,9 +625,10 @@ def _hold(reactor, seconds, sessions):
 @inlineCallbacks
 def run(reactor, args, http=None):
     """
-    The whole procedure as a UE does it: bootstrap (Ub) -> REGISTER ->
-    INVITE (the SCF authorizes the UE at the BM-SC) -> MSK registration (Ua)
-    and the MSKs over MIKEY -> BYE. One JSON line per step.
+    The whole procedure as a UE does it: REGISTER -> bootstrap (Ub), after
+    a successful IMS registration (TS 26.237 10.1) -> INVITE (the SCF
+    authorizes the UE at the BM-SC) -> MSK registration (Ua) and the MSKs
+    over MIKEY -> BYE. One JSON line per step.
 
     @return: Deferred of the exit status: 0 only when every MSK arrived and
         verified (and every other step succeeded).
@@ -641,9 +642,6 @@ def run(reactor, args, http=None):
     reg = opened = None
     sessions = []
     try:
-        boot = yield _bootstrap_step(reactor, args, http, usim)
-        if boot is None:
-            return 1
         opened = yield _sip_open(reactor, args)
         if opened is None:
             return 1
@@ -651,6 +649,9 @@ def run(reactor, args, http=None):
         if reg is None:
             return 1
         reg.keepAlive()
+        boot = yield _bootstrap_step(reactor, args, http, usim)
+        if boot is None:
+            return 1
         sessions, ok = yield _invite_step(reactor, args, opened[0], reg)
         if not ok:
             return 1
