@@ -219,15 +219,13 @@ CT_AUTHORIZE_RESPONSE = "application/mbms-authorize-response+xml"
 
 # Authorize and its response: ours (seed says "XML schema FFS"), UNVERIFIED.
 NS_AUTHORIZE = "urn:mbmsd:xml:ns:mbms-authorize:1"
-# Register, deregister, MSK request and both responses: ours per DESIGN.md
-# 8.4 ("for all four"), UNVERIFIED; TS 26.346's namespaces for these were
-# NOT FOUND (mbms-keys.md 3). Note: the MSK response namespace of TS 26.346
-# 11.8 / 33.246 IS known, urn:3GPP:metadata:2005:MBMS:mskResponse (VERIFIED
-# [S7]), but DESIGN.md 8.4 uses its own with its own element names, so we
-# keep NS_REGISTER there until the 26.346 schema itself can be followed.
+# Register, deregister, MSK request and the register response: ours per
+# DESIGN.md 8.4, UNVERIFIED; TS 26.346's namespaces for these were NOT FOUND
+# (mbms-keys.md 3).
 NS_REGISTER = "urn:mbmsd:xml:ns:mbms-register:1"
-NS_MSK_RESPONSE = NS_REGISTER
-NS_MSK_RESPONSE_3GPP = "urn:3GPP:metadata:2005:MBMS:mskResponse"  # VERIFIED [S7], unused
+# The answer to msk-request: VERIFIED (TS 26.346 Annex C.12, pointing to 11.8
+# and TS 33.246) [S7]. Its element names below are still ours (UNVERIFIED).
+NS_MSK_RESPONSE = "urn:3GPP:metadata:2005:MBMS:mskResponse"
 
 # --- element and attribute names (all ours, DESIGN.md 8.3/8.4; UNVERIFIED) -----
 
@@ -272,8 +270,22 @@ def key_domain_id(mcc, mnc):
     return bytes([(m[1] << 4) | m[0], (n[2] << 4) | m[2], (n[1] << 4) | n[0]])
 
 
-# MUK = Ks_NAF (GBA_ME) with NAF_Id = BM-SC FQDN || 01 00 00 00 01, and the Ua
-# Digest password = base64 of the same key (DESIGN.md 8.6). TS 33.246 6.1
-# separates the key of HTTP Digest (MRK) from the MUK; how was NOT FOUND
-# (sources 4.1), so both use Ks_NAF here (mbmsd/roles/bmsc/service.py push,
-# mbmsd/roles/bmsc/ua.py): UNVERIFIED.
+# MUK = Ks_NAF (GBA_ME) with NAF_Id = BM-SC FQDN || Ua security protocol id.
+# VERIFIED: MUK = Ks_NAF in GBA_ME (TS 33.501 W.4.1.3, "the MUK is set to
+# KAF" where TS 33.246 takes Ks_NAF); the id is 01 00 00 00 03 for TS 26.237's
+# HTTP-based procedure and 01 00 00 00 01 for a UE following TS 33.246 alone
+# (TS 33.220 H.3; the values live in mbmsd.protocols.gba).
+#
+# The Ua Digest password is the MRK, which TS 33.246 Annex F derives from
+# Ks_NAF (TS 33.501 W.4.1.3 points there) by a function that was NOT READ.
+# Until it is: password = base64(Ks_NAF) as ASCII bytes, UNVERIFIED, here only
+# (the BM-SC's Digest check and rspauth, mbmsd/roles/bmsc/ua.py, and the UE,
+# mbmsd/ue/ua.py, both call this).
+def ua_password(ks_naf):
+    """
+    @param ks_naf: Ks_NAF (32 octets).
+    @return: the Ua HTTP Digest password (the MRK), bytes for HA1.
+    """
+    import base64
+
+    return base64.b64encode(bytes(ks_naf))

@@ -143,7 +143,8 @@ def lines_of(p):
     return out
 
 
-RUN_STEPS = ["bootstrap", "register", "invite", "msk-register", "msk", "bye"]
+# TS 26.237 10.1: GBA bootstrapping after a successful IMS registration
+RUN_STEPS = ["register", "bootstrap", "invite", "msk-register", "msk", "bye"]
 
 
 def whole_run(p, report):

@@ -491,6 +491,24 @@ class BmscStoreContract(_StorageFixture):
         self.assertEqual(self.result(self.store.getRegistration(new.impu, new.serviceId)), new)
         self.assertEqual(self.result(self.store.registrationsFor(new.serviceId)), [new])
 
+    def test_registrationKeepsItsUaId(self):
+        """
+        The Ua security protocol id whose Ks_NAF is the MUK (TS 33.220 H.3)
+        comes back as it went in, and a new registration replaces it.
+        """
+        r = registration(uaId=bytes.fromhex("0100000001"))
+        self.result(self.store.putRegistration(r))
+        got = self.result(self.store.getRegistration(r.impu, r.serviceId))
+        self.assertEqual(got.uaId, bytes.fromhex("0100000001"))
+        self.assertEqual(self.result(self.store.registrationsFor(r.serviceId)), [r])
+        new = registration(uaId=bytes.fromhex("0100000003"))
+        self.result(self.store.putRegistration(new))
+        self.assertEqual(self.result(self.store.getRegistration(r.impu, r.serviceId)).uaId,
+                         bytes.fromhex("0100000003"))
+
+    def test_registrationUaIdDefaultsToTheHttpBasedProcedure(self):
+        self.assertEqual(registration().uaId, bytes.fromhex("0100000003"))
+
     def test_removeRegistration(self):
         r = registration()
         self.result(self.store.putAuthorization(authorization()))

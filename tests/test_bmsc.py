@@ -3,13 +3,16 @@ The BM-SC.UPF in-process: the real twisted.web Site, Zn served by the BSF's
 lookup over memory storage, MIKEY over a fake UDP port, a Clock.
 
 Independent truth: the B-TID and Ks_NAF (= MUK) of the worked example in
-spec/gba.md 3; the Digest answers are computed in this file from the RFC 2617
+spec/gba.md 3 (Ua id 01 00 00 00 01), and Ks_NAF for 01 00 00 00 03 derived in
+this file from the TS 33.220 Annex B KDF written out with hmac; the Digest answers are computed in this file from the RFC 2617
 formula with hashlib; MIKEY messages are checked by the UE-side parser and,
 in tests/test_mikey_tshark.py, by tshark.
 """
 
 import base64
 import hashlib
+import hmac
+from xml.etree import ElementTree
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
@@ -34,8 +37,29 @@ IMPU = "sip:user1@home1.net"
 RAND = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")
 KS = bytes.fromhex("b40ba9a3c58b2a05bbf0d987b21bf8cb" "f769bcd751044604127672711c6d3441")
 BTID = "I1U8vpY3qJ0hiuZNrke/NQ==@bsf.home1.net"
-KS_NAF = bytes.fromhex("9e7f591d867c2c51bcf388beffa209771eed795d08db4a470895468faff293cb")
-NAF_ID = b"bmsc.home1.net" + bytes.fromhex("0100000001")
+# TS 33.220 H.3: TS 26.237's HTTP-based procedure, and TS 33.246 alone
+UA_HTTP = bytes.fromhex("0100000003")
+UA_33246 = bytes.fromhex("0100000001")
+# gba.md 3 worked example: Ks_NAF for NAF_Id = bmsc.home1.net || 01 00 00 00 01
+KS_NAF_01 = bytes.fromhex("9e7f591d867c2c51bcf388beffa209771eed795d08db4a470895468faff293cb")
+
+
+def ks_naf(uaId):
+    """
+    TS 33.220 B.2 and B.3 written out: HMAC-SHA-256 keyed with Ks = CK || IK
+    over FC = 0x01 || P0 || L0 || P1 || L1 || P2 || L2 || P3 || L3, with
+    P0 = "gba-me", P1 = RAND, P2 = IMPI, P3 = NAF_Id = FQDN || Ua id, each
+    Li the length of Pi in two octets, big-endian.
+    """
+    s = b"\x01"
+    for p in (b"gba-me", RAND, IMPI.encode("utf-8"), b"bmsc.home1.net" + uaId):
+        s += p + len(p).to_bytes(2, "big")
+    return hmac.new(KS, s, hashlib.sha256).digest()
+
+
+# the MUK (and the source of the Ua password) of the HTTP-based procedure
+KS_NAF = ks_naf(UA_HTTP)
+NAF_ID = b"bmsc.home1.net" + UA_HTTP
 SERVICE = "urn:mbmsd:news"
 UE_IP = "127.0.0.5"
 SCF_IP = "127.0.0.9"
@@ -47,8 +71,20 @@ def md5(text):
     return hashlib.md5(text if isinstance(text, bytes) else text.encode()).hexdigest()
 
 
+class RecordingZn:
+    """Zn in-process, recording the NAF_Id of each lookup."""
+
+    def __init__(self, zn):
+        self.zn = zn
+        self.asked = []
+
+    def getNafKey(self, btid, nafId, peer):
+        self.asked.append(nafId)
+        return self.zn.getNafKey(btid, nafId, peer)
+
+
 class Harness:
-    def __init__(self):
+    def __init__(self, uaIds=(UA_HTTP,)):
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.storage = MemoryStorage()
@@ -60,8 +96,8 @@ class Harness:
             expires=self.clock.seconds() + 3600))
         self.registry = CollectorRegistry()
         metrics = Metrics("n", self.registry).forRole("bmsc")
-        zn = ZnLookup(self.storage.bootstrap, self.clock, {})
-        self.ua = UaAuthenticator(zn, "bmsc.home1.net", NAF_ID, self.clock, 60,
+        self.zn = RecordingZn(ZnLookup(self.storage.bootstrap, self.clock, {}))
+        self.ua = UaAuthenticator(self.zn, "bmsc.home1.net", uaIds, self.clock, 60,
                                   random=lambda n: b"\x01" * n)
         store = self.storage.bmsc
         self.delivery = MikeyDelivery(self.clock, store, b"bmsc.home1.net", 4359, metrics,
@@ -78,7 +114,7 @@ class Harness:
         self.nc = 0
 
     def push(self, registration, msk):
-        d = self.ua.nafKey(registration.btid)
+        d = self.ua.nafKey(registration.btid, registration.uaId)
         return d.addCallback(lambda key: self.delivery.deliver(
             registration.ueAddress, registration.btid, key.ksNaf, msk))
 
@@ -96,7 +132,7 @@ class Harness:
                          peer, profile.CT_AUTHORIZE)
 
     def ue(self, requesttype, body, contentType, peer=UE_IP, impu=IMPU, password=None,
-           btid=BTID, nonce=None, nc=None):
+           btid=BTID, nonce=None, nc=None, qop="auth-int"):
         """
         A UE's request with Digest computed here from RFC 2617 3.2.2.1.
         """
@@ -112,11 +148,12 @@ class Harness:
         ncs = "%08x" % self.nc
         password = base64.b64encode(KS_NAF) if password is None else password
         ha1 = md5(b"%s:%s:%s" % (btid.encode(), REALM.encode(), password))
-        ha2 = md5("POST:%s:%s" % (uri, md5(body)))
-        response = md5("%s:%s:%s:%s:auth-int:%s" % (ha1, nonce, ncs, "c0ffee", ha2))
+        # RFC 2617 3.2.2.3: A2 = method:uri (auth) or method:uri:H(body) (auth-int)
+        ha2 = md5("POST:%s" % (uri,) + (":" + md5(body) if qop == "auth-int" else ""))
+        response = md5("%s:%s:%s:%s:%s:%s" % (ha1, nonce, ncs, "c0ffee", qop, ha2))
         auth = ('Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s", '
-                'algorithm=MD5, qop=auth-int, nc=%s, cnonce="c0ffee"'
-                % (btid, REALM, nonce, uri, response, ncs))
+                'algorithm=MD5, qop=%s, nc=%s, cnonce="c0ffee"'
+                % (btid, REALM, nonce, uri, response, qop, ncs))
         result = self.post(requesttype, body, base + [("Authorization", auth)], peer, contentType)
         return result, nonce
 
@@ -327,12 +364,132 @@ class RegisterTests(SynchronousTestCase):
         (status, _, body), _ = h.ue("msk-request", mbms_xml.build_msk_request(
             KEY_DOMAIN, [mskId, bytes.fromhex("00079999")]), profile.CT_MSK_REQUEST)
         self.assertEqual(status, 200)
+        # TS 26.346 Annex C.12: the answer's namespace
+        root = ElementTree.fromstring(body)
+        self.assertEqual(root.tag, "{urn:3GPP:metadata:2005:MBMS:mskResponse}mbmsMskResponse")
         self.assertEqual(mbms_xml.parse_msk_response(body),
                          [(mskId, 200), (bytes.fromhex("00079999"), 404)])
         h.clock.advance(0)
         data, _ = h.mikeySent()[-1]
         delivery = mikey.parse_msk_message(KS_NAF, data, last_counter=1)
         self.assertEqual((delivery.msk_id, delivery.counter), (mskId, 2))
+
+
+class UaIdTests(SynchronousTestCase):
+    """
+    The Ua security protocol id of NAF_Id (TS 33.220 H.3): 01 00 00 00 03 by
+    default; a BM-SC configured for 01 00 00 00 01 too accepts either, and
+    the MSK then travels under the MUK of the id that verified.
+    """
+
+    def register(self, h, ksNaf):
+        (status, headers, body), self.nonce = h.ue(
+            "register", mbms_xml.build_register([SERVICE]), profile.CT_REGISTER,
+            password=base64.b64encode(ksNaf))
+        return status, headers, body
+
+    def nafId(self, uaId):
+        return b"bmsc.home1.net" + uaId
+
+    def test_this_files_kdf_gives_the_worked_example(self):
+        self.assertEqual(ks_naf(UA_33246), KS_NAF_01)
+        self.assertNotEqual(ks_naf(UA_HTTP), KS_NAF_01)
+
+    def assertMskUnder(self, h, muk, other):
+        h.clock.advance(0)
+        data, addr = h.mikeySent()[-1]
+        self.assertEqual(addr, (UE_IP, 4359))
+        self.assertRaises(mikey.MacError, mikey.parse_msk_message, other, data)
+        delivery = mikey.parse_msk_message(muk, data)
+        msk = self.successResultOf(h.storage.bmsc.currentMsk(SERVICE, h.clock.seconds()))
+        self.assertEqual(delivery.msk, msk.key)
+        h.delivery.datagramReceived(mikey.build_verification(muk, data), (UE_IP, 4359))
+        return data
+
+    def test_default_accepts_the_http_based_id(self):
+        h = Harness()
+        h.authorize()
+        status, headers, body = self.register(h, KS_NAF)
+        self.assertEqual(status, 200)
+        self.assertEqual(mbms_xml.parse_register_response(body), [(SERVICE, 200)])
+        self.assertEqual(h.zn.asked, [self.nafId(UA_HTTP)])
+        reg = self.successResultOf(h.storage.bmsc.getRegistration(IMPU, SERVICE))
+        self.assertEqual(reg.uaId, UA_HTTP)
+        self.assertMskUnder(h, KS_NAF, KS_NAF_01)
+        self.assertEqual(h.metric("mbmsd_bmsc_mikey_messages_total", result="verified"), 1)
+
+    def test_default_refuses_a_33246_digest(self):
+        h = Harness()
+        h.authorize()
+        status, headers, _ = self.register(h, KS_NAF_01)
+        self.assertEqual(status, 401)
+        challenge = digest.parse_challenge(headers["www-authenticate"][0])
+        self.assertEqual((challenge.realm, challenge.qop), (REALM, ["auth-int"]))
+        self.assertEqual(h.zn.asked, [self.nafId(UA_HTTP)])  # 0x01 never asked for
+        self.assertIsNone(self.successResultOf(h.storage.bmsc.getRegistration(IMPU, SERVICE)))
+        h.clock.advance(5)
+        self.assertEqual(h.mikeySent(), [])
+
+    def test_both_configured_accepts_a_33246_digest_and_uses_its_muk(self):
+        h = Harness(uaIds=(UA_HTTP, UA_33246))
+        h.authorize()
+        status, headers, body = self.register(h, KS_NAF_01)
+        self.assertEqual(status, 200)
+        self.assertEqual(mbms_xml.parse_register_response(body), [(SERVICE, 200)])
+        # the first id first, the next only once the digest did not verify
+        self.assertEqual(h.zn.asked, [self.nafId(UA_HTTP), self.nafId(UA_33246)])
+        # rspauth (RFC 2617 3.2.3) with the password of the id that verified
+        fields = digest.parse_authentication_info(headers["authentication-info"][0])
+        uri = "/keymanagement?requesttype=register"
+        ha1 = md5(b"%s:%s:%s" % (BTID.encode(), REALM.encode(), base64.b64encode(KS_NAF_01)))
+        ha2 = md5(":%s:%s" % (uri, md5(body)))
+        self.assertEqual(fields["rspauth"], md5("%s:%s:%s:c0ffee:auth-int:%s" % (
+            ha1, self.nonce, fields["nc"], ha2)))
+        reg = self.successResultOf(h.storage.bmsc.getRegistration(IMPU, SERVICE))
+        self.assertEqual(reg.uaId, UA_33246)
+        first = self.assertMskUnder(h, KS_NAF_01, KS_NAF)
+        self.assertEqual(h.metric("mbmsd_bmsc_mikey_messages_total", result="verified"), 1)
+        # a rotation pushes under the same MUK
+        h.msks.start()
+        h.clock.pump([1] * 600)
+        data, _ = h.mikeySent()[-1]
+        self.assertNotEqual(data, first)
+        self.assertEqual(mikey.parse_msk_message(KS_NAF_01, data, last_counter=1).counter, 2)
+        h.msks.stop()
+
+    def test_both_configured_accepts_the_http_based_digest_asking_zn_once(self):
+        h = Harness(uaIds=(UA_HTTP, UA_33246))
+        h.authorize()
+        status, _, _ = self.register(h, KS_NAF)
+        self.assertEqual(status, 200)
+        self.assertEqual(h.zn.asked, [self.nafId(UA_HTTP)])
+        reg = self.successResultOf(h.storage.bmsc.getRegistration(IMPU, SERVICE))
+        self.assertEqual(reg.uaId, UA_HTTP)
+        self.assertMskUnder(h, KS_NAF, KS_NAF_01)
+
+    def test_both_configured_wrong_password_is_401_and_keys_are_cached(self):
+        h = Harness(uaIds=(UA_HTTP, UA_33246))
+        h.authorize()
+        status, _, _ = self.register(h, b"\x00" * 32)
+        self.assertEqual(status, 401)
+        self.assertEqual(h.zn.asked, [self.nafId(UA_HTTP), self.nafId(UA_33246)])
+        status, _, _ = self.register(h, KS_NAF_01)
+        self.assertEqual(status, 200)
+        self.assertEqual(len(h.zn.asked), 2)  # both Ks_NAF from the cache
+
+    def test_qop_auth_gets_a_fresh_401_offering_auth_int(self):
+        h = Harness()
+        h.authorize()
+        (status, headers, _), nonce = h.ue("register", mbms_xml.build_register([SERVICE]),
+                                           profile.CT_REGISTER, qop="auth")
+        self.assertEqual(status, 401)
+        challenge = digest.parse_challenge(headers["www-authenticate"][0])
+        self.assertEqual(challenge.qop, ["auth-int"])
+        self.assertFalse(challenge.stale)
+        # answering that challenge with auth-int goes through
+        (status, _, _), _ = h.ue("register", mbms_xml.build_register([SERVICE]),
+                                 profile.CT_REGISTER, nonce=challenge.nonce)
+        self.assertEqual(status, 200)
 
 
 class RotationTests(SynchronousTestCase):

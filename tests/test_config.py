@@ -322,3 +322,40 @@ class TapOptionsTests(ConfigTestCase):
     def test_configRequired(self):
         e = self.assertRaises(usage.UsageError, Options().parseOptions, [])
         self.assertIn("--config", str(e))
+
+
+class BmscUaIdsTests(ConfigTestCase):
+    """
+    bmsc.ua_ids: the Ua security protocol ids (TS 33.220 H.3) the BM-SC's Ua
+    Digest check accepts, 01 00 00 00 03 (TS 26.237 HTTP-based) by default.
+    """
+
+    def bmsc(self, extra=""):
+        return self.write('[node]\nhome_domain = "home1.net"\nroles = ["bsf", "bmsc"]\n'
+                          '[storage]\nbackend = "memory"\n[bmsc]\n%s\n'
+                          '[[bmsc.service]]\nid = "urn:mbmsd:news"\n' % (extra,))
+
+    def test_defaultIsTheHttpBasedProcedureOnly(self):
+        config = load_config([self.bmsc()])
+        self.assertEqual(config["bmsc"]["ua_ids"], [bytes.fromhex("0100000003")])
+
+    def test_bothInTheOrderGiven(self):
+        config = load_config([self.bmsc('ua_ids = ["0100000001", "0100000003"]')])
+        self.assertEqual(config["bmsc"]["ua_ids"],
+                         [bytes.fromhex("0100000001"), bytes.fromhex("0100000003")])
+
+    def test_badValuesNamed(self):
+        for bad in ('[]', '["0100000004"]', '["0100000002"]', '["01000000"]', '"0100000003"',
+                    '[3]'):
+            path = self.bmsc("ua_ids = %s" % (bad,))
+            line = self.assertOneError(self.errors(path), path, "bmsc.ua_ids")
+            self.assertNotIn("Traceback", line)
+
+    def test_unknownIdListsTheKnownOnes(self):
+        path = self.bmsc('ua_ids = ["0100000004"]')
+        self.assertOneError(self.errors(path), path, "bmsc.ua_ids", "0100000003", "0100000001",
+                            "TS 26.237", "TS 33.246")
+
+    def test_duplicateNamed(self):
+        path = self.bmsc('ua_ids = ["0100000003", "0100000003"]')
+        self.assertOneError(self.errors(path), path, "bmsc.ua_ids", "twice")

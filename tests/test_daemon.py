@@ -16,7 +16,8 @@ from tests.daemon import Daemon, http, run_ue, tool
 pytestmark = pytest.mark.external
 
 STOPPED = (0, -signal.SIGTERM)
-NAF_ID = (b"bmsc.home1.net" + bytes.fromhex("0100000001")).hex()
+# TS 33.220 H.3: TS 26.237 HTTP-based, the Ua id mbms-ue derives Ks_NAF for by default
+NAF_ID = (b"bmsc.home1.net" + bytes.fromhex("0100000003")).hex()
 
 
 def zn(daemon, btid):

@@ -27,9 +27,9 @@ def scf(daemon, requesttype="authorize", ue="127.0.0.1"):
     return status, answer
 
 
-def msk_register(daemon, wait=5):
+def msk_register(daemon, wait=5, *extra):
     p = run_ue("msk-register", "--bsf", daemon.ub, "--bmsc", daemon.url("bmsc", ""),
-               "--mikey-port", str(daemon.ports["mikey"]), "--wait", str(wait))
+               "--mikey-port", str(daemon.ports["mikey"]), "--wait", str(wait), *extra)
     return p.returncode, [json.loads(line) for line in p.stdout.splitlines() if line.strip()], p
 
 
@@ -93,3 +93,36 @@ def test_authorize_only_from_trusted_scf(tmp_path):
         assert step(lines, "register")["services"] == {SERVICE: 403}
     finally:
         d.stop()
+
+
+def test_ua_ids_as_configured(tmp_path):
+    """
+    TS 33.220 H.3: by default the BM-SC accepts only the Ks_NAF of 01 00 00 00 03
+    (TS 26.237 HTTP-based), which mbms-ue uses by default; a UE following
+    TS 33.246 alone (--ua-id 0100000001) is refused (401) until bmsc.ua_ids
+    lists 0100000001 too, and then gets its MSK under that id's MUK.
+    """
+    d = Daemon(tmp_path).start()
+    try:
+        assert scf(d)[0] == 200
+        code, lines, p = msk_register(d, 1, "--ua-id", "0100000001")
+        assert code == 1, p.stdout
+        register = step(lines, "register")
+        assert (register["result"], register["status"]) == ("failed", 401), register
+        code, lines, p = msk_register(d)
+        assert code == 0, p.stdout + p.stderr + d.log()[-4000:]
+    finally:
+        d.stop()
+    (tmp_path / "both").mkdir()
+    both = Daemon(tmp_path / "both", settings={"bmsc": {"ua_ids": ["0100000003", "0100000001"]}})
+    both.start()
+    try:
+        assert scf(both)[0] == 200
+        for uaId in ("0100000001", "0100000003"):
+            code, lines, p = msk_register(both, 5, "--ua-id", uaId)
+            assert code == 0, uaId + p.stdout + p.stderr + both.log()[-4000:]
+            assert step(lines, "register")["services"] == {SERVICE: 200}
+            assert step(lines, "msk")["verification"] == "sent"
+        assert metric(both, "mbmsd_bmsc_mikey_messages_total", result="verified") == 2.0
+    finally:
+        both.stop()

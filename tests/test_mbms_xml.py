@@ -15,6 +15,8 @@ from mbmsd.protocols.mbms_xml import AuthorizeRequest, MbmsXmlError
 
 NS_AUTH = "urn:mbmsd:xml:ns:mbms-authorize:1"
 NS_REG = "urn:mbmsd:xml:ns:mbms-register:1"
+# TS 26.346 Annex C.12: the namespace of the MSK request's response
+NS_MSK_RESPONSE = "urn:3GPP:metadata:2005:MBMS:mskResponse"
 
 # DESIGN.md 8.3, the example body (annotations removed)
 DESIGN_AUTHORIZE = b"""<?xml version="1.0" encoding="UTF-8"?>
@@ -45,7 +47,7 @@ def test_profile_names():
     assert profile.CT_MSK_RESPONSE == "application/mbms-msk-response+xml"
     assert profile.NS_AUTHORIZE == NS_AUTH
     assert profile.NS_REGISTER == NS_REG
-    assert profile.NS_MSK_RESPONSE == NS_REG
+    assert profile.NS_MSK_RESPONSE == NS_MSK_RESPONSE
     assert profile.UA_REALM_PREFIX == "3GPP-bootstrapping@"
 
 
@@ -121,7 +123,7 @@ def test_build_msk_request_bytes():
 def test_build_msk_response_bytes():
     assert mx.build_msk_response([(bytes.fromhex("0001000a"), 200)]) == (
         b'<?xml version="1.0" encoding="UTF-8"?>\n'
-        b'<mbmsMskResponse xmlns="urn:mbmsd:xml:ns:mbms-register:1">\n'
+        b'<mbmsMskResponse xmlns="urn:3GPP:metadata:2005:MBMS:mskResponse">\n'
         b'  <mskId status="200">0001000a</mskId>\n'
         b"</mbmsMskResponse>\n"
     )
@@ -142,9 +144,20 @@ def test_parse_hand_written_documents():
         b"<keyDomainId> 32F410 </keyDomainId></mbmsMskRequest>") == (
         b"\x32\xf4\x10", [b"\x00\x00\xff\xff"])
     assert mx.parse_msk_response(
-        b'<mbmsMskResponse xmlns="urn:mbmsd:xml:ns:mbms-register:1">'
+        b'<mbmsMskResponse xmlns="urn:3GPP:metadata:2005:MBMS:mskResponse">'
         b'<mskId status=" 404 ">01020304</mskId><mskId status="200">01020305</mskId>'
         b"</mbmsMskResponse>") == [(b"\x01\x02\x03\x04", 404), (b"\x01\x02\x03\x05", 200)]
+    assert mx.parse_msk_response(
+        b"<m:mbmsMskResponse xmlns:m='urn:3GPP:metadata:2005:MBMS:mskResponse'>"
+        b'<m:mskId status="200">01020305</m:mskId></m:mbmsMskResponse>') == [
+        (b"\x01\x02\x03\x05", 200)]
+
+
+def test_msk_response_in_our_old_namespace_is_refused():
+    with pytest.raises(mx.MbmsXmlError, match="mskResponse"):
+        mx.parse_msk_response(
+            b'<mbmsMskResponse xmlns="urn:mbmsd:xml:ns:mbms-register:1">'
+            b'<mskId status="200">01020305</mskId></mbmsMskResponse>')
     assert mx.parse_register_response(
         b'<mbmsRegisterResponse xmlns="urn:mbmsd:xml:ns:mbms-register:1">'
         b'<serviceId status="403">urn:a</serviceId></mbmsRegisterResponse>') == [("urn:a", 403)]
@@ -335,11 +348,14 @@ def test_parse_authorize_rejects(inner):
     (mx.parse_msk_request, _reg(b"<keyDomainId>000102</keyDomainId><keyDomainId>000102"
                                 b"</keyDomainId><mskId>00000001</mskId>",
                                 root=b"mbmsMskRequest")),
-    (mx.parse_msk_response, _reg(b"<mskId>00000001</mskId>", root=b"mbmsMskResponse")),
+    (mx.parse_msk_response, _reg(b"<mskId>00000001</mskId>", root=b"mbmsMskResponse",
+                                 ns=NS_MSK_RESPONSE.encode())),
     (mx.parse_msk_response, _reg(b'<mskId status="2000">00000001</mskId>',
-                                 root=b"mbmsMskResponse")),
+                                 root=b"mbmsMskResponse",
+                                 ns=NS_MSK_RESPONSE.encode())),
     (mx.parse_msk_response, _reg(b'<mskId status="ok">00000001</mskId>',
-                                 root=b"mbmsMskResponse")),
+                                 root=b"mbmsMskResponse",
+                                 ns=NS_MSK_RESPONSE.encode())),
     (mx.parse_register_response, _reg(b"<serviceId>urn:a</serviceId>",
                                       root=b"mbmsRegisterResponse")),
     (mx.parse_register_response, _reg(b'<serviceId status="-200">urn:a</serviceId>',

@@ -33,7 +33,7 @@ from tests.helpers import TEST_SET_1_K as K, TEST_SET_1_OPC as OPC
 
 IMPI = "user1@home1.net"
 IMPU = "sip:user1@home1.net"
-NAF_ID = gba.naf_id("bmsc.home1.net", gba.UA_PROTOCOL_MBMS)
+NAF_ID = gba.naf_id("bmsc.home1.net", gba.UA_PROTOCOL_26237_HTTP)
 
 # twistd as a subprocess (pyproject's 'external'); the clients are plain sockets
 pytestmark = pytest.mark.external

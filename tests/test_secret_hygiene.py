@@ -139,7 +139,10 @@ def test_no_key_in_log_or_metrics(tmp_path):
     for i, rand in enumerate(rands):
         res, ck, ik, _ = m.f2345(rand)
         secrets.update({"RES%d" % i: res, "CK%d" % i: ck, "IK%d" % i: ik})
-    for name, line in (("run", steps[0]), ("resync", again)):
+    boot = next(s for s in steps if s["step"] == "bootstrap")
+    # TS 33.220 H.3: the HTTP-based procedure of TS 26.237 by default
+    assert boot["nafId"] == (b"bmsc.home1.net" + bytes.fromhex("0100000003")).hex()
+    for name, line in (("run", boot), ("resync", again)):
         rand, _ = gba.parse_btid(line["btid"])
         assert rand in rands
         res, ck, ik, _ = m.f2345(rand)
@@ -158,7 +161,7 @@ def test_no_key_in_log_or_metrics(tmp_path):
     assert leaks(secrets, metrics) == [], "keys in /metrics"
 
     # no subscriber identifier as a label value
-    btids = [steps[0]["btid"], again["btid"]]
+    btids = [boot["btid"], again["btid"]]
     identifiers = [IMPI, IMPU] + btids + [b.split("@")[0] for b in btids]
     labelled = []
     for family in text_string_to_metric_families(metrics):

@@ -9,7 +9,7 @@ import random
 from twisted.trial.unittest import SynchronousTestCase
 
 from mbmsd.sip.message import (
-    COMPACT_FORMS, MAGIC_COOKIE, Headers, NameAddr, Request, Response,
+    COMPACT_FORMS, MAGIC_COOKIE, MULTI_VALUE_HEADERS, Headers, NameAddr, Request, Response,
     SipParseError, SipStreamParser, SipUri, Via, build_multipart, make_ack,
     make_branch, make_cancel, make_response, make_tag, parse_cseq,
     parse_media_type, parse_message, parse_multipart, parse_name_addr,
@@ -315,6 +315,118 @@ class ParseTests(SynchronousTestCase):
     def test_utf8_header_value(self):
         m = parse_message(msg(INVITE_LINE, BASE + ["Subject: caf\u00e9"]))
         self.assertEqual(m.headers.get("Subject"), "caf\u00e9")
+
+
+# The ABNF of every header the parser reads as a comma list, as the RFCs
+# print it (RFC 3261 25.1 unless named). Where the list is in [ ], the header
+# may be present with nothing in it. RFC 3262 (100rel) and RFC 4028 (timer)
+# add option-tags to Supported/Require and only single-valued headers (RSeq,
+# RAck, Session-Expires, Min-SE), so they change none of these grammars.
+LIST_GRAMMARS = {
+    "Accept": 'Accept = "Accept" HCOLON [ accept-range *(COMMA accept-range) ]',
+    "Accept-Encoding": 'Accept-Encoding = "Accept-Encoding" HCOLON [ encoding *(COMMA encoding) ]',
+    "Accept-Language": 'Accept-Language = "Accept-Language" HCOLON [ language *(COMMA language) ]',
+    "Allow": 'Allow = "Allow" HCOLON [Method *(COMMA Method)]',
+    "Supported": 'Supported = ( "Supported" / "k" ) HCOLON [option-tag *(COMMA option-tag)]',
+    # RFC 7315 4.1 (which obsoletes RFC 3455)
+    "P-Associated-URI": 'P-Associated-URI = "P-Associated-URI" HCOLON [p-aso-uri-spec] '
+                        '*(COMMA p-aso-uri-spec)',
+    "Require": 'Require = "Require" HCOLON option-tag *(COMMA option-tag)',
+    "Proxy-Require": 'Proxy-Require = "Proxy-Require" HCOLON option-tag *(COMMA option-tag)',
+    "Unsupported": 'Unsupported = "Unsupported" HCOLON option-tag *(COMMA option-tag)',
+    "Via": 'Via = ( "Via" / "v" ) HCOLON via-parm *(COMMA via-parm)',
+    "Route": 'Route = "Route" HCOLON route-param *(COMMA route-param)',
+    "Record-Route": 'Record-Route = "Record-Route" HCOLON rec-route *(COMMA rec-route)',
+    "Contact": 'Contact = ("Contact" / "m" ) HCOLON ( STAR / (contact-param '
+               '*(COMMA contact-param)))',
+    "Content-Encoding": 'Content-Encoding = ( "Content-Encoding" / "e" ) HCOLON '
+                        'content-coding *(COMMA content-coding)',
+    "Content-Language": 'Content-Language = "Content-Language" HCOLON language-tag '
+                        '*(COMMA language-tag)',
+    "In-Reply-To": 'In-Reply-To = "In-Reply-To" HCOLON callid *(COMMA callid)',
+    "Warning": 'Warning = "Warning" HCOLON warning-value *(COMMA warning-value)',
+    "Alert-Info": 'Alert-Info = "Alert-Info" HCOLON alert-param *(COMMA alert-param)',
+    "Call-Info": 'Call-Info = "Call-Info" HCOLON info *(COMMA info)',
+    "Error-Info": 'Error-Info = "Error-Info" HCOLON error-uri *(COMMA error-uri)',
+    # RFC 3325 9.1, 9.2
+    "P-Asserted-Identity": 'PAssertedID = "P-Asserted-Identity" HCOLON PAssertedID-value '
+                           '*(COMMA PAssertedID-value)',
+    "P-Preferred-Identity": 'PPreferredID = "P-Preferred-Identity" HCOLON PPreferredID-value '
+                            '*(COMMA PPreferredID-value)',
+    # RFC 3327 4, RFC 3608 5
+    "Path": 'Path = "Path" HCOLON path-value *( COMMA path-value )',
+    "Service-Route": 'Service-Route = "Service-Route" HCOLON sr-value *( COMMA sr-value)',
+    # RFC 6665 8.4
+    "Allow-Events": 'Allow-Events = ( "Allow-Events" / "u" ) HCOLON event-type '
+                    '*(COMMA event-type)',
+    # RFC 3841 10
+    "Accept-Contact": 'Accept-Contact = ("Accept-Contact" / "a") HCOLON ac-value '
+                      '*(COMMA ac-value)',
+    "Reject-Contact": 'Reject-Contact = ("Reject-Contact" / "j") HCOLON rc-value '
+                      '*(COMMA rc-value)',
+    "Request-Disposition": 'Request-Disposition = ( "Request-Disposition" / "d" ) HCOLON '
+                           'directive *(COMMA directive)',
+    # RFC 3329 2.2
+    "Security-Client": 'security-client = "Security-Client" HCOLON sec-mechanism '
+                       '*(COMMA sec-mechanism)',
+    "Security-Server": 'security-server = "Security-Server" HCOLON sec-mechanism '
+                       '*(COMMA sec-mechanism)',
+    "Security-Verify": 'security-verify = "Security-Verify" HCOLON sec-mechanism '
+                       '*(COMMA sec-mechanism)',
+    # RFC 3326 2
+    "Reason": 'Reason = "Reason" HCOLON reason-value *(COMMA reason-value)',
+}
+
+
+def _may_be_empty(abnf):
+    """Whether the list after HCOLON is optional: it opens with "[" (RFC 5234 3.8)."""
+    return abnf.split("HCOLON", 1)[1].lstrip().startswith("[")
+
+
+class EmptyListHeaderTests(SynchronousTestCase):
+    """
+    A list header with nothing after the colon: legal where its ABNF puts the
+    list in [ ] (a real UA sends "Supported:" so), a 400 otherwise.
+    """
+
+    def test_every_list_header_has_its_grammar_here(self):
+        self.assertEqual({n.lower() for n in LIST_GRAMMARS}, set(MULTI_VALUE_HEADERS))
+
+    def test_the_optional_lists(self):
+        self.assertEqual(sorted(n for n, g in LIST_GRAMMARS.items() if _may_be_empty(g)),
+                         ["Accept", "Accept-Encoding", "Accept-Language", "Allow",
+                          "P-Associated-URI", "Supported"])
+
+    def test_empty_value_per_grammar(self):
+        for name, abnf in sorted(LIST_GRAMMARS.items()):
+            for line in ("%s:" % (name,), "%s: " % (name,), "%s:\t " % (name,)):
+                data = msg(INVITE_LINE, BASE + [line])
+                if _may_be_empty(abnf):
+                    m = parse_message(data)
+                    # present and empty, which is not the same as absent
+                    self.assertIn(name, m.headers, abnf)
+                    self.assertEqual(m.headers.get_all(name), [""], abnf)
+                    self.assertIn(("\r\n%s: \r\n" % (name,)).encode(), serialize(m), abnf)
+                else:
+                    with self.assertRaises(SipParseError, msg=abnf) as ctx:
+                        parse_message(data)
+                    self.assertEqual(ctx.exception.status, 400)
+                    self.assertIn("empty " + name, ctx.exception.reason)
+
+    def test_compact_supported_empty(self):
+        m = parse_message(msg(INVITE_LINE, BASE + ["k:"]))
+        self.assertEqual(m.headers.get_all("Supported"), [""])
+
+    def test_empty_beside_a_full_one(self):
+        m = parse_message(msg(INVITE_LINE, BASE + ["Supported:", "Supported: timer, 100rel"]))
+        self.assertEqual(m.headers.get_all("Supported"), ["", "timer", "100rel"])
+
+    def test_only_commas_is_no_list(self):
+        # "[option-tag *(COMMA option-tag)]": a COMMA needs an option-tag before it
+        for name in ("Supported", "Allow", "Require"):
+            with self.assertRaises(SipParseError) as ctx:
+                parse_message(msg(INVITE_LINE, BASE + ["%s: ," % (name,)]))
+            self.assertEqual(ctx.exception.status, 400)
 
 
 class SerializeTests(SynchronousTestCase):

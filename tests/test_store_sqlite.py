@@ -144,6 +144,26 @@ class SqliteSchemaTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(again.bmsc.nextCounter("idi|btid-d")), 17)
         self.close(again)
 
+    def test_registrationsFromBeforeSchema6KeepTheirMuk(self):
+        """
+        An MSK registration written before the Ua id was stored was made
+        with TS 33.246's 01 00 00 00 01 (what mbmsd derived then): after the
+        upgrade it still says so, so the pushes use the MUK the UE holds.
+        """
+        storage = sqlite_storage(self.tmp, self.reactor)
+        old = [f for f in schema_files() if f[0] < 6]
+        self.successResultOf(storage.db.runInteraction("migrate", migrate_txn, old))
+        self.successResultOf(query(
+            storage, "INSERT INTO bmsc_registrations (impu, service_id, btid, ue_address, "
+            "expires) VALUES (?, ?, ?, ?, ?)",
+            ("sip:user1@home1.net", "svc-1", "b-1@bsf.home1.net", "10.0.0.1", 3000.0)))
+        self.close(storage)
+        again = self.open()
+        got = self.successResultOf(again.bmsc.getRegistration("sip:user1@home1.net", "svc-1"))
+        self.assertEqual(got.uaId, bytes.fromhex("0100000001"))
+        self.assertEqual(got.btid, "b-1@bsf.home1.net")
+        self.close(again)
+
     def test_newerSchemaRefused(self):
         storage = self.open()
         self.successResultOf(

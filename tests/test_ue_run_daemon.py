@@ -40,8 +40,9 @@ def test_mbms_ue_run(tmp_path):
                    "--bmsc", d.url("bmsc", ""), "--mikey-port", str(d.ports["mikey"]),
                    timeout=90)
         lines = whole_run(p, p.stdout + p.stderr + d.log()[-6000:])
-        reg, inv, msk_reg, msk, bye = lines[1:]
+        reg, boot, inv, msk_reg, msk, bye = lines
         assert reg["associated"][0] == IMPU
+        assert boot["btid"].endswith("@bsf.home1.net")
         assert inv["status"] == 200
         assert inv["uri"] == "sip:urn%3Ambmsd%3Anews@mbms.home1.net"
         assert inv["sdp"]["media"][0]["media"] == "video"
@@ -72,6 +73,25 @@ def test_mbms_ue_register_and_invite_over_tcp(tmp_path):
         p = run_ue("invite", "--pcscf", pcscf, "--hold", "0.5", timeout=60)
         assert p.returncode == 0, p.stdout + p.stderr + d.log()[-4000:]
         assert [x["step"] for x in lines_of(p)] == ["register", "invite", "bye"]
+    finally:
+        d.stop()
+
+
+def test_run_bootstraps_only_after_the_ims_registration(tmp_path):
+    """
+    TS 26.237 10.1: GBA bootstrapping follows a successful IMS registration.
+    A REGISTER that fails (a wrong K: the AUTN does not verify) ends the run
+    before the UE asks the BSF anything.
+    """
+    d = four_roles(tmp_path).start()
+    try:
+        p = run_ue("run", "--bsf", d.ub, "--pcscf", "sip:127.0.0.1:%d" % d.ports["pcscf"],
+                   "--bmsc", d.url("bmsc", ""), "--mikey-port", str(d.ports["mikey"]),
+                   "--k", "00" * 16, timeout=60)
+        assert p.returncode == 1, p.stdout + p.stderr
+        [line] = lines_of(p)
+        assert (line["step"], line["result"]) == ("register", "failed"), line
+        assert metric(d, "mbmsd_bsf_ub_requests_total", result="challenged") in (None, 0.0)
     finally:
         d.stop()
 

@@ -23,11 +23,16 @@ from mbmsd.protocols import mikey
 from mbmsd.ue.mikey_receiver import MikeyReceiver
 from mbmsd.ue.ua import UaClient, UaFailed
 from tests.helpers import md5, parse_digest
+from tests.test_bmsc import UA_HTTP, ks_naf
 from tests.webfake import SiteRequester, make_site
 
-# spec/gba.md 3, worked example (TS 35.208 test set 1 keys)
+# spec/gba.md 3, worked example (TS 35.208 test set 1 keys): Ks_NAF for
+# NAF_Id = bmsc.home1.net || 01 00 00 00 01
 BTID = "I1U8vpY3qJ0hiuZNrke/NQ==@bsf.home1.net"
 KS_NAF = bytes.fromhex("9e7f591d867c2c51bcf388beffa209771eed795d08db4a470895468faff293cb")
+# the same session's Ks_NAF for 01 00 00 00 03, from the TS 33.220 KDF written
+# out in tests/test_bmsc.py
+KS_NAF_03 = ks_naf(UA_HTTP)
 NAF = "bmsc.home1.net"
 REALM = "3GPP-bootstrapping@bmsc.home1.net"
 IMPU = "sip:user1@home1.net"
@@ -179,7 +184,9 @@ class FakeBmsc(Resource):
         if requesttype == "msk-request":
             items = "".join('<mskId status="%d">%s</mskId>' % (
                 self.statuses.get(e.text, 200), e.text) for e in root.iter("{%s}mskId" % NS))
-            return ('<mbmsMskResponse xmlns="%s">%s</mbmsMskResponse>' % (NS, items)).encode()
+            # TS 26.346 Annex C.12's namespace, written here
+            return ('<mbmsMskResponse xmlns="urn:3GPP:metadata:2005:MBMS:mskResponse">%s'
+                    '</mbmsMskResponse>' % (items,)).encode()
         items = "".join('<serviceId status="%d">%s</serviceId>' % (
             self.statuses.get(e.text, 200), e.text) for e in root.iter("{%s}serviceId" % NS))
         return ('<?xml version="1.0"?>\n<mbmsRegisterResponse xmlns="%s">%s'
@@ -547,7 +554,8 @@ class MskRegisterCliTests(SynchronousTestCase):
         self.patch(sys, "stdout", self.out)
         self.reactor = UdpClock()
         self.bsf = Harness()
-        self.bmsc = FakeBmsc()
+        self.muk = KS_NAF_03  # mbms-ue's default Ua id, 01 00 00 00 03
+        self.bmsc = FakeBmsc(ksNaf=self.muk)
         self.http = Router({
             "bsf.home1.net": SiteRequester(self.bsf.ub),
             "bmsc.home1.net": SiteRequester(make_site(self.bmsc, self.reactor)),
@@ -558,7 +566,7 @@ class MskRegisterCliTests(SynchronousTestCase):
     def push(self, msk_id, msk=b"K" * 16):
         """The BM-SC's MIKEY push to the UE's bound port."""
         self.counter += 1
-        data = msk_message(self.counter, msk_id=msk_id, msk=msk)
+        data = msk_message(self.counter, msk_id=msk_id, msk=msk, muk=self.muk)
         [port] = self.reactor.ports
         port.protocol.datagramReceived(data, BMSC_ADDR)
         return data
@@ -605,13 +613,13 @@ class MskRegisterCliTests(SynchronousTestCase):
         for record in lines:
             self.assertNotIn("msk", record)
             self.assertNotIn("ksNaf", record)
-        self.assertNotIn(KS_NAF.hex(), self.out.getvalue())
-        self.assertNotIn(base64.b64encode(KS_NAF).decode(), self.out.getvalue())
+        self.assertNotIn(self.muk.hex(), self.out.getvalue())
+        self.assertNotIn(base64.b64encode(self.muk).decode(), self.out.getvalue())
         # the verification of each MSK message went back to the BM-SC
         self.assertEqual(len(port.transport.written), 2)
         for data, (verification, addr) in zip(pushed, port.transport.written):
             self.assertEqual(addr, BMSC_ADDR)
-            mikey.check_verification(KS_NAF, data, verification)
+            mikey.check_verification(self.muk, data, verification)
         self.assertEqual(self.bmsc.problems, [])
 
     def test_show_keys(self):
@@ -619,8 +627,27 @@ class MskRegisterCliTests(SynchronousTestCase):
         self.push(b"\x00\x01\x00\x01", msk=b"\xab" * 16)
         self.assertEqual(self.successResultOf(d), 0)
         lines = self.lines()
-        self.assertEqual(lines[0]["ksNaf"], base64.b64encode(KS_NAF).decode())
+        self.assertEqual(lines[0]["ksNaf"], base64.b64encode(self.muk).decode())
         self.assertEqual(lines[-1]["msk"], "ab" * 16)
+
+    def test_ua_id_33246_uses_its_ks_naf(self):
+        """--ua-id 0100000001: Ks_NAF of the worked example, for Ua and MIKEY."""
+        self.muk = KS_NAF
+        self.bmsc.password = base64.b64encode(KS_NAF)
+        d = self.mbmsUe("--show-keys", "--ua-id", "0100000001")
+        self.push(b"\x00\x01\x00\x01")
+        self.assertEqual(self.successResultOf(d), 0)
+        lines = self.lines()
+        self.assertEqual(lines[0]["nafId"], (NAF.encode() + bytes.fromhex("0100000001")).hex())
+        self.assertEqual(lines[0]["ksNaf"], base64.b64encode(KS_NAF).decode())
+        self.assertEqual(self.bmsc.problems, [])
+
+    def test_default_ua_id_is_the_http_based_procedure(self):
+        d = self.mbmsUe("--show-keys")
+        self.push(b"\x00\x01\x00\x01")
+        self.assertEqual(self.successResultOf(d), 0)
+        self.assertEqual(self.lines()[0]["nafId"],
+                         (NAF.encode() + bytes.fromhex("0100000003")).hex())
 
     def test_timeout_when_an_msk_is_missing(self):
         d = self.mbmsUe("--service", "urn:a", "--service", "urn:b", "--wait", "5")
@@ -690,7 +717,7 @@ class GivenSessionAndSourceTests(SynchronousTestCase):
             raise AssertionError("bootstrapped although a session was given")
 
         self.http.routes["bsf.home1.net"] = noUb
-        d = self.mbmsUe("--btid", BTID, "--ks-naf", base64.b64encode(KS_NAF).decode())
+        d = self.mbmsUe("--btid", BTID, "--ks-naf", base64.b64encode(self.muk).decode())
         self.push(b"\x00\x01\x00\x01")
         self.assertEqual(self.successResultOf(d), 0)
         self.assertEqual([x["step"] for x in self.lines()], ["register", "msk"])

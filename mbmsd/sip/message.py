@@ -28,6 +28,7 @@ __all__ = [
     "parse_media_type", "parse_multipart", "build_multipart", "make_branch",
     "make_tag", "make_response", "make_ack", "make_cancel", "reason_phrase",
     "REASON_PHRASES", "MAGIC_COOKIE", "COMPACT_FORMS", "MULTI_VALUE_HEADERS",
+    "EMPTY_ALLOWED_HEADERS",
 ]
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -160,6 +161,17 @@ MULTI_VALUE_HEADERS = frozenset(n.lower() for n in (
     "Alert-Info", "Call-Info", "Error-Info", "Accept-Contact",
     "Reject-Contact", "Request-Disposition", "Security-Client",
     "Security-Server", "Security-Verify", "Reason",
+))
+
+# Of those, the ones whose ABNF makes the list optional, so that the header
+# may be present and empty: RFC 3261 25.1 `Allow = "Allow" HCOLON [Method
+# *(COMMA Method)]`, the same [...] for Supported (20.37), Accept (20.1),
+# Accept-Encoding (20.2) and Accept-Language (20.3); RFC 7315 4.1 for
+# P-Associated-URI. Every other one (Require, Proxy-Require, Unsupported,
+# Via, Contact, ...) needs at least one item: empty is a 400.
+EMPTY_ALLOWED_HEADERS = frozenset(n.lower() for n in (
+    "Allow", "Supported", "Accept", "Accept-Encoding", "Accept-Language",
+    "P-Associated-URI",
 ))
 
 
@@ -509,7 +521,9 @@ def _parse_head(head):
                 raise _bad(e.reason[len("Bad Request: "):] + " in " + cname,
                            msg)
             if not values:
-                raise _bad("empty %s" % (cname,), msg)
+                if value or low not in EMPTY_ALLOWED_HEADERS:
+                    raise _bad("empty %s" % (cname,), msg)
+                values = [""]  # present and empty: not the same as absent (20.1)
             for v in values:
                 items.append((low, cname, v))
         else:

@@ -26,6 +26,10 @@ def _checkCounts(counts):
             raise ValueError("a counter reservation must be a positive int, not %r" % (n,))
 
 
+def _registration(row):
+    return MskRegistration(row[0], row[1], row[2], row[3], float(row[4]), bytes.fromhex(row[5]))
+
+
 @implementer(IBmscStore)
 class MemoryBmscStore:
     def __init__(self):
@@ -157,10 +161,11 @@ class SqlBmscStore:
     @staticmethod
     def _putRegistration_txn(txn, r):
         txn.execute(
-            "INSERT INTO bmsc_registrations (impu, service_id, btid, ue_address, expires) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (impu, service_id) DO UPDATE SET "
-            "btid = excluded.btid, ue_address = excluded.ue_address, expires = excluded.expires",
-            (r.impu, r.serviceId, r.btid, r.ueAddress, r.expires),
+            "INSERT INTO bmsc_registrations (impu, service_id, btid, ue_address, expires, ua_id) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (impu, service_id) DO UPDATE SET "
+            "btid = excluded.btid, ue_address = excluded.ue_address, expires = excluded.expires, "
+            "ua_id = excluded.ua_id",
+            (r.impu, r.serviceId, r.btid, r.ueAddress, r.expires, r.uaId.hex()),
         )
 
     def removeRegistration(self, impu, serviceId):
@@ -178,9 +183,9 @@ class SqlBmscStore:
     @staticmethod
     def _registrationsFor_txn(txn, serviceId):
         rows = txn.execute(
-            "SELECT impu, service_id, btid, ue_address, expires FROM bmsc_registrations "
+            "SELECT impu, service_id, btid, ue_address, expires, ua_id FROM bmsc_registrations "
             "WHERE service_id = ? ORDER BY impu", (serviceId,)).fetchall()
-        return [MskRegistration(r[0], r[1], r[2], r[3], float(r[4])) for r in rows]
+        return [_registration(r) for r in rows]
 
     def getRegistration(self, impu, serviceId):
         return self.db.runInteraction("get_registration", self._getRegistration_txn, impu, serviceId)
@@ -188,9 +193,9 @@ class SqlBmscStore:
     @staticmethod
     def _getRegistration_txn(txn, impu, serviceId):
         r = txn.execute(
-            "SELECT impu, service_id, btid, ue_address, expires FROM bmsc_registrations "
+            "SELECT impu, service_id, btid, ue_address, expires, ua_id FROM bmsc_registrations "
             "WHERE impu = ? AND service_id = ?", (impu, serviceId)).fetchone()
-        return MskRegistration(r[0], r[1], r[2], r[3], float(r[4])) if r else None
+        return _registration(r) if r else None
 
     def putMsk(self, msk):
         return self.db.runInteraction("put_msk", self._putMsk_txn, msk)

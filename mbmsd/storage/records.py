@@ -83,7 +83,9 @@ class Authorization:
 class MskRegistration:
     """
     A UE's MBMS User Service registration (TS 33.246 6.3.2.1A): where to push
-    the service's MSKs and under which B-TID (whose Ks_NAF is the MUK).
+    the service's MSKs and under which B-TID and Ua security protocol id
+    (TS 33.220 H.3, the one whose Ks_NAF verified the UE's Digest): that
+    Ks_NAF is the MUK.
     """
 
     impu: str
@@ -91,6 +93,7 @@ class MskRegistration:
     btid: str
     ueAddress: str
     expires: float
+    uaId: bytes = bytes.fromhex("0100000003")  # TS 26.237 HTTP-based
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,7 @@ def build_parser():
     b = sub.add_parser("bootstrap", help="GBA bootstrapping over Ub: print the B-TID")
     _add_ub_options(b)
     b.add_argument("--naf", default="bmsc.home1.net", help="NAF FQDN for Ks_NAF")
-    b.add_argument("--ua-id", type=_hex(5), default=gba.UA_PROTOCOL_MBMS,
-                   help="Ua security protocol id (hex, TS 33.220 H.3); default 0100000001 (MBMS)")
+    _add_ua_id_option(b)
     b.add_argument("--show-keys", action="store_true", help="also print Ks_NAF (base64)")
     b.add_argument("--timeout", type=float, default=10.0, help="seconds")
 
@@ -58,6 +57,7 @@ def build_parser():
     m.add_argument("--bmsc", default="http://127.0.0.1:1234",
                    help="base URL of the BM-SC key management (DESIGN 8.4)")
     m.add_argument("--naf", default="bmsc.home1.net", help="the BM-SC's NAF FQDN")
+    _add_ua_id_option(m)
     m.add_argument("--impu", default=DEMO_IMPU, help="sent as X-3GPP-Intended-Identity")
     m.add_argument("--service", action="append", default=None,
                    help="MBMS User Service ID (repeatable; default %s)" % (DEMO_SERVICE,))
@@ -91,7 +91,7 @@ def build_parser():
                    help="seconds to keep the session before the BYE (default 0)")
     i.add_argument("--timeout", type=float, default=10.0, help="seconds per SIP transaction")
 
-    w = sub.add_parser("run", help="the whole procedure: bootstrap, REGISTER, INVITE, MSK "
+    w = sub.add_parser("run", help="the whole procedure: REGISTER, bootstrap, INVITE, MSK "
                                    "registration and MIKEY, BYE")
     _add_ub_options(w)
     _add_sip_options(w)
@@ -99,6 +99,7 @@ def build_parser():
     w.add_argument("--bmsc", default="http://127.0.0.1:1234",
                    help="base URL of the BM-SC key management (DESIGN 8.4)")
     w.add_argument("--naf", default="bmsc.home1.net", help="the BM-SC's NAF FQDN")
+    _add_ua_id_option(w)
     w.add_argument("--listen", default=None,
                    help="address for the MIKEY UDP port (default: --local-ip)")
     w.add_argument("--mikey-port", type=int, default=profile.MSK_UDP_PORT,
@@ -112,6 +113,13 @@ def build_parser():
     w.add_argument("--timeout", type=float, default=10.0,
                    help="seconds per HTTP procedure and per SIP transaction")
     return p
+
+
+def _add_ua_id_option(parser):
+    parser.add_argument(
+        "--ua-id", type=_hex(5), default=gba.UA_PROTOCOL_26237_HTTP,
+        help="Ua security protocol id of NAF_Id (hex, TS 33.220 H.3): default 0100000003 "
+             "(TS 26.237 HTTP-based); 0100000001 for a UE following TS 33.246 alone")
 
 
 def _add_ub_options(parser):
@@ -326,7 +334,7 @@ def _bootstrap_step(reactor, args, http, usim):
     except Exception as e:
         _failed("bootstrap", _describe(e))
         return None
-    nafId = gba.naf_id(args.naf, gba.UA_PROTOCOL_MBMS)
+    nafId = gba.naf_id(args.naf, args.ua_id)
     ksNaf = boot.ksNaf(nafId)
     record = {
         "step": "bootstrap", "result": "ok", "impi": args.impi, "btid": boot.btid,
@@ -617,9 +625,10 @@ def _hold(reactor, seconds, sessions):
 @inlineCallbacks
 def run(reactor, args, http=None):
     """
-    The whole procedure as a UE does it: bootstrap (Ub) -> REGISTER ->
-    INVITE (the SCF authorizes the UE at the BM-SC) -> MSK registration (Ua)
-    and the MSKs over MIKEY -> BYE. One JSON line per step.
+    The whole procedure as a UE does it: REGISTER -> bootstrap (Ub), after
+    a successful IMS registration (TS 26.237 10.1) -> INVITE (the SCF
+    authorizes the UE at the BM-SC) -> MSK registration (Ua) and the MSKs
+    over MIKEY -> BYE. One JSON line per step.
 
     @return: Deferred of the exit status: 0 only when every MSK arrived and
         verified (and every other step succeeded).
@@ -633,9 +642,6 @@ def run(reactor, args, http=None):
     reg = opened = None
     sessions = []
     try:
-        boot = yield _bootstrap_step(reactor, args, http, usim)
-        if boot is None:
-            return 1
         opened = yield _sip_open(reactor, args)
         if opened is None:
             return 1
@@ -643,6 +649,9 @@ def run(reactor, args, http=None):
         if reg is None:
             return 1
         reg.keepAlive()
+        boot = yield _bootstrap_step(reactor, args, http, usim)
+        if boot is None:
+            return 1
         sessions, ok = yield _invite_step(reactor, args, opened[0], reg)
         if not ok:
             return 1

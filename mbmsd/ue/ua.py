@@ -5,14 +5,13 @@ deregistration, and the MSK request, each a POST to
 C{<bmsc>/keymanagement?requesttype=...} with an XML body.
 
 Digest: realm C{3GPP-bootstrapping@<NAF FQDN>}, username = B-TID,
-password = base64(Ks_NAF) as ASCII bytes, qop auth-int when offered (else
+password = the MRK from Ks_NAF (L{profile.ua_password}), qop auth-int when offered (else
 auth), algorithm MD5 or MD5-sess as challenged. A nonce is reused for later
 requests with nc counting up; a 401 to that is answered once with the new
 challenge, and a second 401 means the BM-SC no longer accepts our B-TID:
 re-bootstrap. The rspauth of Authentication-Info is checked when present.
 """
 
-import base64
 import secrets
 from urllib.parse import urlsplit
 
@@ -66,7 +65,7 @@ class UaClient:
         self.nafFqdn = nafFqdn
         self.realm = profile.UA_REALM_PREFIX + nafFqdn
         self.btid = btid
-        self._password = base64.b64encode(bytes(ksNaf))  # ASCII bytes go into HA1
+        self._password = profile.ua_password(ksNaf)  # the MRK: ASCII bytes go into HA1
         self.impu = impu
         self.cnonce = cnonce or (lambda: secrets.token_hex(8))
         self._nonce = None

@@ -174,8 +174,10 @@ class KeyManagement:
             status = yield self._allowed(impu, serviceId, source)
             if status == 200:
                 authorization = yield self.store.getAuthorization(impu, serviceId)
+                # the MUK is the Ks_NAF of the Ua id that verified (TS 33.220 H.3)
                 registration = MskRegistration(impu=impu, serviceId=serviceId, btid=auth.btid,
-                                               ueAddress=source, expires=authorization.expires)
+                                               ueAddress=source, expires=authorization.expires,
+                                               uaId=auth.uaId)
                 yield self.store.putRegistration(registration)
                 accepted.append(registration)
             statuses.append((serviceId, status))

@@ -18,6 +18,18 @@ SERVICE_SECTION = c.Section(
     }
 )
 
+# Ua security protocol ids a BM-SC may accept on Ua (TS 33.220 H.3): TS 26.237's
+# HTTP-based procedure, and TS 33.246 alone for UEs that follow only it
+UA_IDS = {"0100000003": "TS 26.237 HTTP-based", "0100000001": "TS 33.246"}
+
+
+def _ua_id(value):
+    if not isinstance(value, str) or value.lower() not in UA_IDS:
+        raise c.Invalid("must be one of %s" % (", ".join(
+            "%r (%s)" % item for item in UA_IDS.items()),))
+    return bytes.fromhex(value)
+
+
 BMSC_SECTION = c.Section(
     fields={
         "listen": c.Field(c.endpoint(), "tcp:1234:interface=127.0.0.1",
@@ -49,6 +61,10 @@ BMSC_SECTION = c.Section(
                                   "database without renewing it (the takeover time when it dies)"),
         "lease_renewal": c.Field(c.number(0.1, 3600), None,
                                  "seconds between renewals (default lease_duration / 3)"),
+        "ua_ids": c.Field(c.array(_ua_id, minimum=1), [bytes.fromhex("0100000003")],
+                          "Ua security protocol ids (TS 33.220 H.3) whose Ks_NAF the Ua "
+                          "Digest check accepts, tried in this order; add 0100000001 to also "
+                          "serve UEs following TS 33.246 alone"),
         "nonce_lifetime": c.Field(c.integer(5, 3600), 60, "seconds a Ua Digest nonce is valid"),
         "prune_interval": c.Field(c.integer(1, 86400), 60, "seconds between removals of expired state"),
         **overload.concurrency_fields(maxConcurrent=1000, perPeer=100),
@@ -87,6 +103,8 @@ class BmscRoleFactory:
         ids = [s["id"] for s in section["service"]]
         for dup in sorted({i for i in ids if ids.count(i) > 1}):
             errors.append("bmsc.service: duplicate MBMS User Service ID %r" % (dup,))
+        if len(set(section["ua_ids"])) != len(section["ua_ids"]):
+            errors.append("bmsc.ua_ids: an id is listed twice")
         if lease_renewal(section) >= section["lease_duration"]:
             errors.append("bmsc.lease_renewal: must be shorter than bmsc.lease_duration (%g s), "
                           "or the lease runs out between renewals" % (section["lease_duration"],))

@@ -12,7 +12,6 @@ from mbmsd.cluster import holder_id
 from mbmsd.interfaces import IBootstrapLookup
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, ConcurrencyLimiter, OverloadMetrics
-from mbmsd.protocols import gba
 from mbmsd.roles.bmsc.counters import CounterReservations
 from mbmsd.roles.bmsc.delivery import MikeyDelivery
 from mbmsd.roles.bmsc.http import KeyManagementResource
@@ -69,8 +68,6 @@ class BmscService(MultiService):
         metrics = node.metrics.forRole("bmsc")
         store = node.storage.bmsc
         self.nafFqdn = config["naf_fqdn"] or "bmsc." + node.homeDomain
-        # NAF_Id = FQDN || Ua security protocol id of TS 33.246 (TS 33.220 H.3)
-        nafId = gba.naf_id(self.nafFqdn, gba.UA_PROTOCOL_MBMS)
         zn = node.lookup(IBootstrapLookup)
         if config["zn_url"]:
             # HTTPS Zn: the node's client certificate and CA ([node.http_client])
@@ -79,7 +76,9 @@ class BmscService(MultiService):
                           **({"contextFactory": policy} if policy is not None else {}))
             zn = HttpZnLookup(agent, config["zn_url"], reactor, config["zn_timeout"])
         overloaded = OverloadMetrics(metrics)
-        self.ua = UaAuthenticator(zn, self.nafFqdn, nafId, reactor, config["nonce_lifetime"],
+        # NAF_Id = FQDN || each accepted Ua security protocol id (TS 33.220 H.3)
+        self.ua = UaAuthenticator(zn, self.nafFqdn, config["ua_ids"], reactor,
+                                  config["nonce_lifetime"],
                                   guard=AuthGuard.fromConfig(reactor, config, overloaded))
         keyDomainId = profile.key_domain_id(config["mcc"], config["mnc"])
         services = {s["id"]: s["key_group"] if s["key_group"] is not None else default_key_group(s["id"])
@@ -127,10 +126,11 @@ class BmscService(MultiService):
 
     def push(self, registration, msk):
         """
-        Deliver an MSK to a registered UE under its MUK (= Ks_NAF, DESIGN 8.6).
+        Deliver an MSK to a registered UE under its MUK: the Ks_NAF of the
+        Ua id its registration was verified with.
         @return: Deferred firing with True once the UE verified it.
         """
-        d = self.ua.nafKey(registration.btid)
+        d = self.ua.nafKey(registration.btid, registration.uaId)
 
         def send(key):
             if key is None:

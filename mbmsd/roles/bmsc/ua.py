@@ -1,7 +1,14 @@
 """
 Ua authentication at the BM-SC (TS 33.246 6.3.2, TS 24.109 5.2): HTTP Digest
-with username = B-TID and password = base64(Ks_NAF), the NAF key fetched from
-the BSF over Zn and cached for its lifetime.
+with username = B-TID and password = the MRK derived from Ks_NAF
+(L{profile.ua_password}), the NAF key fetched from the BSF over Zn and cached
+for its lifetime.
+
+NAF_Id = NAF FQDN || Ua security protocol id (TS 33.220 H.3): 01 00 00 00 03
+for TS 26.237's HTTP-based procedure; a BM-SC that also serves UEs following
+TS 33.246 alone accepts 01 00 00 00 01 too. The Digest check tries the
+configured ids in order, asking Zn for the next only when the digest does not
+verify with the key of the one before; the id that verified is the MUK's.
 """
 
 import base64
@@ -13,7 +20,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from mbmsd import profile
 from mbmsd.errors import UnknownBTID
-from mbmsd.protocols import digest
+from mbmsd.protocols import digest, gba
 
 ALGORITHM = "MD5"
 QOP = "auth-int"
@@ -24,8 +31,9 @@ MAX_CACHED_KEYS = 100_000
 @dataclass
 class UaResult:
     """
-    C{ok}: authenticated as C{btid}/C{impi} with C{ksNaf}. Otherwise C{code}
-    (400 or 401), C{reason}, and for 401 the C{challenge} header value.
+    C{ok}: authenticated as C{btid}/C{impi} with C{ksNaf}, the Ks_NAF of Ua
+    security protocol id C{uaId} (5 octets). Otherwise C{code} (400 or 401),
+    C{reason}, and for 401 the C{challenge} header value.
     """
 
     ok: bool
@@ -37,20 +45,28 @@ class UaResult:
     ksNaf: bytes = field(default=None, repr=False)
     creds: object = None
     retryAfter: int = None
+    uaId: bytes = None
 
 
 class UaAuthenticator:
     """
     @param zn: an L{mbmsd.interfaces.IBootstrapLookup}.
+    @param uaIds: the Ua security protocol ids (5 octets each, TS 33.220 H.3)
+        whose Ks_NAF the Digest check accepts, in the order tried.
     @param peer: what to present to Zn as the asking NAF (None in-process).
     @param guard: an L{mbmsd.overload.AuthGuard} (failures per IMPI and per
         source), or None.
     """
 
-    def __init__(self, zn, nafFqdn, nafId, clock, nonceLifetime, peer=None, random=os.urandom,
+    def __init__(self, zn, nafFqdn, uaIds, clock, nonceLifetime, peer=None, random=os.urandom,
                  guard=None):
         self.zn = zn
-        self.nafId = nafId
+        self.nafFqdn = nafFqdn
+        self.uaIds = tuple(bytes(u) for u in uaIds)
+        if not self.uaIds:
+            raise ValueError("at least one Ua security protocol id")
+        for uaId in self.uaIds:
+            gba.naf_id(nafFqdn, uaId)  # raises on a bad one
         # TS 24.109 5.2.1: realm = "3GPP-bootstrapping@" NAF FQDN
         self.realm = profile.UA_REALM_PREFIX + nafFqdn
         self.clock = clock
@@ -59,7 +75,7 @@ class UaAuthenticator:
         self.random = random
         self.guard = guard
         self._nonces = OrderedDict()  # nonce -> [expires, highest nc]
-        self._keys = OrderedDict()  # B-TID -> NafKey
+        self._keys = OrderedDict()  # (B-TID, Ua id) -> NafKey
 
     def challenge(self, stale=False):
         now = self.clock.seconds()
@@ -100,7 +116,8 @@ class UaAuthenticator:
         if (creds.algorithm or ALGORITHM).upper() != ALGORITHM:
             return UaResult(False, 400, "algorithm must be %s" % (ALGORITHM,))
         if creds.qop != QOP:
-            return UaResult(False, 400, "qop must be %s" % (QOP,))
+            # not a malformed request: offer auth-int again (RFC 2617 3.2.1)
+            return self._unauthorized("qop must be %s" % (QOP,))
         entry = self._nonces.get(creds.nonce)
         now = self.clock.seconds()
         if entry is None or entry[0] <= now:
@@ -109,50 +126,57 @@ class UaAuthenticator:
         if nc <= entry[1]:
             # RFC 2617 3.2.2: a nonce-count that does not grow is a replay
             return self._unauthorized("replayed nonce-count", stale=True)
-        key = yield self._nafKey(creds.username)
-        if key is None:
-            # unknown or expired B-TID: the UE must bootstrap again (TS 24.109 5.2.4)
-            self._failed(None, source)
-            return self._unauthorized("unknown or expired B-TID: bootstrap again")
-        if self.guard is not None and self.guard.refused(impi=key.impi) is not None:
-            return UaResult(False, 403, "too many failed authentications; try later")
-        password = base64.b64encode(key.ksNaf)
-        if not digest.check_response(creds, password, method, body):
+        key = verified = None
+        for uaId in self.uaIds:
+            # lazily: the next id's Ks_NAF only when this one's did not verify
+            key = yield self._nafKey(creds.username, uaId)
+            if key is None:
+                # unknown or expired B-TID: the UE must bootstrap again (TS 24.109 5.2.4)
+                self._failed(None, source)
+                return self._unauthorized("unknown or expired B-TID: bootstrap again")
+            if self.guard is not None and self.guard.refused(impi=key.impi) is not None:
+                return UaResult(False, 403, "too many failed authentications; try later")
+            if digest.check_response(creds, profile.ua_password(key.ksNaf), method, body):
+                verified = uaId
+                break
+        if verified is None:
             if self._failed(key.impi, source):
                 return UaResult(False, 403, "too many failed authentications; try later")
             return self._unauthorized("wrong digest response")
         if self.guard is not None:
             self.guard.succeeded(key.impi)
         entry[1] = nc
-        return UaResult(True, 200, "", None, key.btid, key.impi, key.ksNaf, creds)
+        return UaResult(True, 200, "", None, key.btid, key.impi, key.ksNaf, creds,
+                        uaId=verified)
 
     def _failed(self, impi, source):
         return self.guard is not None and self.guard.failed(impi, source)
 
     @inlineCallbacks
-    def _nafKey(self, btid):
+    def _nafKey(self, btid, uaId):
         now = self.clock.seconds()
-        key = self._keys.get(btid)
+        key = self._keys.get((btid, uaId))
         if key is not None and key.expires > now:
             return key
-        self._keys.pop(btid, None)
+        self._keys.pop((btid, uaId), None)
         try:
-            key = yield self.zn.getNafKey(btid, self.nafId, self.peer)
+            key = yield self.zn.getNafKey(btid, gba.naf_id(self.nafFqdn, uaId), self.peer)
         except UnknownBTID:
             return None
         if key.expires <= now:
             return None
-        self._keys[btid] = key
+        self._keys[(btid, uaId)] = key
         while len(self._keys) > MAX_CACHED_KEYS:
             self._keys.popitem(last=False)
         return key
 
-    def nafKey(self, btid):
+    def nafKey(self, btid, uaId):
         """
-        Ks_NAF (the MUK, DESIGN 8.6) of a B-TID, cached or from Zn.
+        Ks_NAF of a B-TID for Ua security protocol id C{uaId} (the MUK of a
+        registration made with that id), cached or from Zn.
         @return: Deferred firing with the NafKey or None.
         """
-        return self._nafKey(btid)
+        return self._nafKey(btid, bytes(uaId))
 
     def rspauth(self, result, body):
         """
@@ -160,6 +184,6 @@ class UaAuthenticator:
         """
         c = result.creds
         value = digest.compute_rspauth(
-            base64.b64encode(result.ksNaf), c.username, c.realm, c.uri, c.nonce,
+            profile.ua_password(result.ksNaf), c.username, c.realm, c.uri, c.nonce,
             c.nc, c.cnonce, c.qop, body, ALGORITHM)
         return digest.format_authentication_info(c.qop, value, c.cnonce, c.nc)
