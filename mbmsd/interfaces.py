@@ -276,6 +276,16 @@ class IBmscStore(Interface):
         service). @return: Deferred firing with None once durable.
         """
 
+    def putSipAuthorization(authorization, registration):
+        """
+        The SIP-based procedure (TS 26.237 Annex I.2): store an
+        L{Authorization} and the L{MskRegistration} the SCF made with it
+        (carrying the MUK) in one transaction, each replacing the one for
+        the same IMPU and service.
+        @return: Deferred firing with the registration it replaced (None
+            when there was none) once both are durable.
+        """
+
     def removeRegistration(impu, serviceId):
         """
         @return: Deferred firing with True if a registration was removed.

@@ -49,6 +49,12 @@ class MemoryBmscStore:
         self._reg[(r.impu, r.serviceId)] = r
         return succeed(None)
 
+    def putSipAuthorization(self, a, r):
+        old = self._reg.get((r.impu, r.serviceId))
+        self._auth[(a.impu, a.serviceId)] = a
+        self._reg[(r.impu, r.serviceId)] = r
+        return succeed(old)
+
     def removeRegistration(self, impu, serviceId):
         return succeed(self._reg.pop((impu, serviceId), None) is not None)
 
@@ -111,6 +117,18 @@ def _msk(txn, row):
 
 
 _MSK_COLUMNS = "service_id, key_domain_id, msk_id, msk, created, expires"
+_REG_COLUMNS = "impu, service_id, btid, ue_address, expires, muk, muk_expires, naf_fqdn"
+
+
+def muk_context(impu, serviceId):
+    # IMPUs and service IDs hold no space (their grammars)
+    return "bmsc_registrations.muk:%s %s" % (impu, serviceId)
+
+
+def _registration(txn, r):
+    muk = txn.unseal(r[5], muk_context(r[0], r[1])) if r[5] is not None else None
+    return MskRegistration(r[0], r[1], r[2], r[3], float(r[4]), muk,
+                           float(r[6]) if r[6] is not None else None, r[7])
 
 
 @implementer(IBmscStore)
@@ -156,12 +174,26 @@ class SqlBmscStore:
 
     @staticmethod
     def _putRegistration_txn(txn, r):
+        muk = txn.seal(r.muk, muk_context(r.impu, r.serviceId)) if r.muk is not None else None
         txn.execute(
-            "INSERT INTO bmsc_registrations (impu, service_id, btid, ue_address, expires) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (impu, service_id) DO UPDATE SET "
-            "btid = excluded.btid, ue_address = excluded.ue_address, expires = excluded.expires",
-            (r.impu, r.serviceId, r.btid, r.ueAddress, r.expires),
+            "INSERT INTO bmsc_registrations (%s) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (impu, service_id) DO UPDATE SET "
+            "btid = excluded.btid, ue_address = excluded.ue_address, expires = excluded.expires, "
+            "muk = excluded.muk, muk_expires = excluded.muk_expires, "
+            "naf_fqdn = excluded.naf_fqdn" % (_REG_COLUMNS,),
+            (r.impu, r.serviceId, r.btid, r.ueAddress, r.expires, muk, r.mukExpires, r.nafFqdn),
         )
+
+    def putSipAuthorization(self, a, r):
+        return self.db.runInteraction("put_sip_authorization", self._putSipAuthorization_txn,
+                                      a, r)
+
+    @classmethod
+    def _putSipAuthorization_txn(cls, txn, a, r):
+        old = cls._getRegistration_txn(txn, r.impu, r.serviceId)
+        cls._putAuthorization_txn(txn, a)
+        cls._putRegistration_txn(txn, r)
+        return old
 
     def removeRegistration(self, impu, serviceId):
         return self.db.runInteraction("remove_registration", self._removeRegistration_txn,
@@ -178,9 +210,9 @@ class SqlBmscStore:
     @staticmethod
     def _registrationsFor_txn(txn, serviceId):
         rows = txn.execute(
-            "SELECT impu, service_id, btid, ue_address, expires FROM bmsc_registrations "
-            "WHERE service_id = ? ORDER BY impu", (serviceId,)).fetchall()
-        return [MskRegistration(r[0], r[1], r[2], r[3], float(r[4])) for r in rows]
+            "SELECT %s FROM bmsc_registrations "
+            "WHERE service_id = ? ORDER BY impu" % (_REG_COLUMNS,), (serviceId,)).fetchall()
+        return [_registration(txn, r) for r in rows]
 
     def getRegistration(self, impu, serviceId):
         return self.db.runInteraction("get_registration", self._getRegistration_txn, impu, serviceId)
@@ -188,9 +220,9 @@ class SqlBmscStore:
     @staticmethod
     def _getRegistration_txn(txn, impu, serviceId):
         r = txn.execute(
-            "SELECT impu, service_id, btid, ue_address, expires FROM bmsc_registrations "
-            "WHERE impu = ? AND service_id = ?", (impu, serviceId)).fetchone()
-        return MskRegistration(r[0], r[1], r[2], r[3], float(r[4])) if r else None
+            "SELECT %s FROM bmsc_registrations "
+            "WHERE impu = ? AND service_id = ?" % (_REG_COLUMNS,), (impu, serviceId)).fetchone()
+        return _registration(txn, r) if r else None
 
     def putMsk(self, msk):
         return self.db.runInteraction("put_msk", self._putMsk_txn, msk)

@@ -84,6 +84,11 @@ class MskRegistration:
     """
     A UE's MBMS User Service registration (TS 33.246 6.3.2.1A): where to push
     the service's MSKs and under which B-TID (whose Ks_NAF is the MUK).
+
+    In the SIP-based procedure (TS 26.237 Annex I.2) the SCF registers the
+    UE with its authorization and hands over the MUK itself: C{muk} (the
+    SCF's Ks_NAF), valid until C{mukExpires}, of the NAF C{nafFqdn} (IDi).
+    None of the three in the HTTP-based procedure (the MUK comes from Zn).
     """
 
     impu: str
@@ -91,6 +96,9 @@ class MskRegistration:
     btid: str
     ueAddress: str
     expires: float
+    muk: bytes = field(default=None, repr=False)
+    mukExpires: float = None
+    nafFqdn: str = None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ MSK rotation and pruning.
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.web.client import Agent, HTTPConnectionPool
 
 from mbmsd import profile, tls
 from mbmsd.cluster import holder_id
@@ -20,8 +19,8 @@ from mbmsd.roles.bmsc.keymanagement import KeyManagement
 from mbmsd.roles.bmsc.msk import MskManager, default_key_group
 from mbmsd.roles.bmsc.plugin import lease_renewal
 from mbmsd.roles.bmsc.ua import UaAuthenticator
-from mbmsd.roles.bmsc.zn import HttpZnLookup
 from mbmsd.web import listener, makeSite
+from mbmsd.znclient import zn_lookup
 
 log = Logger(namespace="mbmsd.bmsc")
 
@@ -73,11 +72,7 @@ class BmscService(MultiService):
         nafId = gba.naf_id(self.nafFqdn, gba.UA_PROTOCOL_MBMS)
         zn = node.lookup(IBootstrapLookup)
         if config["zn_url"]:
-            # HTTPS Zn: the node's client certificate and CA ([node.http_client])
-            policy = getattr(node.http, "tlsPolicy", None)
-            agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True),
-                          **({"contextFactory": policy} if policy is not None else {}))
-            zn = HttpZnLookup(agent, config["zn_url"], reactor, config["zn_timeout"])
+            zn = zn_lookup(node, config["zn_url"], config["zn_timeout"])
         overloaded = OverloadMetrics(metrics)
         self.ua = UaAuthenticator(zn, self.nafFqdn, nafId, reactor, config["nonce_lifetime"],
                                   guard=AuthGuard.fromConfig(reactor, config, overloaded))
