@@ -5,6 +5,7 @@ MSK rotation and pruning.
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import succeed
 
 from mbmsd import profile, tls
 from mbmsd.cluster import holder_id
@@ -125,6 +126,16 @@ class BmscService(MultiService):
         Deliver an MSK to a registered UE under its MUK (= Ks_NAF, DESIGN 8.6).
         @return: Deferred firing with True once the UE verified it.
         """
+        if registration.muk is not None:
+            # SIP-based procedure (TS 26.237 Annex I.2): the SCF's Ks_NAF it
+            # handed over, IDi its NAF FQDN (profile.SIP_SECURITY_IDI_IS_NAF_FQDN)
+            if registration.mukExpires <= self.clock.seconds():
+                log.warn("the MUK of a registration expired: MSK {msk_id} not pushed",
+                         msk_id=msk.mskId.hex())
+                return succeed(False)
+            return self.delivery.deliver(registration.ueAddress, registration.btid,
+                                         registration.muk, msk,
+                                         idi=registration.nafFqdn.encode("ascii"))
         d = self.ua.nafKey(registration.btid)
 
         def send(key):
