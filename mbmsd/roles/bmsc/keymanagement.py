@@ -143,6 +143,8 @@ class KeyManagement:
             # acknowledge first, then push the current MSKs by MIKEY at once,
             # without a Ua registration by the UE (TS 26.237 Annex I.2)
             self.clock.callLater(0, self._pushCurrent, pushes)
+        if keyInfo is not None:
+            requesttype += " with the MUK of %s (SIP-based)" % (keyInfo.nafFqdn,)
         return KmAnswer(200, "%s: %s" % (requesttype, _summary(statuses)),
                         mbms_xml.build_authorize_response(statuses),
                         profile.CT_AUTHORIZE_RESPONSE, user=impu)

@@ -611,9 +611,11 @@ class ScfCore:
         self._armTimer(session)
         self._updateGauge()
         log.info("INVITE {callid}: 200, {impu} authorized for {service} "
-                 "(session interval {interval}s, refresher {refresher})",
+                 "(session interval {interval}s, refresher {refresher}{procedure})",
                  callid=session.callId, impu=session.impu, service=session.serviceId,
-                 interval=session.interval, refresher=session.refresher)
+                 interval=session.interval, refresher=session.refresher,
+                 procedure=", SIP-based security, B-TID %s" % (session.nafKey.btid,)
+                 if session.nafKey is not None else "")
 
     def _success(self, request, session, transport):
         response = make_response(request, 200, to_tag=session.localTag)
