@@ -14,17 +14,16 @@ it (etc/mbmsd.toml, all four roles, on free ports):
 """
 
 import base64
-import os
 import socket
-import subprocess
 
 import pytest
 
 from mbmsd.protocols import mikey
 from mbmsd.protocols.pcap import write_pcap
 from tests.daemon import ROOT, Daemon, lines_of, metric, run_ue, wait_for
-from tests.helpers import require_tool, sipp_answered_with_truncated_res
+from tests.helpers import require_tool
 from tests.ports import free_port
+from tests.sippue import SippUe
 from tests.test_mikey_tshark import _tshark
 from tests.test_ue_run_daemon import SCENARIO as HTTP_SCENARIO
 
@@ -93,16 +92,17 @@ def test_mbms_ue_run_sip_security(tmp_path, backend):
 # ---------------------------------------------------------------------------
 # SIPp as the UE: the same REGISTER, then the INVITE with a multipart body
 
-SDP_PART = """Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
+OFFER = """v=0
       o=- 1 1 IN IP4 [local_ip]
       s=MBMS
       c=IN IP4 [local_ip]
       t=0 0
       m=video 6000 RTP/AVP 96
 """
+SDP_PART = """Content-Type: application/sdp
+      Content-Length: [len]
+
+      """ + OFFER
 
 # RFC 2046 5.1.1 multipart/mixed: the offer, then TS 26.237 Annex I.1
 MULTIPART = """Content-Type: multipart/mixed;boundary=sipp-b0undary
@@ -111,13 +111,7 @@ MULTIPART = """Content-Type: multipart/mixed;boundary=sipp-b0undary
       --sipp-b0undary
       Content-Type: application/sdp
 
-      v=0
-      o=- 1 1 IN IP4 [local_ip]
-      s=MBMS
-      c=IN IP4 [local_ip]
-      t=0 0
-      m=video 6000 RTP/AVP 96
-
+      """ + OFFER + """
       --sipp-b0undary
       Content-Type: application/xml
 
@@ -143,76 +137,39 @@ def bootstrap_for_the_scf(d):
 
 
 def test_sipp_ue_multipart_invite(tmp_path):
-    sipp = require_tool("sipp")
-    timeout = require_tool("timeout")
     require_tool("tshark")
     scenario = tmp_path / "ue_sip_security.xml"
     scenario.write_text(SCENARIO, encoding="latin-1")
     d = Daemon(tmp_path).start()
-    ue = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the UE's MIKEY port
-    proc = None
+    mikeyPort = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the UE's
+    unknown = known = None
     try:
-        ue.bind(("127.0.0.1", d.ports["mikey"]))
-        ue.settimeout(20)
+        mikeyPort.bind(("127.0.0.1", d.ports["mikey"]))
+        mikeyPort.settimeout(20)
         btid, muk = bootstrap_for_the_scf(d)
-        port = free_port()
-        err, logs, msgs = (tmp_path / n for n in ("err.log", "logs.log", "msg.log"))
-
-        def start(key, tag):
-            # each run its own Call-ID: a REGISTER reusing one with a lower CSeq gets 500
-            for path in (err, logs, msgs):
-                if path.exists():
-                    path.unlink()
-            return subprocess.Popen(
-                [timeout, "90", sipp, "-sf", str(scenario), "127.0.0.1:%d" % d.ports["pcscf"],
-                 "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-nostdin",
-                 "-auth_uri", "home1.net", "-cid_str", "sip-sec-%d-%s-%%u" % (os.getpid(), tag),
-                 "-key", "btid", key, "-recv_timeout", "20000", "-timeout", "80s",
-                 "-trace_err", "-error_file", str(err), "-trace_logs", "-log_file", str(logs),
-                 "-trace_msg", "-message_file", str(msgs)],
-                cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-        def report():
-            parts = [d.log()[-5000:]]
-            for path in (err, logs, msgs):
-                if path.exists():
-                    parts.append(path.read_text(errors="replace")[-3000:])
-            return "\n".join(parts)
-
-        def answered():
-            return logs.exists() and "200 OK with" in logs.read_text(errors="replace")
-
-        def run(key, tag):
-            proc = start(key, tag)
-            for _ in range(2):
-                # sipp's own AKA flaw (a RES with a zero byte), and nothing else, runs again
-                wait_for(lambda: answered() or proc.poll() is not None, timeout=30)
-                if (answered() or proc.poll() in (None, 0)
-                        or not sipp_answered_with_truncated_res(
-                            msgs.read_text(errors="replace") if msgs.exists() else "")):
-                    break
-                proc.communicate()
-                proc = start(key, tag)
-            return proc
 
         # a B-TID the BSF never issued: 403, and the BM-SC is not asked
-        proc = run("AAAAAAAAAAAAAAAAAAAAAA==@bsf.home1.net", "unknown")
-        proc.communicate(timeout=60)
-        assert proc.returncode != 0
-        assert "SIP/2.0 403" in msgs.read_text(errors="replace"), report()
-        assert metric(d, "mbmsd_scf_invites_total", result="unknown_btid") == 1.0, report()
+        # (each run its own Call-ID: a REGISTER reusing one with a lower CSeq gets 500)
+        unknown = SippUe(d, scenario, tmp_path, free_port(), "sip-sec-unknown",
+                         ["-key", "btid", "AAAAAAAAAAAAAAAAAAAAAA==@bsf.home1.net"])
+        unknown.run().communicate(timeout=60)
+        assert unknown.proc.returncode != 0
+        assert "SIP/2.0 403" in unknown.read(unknown.msgs), unknown.report()
+        assert metric(d, "mbmsd_scf_invites_total", result="unknown_btid") == 1.0, \
+            unknown.report()
         assert metric(d, "mbmsd_bmsc_requests_total", requesttype="authorize",
                       status="200") is None
 
-        proc = run(btid, "known")
-        callId = "sip-sec-%d-known-1" % (os.getpid(),)
-        assert wait_for(answered, timeout=30), report()
+        known = SippUe(d, scenario, tmp_path, free_port(), "sip-sec-known", ["-key", "btid", btid])
+        proc = known.run()
+        report = known.report
+        assert wait_for(known.answered, timeout=30), report()
         # the MSK arrives at once, under the SCF's Ks_NAF, IDi its FQDN
-        data, bmsc = ue.recvfrom(65535)
+        data, bmsc = mikeyPort.recvfrom(65535)
         delivery = mikey.parse_msk_message(muk, data)
         assert delivery.idi == SCF_FQDN.encode() and delivery.idr == btid.encode()
         verification = mikey.build_verification(muk, data)
-        ue.sendto(verification, bmsc)
+        mikeyPort.sendto(verification, bmsc)
         assert wait_for(lambda: metric(d, "mbmsd_bmsc_mikey_messages_total",
                                        result="verified") == 1.0), report()
         pcap = str(tmp_path / "sip-security.pcap")
@@ -225,20 +182,14 @@ def test_sipp_ue_multipart_invite(tmp_path):
         assert ids == ["%s,%s" % (SCF_FQDN, btid)], ids
 
         # go: sipp sends its BYE; the SCF withdraws the authorization and the MUK
-        go = ("OPTIONS sip:user1@127.0.0.1:%d SIP/2.0\r\n"
-              "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-go\r\n"
-              "Max-Forwards: 70\r\nFrom: <sip:test@127.0.0.1>;tag=go\r\n"
-              "To: <sip:user1@127.0.0.1>\r\nCall-ID: %s\r\nCSeq: 1 OPTIONS\r\n"
-              "Content-Length: 0\r\n\r\n" % (port, callId))
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.sendto(go.encode(), ("127.0.0.1", port))
+        known.go()
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 0, stderr.decode(errors="replace") + report()
         assert wait_for(lambda: metric(d, "mbmsd_scf_bmsc_requests_total",
                                        requesttype="deauthorize", result="ok") == 1.0), report()
     finally:
-        ue.close()
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        mikeyPort.close()
+        for ue in (unknown, known):
+            if ue is not None:
+                ue.kill()
         d.stop()
