@@ -96,7 +96,8 @@ class KeyManagement:
         if impu is None:
             return plain(400, "X-3GPP-Asserted-Identity with the user's IMPU is required")
         keyInfo = None
-        if requesttype == "authorize" and _mime(contentType) == profile.CT_SIP_SECURITY:
+        if (requesttype == profile.REQUESTTYPE_SIP_SECURITY
+                and _mime(contentType) == profile.CT_SIP_SECURITY):
             # SIP-based procedure: the authorization and the Annex I.2 NAF
             # key information in one multipart/mixed body (profile)
             try:

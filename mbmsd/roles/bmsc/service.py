@@ -133,9 +133,10 @@ class BmscService(MultiService):
                 log.warn("the MUK of a registration expired: MSK {msk_id} not pushed",
                          msk_id=msk.mskId.hex())
                 return succeed(False)
+            idi = (registration.nafFqdn.encode("ascii")
+                   if profile.SIP_SECURITY_IDI_IS_NAF_FQDN else None)
             return self.delivery.deliver(registration.ueAddress, registration.btid,
-                                         registration.muk, msk,
-                                         idi=registration.nafFqdn.encode("ascii"))
+                                         registration.muk, msk, idi=idi)
         d = self.ua.nafKey(registration.btid)
 
         def send(key):

@@ -82,8 +82,9 @@ class HttpServiceAuthorizationClient:
         self._first = 0  # index of the node that answered last
 
     def authorize(self, impu, serviceIds, ueAddress, lifetime, keyInfo=None):
-        return self._post(profile.REQUESTTYPE_AUTHORIZE, impu, serviceIds, ueAddress, lifetime,
-                          keyInfo)
+        requesttype = (profile.REQUESTTYPE_AUTHORIZE if keyInfo is None
+                       else profile.REQUESTTYPE_SIP_SECURITY)
+        return self._post(requesttype, impu, serviceIds, ueAddress, lifetime, keyInfo)
 
     def deauthorize(self, impu, serviceIds, ueAddress):
         return self._post(profile.REQUESTTYPE_DEAUTHORIZE, impu, serviceIds, ueAddress, None)
