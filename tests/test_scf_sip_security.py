@@ -116,7 +116,7 @@ class InviteTests(SipSecurityHarness):
         self.assertRefused(sip_invite(pai="<sip:other@home1.net>"), 403, "not_subscribed")
         self.core = self.makeSipCore()
         self.core.subscriptions.table["sip:other@home1.net"] = {SERVICE}
-        self.receive(sip_invite(pai="<sip:other@home1.net>", callid="c2"))
+        self.receive(sip_invite(pai="<sip:other@home1.net>", callid="c2", branch="z9hG4bK-2"))
         self.assertEqual([r.status for r in self.finals()][-1], 403)
         self.assertEqual(self.metric("mbmsd_scf_invites_total", result="unknown_btid"), 1)
         self.assertEqual(self.client.calls, [])
@@ -207,3 +207,26 @@ class WireTests(SipSecurityHarness):
         self.receive(in_dialog("BYE", ok, 2, "z9hG4bK-bye"))
         self.assertIsNone(self.successResultOf(
             bmsc.storage.bmsc.getRegistration(IMPU, SERVICE)))
+
+
+class ConfigTests(SipSecurityHarness):
+    def test_new_keys_defaults_and_errors_name_the_key(self):
+        from tests.test_scf import validate
+
+        out, errors = validate({"service": [{"id": SERVICE}]})
+        self.assertEqual(errors, [])
+        self.assertEqual((out["naf_fqdn"], out["zn_url"], out["zn_timeout"]), (None, None, 5.0))
+        _, errors = validate({"naf_fqdn": "not a host!", "zn_url": "ftp://bsf",
+                              "zn_timeout": 0})
+        text = "\n".join(errors)
+        for key in ("scf.naf_fqdn", "scf.zn_url", "scf.zn_timeout"):
+            self.assertIn(key, text)
+
+    def test_without_zn_the_procedure_is_not_offered(self):
+        self.core = self.makeCore(zn=None, nafFqdn=SCF_FQDN)
+        self.assertRefused(sip_invite(), 500, "zn_error")
+        # the HTTP-based procedure still is
+        self.receive(invite(callid="c2", branch="z9hG4bK-2"))
+        self.assertEqual([r.status for r in self.finals()], [500, 200])
+
+    assertRefused = InviteTests.assertRefused
