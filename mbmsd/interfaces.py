@@ -276,6 +276,16 @@ class IBmscStore(Interface):
         service). @return: Deferred firing with None once durable.
         """
 
+    def putSipAuthorization(authorization, registration):
+        """
+        The SIP-based procedure (TS 26.237 Annex I.2): store an
+        L{Authorization} and the L{MskRegistration} the SCF made with it
+        (carrying the MUK) in one transaction, each replacing the one for
+        the same IMPU and service.
+        @return: Deferred firing with the registration it replaced (None
+            when there was none) once both are durable.
+        """
+
     def removeRegistration(impu, serviceId):
         """
         @return: Deferred firing with True if a registration was removed.
@@ -566,7 +576,7 @@ class IServiceAuthorizationClient(Interface):
     C{X-3GPP-Asserted-Identity}, also when both roles share a node.
     """
 
-    def authorize(impu, serviceIds, ueAddress, lifetime):
+    def authorize(impu, serviceIds, ueAddress, lifetime, keyInfo=None):
         """
         Tell the BM-SC that C{impu} may receive the keys of C{serviceIds}
         at C{ueAddress}, and wait for its acknowledgement.
@@ -576,6 +586,10 @@ class IServiceAuthorizationClient(Interface):
         @param ueAddress: the UE's IP address (str) from the INVITE's Contact.
         @param lifetime: seconds the BM-SC keeps the authorization (int), or
             None for the BM-SC's default.
+        @param keyInfo: the SIP-based security procedure (TS 26.237 Annex
+            I.2): a L{mbmsd.protocols.mbms_xml.NafKeyInfo} with the SCF's
+            Ks_NAF for the UE's B-TID, sent in the same request; the BM-SC
+            then pushes the MSKs under it without a Ua registration.
         @return: Deferred firing with C{[(serviceId, status)]}, the BM-SC's
             per-service status (200 stored, 404 unknown service, ...); fails
             with L{mbmsd.roles.scf.bmsc.BmscUnavailable} when the BM-SC did

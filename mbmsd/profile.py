@@ -251,6 +251,53 @@ STATUS_UNKNOWN = 404
 
 
 # ===========================================================================
+# === SIP-based security procedure (TS 26.237 10.2, Annex I) ===
+# The UE names its B-TID in the INVITE; the SCF, acting as a NAF, gets its
+# own Ks_NAF (Ua id 01 00 00 00 04, TS 33.220 H.3) and hands it to the
+# BM-SC as the MUK (Annex I.2), which pushes the MSK without a Ua step.
+# ===========================================================================
+
+# Annex I.1, carried in the INVITE's multipart/mixed body beside the SDP
+# offer: namespace, root and child element. VERIFIED (TS 26.237 Annex I.1).
+NS_BTID = "urn:3GPP:metadata:2005:MBMS:bootstrappingTransactionIdentifier"
+EL_SECURITY_REGISTER = "mbmsAuthorizedSecurityRegister"
+EL_BTID = "btid"
+# The media type of that body part was not read. The SCF takes the part by
+# its XML namespace under application/xml or any +xml type; what mbms-ue
+# sends is this one (RFC 7303's generic type): UNVERIFIED.
+CT_BTID = "application/xml"
+
+# Annex I.2, SCF -> BM-SC: namespace, root (the same name as I.1) and the
+# children in schema order. VERIFIED (TS 26.237 Annex I.2); the published
+# schema writes "mukLifeTime " with a stray trailing space, which no
+# well-formed document can carry: we use the name without it.
+NS_NAF_KEY_INFO = "urn:3GPP:metadata:2005:MBMS:nafKeyInfo"
+EL_MUK = "muk"
+EL_MUK_LIFETIME = "mukLifeTime"
+EL_NAF_FQDN = "nafFqdn"
+# (ueIPaddress is EL_UE_ADDRESS, the same name.) Content of the elements
+# whose type was not read: muk = base64 of Ks_NAF (32 octets), mukLifeTime
+# = the key's expiry as xs:dateTime in UTC (the BSF's key lifetime), both
+# UNVERIFIED; nafFqdn is xs:base64Binary (VERIFIED) of the SCF's NAF FQDN
+# in ASCII (the content UNVERIFIED).
+#
+# The request that carries it: not read. Ours: the authorize POST itself
+# (KEYMANAGEMENT_PATH?requesttype=authorize, X-3GPP-Asserted-Identity as
+# for the HTTP-based procedure) with a multipart/mixed body (RFC 2046) of
+# the CT_AUTHORIZE part and the Annex I.2 part as CT_NAF_KEY_INFO, so that
+# one acknowledgement covers both. UNVERIFIED.
+CT_SIP_SECURITY = "multipart/mixed"
+CT_NAF_KEY_INFO = "application/xml"
+REQUESTTYPE_SIP_SECURITY = REQUESTTYPE_AUTHORIZE
+
+# IDi of the MSK messages of this procedure: not read. Ours: the NAF FQDN
+# the MUK belongs to (the SCF's, from nafFqdn), as IDi is the BM-SC's NAF
+# FQDN in the HTTP-based procedure; so the MUK ID (IDi || IDr, TS 31.102
+# 4.2.81) names this MUK and its counter apart from the HTTP one. UNVERIFIED.
+SIP_SECURITY_IDI_IS_NAF_FQDN = True
+
+
+# ===========================================================================
 # === Key Domain ID and MUK ===
 # ===========================================================================
 

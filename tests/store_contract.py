@@ -541,6 +541,55 @@ class BmscStoreContract(_StorageFixture):
                          [regs[4], regs[2]])
         self.assertEqual(self.result(self.store.registrationsFor("svc-3")), [])
 
+    # the SIP-based procedure: a registration with the MUK the SCF handed over
+
+    def sipRegistration(self, impu="sip:user1@home1.net", serviceId="urn:3gpp:mbms:svc1", **kw):
+        values = dict(muk=b"\x00" + bytes(range(1, 31)) + b"\x00", mukExpires=5000.5,
+                      nafFqdn="scf.home1.net")
+        values.update(kw)
+        return registration(impu, serviceId, **values)
+
+    def test_putSipAuthorizationStoresBothAndTheMukByteExact(self):
+        a, r = authorization(expires=3000.0), self.sipRegistration()
+        self.assertIsNone(self.result(self.store.putSipAuthorization(a, r)))
+        self.assertEqual(self.result(self.store.getAuthorization(a.impu, a.serviceId)), a)
+        got = self.result(self.store.getRegistration(r.impu, r.serviceId))
+        self.assertEqual(got, r)
+        self.assertEqual((got.muk, got.mukExpires, got.nafFqdn), (r.muk, 5000.5, "scf.home1.net"))
+        self.assertEqual(self.result(self.store.registrationsFor(r.serviceId)), [r])
+
+    def test_putSipAuthorizationReturnsTheRegistrationItReplaced(self):
+        first = self.sipRegistration()
+        self.result(self.store.putSipAuthorization(authorization(), first))
+        second = self.sipRegistration(muk=bytes(32), btid="btid-2@bsf.home1.net")
+        self.assertEqual(self.result(self.store.putSipAuthorization(authorization(), second)),
+                         first)
+        self.assertEqual(self.result(self.store.getRegistration(first.impu, first.serviceId)),
+                         second)
+
+    def test_putSipAuthorizationReplacesAnHttpRegistrationAndBack(self):
+        http = registration()
+        self.result(self.store.putRegistration(http))
+        sip = self.sipRegistration()
+        self.assertEqual(self.result(self.store.putSipAuthorization(authorization(), sip)), http)
+        self.result(self.store.putRegistration(http))
+        got = self.result(self.store.getRegistration(http.impu, http.serviceId))
+        self.assertEqual(got, http)
+        self.assertEqual((got.muk, got.mukExpires, got.nafFqdn), (None, None, None))
+
+    def test_removeAuthorizationRemovesTheSipRegistrationAndItsMuk(self):
+        a, r = authorization(), self.sipRegistration()
+        self.result(self.store.putSipAuthorization(a, r))
+        self.assertIs(self.result(self.store.removeAuthorization(a.impu, a.serviceId)), True)
+        self.assertIsNone(self.result(self.store.getRegistration(r.impu, r.serviceId)))
+        self.assertEqual(self.result(self.store.registrationsFor(r.serviceId)), [])
+
+    def test_pruneRemovesAnExpiredSipRegistration(self):
+        a, r = authorization(expires=100.0), self.sipRegistration(expires=100.0)
+        self.result(self.store.putSipAuthorization(a, r))
+        self.assertEqual(self.result(self.store.prune(100.0)), 2)
+        self.assertIsNone(self.result(self.store.getRegistration(r.impu, r.serviceId)))
+
     # MSKs
 
     def test_getMskUnknown(self):

@@ -90,6 +90,8 @@ class LoadConfigTests(ConfigTestCase):
         self.assertEqual(config["metrics"]["exporters"], ["prometheus"])
         self.assertEqual(config["bsf"]["ub_listen"], "tcp:8080:interface=127.0.0.1")
         self.assertEqual(config["bsf"]["naf"], [{"fqdn": "bmsc.home1.net",
+                                                  "addresses": ["127.0.0.1"]},
+                                                 {"fqdn": "scf.home1.net",
                                                   "addresses": ["127.0.0.1"]}])
         [sub] = config["subscriber"]
         self.assertEqual(sub["k"], bytes.fromhex(K))

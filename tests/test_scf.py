@@ -106,7 +106,8 @@ class FakeAuthorizationClient:
                 d.callback([(s, self.auto) for s in serviceIds])
         return d
 
-    def authorize(self, impu, serviceIds, ueAddress, lifetime):
+    def authorize(self, impu, serviceIds, ueAddress, lifetime, keyInfo=None):
+        self.keyInfos = getattr(self, "keyInfos", []) + [keyInfo]
         return self._call("authorize", impu, serviceIds, ueAddress, lifetime)
 
     def deauthorize(self, impu, serviceIds, ueAddress):

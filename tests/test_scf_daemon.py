@@ -23,6 +23,7 @@ import pytest
 from tests.daemon import Daemon, metric, run_ue, wait_for
 from tests.helpers import require_tool
 from tests.ports import free_port
+from tests.sippue import send_go
 
 pytestmark = pytest.mark.external
 
@@ -60,13 +61,7 @@ class Sipp:
 
     def go(self):
         """The scenario's signal to send its BYE: an OPTIONS in its call."""
-        message = ("OPTIONS sip:user1@127.0.0.1:%d SIP/2.0\r\n"
-                   "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-go\r\n"
-                   "Max-Forwards: 70\r\nFrom: <sip:test@127.0.0.1>;tag=go\r\n"
-                   "To: <sip:user1@127.0.0.1>\r\nCall-ID: %s\r\nCSeq: 1 OPTIONS\r\n"
-                   "Content-Length: 0\r\n\r\n" % (self.port, self.callId))
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.sendto(message.encode(), ("127.0.0.1", self.port))
+        send_go(self.port, self.callId)
 
     def wait(self, timeout=60):
         try:

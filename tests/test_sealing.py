@@ -20,7 +20,8 @@ from mbmsd.storage.sealing import KeyFileError, SealError, Sealer, load_key
 from mbmsd.storage.sql import SchemaError
 from tests.daemon import Daemon
 from tests.fakes import SyncReactor, sqlite_storage
-from tests.store_contract import challenge, msk, session, subscriber
+from tests.store_contract import (authorization, challenge, msk, registration, session,
+                                  subscriber)
 
 
 # Keys unlike any other stored value (RAND, say, is public and stays clear).
@@ -28,7 +29,8 @@ SECRETS = {name: bytes.fromhex(value) for name, value in {
     "K": "465b5ce8b199b49faa5f0a2ee238a6bc", "OPc": "cd63cb71954a9f4e48a5994e37a02baf",
     "XRES": "a54211d5e3ba50bf", "CK": "b40ba9a3c58b2a05bbf0d987b21bf8cb",
     "IK": "f769bcd751044604127672711c6d3441", "Ks": "5e" * 8 + "c3" * 8 + "7a" * 8 + "19" * 8,
-    "MSK": "9e4b3c2a1f0e8d7c6b5a49382716f5e4"}.items()}
+    "MSK": "9e4b3c2a1f0e8d7c6b5a49382716f5e4",
+    "MUK": "4d" * 8 + "55" * 8 + "4b" * 8 + "21" * 8}.items()}
 
 
 def secrets():
@@ -43,6 +45,8 @@ def store_every_secret(test, storage):
             challenge(nonce=nonce, xres=k["XRES"], ck=k["CK"], ik=k["IK"])))
     test.successResultOf(storage.bootstrap.putSession(session(ks=k["Ks"])))
     test.successResultOf(storage.bmsc.putMsk(msk(key=k["MSK"])))
+    test.successResultOf(storage.bmsc.putSipAuthorization(authorization(), registration(
+        muk=k["MUK"], mukExpires=5000.0, nafFqdn="scf.home1.net")))
 
 
 def assert_no_secret_in(text_or_bytes, where):

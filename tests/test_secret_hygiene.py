@@ -1,7 +1,8 @@
 """
 Secret hygiene (issue "Hardening" 5): the all-in-one node, started as
 operators start it (twistd, etc/mbmsd.toml: bsf, bmsc, pcscf and scf), runs
-the whole procedure with `mbms-ue run --show-keys`, then a bootstrap that
+the whole procedure with `mbms-ue run --show-keys` (and again with
+--sip-security, whose MUK the SCF sends the BM-SC), then a bootstrap that
 needs an AUTS resynchronisation, and answers a Ub challenge with a wrong
 RES (the failure path); afterwards neither the daemon's log nor
 /metrics holds any key, and no subscriber identifier is a metric label.
@@ -107,6 +108,11 @@ def test_no_key_in_log_or_metrics(tmp_path):
                      "--mikey-port", str(d.ports["mikey"]))
         report = run.stdout + run.stderr + d.log()[-6000:]
         steps = whole_run(run, report)
+        # the SIP-based security procedure: the SCF's Ks_NAF travels to the BM-SC as the MUK
+        sip = run_ue(tmp_path, "run", "--sip-security", "--show-keys", *common,
+                     "--mikey-port", str(d.ports["mikey"]))
+        assert sip.returncode == 0, sip.stdout + sip.stderr + d.log()[-6000:]
+        sipSteps = lines_of(sip)
         assert "401 challenged" in d.log() and "authorizing at the BM-SC" in d.log()  # debug
         # an AUTS resynchronisation: the USIM claims an SQN ahead of the BSF's
         resync = run_ue(tmp_path, "bootstrap", "--show-keys", "--bsf", d.ub,
@@ -131,9 +137,10 @@ def test_no_key_in_log_or_metrics(tmp_path):
 
     # the keys, computed here
     secrets = {"K": K, "OP": OP, "OPc": OPC}
-    rands = [bytes.fromhex(line.split()[1]) for line in (run.stderr + resync.stderr).splitlines()
+    rands = [bytes.fromhex(line.split()[1])
+             for line in (run.stderr + sip.stderr + resync.stderr).splitlines()
              if line.startswith("usim-rand ")]
-    assert len(rands) >= 4, run.stderr  # Ub and REGISTER, then Ub twice (resync)
+    assert len(rands) >= 6, run.stderr  # Ub and REGISTER twice, then Ub twice (resync)
     rands.append(gba.decode_nonce(nonce)[0])  # the challenge answered wrongly
     m = milenage.Milenage(K, OPC)
     for i, rand in enumerate(rands):
@@ -150,8 +157,13 @@ def test_no_key_in_log_or_metrics(tmp_path):
         # our KDF agrees with what the UE derived and used at the BM-SC
         assert base64.b64decode(line["ksNaf"]) == ksNaf
         secrets.update({"Ks-" + name: ck + ik, "Ks_NAF-" + name: ksNaf})
-    msks = [bytes.fromhex(s["msk"]) for s in steps if s["step"] == "msk"]
-    assert msks
+    rand, _ = gba.parse_btid(next(s for s in sipSteps if s["step"] == "bootstrap")["btid"])
+    _, ck, ik, _ = m.f2345(rand)
+    secrets["MUK-sip"] = gba.derive_ks_naf(
+        ck + ik, rand, IMPI, gba.naf_id("scf.home1.net", gba.UA_PROTOCOL_26237_SIP))
+    secrets["Ks-sip"] = ck + ik
+    msks = [bytes.fromhex(s["msk"]) for s in steps + sipSteps if s["step"] == "msk"]
+    assert len(msks) == 2
     secrets.update({"MSK%d" % i: msk for i, msk in enumerate(msks)})
     secrets["node key"] = bytes.fromhex((tmp_path / "var" / "mbmsd.key").read_text().strip())
 
@@ -161,7 +173,8 @@ def test_no_key_in_log_or_metrics(tmp_path):
     assert leaks(secrets, metrics) == [], "keys in /metrics"
 
     # no subscriber identifier as a label value
-    btids = [boot["btid"], again["btid"]]
+    sipBoot = next(s for s in sipSteps if s["step"] == "bootstrap")
+    btids = [boot["btid"], again["btid"], sipBoot["btid"]]
     identifiers = [IMPI, IMPU] + btids + [b.split("@")[0] for b in btids]
     labelled = []
     for family in text_string_to_metric_families(metrics):

@@ -13,15 +13,11 @@ overlay on free ports, the demo service and subscription):
     the BYE the registration is refused (403).
 """
 
-import os
-import socket
-import subprocess
-
 import pytest
 
 from tests.daemon import Daemon, lines_of, metric, run_ue, wait_for, whole_run
-from tests.helpers import require_tool, sipp_answered_with_truncated_res
 from tests.ports import free_port
+from tests.sippue import SippUe
 
 pytestmark = pytest.mark.external
 
@@ -234,59 +230,21 @@ def ua_statuses(lines):
 
 
 def test_sipp_ue_invite_then_msk_register(tmp_path):
-    sipp = require_tool("sipp")
-    timeout = require_tool("timeout")
     scenario = tmp_path / "ue_register_invite.xml"
     scenario.write_text(SCENARIO, encoding="latin-1")
     d = four_roles(tmp_path).start()
-    proc = None
+    ue = None
     try:
         # nothing authorized yet
         _, lines, _ = msk_register(d, wait=1)
         assert ua_statuses(lines) == {SERVICE: 403}
 
-        port = free_port()
-        callId = "ue-run-%d-1" % (os.getpid(),)
-        err, logs = tmp_path / "sipp-err.log", tmp_path / "sipp-logs.log"
-        msgs = tmp_path / "sipp-msg.log"
-
-        def start():
-            for path in (err, logs, msgs):
-                if path.exists():
-                    path.unlink()
-            return subprocess.Popen(
-                [timeout, "90", sipp, "-sf", str(scenario), "127.0.0.1:%d" % d.ports["pcscf"],
-                 "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-nostdin",
-                 "-auth_uri", "home1.net", "-cid_str", "ue-run-%d-%%u" % (os.getpid(),),
-                 "-recv_timeout", "20000", "-timeout", "80s",
-                 "-trace_err", "-error_file", str(err), "-trace_logs", "-log_file", str(logs),
-                 "-trace_msg", "-message_file", str(msgs)],
-                cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-        def report():
-            parts = [d.log()[-5000:]]
-            for path in (err, logs, msgs):
-                if path.exists():
-                    parts.append(path.read_text(errors="replace")[-3000:])
-            return "\n".join(parts)
-
-        def answered():
-            return logs.exists() and "200 OK with" in logs.read_text(errors="replace")
-
-        proc = start()
-        for _ in range(2):
-            # sipp's own AKA flaw (a RES with a zero byte), and nothing else, runs again
-            wait_for(lambda: answered() or proc.poll() is not None, timeout=30)
-            if (answered() or proc.poll() in (None, 0)
-                    or not sipp_answered_with_truncated_res(msgs.read_text(errors="replace")
-                                                            if msgs.exists() else "")):
-                break
-            proc.communicate()
-            proc = start()
-
-        assert wait_for(answered, timeout=30), report()
+        ue = SippUe(d, scenario, tmp_path, free_port(), "ue-run")
+        proc = ue.run()
+        report = ue.report
+        assert wait_for(ue.answered, timeout=30), report()
         assert wait_for(lambda: metric(d, "mbmsd_scf_sessions") == 1.0), report()
-        log = logs.read_text(errors="replace")
+        log = ue.read(ue.logs)
         assert "Content-Type: application/sdp" in log and "m=video 5000 RTP/AVP 96" in log
 
         # the BM-SC holds the authorization: the MSK arrives and verifies
@@ -296,13 +254,7 @@ def test_sipp_ue_invite_then_msk_register(tmp_path):
         assert [x["step"] for x in lines] == ["bootstrap", "register", "msk"]
 
         # go: sipp sends its BYE; the SCF withdraws the authorization
-        go = ("OPTIONS sip:user1@127.0.0.1:%d SIP/2.0\r\n"
-              "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-go\r\n"
-              "Max-Forwards: 70\r\nFrom: <sip:test@127.0.0.1>;tag=go\r\n"
-              "To: <sip:user1@127.0.0.1>\r\nCall-ID: %s\r\nCSeq: 1 OPTIONS\r\n"
-              "Content-Length: 0\r\n\r\n" % (port, callId))
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.sendto(go.encode(), ("127.0.0.1", port))
+        ue.go()
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 0, stderr.decode(errors="replace") + report()
         assert wait_for(lambda: metric(d, "mbmsd_scf_bmsc_requests_total",
@@ -310,7 +262,6 @@ def test_sipp_ue_invite_then_msk_register(tmp_path):
         _, lines, _ = msk_register(d, wait=1)
         assert ua_statuses(lines) == {SERVICE: 403}
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        if ue is not None:
+            ue.kill()
         d.stop()

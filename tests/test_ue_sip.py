@@ -324,6 +324,29 @@ class UeSipTests(SynchronousTestCase):
         self.assertEqual(self.ua.sessions, {})
         self.assertEqual(self.pcscf.problems, [])
 
+    def test_invite_with_the_btid_document_is_multipart_mixed(self):
+        """
+        --sip-security: the offer and the Annex I.1 document in one
+        multipart/mixed body (RFC 2046 5.1.1), read back here by hand.
+        """
+        self.register()
+        doc = b'<mbmsAuthorizedSecurityRegister xmlns="x"><btid>b@bsf</btid></mbmsAuthorizedSecurityRegister>'
+        session = MbmsSession(self.ua, IMPU, SERVICE, "mbms.home1.net",
+                              parts=[("application/xml", doc)])
+        session.invite()
+        self.clock.advance(0)
+        [invite] = self.sentRequests("INVITE")
+        ctype = invite.headers.get("Content-Type")
+        self.assertTrue(ctype.startswith("multipart/mixed;boundary="), ctype)
+        boundary = ctype.split("boundary=", 1)[1].encode()
+        chunks = invite.body.split(b"--" + boundary)
+        self.assertEqual(chunks[0], b"")
+        self.assertEqual(chunks[-1], b"--\r\n")
+        sdp, xml = chunks[1:-1]
+        self.assertTrue(sdp.startswith(b"\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n"))
+        self.assertIn(b"m=video 5000 RTP/AVP 96", sdp)
+        self.assertEqual(xml, b"\r\nContent-Type: application/xml\r\n\r\n" + doc + b"\r\n")
+
     def test_stray_2xx_after_timer_m(self):
         session, d = self.invite()
         self.successResultOf(d)

@@ -17,9 +17,12 @@ Builders validate their input the same way and raise the same error.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Optional
 from xml.etree.ElementTree import ParseError
 from xml.sax.saxutils import escape as _escape
@@ -28,6 +31,7 @@ import defusedxml
 import defusedxml.ElementTree as _det
 
 from mbmsd import profile
+from mbmsd.protocols import gba
 
 __all__ = [
     "MbmsXmlError",
@@ -50,6 +54,13 @@ __all__ = [
     "parse_msk_request",
     "build_msk_response",
     "parse_msk_response",
+    "is_xml_media_type",
+    "xml_part",
+    "build_btid_document",
+    "parse_btid_document",
+    "NafKeyInfo",
+    "build_naf_key_info",
+    "parse_naf_key_info",
 ]
 
 
@@ -210,7 +221,7 @@ def _parse(body, ns, root_name):
     except (ParseError, SyntaxError, ValueError, UnicodeError, LookupError, TypeError,
             OverflowError, RecursionError, MemoryError):
         raise MbmsXmlError("body is not well-formed XML") from None
-    if root.tag != _q(ns, root_name):
+    if root_name is not None and root.tag != _q(ns, root_name):
         raise MbmsXmlError("root element is not {%s}%s" % (ns, root_name))
     return root
 
@@ -441,3 +452,151 @@ def parse_msk_response(body: bytes) -> list[tuple[bytes, int]]:
     out = [(_hex_bytes(_text(e, profile.EL_MSK_ID), profile.MSK_ID_LEN, "mskId"), _status_attr(e))
            for e in _children(root, ns, profile.EL_MSK_ID)]
     return _msk_statuses(out)
+
+
+# ---------------------------------------------------------------------------
+# SIP-based security procedure (TS 26.237 Annex I)
+
+MUK_LENGTH = 32  # Ks_NAF (TS 33.220 B.3)
+_BTID_RE = re.compile(r"[!-~]{1,%d}\Z" % (gba.MAX_BTID_LENGTH,))
+
+
+def is_xml_media_type(mtype) -> bool:
+    """application/xml or any +xml type (RFC 7303), lower-case, no parameters."""
+    return mtype == "application/xml" or mtype.endswith("+xml")
+
+
+def xml_part(parts, ns):
+    """
+    The body part of a multipart body that holds a document in namespace
+    C{ns}: taken by the namespace of its root under an XML media type
+    (L{is_xml_media_type}), whatever the type's name.
+
+    @param parts: C{[(media type, bytes)]}, media types lower-case.
+    @return: the part's bytes, or None when no XML part is in C{ns}.
+    @raise MbmsXmlError: an XML part that is not well-formed or unsafe.
+    """
+    for mtype, body in parts:
+        if is_xml_media_type(mtype):
+            root = _parse(body, ns, None)
+            if root.tag.startswith("{%s}" % (ns,)):
+                return body
+    return None
+
+
+def build_btid_document(btids) -> bytes:
+    """
+    Annex I.1: C{<mbmsAuthorizedSecurityRegister xmlns=NS_BTID>} with one
+    C{<btid>} each. @raise MbmsXmlError: no B-TID, or one that is not
+    printable US-ASCII of at most 255 characters.
+    """
+    if isinstance(btids, (str, bytes)):
+        raise MbmsXmlError("btids must be a list of str")
+    values = [_btid(b) for b in btids]
+    _count(len(values), True)
+    return _document(profile.NS_BTID, profile.EL_SECURITY_REGISTER,
+                     [_element(profile.EL_BTID, b) for b in values])
+
+
+def _btid(value) -> str:
+    if not isinstance(value, str) or not _BTID_RE.match(value):
+        raise MbmsXmlError("btid must be 1..%d printable characters" % (gba.MAX_BTID_LENGTH,))
+    return value
+
+
+def parse_btid_document(body: bytes) -> list[str]:
+    """
+    The B-TIDs of an Annex I.1 document, in document order (elements of
+    other namespaces ignored, as the schema's xs:any allows).
+
+    @raise MbmsXmlError: unsafe or malformed XML, another root, no btid.
+        A btid whose text is no B-TID at all is returned as it is: the
+        caller finds it unknown.
+    """
+    ns = profile.NS_BTID
+    root = _parse(body, ns, profile.EL_SECURITY_REGISTER)
+    btids = [_text(e, profile.EL_BTID) for e in _children(root, ns, profile.EL_BTID)]
+    _count(len(btids), True)
+    return btids
+
+
+@dataclass
+class NafKeyInfo:
+    """
+    Annex I.2: the SCF's Ks_NAF for the UE's B-TID (the MUK), its expiry
+    (POSIX seconds), the B-TID, the SCF's NAF FQDN and the UE's address.
+    """
+
+    ueAddress: Optional[str]
+    muk: bytes = field(repr=False)
+    mukExpires: float
+    btid: str
+    nafFqdn: str
+
+
+def build_naf_key_info(info: NafKeyInfo) -> bytes:
+    """
+    C{<mbmsAuthorizedSecurityRegister xmlns=NS_NAF_KEY_INFO>} with, in the
+    schema's order, ueIPaddress (when known), muk (base64), mukLifeTime
+    (xs:dateTime UTC), btid, nafFqdn (base64 of the FQDN).
+    """
+    lines = []
+    if info.ueAddress is not None:
+        lines.append(_element(profile.EL_UE_ADDRESS, _ue_address(info.ueAddress)))
+    muk = _fixed_bytes(info.muk, MUK_LENGTH, "muk")
+    lines.append(_element(profile.EL_MUK, base64.b64encode(muk).decode("ascii")))
+    try:
+        expires = gba.format_utc(datetime.fromtimestamp(int(info.mukExpires), timezone.utc))
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise MbmsXmlError("mukExpires must be POSIX seconds") from None
+    lines.append(_element(profile.EL_MUK_LIFETIME, expires))
+    lines.append(_element(profile.EL_BTID, _btid(info.btid)))
+    lines.append(_element(profile.EL_NAF_FQDN,
+                          base64.b64encode(_fqdn(info.nafFqdn).encode("ascii")).decode("ascii")))
+    return _document(profile.NS_NAF_KEY_INFO, profile.EL_SECURITY_REGISTER, lines)
+
+
+_FQDN_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
+
+
+def _fqdn(value) -> str:
+    if not isinstance(value, str) or not _FQDN_RE.match(value):
+        raise MbmsXmlError("nafFqdn must be a host name")
+    return value
+
+
+def _b64(text, what) -> bytes:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise MbmsXmlError("%s must be base64" % (what,)) from None
+
+
+def parse_naf_key_info(body: bytes) -> NafKeyInfo:
+    """
+    Parse an Annex I.2 document. The schema allows several of each element
+    (one per B-TID); we take exactly one MUK for one B-TID.
+
+    @raise MbmsXmlError: unsafe or malformed XML, another root, an element
+        missing or repeated, a MUK that is not base64 of 32 octets, a
+        lifetime that is not a UTC xs:dateTime, a nafFqdn that is not
+        base64 of a host name, a ueIPaddress that is not an IP address.
+    """
+    ns = profile.NS_NAF_KEY_INFO
+    root = _parse(body, ns, profile.EL_SECURITY_REGISTER)
+    address = _one(root, ns, profile.EL_UE_ADDRESS, required=False)
+    muk = _b64(_one(root, ns, profile.EL_MUK), "muk")
+    if len(muk) != MUK_LENGTH:
+        raise MbmsXmlError("muk must be %d octets" % (MUK_LENGTH,))
+    try:
+        expires = gba.parse_utc(_one(root, ns, profile.EL_MUK_LIFETIME)).timestamp()
+    except ValueError:
+        raise MbmsXmlError("mukLifeTime must be a UTC xs:dateTime") from None
+    btid = _btid(_one(root, ns, profile.EL_BTID))
+    try:
+        fqdn = _b64(_one(root, ns, profile.EL_NAF_FQDN), "nafFqdn").decode("ascii")
+    except UnicodeDecodeError:
+        raise MbmsXmlError("nafFqdn must be base64 of a host name") from None
+    return NafKeyInfo(_ue_address(address) if address is not None else None, muk, expires,
+                      btid, _fqdn(fqdn))

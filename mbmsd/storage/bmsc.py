@@ -26,10 +26,6 @@ def _checkCounts(counts):
             raise ValueError("a counter reservation must be a positive int, not %r" % (n,))
 
 
-def _registration(row):
-    return MskRegistration(row[0], row[1], row[2], row[3], float(row[4]), bytes.fromhex(row[5]))
-
-
 @implementer(IBmscStore)
 class MemoryBmscStore:
     def __init__(self):
@@ -52,6 +48,12 @@ class MemoryBmscStore:
     def putRegistration(self, r):
         self._reg[(r.impu, r.serviceId)] = r
         return succeed(None)
+
+    def putSipAuthorization(self, a, r):
+        old = self._reg.get((r.impu, r.serviceId))
+        self._auth[(a.impu, a.serviceId)] = a
+        self._reg[(r.impu, r.serviceId)] = r
+        return succeed(old)
 
     def removeRegistration(self, impu, serviceId):
         return succeed(self._reg.pop((impu, serviceId), None) is not None)
@@ -115,6 +117,19 @@ def _msk(txn, row):
 
 
 _MSK_COLUMNS = "service_id, key_domain_id, msk_id, msk, created, expires"
+_REG_COLUMNS = "impu, service_id, btid, ue_address, expires, ua_id, muk, muk_expires, naf_fqdn"
+
+
+def muk_context(impu, serviceId):
+    # IMPUs and service IDs hold no space (their grammars)
+    return "bmsc_registrations.muk:%s %s" % (impu, serviceId)
+
+
+def _registration(txn, r):
+    muk = txn.unseal(r[6], muk_context(r[0], r[1])) if r[6] is not None else None
+    return MskRegistration(r[0], r[1], r[2], r[3], float(r[4]), uaId=bytes.fromhex(r[5]),
+                           muk=muk, mukExpires=float(r[7]) if r[7] is not None else None,
+                           nafFqdn=r[8])
 
 
 @implementer(IBmscStore)
@@ -160,13 +175,26 @@ class SqlBmscStore:
 
     @staticmethod
     def _putRegistration_txn(txn, r):
+        muk = txn.seal(r.muk, muk_context(r.impu, r.serviceId)) if r.muk is not None else None
         txn.execute(
-            "INSERT INTO bmsc_registrations (impu, service_id, btid, ue_address, expires, ua_id) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (impu, service_id) DO UPDATE SET "
+            "INSERT INTO bmsc_registrations (%s) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (impu, service_id) DO UPDATE SET "
             "btid = excluded.btid, ue_address = excluded.ue_address, expires = excluded.expires, "
-            "ua_id = excluded.ua_id",
-            (r.impu, r.serviceId, r.btid, r.ueAddress, r.expires, r.uaId.hex()),
+            "ua_id = excluded.ua_id, muk = excluded.muk, muk_expires = excluded.muk_expires, "
+            "naf_fqdn = excluded.naf_fqdn" % (_REG_COLUMNS,),
+            (r.impu, r.serviceId, r.btid, r.ueAddress, r.expires, r.uaId.hex(), muk, r.mukExpires, r.nafFqdn),
         )
+
+    def putSipAuthorization(self, a, r):
+        return self.db.runInteraction("put_sip_authorization", self._putSipAuthorization_txn,
+                                      a, r)
+
+    @classmethod
+    def _putSipAuthorization_txn(cls, txn, a, r):
+        old = cls._getRegistration_txn(txn, r.impu, r.serviceId)
+        cls._putAuthorization_txn(txn, a)
+        cls._putRegistration_txn(txn, r)
+        return old
 
     def removeRegistration(self, impu, serviceId):
         return self.db.runInteraction("remove_registration", self._removeRegistration_txn,
@@ -183,9 +211,9 @@ class SqlBmscStore:
     @staticmethod
     def _registrationsFor_txn(txn, serviceId):
         rows = txn.execute(
-            "SELECT impu, service_id, btid, ue_address, expires, ua_id FROM bmsc_registrations "
-            "WHERE service_id = ? ORDER BY impu", (serviceId,)).fetchall()
-        return [_registration(r) for r in rows]
+            "SELECT %s FROM bmsc_registrations "
+            "WHERE service_id = ? ORDER BY impu" % (_REG_COLUMNS,), (serviceId,)).fetchall()
+        return [_registration(txn, r) for r in rows]
 
     def getRegistration(self, impu, serviceId):
         return self.db.runInteraction("get_registration", self._getRegistration_txn, impu, serviceId)
@@ -193,9 +221,9 @@ class SqlBmscStore:
     @staticmethod
     def _getRegistration_txn(txn, impu, serviceId):
         r = txn.execute(
-            "SELECT impu, service_id, btid, ue_address, expires, ua_id FROM bmsc_registrations "
-            "WHERE impu = ? AND service_id = ?", (impu, serviceId)).fetchone()
-        return _registration(r) if r else None
+            "SELECT %s FROM bmsc_registrations "
+            "WHERE impu = ? AND service_id = ?" % (_REG_COLUMNS,), (impu, serviceId)).fetchone()
+        return _registration(txn, r) if r else None
 
     def putMsk(self, msk):
         return self.db.runInteraction("put_msk", self._putMsk_txn, msk)

@@ -86,6 +86,12 @@ class MskRegistration:
     the service's MSKs and under which B-TID and Ua security protocol id
     (TS 33.220 H.3, the one whose Ks_NAF verified the UE's Digest): that
     Ks_NAF is the MUK.
+
+    In the SIP-based procedure (TS 26.237 Annex I.2) the SCF registers the
+    UE with its authorization and hands over the MUK itself: C{muk} (the
+    SCF's Ks_NAF, Ua id 01 00 00 00 04), valid until C{mukExpires}, of the
+    NAF C{nafFqdn} (IDi). None of the three in the HTTP-based procedure (the
+    MUK comes from Zn).
     """
 
     impu: str
@@ -94,6 +100,9 @@ class MskRegistration:
     ueAddress: str
     expires: float
     uaId: bytes = bytes.fromhex("0100000003")  # TS 26.237 HTTP-based
+    muk: bytes = field(default=None, repr=False)
+    mukExpires: float = None
+    nafFqdn: str = None
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,12 @@ def build_parser():
                         "(default 0)")
     w.add_argument("--timeout", type=float, default=10.0,
                    help="seconds per HTTP procedure and per SIP transaction")
+    w.add_argument("--sip-security", action="store_true",
+                   help="TS 26.237's SIP-based security procedure: REGISTER, bootstrap, "
+                        "INVITE naming the B-TID, the MSKs by MIKEY under MUK = Ks_NAF of "
+                        "the SCF (Ua id 0100000004), BYE; no Ua step")
+    w.add_argument("--scf-naf", default=None,
+                   help="the SCF's NAF FQDN of --sip-security (default scf.<home domain>)")
     return p
 
 
@@ -369,13 +375,7 @@ def _msk_step(reactor, args, http, boot, ksNaf, registerStep="register"):
         state = {"registered": False, "need": None, "done": Deferred()}
 
         def show(delivery):
-            out = {"step": "msk", "result": "ok",
-                   "keyDomainId": delivery.key_domain_id.hex(),
-                   "mskId": delivery.msk_id.hex(), "counter": delivery.counter,
-                   "verification": "sent" if delivery.v else "not requested"}
-            if args.show_keys:
-                out["msk"] = delivery.msk.hex()
-            emit(out)
+            emit(msk_record(delivery, args.show_keys))
 
         def check():
             need = state["need"]
@@ -428,6 +428,17 @@ def _msk_step(reactor, args, http, boot, ksNaf, registerStep="register"):
     finally:
         if port is not None:
             yield port.stopListening()
+
+
+def msk_record(delivery, showKeys):
+    """The JSON line of an MSK that arrived (the MSK itself only when asked)."""
+    out = {"step": "msk", "result": "ok",
+           "keyDomainId": delivery.key_domain_id.hex(),
+           "mskId": delivery.msk_id.hex(), "counter": delivery.counter,
+           "verification": "sent" if delivery.v else "not requested"}
+    if showKeys:
+        out["msk"] = delivery.msk.hex()
+    return out
 
 
 # ---------------------------------------------------------------- SIP
@@ -492,10 +503,11 @@ def _register_step(reactor, args, ua, usim):
 
 
 @inlineCallbacks
-def _invite_step(reactor, args, ua, reg):
+def _invite_step(reactor, args, ua, reg, parts=()):
     """
-    INVITE each service, a line each. @return: C{(sessions, ok)}: the
-    established sessions and whether all were.
+    INVITE each service, a line each (C{parts}: further body parts beside
+    the offer). @return: C{(sessions, ok)}: the established sessions and
+    whether all were.
     """
     from mbmsd.ue.sip import MbmsSession, sdp_offer, sdp_summary
 
@@ -505,7 +517,7 @@ def _invite_step(reactor, args, ua, reg):
     ok = True
     for service in args.service or [DEMO_SERVICE]:
         session = MbmsSession(ua, args.impu, service, domain,
-                              offer=sdp_offer(args.local_ip, media))
+                              offer=sdp_offer(args.local_ip, media), parts=parts)
         try:
             d = session.invite()
             d.addTimeout(args.timeout, reactor)
@@ -635,6 +647,11 @@ def run(reactor, args, http=None):
     """
     if args.listen is None:
         args.listen = args.local_ip
+    if args.sip_security:
+        from mbmsd.ue.sipsecurity import run_sip_security
+
+        code = yield run_sip_security(reactor, args, http)
+        return code
     ownHttp = http is None
     if ownHttp:
         http = _requester(reactor, args)

@@ -37,7 +37,8 @@ from mbmsd.interfaces import IClientTransactionUser, ITransactionUser
 from mbmsd.logs import Logger
 from mbmsd.protocols import digest, gba, milenage
 from mbmsd.sip.message import (
-    Request, SipParseError, make_branch, make_response, make_tag, parse_name_addr, parse_uri)
+    Request, SipParseError, build_multipart, make_branch, make_response, make_tag,
+    parse_name_addr, parse_uri)
 from mbmsd.sip.transaction import TimerSettings, TransactionError, TransactionLayer
 
 __all__ = [
@@ -542,15 +543,19 @@ class MbmsSession:
     @param preloadedRoute: Route values for the initial INVITE (e.g. the
         P-CSCF and the registration's Service-Route); none by default: the
         INVITE goes to the P-CSCF as the outbound proxy.
+    @param parts: further body parts C{(content type, bytes)} beside the
+        offer, in a multipart/mixed body (RFC 2046), e.g. the B-TID document
+        of the SIP-based security procedure (TS 26.237 Annex I.1).
     """
 
     def __init__(self, ua, impu, serviceId, serviceDomain, offer=None, preferredIdentity=True,
-                 preloadedRoute=(), user=None):
+                 preloadedRoute=(), user=None, parts=()):
         self.ua = ua
         self.impu = impu
         self.serviceId = serviceId
         self.uri = service_uri(serviceId, serviceDomain)
         self.offer = offer if offer is not None else sdp_offer(ua.local[0])
+        self.parts = list(parts)
         self.preferredIdentity = preferredIdentity
         self.preloadedRoute = list(preloadedRoute)
         if user is None:
@@ -607,7 +612,11 @@ class MbmsSession:
         h.add("Contact", "<%s>" % (self.ua.contact(self.user),))
         h.add("Allow", ALLOW)
         h.add("User-Agent", USER_AGENT)
-        if self.offer:
+        if self.parts:
+            contentType, req.body = build_multipart(
+                ([("application/sdp", self.offer)] if self.offer else []) + self.parts)
+            h.add("Content-Type", contentType)
+        elif self.offer:
             h.add("Content-Type", "application/sdp")
             req.body = self.offer
         self.invitation = req

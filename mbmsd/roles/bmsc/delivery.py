@@ -104,14 +104,17 @@ class MikeyDelivery(DatagramProtocol):
             except OSError as e:
                 log.warn("MIKEY socket receive buffer left at its default: {e}", e=e)
 
-    def mukId(self, btid):
+    def mukId(self, btid, idi=None):
         # MUK ID = IDi || IDr (TS 31.102 4.2.81: the pair of identities)
-        return "%s|%s" % (self.idi.decode("ascii"), btid)
+        return "%s|%s" % ((idi or self.idi).decode("ascii"), btid)
 
-    def deliver(self, ueAddress, btid, muk, msk):
+    def deliver(self, ueAddress, btid, muk, msk, idi=None):
         """
         Push C{msk} to the UE. @return: Deferred firing with True once the
         verification arrived, False once the message is given up.
+
+        @param idi: IDi of the message, when not the BM-SC's own (the SCF's
+            NAF FQDN in the SIP-based procedure, L{profile}).
 
         The counter is taken before the message waits for its place in the
         window: a rotation asks for all its counters in the same reactor
@@ -120,32 +123,32 @@ class MikeyDelivery(DatagramProtocol):
         window lets them through.
         """
         done = Deferred()
-        d = self.counters.nextCounter(self.mukId(btid))
+        d = self.counters.nextCounter(self.mukId(btid, idi))
         d.addCallbacks(self._counted, done.errback,
-                       callbackArgs=(ueAddress, btid, muk, msk, done))
+                       callbackArgs=(ueAddress, btid, muk, msk, idi or self.idi, done))
         return done
 
-    def _counted(self, counter, ueAddress, btid, muk, msk, done):
-        push = (ueAddress, btid, muk, msk, counter, done)
+    def _counted(self, counter, ueAddress, btid, muk, msk, idi, done):
+        push = (ueAddress, btid, muk, msk, idi, counter, done)
         if len(self._pending) < MAX_IN_FLIGHT and not self._queued:
             self._start(push)
         else:
             self._queued.append(push)
 
-    def _template(self, msk):
-        ident = (msk.keyDomainId, msk.mskId, msk.key)
+    def _template(self, msk, idi):
+        ident = (msk.keyDomainId, msk.mskId, msk.key, idi)
         template = self._templates.get(ident)
         if template is None:
             if len(self._templates) >= TEMPLATES:
                 self._templates.clear()
             template = self._templates[ident] = mikey.MskMessageTemplate(
-                msk.keyDomainId, msk.mskId, msk.key, self.idi, v=True)
+                msk.keyDomainId, msk.mskId, msk.key, idi, v=True)
         return template
 
     def _start(self, push):
-        ueAddress, btid, muk, msk, counter, done = push
+        ueAddress, btid, muk, msk, idi, counter, done = push
         try:
-            message, expected = self._template(msk).build(
+            message, expected = self._template(msk, idi).build(
                 muk, counter, self.random(profile.RAND_LEN), btid.encode("utf-8"))
         except Exception:
             done.errback()

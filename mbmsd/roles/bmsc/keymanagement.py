@@ -15,7 +15,8 @@ from twisted.internet.defer import inlineCallbacks
 
 from mbmsd import profile
 from mbmsd.logs import Logger
-from mbmsd.protocols import mbms_xml
+from mbmsd.protocols import gba, mbms_xml
+from mbmsd.sip.message import SipParseError, parse_media_type, parse_multipart
 from mbmsd.storage.records import Authorization, MskRegistration
 
 log = Logger(namespace="mbmsd.bmsc")
@@ -94,26 +95,57 @@ class KeyManagement:
         impu = parse_identity_header(assertedIdentity)
         if impu is None:
             return plain(400, "X-3GPP-Asserted-Identity with the user's IMPU is required")
-        if _mime(contentType) != profile.CT_AUTHORIZE:
+        keyInfo = None
+        if (requesttype == profile.REQUESTTYPE_SIP_SECURITY
+                and _mime(contentType) == profile.CT_SIP_SECURITY):
+            # SIP-based procedure: the authorization and the Annex I.2 NAF
+            # key information in one multipart/mixed body (profile)
+            try:
+                body, keyInfo = sip_security_parts(contentType, body)
+            except (SipParseError, mbms_xml.MbmsXmlError) as e:
+                return plain(400, "malformed %s body: %s" % (requesttype, e), user=impu)
+        elif _mime(contentType) != profile.CT_AUTHORIZE:
             return plain(415, "Content-Type must be %s" % (profile.CT_AUTHORIZE,))
         try:
             request = mbms_xml.parse_authorize(body)
         except mbms_xml.MbmsXmlError as e:
             return plain(400, "malformed %s body: %s" % (requesttype, e), user=impu)
-        statuses = []
         now = self.clock.seconds()
+        if keyInfo is not None:
+            if keyInfo.ueAddress is not None and keyInfo.ueAddress != request.ueAddress:
+                return plain(400, "the NAF key information names another UE address", user=impu)
+            if keyInfo.mukExpires <= now:
+                return plain(400, "the MUK has expired", user=impu)
+        statuses, pushes = [], []
         for serviceId in request.serviceIds:
             if serviceId not in self.services:
                 statuses.append((serviceId, 404))
                 continue
             if requesttype == "authorize":
                 lifetime = request.lifetime or self.authorizationLifetime
-                yield self.store.putAuthorization(Authorization(
+                authorization = Authorization(
                     impu=impu, serviceId=serviceId, ueAddress=request.ueAddress,
-                    expires=now + lifetime))
+                    expires=now + lifetime)
+                if keyInfo is None:
+                    yield self.store.putAuthorization(authorization)
+                else:
+                    registration = MskRegistration(
+                        impu=impu, serviceId=serviceId, btid=keyInfo.btid,
+                        ueAddress=request.ueAddress, expires=authorization.expires,
+                        uaId=gba.UA_PROTOCOL_26237_SIP, muk=keyInfo.muk,
+                        mukExpires=keyInfo.mukExpires, nafFqdn=keyInfo.nafFqdn)
+                    old = yield self.store.putSipAuthorization(authorization, registration)
+                    if old is None or (old.muk, old.ueAddress) != (keyInfo.muk, request.ueAddress):
+                        pushes.append(registration)  # a refresh pushes nothing again
             else:
                 yield self.store.removeAuthorization(impu, serviceId)
             statuses.append((serviceId, 200))
+        if pushes:
+            # acknowledge first, then push the current MSKs by MIKEY at once,
+            # without a Ua registration by the UE (TS 26.237 Annex I.2)
+            self.clock.callLater(0, self._pushCurrent, pushes)
+        if keyInfo is not None:
+            requesttype += " with the MUK of %s (SIP-based)" % (keyInfo.nafFqdn,)
         return KmAnswer(200, "%s: %s" % (requesttype, _summary(statuses)),
                         mbms_xml.build_authorize_response(statuses),
                         profile.CT_AUTHORIZE_RESPONSE, user=impu)
@@ -234,6 +266,28 @@ class KeyManagement:
         return KmAnswer(200, "msk-request: %s" % (_summary([(m.hex(), s) for m, s in statuses]),),
                         mbms_xml.build_msk_response(statuses),
                         profile.CT_MSK_RESPONSE)
+
+
+def sip_security_parts(contentType, body):
+    """
+    The parts of a SIP-based authorize (profile.CT_SIP_SECURITY): the
+    authorize document (profile.CT_AUTHORIZE) and the Annex I.2 NAF key
+    information, taken by its namespace under any XML media type.
+
+    @return: C{(authorize body, L{mbms_xml.NafKeyInfo})}.
+    @raise SipParseError: not a multipart body.
+    @raise mbms_xml.MbmsXmlError: a part missing, repeated or malformed.
+    """
+    parts = [(parse_media_type(h.get("Content-Type") or "text/plain")[0], data)
+             for h, data in parse_multipart(contentType, body)]
+    authorize = [data for mtype, data in parts if mtype == profile.CT_AUTHORIZE]
+    if len(authorize) != 1:
+        raise mbms_xml.MbmsXmlError("exactly one %s part is required" % (profile.CT_AUTHORIZE,))
+    info = mbms_xml.xml_part([p for p in parts if p[0] != profile.CT_AUTHORIZE],
+                             profile.NS_NAF_KEY_INFO)
+    if info is None:
+        raise mbms_xml.MbmsXmlError("no NAF key information part (%s)" % (profile.NS_NAF_KEY_INFO,))
+    return authorize[0], mbms_xml.parse_naf_key_info(info)
 
 
 def _mime(contentType):

@@ -5,7 +5,7 @@ MSK rotation and pruning.
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.internet.defer import succeed
 
 from mbmsd import profile, tls
 from mbmsd.cluster import holder_id
@@ -19,8 +19,8 @@ from mbmsd.roles.bmsc.keymanagement import KeyManagement
 from mbmsd.roles.bmsc.msk import MskManager, default_key_group
 from mbmsd.roles.bmsc.plugin import lease_renewal
 from mbmsd.roles.bmsc.ua import UaAuthenticator
-from mbmsd.roles.bmsc.zn import HttpZnLookup
 from mbmsd.web import listener, makeSite
+from mbmsd.znclient import zn_lookup
 
 log = Logger(namespace="mbmsd.bmsc")
 
@@ -70,11 +70,7 @@ class BmscService(MultiService):
         self.nafFqdn = config["naf_fqdn"] or "bmsc." + node.homeDomain
         zn = node.lookup(IBootstrapLookup)
         if config["zn_url"]:
-            # HTTPS Zn: the node's client certificate and CA ([node.http_client])
-            policy = getattr(node.http, "tlsPolicy", None)
-            agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True),
-                          **({"contextFactory": policy} if policy is not None else {}))
-            zn = HttpZnLookup(agent, config["zn_url"], reactor, config["zn_timeout"])
+            zn = zn_lookup(node, config["zn_url"], config["zn_timeout"])
         overloaded = OverloadMetrics(metrics)
         # NAF_Id = FQDN || each accepted Ua security protocol id (TS 33.220 H.3)
         self.ua = UaAuthenticator(zn, self.nafFqdn, config["ua_ids"], reactor,
@@ -130,6 +126,17 @@ class BmscService(MultiService):
         Ua id its registration was verified with.
         @return: Deferred firing with True once the UE verified it.
         """
+        if registration.muk is not None:
+            # SIP-based procedure (TS 26.237 Annex I.2): the SCF's Ks_NAF it
+            # handed over, IDi its NAF FQDN (profile.SIP_SECURITY_IDI_IS_NAF_FQDN)
+            if registration.mukExpires <= self.clock.seconds():
+                log.warn("the MUK of a registration expired: MSK {msk_id} not pushed",
+                         msk_id=msk.mskId.hex())
+                return succeed(False)
+            idi = (registration.nafFqdn.encode("ascii")
+                   if profile.SIP_SECURITY_IDI_IS_NAF_FQDN else None)
+            return self.delivery.deliver(registration.ueAddress, registration.btid,
+                                         registration.muk, msk, idi=idi)
         d = self.ua.nafKey(registration.btid, registration.uaId)
 
         def send(key):

@@ -8,6 +8,10 @@ node's pooled HTTP client:
 
     <mbmsAuthorize ...><serviceId>...</serviceId><ueIPaddress>...</ueIPaddress>...
 
+In the SIP-based security procedure (TS 26.237 Annex I.2) the same POST
+carries a multipart/mixed body: the authorize document and the SCF's NAF
+key information (the MUK), so one acknowledgement covers both (profile).
+
 The acknowledgement is a 200 with the per-service statuses. Anything else
 is a refusal (L{BmscRefused}); no answer in time, or no connection after
 the bounded retries, is L{BmscUnavailable} (the SCF then answers 504).
@@ -27,6 +31,7 @@ from mbmsd.httpclient import HttpError, HttpTimeout, HttpUnavailable
 from mbmsd.interfaces import IServiceAuthorizationClient
 from mbmsd.logs import Logger
 from mbmsd.protocols import mbms_xml
+from mbmsd.sip.message import build_multipart
 
 __all__ = ["HttpServiceAuthorizationClient", "BmscUnavailable", "BmscRefused"]
 
@@ -76,18 +81,28 @@ class HttpServiceAuthorizationClient:
         self.retries = retries
         self._first = 0  # index of the node that answered last
 
-    def authorize(self, impu, serviceIds, ueAddress, lifetime):
-        return self._post(profile.REQUESTTYPE_AUTHORIZE, impu, serviceIds, ueAddress, lifetime)
+    def authorize(self, impu, serviceIds, ueAddress, lifetime, keyInfo=None):
+        requesttype = (profile.REQUESTTYPE_AUTHORIZE if keyInfo is None
+                       else profile.REQUESTTYPE_SIP_SECURITY)
+        return self._post(requesttype, impu, serviceIds, ueAddress, lifetime, keyInfo)
 
     def deauthorize(self, impu, serviceIds, ueAddress):
         return self._post(profile.REQUESTTYPE_DEAUTHORIZE, impu, serviceIds, ueAddress, None)
 
-    def _post(self, requesttype, impu, serviceIds, ueAddress, lifetime):
+    def _post(self, requesttype, impu, serviceIds, ueAddress, lifetime, keyInfo=None):
         body = mbms_xml.build_authorize(mbms_xml.AuthorizeRequest(
             list(serviceIds), ueAddress, lifetime))
+        contentType = profile.CT_AUTHORIZE
+        if keyInfo is not None:
+            # SIP-based procedure: the Annex I.2 document in the same request
+            # (profile.CT_SIP_SECURITY), one acknowledgement for both
+            contentType, body = build_multipart(
+                [(profile.CT_AUTHORIZE, body),
+                 (profile.CT_NAF_KEY_INFO, mbms_xml.build_naf_key_info(keyInfo))],
+                subtype=profile.CT_SIP_SECURITY.split("/", 1)[1])
         headers = {
             profile.ASSERTED_IDENTITY_HEADER: '"%s"' % (impu,),
-            "Content-Type": profile.CT_AUTHORIZE,
+            "Content-Type": contentType,
             "Accept": profile.CT_AUTHORIZE_RESPONSE,
         }
         return self._failover(requesttype, headers, body).addCallbacks(self._answer,

@@ -17,6 +17,12 @@ An initial INVITE, in order:
   7. the offer (SDP, alone or in multipart/mixed) -> an answer from the
      service's configuration, else 415 / 488 (RFC 3264);
   8. the session interval (RFC 4028): below our Min-SE -> 422;
+  8a. the SIP-based security procedure (TS 26.237 Annex I.1), when the
+     multipart body holds the B-TID document (taken by its namespace under
+     any XML media type; not well-formed -> 400): as a NAF we get our own
+     Ks_NAF for that B-TID over Zn (Ua id 01 00 00 00 04, TS 33.220 H.3);
+     a wrong, unknown or expired B-TID, or one of another user -> 403 and
+     the BM-SC is not asked; Zn not answering -> 504;
   9. POST authorize to the BM-SC.UPF; only after its acknowledgement
      (per-service status 200) a 200 OK with the SDP answer, a To tag, our
      Contact, Session-Expires and the Record-Route set copied (RFC 3261
@@ -52,14 +58,17 @@ from twisted.internet.defer import (
     Deferred, DeferredList, inlineCallbacks, maybeDeferred, succeed)
 from zope.interface import implementer
 
+from mbmsd import profile
+from mbmsd.errors import NafNotAuthorized, UnknownBTID
 from mbmsd.interfaces import IClientTransactionUser, ITransactionUser
 from mbmsd.logs import Logger
+from mbmsd.protocols import gba, mbms_xml
 from mbmsd.roles.scf import sdp
 from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable
 from mbmsd.roles.scf.plugin import normalize_impu
 from mbmsd.sip.message import (
-    Request, SipParseError, make_branch, make_response, make_tag, parse_name_addr,
-    parse_params)
+    Request, SipParseError, make_branch, make_response, make_tag, parse_media_type,
+    parse_multipart, parse_name_addr, parse_params)
 from mbmsd.sip.transaction import TimerSettings, TransactionError, TransactionLayer
 
 __all__ = ["ScfCore", "Session", "Subscriptions", "RESULTS", "ALLOW"]
@@ -72,7 +81,7 @@ SUPPORTED = ("timer",)
 # mbmsd_scf_invites_total{result}: a bounded set
 RESULTS = ("ok", "untrusted_source", "bad_extension", "no_identity", "unknown_service",
            "not_subscribed", "bad_contact", "bad_offer", "interval_too_small", "bad_request",
-           "merged",
+           "merged", "unknown_btid", "zn_timeout", "zn_error",
            "bmsc_timeout", "bmsc_forbidden", "bmsc_error", "cancelled", "internal_error")
 END_REASONS = ("bye", "cancel", "expired", "refresh_failed", "no_ack", "transport", "shutdown")
 
@@ -146,6 +155,7 @@ class Session:
         self.awaitingAck = None
         self.started = None
         self.mergedKey = None
+        self.nafKey = None  # the SIP-based procedure: our Ks_NAF for the UE's B-TID
 
     @property
     def key(self):
@@ -174,12 +184,22 @@ class ScfCore:
     @param advertised: our IP address (Contact, Via, SDP o=).
     @param ports: C{{'UDP': port, 'TCP': port}} we listen on.
     @param metrics: a L{mbmsd.metrics.RoleMetrics}.
+    @param zn: the L{IBootstrapLookup} of the SIP-based security procedure
+        (None: that procedure is not offered, and its INVITEs get 500).
+    @param nafFqdn: our NAF FQDN there (scf.naf_fqdn).
+    @param subscribers: an L{ISubscriberStore}: the B-TID's IMPI must own
+        the asserted IMPU (None: not checked).
     """
 
     def __init__(self, clock, client, subscriptions, services, serviceDomain, trustedPcscfs,
                  connections, advertised, ports, metrics, sessionExpires=1800, minSe=90,
-                 authorizationMargin=60, timers=None):
+                 authorizationMargin=60, timers=None, zn=None, nafFqdn=None, subscribers=None):
         self.clock = clock
+        self.zn = zn
+        self.nafFqdn = nafFqdn
+        # NAF_Id = FQDN || Ua id of TS 26.237's SIP-based procedure (TS 33.220 H.3)
+        self.nafId = gba.naf_id(nafFqdn, gba.UA_PROTOCOL_26237_SIP) if nafFqdn else None
+        self.subscribers = subscribers
         self.client = client
         self.subscriptions = subscriptions
         self.services = dict(services)
@@ -343,11 +363,18 @@ class ScfCore:
         ueAddress, remoteTarget = self._ueContact(request)
         answer = self._answerSdp(request, serviceId)
         interval, refresher = self._sessionTimer(request)
+        btid = self._btidOf(request)
+        nafKey = None
+        if btid is not None:
+            nafKey = yield self._nafKey(request, btid, impu)
+            if txn.state != "Proceeding":
+                return None             # CANCELled meanwhile (487 sent)
 
         session = Session(request, txn, make_tag(), impu, serviceId, ueAddress, remoteTarget)
         session.interval, session.refresher, session.answer = interval, refresher, answer
         session.started = self.clock.seconds()
         session.mergedKey = merged
+        session.nafKey = nafKey
         txn.session = session
         self.initial[merged] = session
         self.dialogs[session.key] = session
@@ -380,6 +407,67 @@ class ScfCore:
                 raise _Reject(403, "bmsc_forbidden", "Forbidden: not authorized by the BM-SC")
             raise _Reject(500, "bmsc_error", "Server Internal Error: the BM-SC did not authorize")
         return session
+
+    def _btidOf(self, request):
+        """
+        The B-TID of the SIP-based security procedure (TS 26.237 Annex I.1):
+        the first btid of the multipart body's document in its namespace
+        (under any XML media type). None: the HTTP-based procedure.
+
+        @raise _Reject: 400 when an XML part is not well-formed or the
+            document is malformed.
+        """
+        try:
+            mtype, _ = parse_media_type(request.headers.get("Content-Type") or "application/sdp")
+            if not mtype.startswith("multipart/") or not request.body:
+                return None
+            parts = [(parse_media_type(h.get("Content-Type") or "text/plain")[0], data)
+                     for h, data in parse_multipart(request.headers.get("Content-Type"),
+                                                    request.body)]
+            document = mbms_xml.xml_part(parts, profile.NS_BTID)
+            if document is None:
+                return None
+            return mbms_xml.parse_btid_document(document)[0]
+        except (SipParseError, mbms_xml.MbmsXmlError) as e:
+            raise _Reject(400, "bad_request", "Bad Request: %s" % (e,))
+
+    @inlineCallbacks
+    def _nafKey(self, request, btid, impu):
+        """
+        Our Ks_NAF for C{btid} over Zn (TS 33.220 4.5.3), the MUK of the
+        SIP-based procedure. @raise _Reject: 403, 504 or 500.
+        """
+        if self.zn is None:
+            raise _Reject(500, "zn_error", "Server Internal Error: the SIP-based security "
+                          "procedure is not offered (no Zn)")
+        try:
+            gba.parse_btid(btid)
+        except ValueError:
+            raise _Reject(403, "unknown_btid", "Forbidden: not a B-TID")
+        try:
+            key = yield self.zn.getNafKey(btid, self.nafId, None)
+        except UnknownBTID:
+            raise _Reject(403, "unknown_btid", "Forbidden: unknown or expired B-TID")
+        except NafNotAuthorized as e:
+            log.warn("INVITE {callid}: Zn refused us as a NAF: {e}", callid=request.call_id, e=e)
+            raise _Reject(500, "zn_error", "Server Internal Error: the BSF does not serve us")
+        except Exception as e:
+            log.warn("INVITE {callid}: Zn failed: {e}", callid=request.call_id,
+                     e=e.__class__.__name__)
+            raise _Reject(504, "zn_timeout", "Server Time-out: the BSF did not answer")
+        if key.expires <= self.clock.seconds():
+            raise _Reject(403, "unknown_btid", "Forbidden: unknown or expired B-TID")
+        if self.subscribers is not None:
+            subscriber = yield self.subscribers.get(key.impi)
+            owned = set()
+            for public in (subscriber.impus if subscriber is not None else ()):
+                try:
+                    owned.add(normalize_impu(public))
+                except ValueError:
+                    continue
+            if impu not in owned:
+                raise _Reject(403, "unknown_btid", "Forbidden: the B-TID is not this user's")
+        return key
 
     def _assertedIdentity(self, request):
         """The IMPU the P-CSCF asserted (RFC 3325): the sip: URI, else tel:."""
@@ -477,8 +565,15 @@ class ScfCore:
     def _bmsc(self, requesttype, session):
         start = self.clock.seconds()
         if requesttype == "authorize":
+            keyInfo = None
+            key = session.nafKey
+            if key is not None and key.expires > start:
+                # SIP-based procedure: our Ks_NAF goes with it as the MUK (Annex I.2)
+                keyInfo = mbms_xml.NafKeyInfo(session.ueAddress, key.ksNaf, key.expires,
+                                              key.btid, self.nafFqdn)
             d = self.client.authorize(session.impu, [session.serviceId], session.ueAddress,
-                                      session.interval + self.authorizationMargin)
+                                      session.interval + self.authorizationMargin,
+                                      **({"keyInfo": keyInfo} if keyInfo is not None else {}))
         else:
             d = self.client.deauthorize(session.impu, [session.serviceId], session.ueAddress)
 
@@ -516,9 +611,11 @@ class ScfCore:
         self._armTimer(session)
         self._updateGauge()
         log.info("INVITE {callid}: 200, {impu} authorized for {service} "
-                 "(session interval {interval}s, refresher {refresher})",
+                 "(session interval {interval}s, refresher {refresher}{procedure})",
                  callid=session.callId, impu=session.impu, service=session.serviceId,
-                 interval=session.interval, refresher=session.refresher)
+                 interval=session.interval, refresher=session.refresher,
+                 procedure=", SIP-based security, B-TID %s" % (session.nafKey.btid,)
+                 if session.nafKey is not None else "")
 
     def _success(self, request, session, transport):
         response = make_response(request, 200, to_tag=session.localTag)

@@ -152,6 +152,13 @@ SCF_SECTION = c.Section(
                             "sharing one database; the next is tried when one gives no answer)"),
         "bmsc_timeout": c.Field(c.number(0.1, 60), 5.0,
                                 "seconds the BM-SC has to acknowledge (then SIP 504)"),
+        "naf_fqdn": c.Field(c.fqdn(), None,
+                            "the SCF's NAF FQDN in the SIP-based security procedure "
+                            "(default scf.<home_domain>)"),
+        "zn_url": c.Field(c.string(r"https?://.+", "an http(s) URL"), None,
+                          "BSF Zn base URL of the SIP-based security procedure; default: "
+                          "the BSF role of this node, in-process"),
+        "zn_timeout": c.Field(c.number(0.1, 60), 5.0, "seconds to wait for Zn (then SIP 504)"),
         "retries": c.Field(c.integer(0, 5), 1,
                            "further attempts after a connection failure to the BM-SC"),
         "authorization_margin": c.Field(c.integer(0, 3600), 60,

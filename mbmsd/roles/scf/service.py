@@ -12,6 +12,7 @@ from mbmsd.roles.scf.bmsc import HttpServiceAuthorizationClient
 from mbmsd.roles.scf.core import ScfCore, Subscriptions
 from mbmsd.sip.listeners import Connections, SipListenSettings, attach_listeners
 from mbmsd.sip.transaction import TimerSettings
+from mbmsd.znclient import zn_lookup
 
 __all__ = ["ScfService", "Connections"]
 
@@ -35,7 +36,14 @@ class ScfService(MultiService):
             sessionExpires=config["session_expires"], minSe=config["min_se"],
             authorizationMargin=config["authorization_margin"],
             timers=TimerSettings(t1=config["t1"], trying_delay=0),
+            # the SIP-based security procedure: the SCF as a NAF on Zn
+            zn=zn_lookup(node, config["zn_url"], config["zn_timeout"]),
+            nafFqdn=config["naf_fqdn"] or "scf." + node.homeDomain,
+            subscribers=node.storage.subscribers,
         )
+        if self.core.zn is None:
+            log.warn("SCF: no Zn (no bsf role on this node, no scf.zn_url): INVITEs of the "
+                     "SIP-based security procedure get 500")
         # the trusted P-CSCFs carry many users' requests: per listener only
         self.core.layer.admission = self.connections.admission = SipAdmission(
             config, OverloadMetrics(metrics), exempt=config["trusted_pcscfs"], clock=reactor)

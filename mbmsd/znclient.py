@@ -1,6 +1,7 @@
 """
-Zn from a BM-SC on another node than the BSF: the HTTP/JSON client of
-DESIGN 8.5, behind the same L{IBootstrapLookup} as the in-process port.
+Zn from a NAF of this node (the BM-SC.UPF, the SCF of the SIP-based
+procedure): the BSF role of the same node in-process, or a BSF elsewhere
+over the HTTP/JSON client of DESIGN 8.5, both behind L{IBootstrapLookup}.
 """
 
 import base64
@@ -8,7 +9,7 @@ import json
 from io import BytesIO
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.web.client import FileBodyProducer, readBody
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -57,3 +58,18 @@ class HttpZnLookup:
                           gbaType=doc.get("gbaType", "GBA_ME"))
         except (ValueError, KeyError, TypeError):
             raise ZnUnavailable("malformed Zn answer") from None
+
+
+def zn_lookup(node, url, timeout):
+    """
+    The Zn port of a NAF role: the BSF of C{node}, in-process, when C{url}
+    is None; else a client of the BSF at C{url} (HTTPS with the node's
+    client certificate and CA, [node.http_client]).
+    """
+    if not url:
+        return node.lookup(IBootstrapLookup)
+    reactor = node.reactor
+    policy = getattr(node.http, "tlsPolicy", None)
+    agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True),
+                  **({"contextFactory": policy} if policy is not None else {}))
+    return HttpZnLookup(agent, url, reactor, timeout)
