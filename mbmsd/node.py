@@ -28,7 +28,7 @@ from mbmsd.httpclient import HttpClient
 from mbmsd.logs import Logger
 from mbmsd.metrics import Metrics
 from mbmsd.storage.records import Subscriber
-from mbmsd.storage.sealing import KeyFileError
+from mbmsd.storage.sealing import KeyFileError, check_key_file
 from mbmsd.storage.sql import SchemaError
 
 log = Logger(namespace="mbmsd.node")
@@ -136,6 +136,11 @@ def load_config(paths):
             storage, ("storage",), errors, where
         )
         out["storage"]["backend"] = backend
+        if out["storage"].get("key_file"):
+            # the start's own check (load_key), so --check refuses what it would
+            problem = check_key_file(out["storage"]["key_file"])
+            if problem:
+                errors.append("%s: %s" % (where(("storage", "key_file")), problem))
 
     metrics = _table(data, "metrics", errors, where)
     names = metrics.pop("exporters", ["prometheus"])

@@ -9,6 +9,7 @@ import sys
 
 from twisted.python import usage
 
+from mbmsd import __version__
 from mbmsd import config as c
 from mbmsd.node import load_config, makeNode
 from mbmsd.storage.sealing import KeyFileError
@@ -25,6 +26,11 @@ class Options(usage.Options):
     def __init__(self):
         usage.Options.__init__(self)
         self["config"] = []
+
+    def opt_version(self):
+        """Print mbmsd's version and exit."""
+        sys.stdout.write("mbmsd %s\n" % (__version__,))
+        raise SystemExit(0)
 
     def opt_config(self, path):
         """A TOML config file; repeat for overlays."""

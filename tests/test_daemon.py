@@ -159,3 +159,12 @@ def test_sigterm_stops_cleanly(tmp_path):
 def test_twistd_lists_the_plugin():
     p = subprocess.run([tool("twistd"), "--help"], capture_output=True, text=True, timeout=30)
     assert "mbmsd" in p.stdout
+
+
+def test_version_of_twistd_mbmsd_and_mbms_ue():
+    import mbmsd
+
+    for cmd in ([tool("twistd"), "mbmsd", "--version"], [tool("mbms-ue"), "--version"]):
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split()[-1].strip("()") == mbmsd.__version__, p.stdout
