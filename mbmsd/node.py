@@ -24,6 +24,7 @@ from mbmsd.interfaces import (
     IRoleFactory,
     IStorageFactory,
 )
+from mbmsd.errors import StartupError
 from mbmsd.httpclient import HttpClient
 from mbmsd.logs import Logger
 from mbmsd.metrics import Metrics
@@ -95,6 +96,10 @@ SUBSCRIBER_SECTION = c.Section(
 )
 
 
+# an overlay naming another backend replaces [storage] whole (config.load_files)
+SELECTORS = {("storage",): "backend"}
+
+
 def load_config(paths):
     """
     Read, merge and validate the node's config files.
@@ -102,7 +107,7 @@ def load_config(paths):
     @return: the validated config dict.
     @raise c.ConfigError: with every problem found, one line each.
     """
-    data, where = c.load_files(paths)
+    data, where = c.load_files(paths, selectors=SELECTORS)
     errors = []
     out = {}
     roles = roleFactories()
@@ -301,7 +306,7 @@ class NodeService(MultiService):
         )
 
     def _failed(self, failure):
-        if failure.check(SchemaError, KeyFileError):
+        if failure.check(SchemaError, KeyFileError, StartupError, tls.TlsConfigError):
             # an operator's problem with a one-line answer, not a bug
             log.critical("node {node} cannot start: {reason}", node=self.node.name,
                          reason=failure.getErrorMessage())

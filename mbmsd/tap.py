@@ -60,8 +60,10 @@ def makeService(options, reactor=None):
 
     def startupFailed(failure):
         # A node that cannot start must not linger half-up: stop, exit 1.
+        # The failure may come before the reactor runs (a backend that opens
+        # at once, such as memory): stop it as soon as it does.
         reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
-        reactor.stop()
+        reactor.callWhenRunning(reactor.stop)
 
     try:
         return makeNode(options["node_config"], reactor, onStartupFailure=startupFailed)

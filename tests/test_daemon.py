@@ -135,18 +135,33 @@ def test_config_errors_stop_startup_with_the_key_named(tmp_path):
     assert "config OK" in p.stdout
 
 
-def test_port_in_use_fails_startup(tmp_path):
+BACKENDS = {"sqlite": {}, "memory": {"storage": {"backend": "memory", "path": None}}}
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+@pytest.mark.parametrize("port,key,kind", [
+    ("ub", "bsf.ub_listen", "tcp"), ("zn", "bsf.zn_listen", "tcp"),
+    ("pcscf", "pcscf.udp_listen", "udp"), ("metrics", "metrics.prometheus.listen", "tcp"),
+])
+def test_port_in_use_fails_startup(tmp_path, backend, port, key, kind):
+    # whatever the backend (memory opens before the reactor runs), the
+    # process ends with status 1 and one line naming the key and address
     import socket
 
-    d = Daemon(tmp_path)
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", d.ports["ub"]))
-        s.listen()
+    d = Daemon(tmp_path, settings=BACKENDS[backend])
+    taken = "%s:%d:interface=127.0.0.1" % (kind, d.ports[port])
+    with socket.socket(type=socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", d.ports[port]))
+        if kind == "tcp":
+            s.listen()
         p = subprocess.run(d.command(), capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert p.returncode == 1, p.stdout
-    assert "failed to start" in p.stdout
-    assert "Address already in use" in p.stdout or "address already in use" in p.stdout.lower()
+    why = [line for line in p.stdout.splitlines() if "cannot start" in line]
+    assert len(why) == 1, p.stdout
+    assert why[0].endswith("node mbmsd-1 cannot start: %s: cannot listen on %s: "
+                           "Address already in use" % (key, taken)), why
+    assert "Traceback" not in p.stdout + p.stderr
+    assert "failed to start" not in p.stdout
 
 
 def test_sigterm_stops_cleanly(tmp_path):

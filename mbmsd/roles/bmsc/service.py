@@ -5,10 +5,12 @@ MSK rotation and pruning.
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
+from twisted.internet.error import CannotListenError
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from mbmsd import profile, tls
 from mbmsd.cluster import holder_id
+from mbmsd.errors import listenFailed
 from mbmsd.interfaces import IBootstrapLookup
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, ConcurrencyLimiter, OverloadMetrics
@@ -40,7 +42,12 @@ class _MikeyPort(Service):
 
     def startService(self):
         Service.startService(self)
-        self.port = self.reactor.listenUDP(self.portNumber, self.protocol, interface=self.interface)
+        try:
+            self.port = self.reactor.listenUDP(self.portNumber, self.protocol,
+                                               interface=self.interface)
+        except CannotListenError as e:
+            raise listenFailed("bmsc.mikey_source_port", "udp:%d:interface=%s" % (
+                self.portNumber, self.interface), e) from None
 
     def stopService(self):
         Service.stopService(self)
@@ -117,8 +124,8 @@ class BmscService(MultiService):
                    config["mikey_interface"]).setServiceParent(self)
         _Msks(self.msks).setServiceParent(self)
         listener(reactor, config["listen"], site, "keymanagement",
-                 tls=tls.serverOptions(config["tls"]) if tls.enabled(config.get("tls")) else None
-                 ).setServiceParent(self)
+                 tls=tls.serverOptions(config["tls"]) if tls.enabled(config.get("tls")) else None,
+                 key="bmsc.listen").setServiceParent(self)
         timer = TimerService(config["prune_interval"], self.prune)
         timer.clock = reactor
         timer.setServiceParent(self)

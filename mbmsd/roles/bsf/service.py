@@ -57,8 +57,8 @@ class BsfService(MultiService):
                       ConcurrencyLimiter.fromConfig(config, overloaded, "zn", naf, reactor),
                       ConcurrencyLimiter.connectionsFromConfig(config, overloaded, "zn", naf,
                                                                reactor), accessLog)
-        listener(reactor, config["ub_listen"], ub, "ub", tls=ubTls).setServiceParent(self)
-        listener(reactor, config["zn_listen"], zn, "zn", tls=znTls).setServiceParent(self)
+        listener(reactor, config["ub_listen"], ub, "ub", tls=ubTls, key="bsf.ub_listen").setServiceParent(self)
+        listener(reactor, config["zn_listen"], zn, "zn", tls=znTls, key="bsf.zn_listen").setServiceParent(self)
         self.pruned = metrics.counter("mbmsd_bsf_pruned_total",
                                       "Expired bootstrapping sessions and challenges removed")
         self.store = node.storage.bootstrap
