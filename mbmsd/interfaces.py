@@ -90,6 +90,26 @@ class IMetricsExporterFactory(IPlugin):
 # ---------------------------------------------------------------- node
 
 
+class IDrainable(Interface):
+    """
+    A role service with work to end before the node's listeners close (the
+    SCF's sessions: a BYE goes out through the P-CSCF, a deauthorize to the
+    BM-SC). On a clean stop the node drains every started role that
+    provides this, last started first, while every role still serves, and
+    only then stops the roles in reverse start order.
+    """
+
+    def drain():
+        """
+        End the work that needs the other roles (no new work is refused:
+        the role still serves until its stopService).
+
+        @return: a Deferred firing when done. The node waits for it at most
+            C{node.stop_grace} seconds (then cancels it and stops anyway);
+            a failure is logged, and the stop goes on.
+        """
+
+
 class INode(Interface):
     """
     What a role may ask of the process it runs in.

@@ -10,7 +10,7 @@ MultiService would not wait for any of this, so NodeService sequences it.
 
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.internet.defer import TimeoutError, inlineCallbacks, maybeDeferred
 from twisted.plugin import getPlugins
 from zope.interface import implementer
 
@@ -19,6 +19,7 @@ from mbmsd import config as c
 from mbmsd import logs
 from mbmsd import tls
 from mbmsd.interfaces import (
+    IDrainable,
     IMetricsExporterFactory,
     INode,
     IRoleFactory,
@@ -74,6 +75,9 @@ NODE_SECTION = c.Section(
         "log_level": c.Field(c.choice(*logs.LEVELS), logs.DEFAULT,
                              "least severe events logged by mbmsd: per-transaction detail "
                              "is debug, each procedure's outcome info"),
+        "stop_grace": c.Field(c.number(0, 300), 5.0,
+                              "seconds a clean stop waits for the roles to end their work "
+                              "(the SCF's BYEs and deauthorizes) before the listeners close"),
         "http_access_log": c.Field(c.boolean(), False,
                                    "an access-log line per HTTP request on Ub, Zn and Ua "
                                    "(each procedure's outcome is logged anyway)"),
@@ -319,6 +323,7 @@ class NodeService(MultiService):
     @inlineCallbacks
     def stopService(self):
         Service.stopService(self)
+        yield self._drain()
         while self._started:
             svc = self._started.pop()
             try:
@@ -331,6 +336,27 @@ class NodeService(MultiService):
             log.failure("closing the HTTP client pool failed")
         yield self.node.storage.close()
         log.info("node {node} stopped", node=self.node.name)
+
+
+    @inlineCallbacks
+    def _drain(self):
+        # Dependence order (STYLE 5): the roles end their sessions while
+        # every listener still carries them, within node.stop_grace.
+        clock = self.node.reactor
+        grace = self.node.config["node"]["stop_grace"]
+        deadline = clock.seconds() + grace
+        for svc in reversed(self._started):
+            if not IDrainable.providedBy(svc):
+                continue
+            d = maybeDeferred(svc.drain)
+            d.addTimeout(max(0.0, deadline - clock.seconds()), clock)
+            try:
+                yield d
+            except TimeoutError:
+                log.warn("{name}: not drained within node.stop_grace ({grace:g} s); stopping "
+                         "anyway", name=svc.name, grace=grace)
+            except Exception:
+                log.failure("draining {name} failed", name=svc.name)
 
 
 def makeNode(config, reactor, onStartupFailure=None, registry=None):
