@@ -33,3 +33,10 @@ def listenFailed(key, description, error):
     socketError = getattr(error, "socketError", None)
     reason = getattr(socketError, "strerror", None) or str(socketError or error)
     return StartupError("%s: cannot listen on %s: %s" % (key, description, reason))
+
+
+class ReloadRefused(Exception):
+    """
+    A reload (SIGHUP) that the node does not apply: one line naming the key;
+    the node keeps running with its old config.
+    """

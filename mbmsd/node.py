@@ -232,6 +232,28 @@ def subscribersFromConfig(config):
         )
 
 
+@inlineCallbacks
+def provisionSubscribers(storage, config, going=lambda: True, logged=True):
+    """
+    Seed storage with the config's [[subscriber]]s (create or update, a
+    stored SQN ahead is kept): at start, and again on each reload. The one
+    place subscribers go from the config into storage.
+
+    @param going: asked before each write; False stops (the node stopped).
+    @param logged: log the count (a reload logs its own one line).
+    @return: Deferred firing with the number provisioned.
+    """
+    count = 0
+    for subscriber in subscribersFromConfig(config):
+        if not going():
+            break
+        yield storage.subscribers.provision(subscriber)
+        count += 1
+    if count and logged:
+        log.info("provisioned {n} subscriber(s) from the config", n=count)
+    return count
+
+
 # ---------------------------------------------------------------- node
 
 
@@ -288,14 +310,7 @@ class NodeService(MultiService):
     @inlineCallbacks
     def _start(self):
         yield self.node.storage.open()
-        count = 0
-        for subscriber in subscribersFromConfig(self.node.config):
-            if not self.running:
-                break
-            yield self.node.storage.subscribers.provision(subscriber)
-            count += 1
-        if count:
-            log.info("provisioned {n} subscriber(s) from the config", n=count)
+        yield provisionSubscribers(self.node.storage, self.node.config, lambda: self.running)
         if not self.running:
             # stopService ran while storage was opening: touch nothing more
             # (storage is closed) and start nothing on a stopped node.

@@ -11,7 +11,8 @@ from twisted.python import usage
 
 from mbmsd import __version__
 from mbmsd import config as c
-from mbmsd.node import load_config, makeNode
+from mbmsd.node import load_config, makeNode, roleFactories
+from mbmsd.reload import Reloader, onSighup
 from mbmsd.storage.sealing import KeyFileError
 
 
@@ -66,7 +67,11 @@ def makeService(options, reactor=None):
         reactor.callWhenRunning(reactor.stop)
 
     try:
-        return makeNode(options["node_config"], reactor, onStartupFailure=startupFailed)
+        service = makeNode(options["node_config"], reactor, onStartupFailure=startupFailed)
     except KeyFileError as e:
         sys.stderr.write("mbmsd: storage error: %s\n" % (e,))
         raise SystemExit(1)
+    # SIGHUP: re-read the --config files and apply what can change live
+    reloader = Reloader(service, options["config"], load_config, roleFactories())
+    reactor.callWhenRunning(onSighup, reactor, reloader)
+    return service

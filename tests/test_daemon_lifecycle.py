@@ -4,12 +4,16 @@ The node's lifecycle as operators drive it, against twistd: a clean stop
 listener closes; SIGHUP reloads the config files (mbmsd.reload).
 """
 
+import json
+import re
 import signal
 import subprocess
 
 import pytest
 
-from tests.daemon import Daemon, metric, tool, wait_for
+from tests.daemon import Daemon, metric, run_ue, tool, wait_for
+from tests.nodeconfig import node_tables, overlay_text, toml_value
+from tests.ports import free_port
 
 pytestmark = pytest.mark.external
 
@@ -46,6 +50,93 @@ def test_sigterm_byes_the_ue_through_the_pcscf_and_deauthorizes(tmp_path, transp
 
 
 def _lines(text):
-    import json
-
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# a second subscriber (TS 35.208 4.3 test set 2 keys), absent from etc/mbmsd.toml
+USER2 = {"impi": "user2@home1.net", "impus": ["sip:user2@home1.net"],
+         "k": "0396eb317b6d1c36f19c1c84cd6ffd16", "op": "ff53bade17df5d4e793073ce9d7579fa"}
+
+
+def rewrite(d, settings=None, raw=""):
+    """Write the daemon's overlay again (the same free ports), for a SIGHUP."""
+    tables = node_tables(d.workdir, d.ports)
+    for section, values in (settings or {}).items():
+        tables.setdefault(section, {}).update(values)
+    d.overlay.write_text(overlay_text(tables, raw))
+
+
+def subscriber_toml(sub):
+    return "".join(["\n[[subscriber]]\n"] + ["%s = %s\n" % (k, toml_value(v))
+                                             for k, v in sub.items()])
+
+
+def bootstrap(d, sub=None):
+    extra = [] if sub is None else ["--impi", sub["impi"], "--k", sub["k"], "--op", sub["op"]]
+    p = run_ue("bootstrap", "--bsf", d.ub, *extra)
+    return p.returncode, p.stdout + p.stderr
+
+
+def reloaded(d, result, n=1):
+    return wait_for(lambda: metric(d, "mbmsd_node_reloads_total", result=result) == n)
+
+
+def mbmsd_debug_lines(text):
+    return [line for line in text.splitlines() if re.search(r"\[mbmsd\.[a-z.]+#debug\]", line)]
+
+
+def test_sighup_applies_a_new_subscriber_and_the_log_level(tmp_path):
+    d = Daemon(tmp_path).start()
+    try:
+        code, out = bootstrap(d, USER2)
+        assert code == 1, out      # not provisioned yet
+        assert mbmsd_debug_lines(d.log()) == []
+        rewrite(d, {"node": {"log_level": "debug"}}, subscriber_toml(USER2))
+        d.proc.send_signal(signal.SIGHUP)
+        assert reloaded(d, "applied"), d.log()[-3000:]
+        assert d.proc.poll() is None
+        [line] = [x for x in d.log().splitlines() if "reload" in x]
+        assert "reload applied: node.log_level, subscriber (1 subscriber(s) provisioned)" in line
+        code, out = bootstrap(d, USER2)
+        assert code == 0, out + d.log()[-3000:]
+        assert json.loads(out.splitlines()[0])["btid"].endswith("@bsf.home1.net")
+        # per-transaction detail is debug: it shows now
+        assert mbmsd_debug_lines(d.log()), d.log()[-3000:]
+        for result in ("refused", "invalid", "failed"):
+            assert metric(d, "mbmsd_node_reloads_total", result=result) == 0.0
+    finally:
+        assert d.stop() in STOPPED
+
+
+def test_sighup_refuses_a_bad_config_and_a_listen_change_and_keeps_serving(tmp_path):
+    d = Daemon(tmp_path).start()
+    try:
+        # invalid: nothing changes, every error on the one line
+        rewrite(d, {"node": {"log_level": "debug"}, "bsf": {"key_lifetime": "long"}},
+                subscriber_toml(USER2))
+        d.proc.send_signal(signal.SIGHUP)
+        assert reloaded(d, "invalid"), d.log()[-3000:]
+        [line] = [x for x in d.log().splitlines() if "reload" in x]
+        assert "reload refused, the config is invalid" in line
+        assert "overlay.toml: bsf.key_lifetime: must be an integer" in line
+
+        # a new listen address needs a restart: refused naming the key,
+        # and the live keys that came with it are not applied either
+        moved = "tcp:%d:interface=127.0.0.1" % free_port()
+        rewrite(d, {"node": {"log_level": "debug"}, "bsf": {"ub_listen": moved}},
+                subscriber_toml(USER2))
+        d.proc.send_signal(signal.SIGHUP)
+        assert reloaded(d, "refused"), d.log()[-3000:]
+        [line] = [x for x in d.log().splitlines() if "reload refused (" in x]
+        assert line.endswith("reload refused (the node keeps running with its old config): "
+                             "bsf.ub_listen: changing it needs a restart"), line
+
+        # still serving with the old config: the old Ub port, the old
+        # subscribers, the old log level
+        assert d.proc.poll() is None
+        assert bootstrap(d)[0] == 0
+        assert bootstrap(d, USER2)[0] == 1
+        assert mbmsd_debug_lines(d.log()) == []
+        assert metric(d, "mbmsd_node_reloads_total", result="applied") == 0.0
+    finally:
+        assert d.stop() in STOPPED

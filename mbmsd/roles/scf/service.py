@@ -7,7 +7,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import inlineCallbacks
 from zope.interface import implementer
 
-from mbmsd.interfaces import IDrainable
+from mbmsd.interfaces import IDrainable, IReconfigurable
 
 from mbmsd.logs import Logger
 from mbmsd.overload import OverloadMetrics, SipAdmission
@@ -21,7 +21,7 @@ __all__ = ["ScfService", "Connections"]
 log = Logger(namespace="mbmsd.scf")
 
 
-@implementer(IDrainable)
+@implementer(IDrainable, IReconfigurable)
 class ScfService(MultiService):
     def __init__(self, node, config):
         MultiService.__init__(self)
@@ -49,6 +49,22 @@ class ScfService(MultiService):
                  udp=config["udp_listen"] or "off", tcp=config["tcp_listen"] or "off",
                  services=", ".join(s["id"] for s in config["service"]), domain=serviceDomain,
                  bmsc=", ".join(self.client.bases))
+
+    def prepareReconfigure(self, config):
+        """
+        IReconfigurable: the services, the subscriptions, the trusted
+        P-CSCFs, the overload limits. Sessions already up keep theirs.
+        """
+        subscriptions = Subscriptions(config["subscription"])
+        services = {s["id"]: s for s in config["service"]}
+
+        def apply():
+            self.core.subscriptions = subscriptions
+            self.core.services = services
+            self.core.trustedPcscfs = set(config["trusted_pcscfs"])
+            self.core.layer.admission.reconfigure(config, config["trusted_pcscfs"])
+
+        return apply
 
     def drain(self):
         """
