@@ -92,14 +92,16 @@ class DecideTests(SynchronousTestCase):
 class ReloaderTests(SynchronousTestCase):
     def setUp(self):
         self.addCleanup(logs.setLevel, logs.level())
+        self.start(demo())
+
+    def start(self, config):
         self.reactor = UDPMemoryReactorClock()
-        self.config = demo()
+        self.config = self.files = config
         self.registry = CollectorRegistry()
         self.service = makeNode(self.config, self.reactor, registry=self.registry)
         self.service.startService()
         self.successResultOf(self.service.ready)
         self.addCleanup(self.service.stopService)
-        self.files = self.config
         self.reloader = Reloader(self.service, ["node.toml"], self.load, roleFactories())
         self.roles = {s.name: s for s in self.service.roles}
 
@@ -175,32 +177,33 @@ class ReloaderTests(SynchronousTestCase):
         self.assertEqual(set(bmsc.msks.leases), {"urn:mbmsd:sports"})
         self.assertEqual(bmsc.km.services, {"urn:mbmsd:sports"})
 
-    def assertNothingChanged(self):
+    def assertNothingChanged(self, result):
+        self.assertEqual(self.reload(), result)
+        self.assertEqual(self.count(result), 1.0)
+        self.assertEqual(self.count("applied"), 0.0)
         self.assertEqual(logs.level(), "info")
         self.assertIs(self.service.node.config, self.config)
         self.assertIsNone(self.subscriber("user2@home1.net"))
         self.assertEqual(self.roles["scf"].core.trustedPcscfs, {"127.0.0.1"})
         self.assertEqual(self.roles["pcscf"].proxy.trustedPeers, set())
 
-    def live_edits(self, new):
+    def live_edits(self):
+        """Edit live keys of the node and of two roles. @return: the new config."""
+        new = self.edited()
         new["node"]["log_level"] = "debug"
         new["subscriber"].append(USER2)
         new["scf"]["trusted_pcscfs"] = ["10.0.0.3"]
         new["pcscf"]["trusted_peers"] = ["10.0.0.2"]
+        return new
 
     def test_invalid_changes_nothing(self):
         self.files = c.ConfigError(["node.toml: bsf.key_lifetime: must be an integer"])
-        self.assertEqual(self.reload(), "invalid")
-        self.assertEqual(self.count("invalid"), 1.0)
-        self.assertNothingChanged()
+        self.assertNothingChanged("invalid")
 
     def test_a_restart_key_refuses_the_live_ones_too(self):
-        new = self.edited()
-        self.live_edits(new)
+        new = self.live_edits()
         new["scf"]["tcp_listen"] = "tcp:5999:interface=127.0.0.1"
-        self.assertEqual(self.reload(), "refused")
-        self.assertEqual(self.count("refused"), 1.0)
-        self.assertNothingChanged()
+        self.assertNothingChanged("refused")
 
     def test_a_role_that_cannot_prepare_refuses_for_all(self):
         # the BSF listens with TLS; the reload's new key file went bad between
@@ -208,35 +211,25 @@ class ReloaderTests(SynchronousTestCase):
         pki = Pki(self.mktemp())
         issued = pki.issue("bsf", ["bsf.home1.net"], client=False)
         section = {"certificate": issued.cert, "private_key": issued.key, "ca": None}
-        self.config["bsf"]["tls"] = section
+        config = demo()
+        config["bsf"]["tls"] = section
         self.service.stopService()
-        self.service = makeNode(self.config, self.reactor, registry=CollectorRegistry())
-        self.service.startService()
-        self.successResultOf(self.service.ready)
-        self.reloader = Reloader(self.service, ["node.toml"], self.load, roleFactories())
-        self.roles = {s.name: s for s in self.service.roles}
-        new = self.edited()
-        self.live_edits(new)
+        self.start(config)
+        new = self.live_edits()
         bad = pki.folder / "bad.key"
         bad.write_text("not a key\n")
         new["bsf"]["tls"] = dict(section, private_key=str(bad))
         running = self.roles["bsf"].ubTls.options
-        self.assertEqual(self.successResultOf(self.reloader.reload()), "refused")
-        self.assertNothingChanged()
+        self.assertNothingChanged("refused")
         self.assertIs(self.roles["bsf"].ubTls.options, running)
 
     def test_provisioning_failure_applies_nothing_else(self):
-        new = self.edited()
-        self.live_edits(new)
+        self.live_edits()
         self.patch(self.service.node.storage.subscribers, "provision",
                    lambda subscriber: fail(RuntimeError("database gone")))
-        self.assertEqual(self.reload(), "failed")
-        self.assertEqual(self.count("failed"), 1.0)
-        self.assertNothingChanged()
+        self.assertNothingChanged("failed")
 
     def test_not_while_stopping(self):
-        new = self.edited()
-        self.live_edits(new)
+        self.live_edits()
         self.service.stopService()
-        self.assertEqual(self.reload(), "refused")
-        self.assertNothingChanged()
+        self.assertNothingChanged("refused")
