@@ -11,6 +11,7 @@ from twisted.python import usage
 
 from mbmsd import __version__
 from mbmsd import config as c
+from mbmsd.errors import StartupError
 from mbmsd.node import load_config, makeNode, roleFactories
 from mbmsd.reload import Reloader, onSighup
 from mbmsd.storage.sealing import KeyFileError
@@ -68,7 +69,7 @@ def makeService(options, reactor=None):
 
     try:
         service = makeNode(options["node_config"], reactor, onStartupFailure=startupFailed)
-    except KeyFileError as e:
+    except (KeyFileError, StartupError) as e:
         sys.stderr.write("mbmsd: storage error: %s\n" % (e,))
         raise SystemExit(1)
     # SIGHUP: re-read the --config files and apply what can change live

@@ -183,3 +183,34 @@ def test_version_of_twistd_mbmsd_and_mbms_ue():
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         assert p.returncode == 0, p.stderr
         assert p.stdout.split()[-1].strip("()") == mbmsd.__version__, p.stdout
+
+
+def test_storage_that_cannot_open_fails_startup_in_one_line(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    d = Daemon(tmp_path, settings={"storage": {"path": str(tmp_path / "a-file" / "x.sqlite3")}})
+    p = subprocess.run(d.command(), capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert p.returncode == 1, p.stdout
+    assert p.stderr.strip().splitlines() == [
+        "mbmsd: storage error: storage.path: cannot create %s: File exists"
+        % (tmp_path / "a-file")], p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
+
+
+def test_database_server_that_does_not_answer_fails_startup_in_one_line(tmp_path):
+    from tests.helpers import missing_external
+    from tests.ports import free_port
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing_external("psycopg is not installed (pip install -e '.[postgresql]')")
+    dsn = "postgresql://mbmsd@127.0.0.1:%d/mbmsd" % (free_port(),)  # nothing listens there
+    d = Daemon(tmp_path, settings={"storage": {
+        "backend": "postgresql", "path": None, "synchronous": None, "dsn": dsn,
+        "connect_timeout": 1, "key_file": str(tmp_path / "node.key")}})
+    p = subprocess.run(d.command(), capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert p.returncode == 1, p.stdout
+    why = [line for line in p.stdout.splitlines() if "cannot start" in line]
+    assert len(why) == 1, p.stdout
+    assert "node mbmsd-1 cannot start: storage: cannot open postgresql:%s: " % (dsn,) in why[0]
+    assert "Traceback" not in p.stdout + p.stderr
