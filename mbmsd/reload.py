@@ -133,7 +133,8 @@ class Reloader:
         old = node.config
         changed, refused = decide(old, new, self.factories)
         if refused:
-            return self._refused("%s: changing it needs a restart" % (", ".join(refused),))
+            return self._refused("%s: changing %s needs a restart" % (
+                ", ".join(refused), "it" if len(refused) == 1 else "them"))
         if not changed:
             log.info("reload: the config files did not change")
             return UNCHANGED

@@ -7,11 +7,13 @@ The node is etc/mbmsd.toml on the memory backend and a memory reactor; the
 "files" a reload reads are configs the test hands the loader.
 """
 
+import contextlib
 import copy
 import os
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import fail
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from mbmsd import config as c
@@ -27,6 +29,16 @@ USER2 = {"impi": "user2@home1.net", "impus": ["sip:user2@home1.net"],
          "k": bytes.fromhex("0396eb317b6d1c36f19c1c84cd6ffd16"), "op": None,
          "opc": bytes.fromhex("cd63cb71954a9f4e48a5994e37a02baf"),
          "amf": bytes.fromhex("8000"), "sqn": bytes(6)}
+
+
+@contextlib.contextmanager
+def capturedLog():
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        yield events
+    finally:
+        globalLogPublisher.removeObserver(events.append)
 
 
 def demo():
@@ -203,7 +215,12 @@ class ReloaderTests(SynchronousTestCase):
     def test_a_restart_key_refuses_the_live_ones_too(self):
         new = self.live_edits()
         new["scf"]["tcp_listen"] = "tcp:5999:interface=127.0.0.1"
-        self.assertNothingChanged("refused")
+        new["node"]["roles"] = ["bsf", "bmsc", "scf"]
+        with capturedLog() as events:
+            self.assertNothingChanged("refused")
+        [line] = [formatEvent(e) for e in events if e.get("log_namespace") == "mbmsd.reload"]
+        self.assertEqual(line, "reload refused (the node keeps running with its old config): "
+                               "node.roles, scf.tcp_listen: changing them needs a restart")
 
     def test_a_role_that_cannot_prepare_refuses_for_all(self):
         # the BSF listens with TLS; the reload's new key file went bad between
