@@ -10,6 +10,8 @@ The node is etc/mbmsd.toml on the memory backend and a memory reactor; the
 import contextlib
 import copy
 import os
+import shutil
+import tempfile
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import fail
@@ -225,7 +227,9 @@ class ReloaderTests(SynchronousTestCase):
     def test_a_role_that_cannot_prepare_refuses_for_all(self):
         # the BSF listens with TLS; the reload's new key file went bad between
         # the validation and the role's preparation
-        pki = Pki(self.mktemp())
+        folder = tempfile.mkdtemp(prefix="mbmsd-reload-")  # not trial's mktemp (the cwd)
+        self.addCleanup(shutil.rmtree, folder, True)
+        pki = Pki(folder)
         issued = pki.issue("bsf", ["bsf.home1.net"], client=False)
         section = {"certificate": issued.cert, "private_key": issued.key, "ca": None}
         config = demo()
