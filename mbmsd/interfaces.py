@@ -108,7 +108,9 @@ class IReconfigurable(Interface):
     def prepareReconfigure(config):
         """
         Build what the role's new config table needs (TLS contexts from the
-        new files, new peer sets) without changing the running role.
+        files, read again even when their paths are the same: a renewed
+        certificate; new peer sets) without changing the running role.
+        Asked on every reload, also when the role's table did not change.
 
         @param config: the role's new validated config table (a dict); only
             keys of the factory's C{liveKeys} differ from the running one.

@@ -352,7 +352,6 @@ class NodeService(MultiService):
         yield self.node.storage.close()
         log.info("node {node} stopped", node=self.node.name)
 
-
     @inlineCallbacks
     def _drain(self):
         # Dependence order (STYLE 5): the roles end their sessions while

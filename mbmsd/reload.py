@@ -11,14 +11,16 @@ node runs, in three steps, so that nothing is ever half applied:
      addresses, roles, storage, metrics) is refused with one line naming
      the keys;
   2. prepare: every role builds what its new table needs
-     (L{mbmsd.interfaces.IReconfigurable}: TLS contexts from the new files,
-     peer sets); one that cannot refuses the reload;
+     (L{mbmsd.interfaces.IReconfigurable}: TLS contexts from the files,
+     read again even when their paths did not change, so that renewed
+     certificates apply; peer sets); one that cannot refuses the reload;
   3. apply: the config's subscribers are provisioned again (the seeding of
      the start, L{mbmsd.node.provisionSubscribers}), then the log level and
      every role's prepared change, at once.
 
 Every reload is logged once and counted in
-C{mbmsd_node_reloads_total{result}}: C{applied}, C{unchanged}, C{refused}
+C{mbmsd_node_reloads_total{result}}: C{applied}, C{unchanged} (no key
+changed; the TLS files were read again), C{refused}
 (needs a restart), C{invalid} (the files do not validate), C{failed}
 (provisioning failed: the roles and the log level kept their config).
 """
@@ -135,10 +137,9 @@ class Reloader:
         if refused:
             return self._refused("%s: changing %s needs a restart" % (
                 ", ".join(refused), "it" if len(refused) == 1 else "them"))
-        if not changed:
-            log.info("reload: the config files did not change")
-            return UNCHANGED
         try:
+            # every role, changed or not: TLS files renewed in place (same
+            # paths) are read again
             applies = self._prepare(old, new, {path[0] for path in changed})
         except (ReloadRefused, TlsConfigError) as e:
             return self._refused(str(e))
@@ -151,29 +152,31 @@ class Reloader:
                           "log level keep their config)", e=str(e) or e.__class__.__name__)
                 return FAILED
         self._apply(old, new, applies, changed, provisioned)
-        return APPLIED
+        return APPLIED if changed else UNCHANGED
 
     def _refused(self, why):
         log.warn("reload refused (the node keeps running with its old config): {why}", why=why)
         return REFUSED
 
     def _prepare(self, old, new, sections):
-        """Step 2: every changed role prepares; @return: the callables that apply."""
-        applies = []
-        node = self.service.node
-        if old["node"]["http_client"] != new["node"]["http_client"]:
-            applies.append(self._prepareHttpClient(node, new["node"]["http_client"]))
+        """
+        Step 2: every role prepares (also one whose table did not change,
+        so that its TLS files are read again). @return: the callables that
+        apply.
+        """
+        applies = [self._prepareHttpClient(self.service.node, new["node"]["http_client"])]
         for svc in self.service.roles:
-            if svc.name not in sections:
-                continue
-            if not IReconfigurable.providedBy(svc):
+            if IReconfigurable.providedBy(svc):
+                applies.append(svc.prepareReconfigure(new[svc.name]))
+            elif svc.name in sections:
                 raise ReloadRefused("%s: the role takes no new config while it runs" % (svc.name,))
-            applies.append(svc.prepareReconfigure(new[svc.name]))
         return applies
 
     def _prepareHttpClient(self, node, section):
         running = getattr(node.http, "tlsPolicy", None)
         wanted = bool(section.get("certificate") or section.get("ca"))
+        if running is None and not wanted:
+            return lambda: None
         if running is None or not wanted:
             raise ReloadRefused("node.http_client: turning the HTTP client's TLS settings on or "
                                 "off needs a restart")
@@ -198,10 +201,13 @@ class Reloader:
         looser = logs.LEVELS.index(level) <= logs.LEVELS.index(logs.level())
         if looser:
             logs.setLevel(level)  # the line below shows at the new level too
-        log.info("reload applied: {keys}{subscribers}",
-                 keys=", ".join(sorted({".".join(p[:2]) for p in changed})),
-                 subscribers="" if provisioned is None
-                 else " (%d subscriber(s) provisioned)" % (provisioned,))
+        if changed:
+            log.info("reload applied: {keys}{subscribers}",
+                     keys=", ".join(sorted({".".join(p[:2]) for p in changed})),
+                     subscribers="" if provisioned is None
+                     else " (%d subscriber(s) provisioned)" % (provisioned,))
+        else:
+            log.info("reload: no key changed (TLS files read again)")
         if not looser:
             logs.setLevel(level)
 

@@ -90,8 +90,8 @@ def listener(reactor, description, factory, name, tls=None, key=None):
     A service listening on a Twisted endpoint description. A port that cannot
     be bound fails start-up instead of leaving a role half up.
 
-    @param tls: C{CertificateOptions} (L{mbmsd.tls.serverOptions}): HTTPS
-        on that endpoint.
+    @param tls: C{CertificateOptions} (L{mbmsd.tls.serverOptions}), or a
+        L{mbmsd.tls.ServerTls} that a reload can renew: HTTPS on that endpoint.
     @param key: the config key of C{description}, named by the one-line
         L{mbmsd.errors.StartupError} when it cannot be bound.
     """

@@ -140,3 +140,39 @@ def test_sighup_refuses_a_bad_config_and_a_listen_change_and_keeps_serving(tmp_p
         assert metric(d, "mbmsd_node_reloads_total", result="applied") == 0.0
     finally:
         assert d.stop() in STOPPED
+
+
+def served_serial(port, ca):
+    """The serial number of the certificate a new TLS connection to C{port} gets."""
+    import socket
+    import ssl
+
+    from cryptography import x509
+
+    context = ssl.create_default_context(cafile=ca)
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw) as s:
+            return x509.load_der_x509_certificate(s.getpeercert(binary_form=True)).serial_number
+
+
+def test_sighup_reads_renewed_certificates_at_the_same_paths(tmp_path):
+    from tests.pki import Pki
+
+    pki = Pki(tmp_path / "pki")
+    issued = pki.issue("bsf", ["bsf.home1.net"], ["127.0.0.1"], client=False)
+    d = Daemon(tmp_path, settings={"bsf.tls": {"certificate": str(issued.cert),
+                                               "private_key": str(issued.key)}}).start()
+    try:
+        before = served_serial(d.ports["ub"], pki.ca)
+        # certbot-style renewal: new files at the same paths, then SIGHUP
+        pki.issue("bsf", ["bsf.home1.net"], ["127.0.0.1"], client=False)
+        assert served_serial(d.ports["ub"], pki.ca) == before  # read at reload only
+        d.proc.send_signal(signal.SIGHUP)
+        assert reloaded(d, "unchanged"), d.log()[-3000:]
+        after = served_serial(d.ports["ub"], pki.ca)
+        assert after != before
+        assert served_serial(d.ports["zn"], pki.ca) == after
+        assert "reload: no key changed (TLS files read again)" in d.log()
+    finally:
+        assert d.stop() in STOPPED

@@ -140,8 +140,15 @@ class ReloaderTests(SynchronousTestCase):
         return self.successResultOf(self.service.node.storage.subscribers.get(impi))
 
     def test_unchanged(self):
+        prepared = []
+        for svc in self.service.roles:
+            self.patch(svc, "prepareReconfigure",
+                       lambda config, real=svc.prepareReconfigure: prepared.append(config)
+                       or real(config))
         self.assertEqual(self.reload(), "unchanged")
         self.assertEqual(self.count("unchanged"), 1.0)
+        # every role prepared all the same: its TLS files are read again
+        self.assertEqual(prepared, [self.config[s.name] for s in self.service.roles])
 
     def test_applied_everywhere_at_once(self):
         new = self.edited()

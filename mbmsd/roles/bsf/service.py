@@ -64,8 +64,10 @@ class BsfService(MultiService):
                                                                   reactor))
         ub = makeSite(self.ubResource, reactor, *self.ubLimits, accessLog)
         zn = makeSite(self.znResource, reactor, *self.znLimits, accessLog)
-        listener(reactor, config["ub_listen"], ub, "ub", tls=ubTls, key="bsf.ub_listen").setServiceParent(self)
-        listener(reactor, config["zn_listen"], zn, "zn", tls=znTls, key="bsf.zn_listen").setServiceParent(self)
+        listener(reactor, config["ub_listen"], ub, "ub", tls=ubTls,
+                 key="bsf.ub_listen").setServiceParent(self)
+        listener(reactor, config["zn_listen"], zn, "zn", tls=znTls,
+                 key="bsf.zn_listen").setServiceParent(self)
         self.pruned = metrics.counter("mbmsd_bsf_pruned_total",
                                       "Expired bootstrapping sessions and challenges removed")
         self.store = node.storage.bootstrap
