@@ -279,10 +279,16 @@ class Section:
 # ---------------------------------------------------------------- loading
 
 
-def load_files(paths):
+def load_files(paths, selectors=None):
     """
-    Read and merge TOML files in order.
+    Read and merge TOML files in order: a later file's table is merged key
+    by key into the earlier one's (nested tables alike); any other value,
+    arrays and arrays of tables included, replaces the earlier one whole.
 
+    @param selectors: {table path: key}: a table whose keys depend on that
+        key's value (C{[storage]} on C{backend}); a later file giving the
+        key another value replaces the earlier table whole, so the keys of
+        the other choice do not linger.
     @return: (merged dict, origin) where C{origin(keypath)} names the file
         that set the key (or its nearest table).
     @raise ConfigError: unreadable file or TOML syntax error.
@@ -307,7 +313,7 @@ def load_files(paths):
             errors.append("%s: TOML nested too deeply" % (path,))
             continue
         try:
-            _merge(merged, data, (), path, origins)
+            _merge(merged, data, (), path, origins, selectors or {})
         except RecursionError:
             errors.append("%s: TOML nested too deeply" % (path,))
     if errors:
@@ -324,12 +330,18 @@ def load_files(paths):
     return merged, where
 
 
-def _merge(into, data, path, source, origins):
+def _merge(into, data, path, source, origins, selectors):
     for key, value in data.items():
         keypath = path + (key,)
+        selector = selectors.get(keypath)
+        if (selector is not None and isinstance(value, dict) and isinstance(into.get(key), dict)
+                and selector in value and value[selector] != into[key].get(selector)):
+            for known in [k for k in origins if k[:len(keypath)] == keypath]:
+                del origins[known]
+            into[key] = {}
         if isinstance(value, dict) and isinstance(into.get(key), dict):
             origins.setdefault(keypath, source)
-            _merge(into[key], value, keypath, source, origins)
+            _merge(into[key], value, keypath, source, origins, selectors)
         else:
             into[key] = value
             origins[keypath] = source

@@ -34,6 +34,12 @@ class IRoleFactory(IPlugin):
         "An int: roles start in ascending order and stop in reverse "
         "(the SIP edge starts last and stops first)."
     )
+    liveKeys = Attribute(
+        "A frozenset of the keys of the role's table that a reload (SIGHUP) "
+        "may change while the node runs (trusted peers, overload limits, "
+        "TLS files, ...): the role's service then provides L{IReconfigurable}. "
+        "A change of any other key needs a restart, and the reload is refused."
+    )
 
     def checkNode(config):
         """
@@ -88,6 +94,51 @@ class IMetricsExporterFactory(IPlugin):
 
 
 # ---------------------------------------------------------------- node
+
+
+class IReconfigurable(Interface):
+    """
+    A role service that takes a new config while it runs (a reload, SIGHUP;
+    L{mbmsd.reload}). The node validates the whole new config, refuses it
+    when a key outside the roles' C{liveKeys} changed, then asks every role
+    to prepare, and applies only when every role prepared: nothing is half
+    applied.
+    """
+
+    def prepareReconfigure(config):
+        """
+        Build what the role's new config table needs (TLS contexts from the
+        files, read again even when their paths are the same: a renewed
+        certificate; new peer sets) without changing the running role.
+        Asked on every reload, also when the role's table did not change.
+
+        @param config: the role's new validated config table (a dict); only
+            keys of the factory's C{liveKeys} differ from the running one.
+        @return: a callable without arguments that applies it; it must not
+            fail (everything that can fail happens here).
+        @raise mbmsd.errors.ReloadRefused: the reload is refused; the
+            message is one line naming the key.
+        """
+
+
+class IDrainable(Interface):
+    """
+    A role service with work to end before the node's listeners close (the
+    SCF's sessions: a BYE goes out through the P-CSCF, a deauthorize to the
+    BM-SC). On a clean stop the node drains every started role that
+    provides this, last started first, while every role still serves, and
+    only then stops the roles in reverse start order.
+    """
+
+    def drain():
+        """
+        End the work that needs the other roles (no new work is refused:
+        the role still serves until its stopService).
+
+        @return: a Deferred firing when done. The node waits for it at most
+            C{node.stop_grace} seconds (then cancels it and stops anyway);
+            a failure is logged, and the stop goes on.
+        """
 
 
 class INode(Interface):

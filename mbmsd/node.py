@@ -10,7 +10,7 @@ MultiService would not wait for any of this, so NodeService sequences it.
 
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.internet.defer import TimeoutError, inlineCallbacks, maybeDeferred
 from twisted.plugin import getPlugins
 from zope.interface import implementer
 
@@ -19,16 +19,18 @@ from mbmsd import config as c
 from mbmsd import logs
 from mbmsd import tls
 from mbmsd.interfaces import (
+    IDrainable,
     IMetricsExporterFactory,
     INode,
     IRoleFactory,
     IStorageFactory,
 )
+from mbmsd.errors import StartupError
 from mbmsd.httpclient import HttpClient
 from mbmsd.logs import Logger
 from mbmsd.metrics import Metrics
 from mbmsd.storage.records import Subscriber
-from mbmsd.storage.sealing import KeyFileError
+from mbmsd.storage.sealing import KeyFileError, check_key_file
 from mbmsd.storage.sql import SchemaError
 
 log = Logger(namespace="mbmsd.node")
@@ -73,6 +75,9 @@ NODE_SECTION = c.Section(
         "log_level": c.Field(c.choice(*logs.LEVELS), logs.DEFAULT,
                              "least severe events logged by mbmsd: per-transaction detail "
                              "is debug, each procedure's outcome info"),
+        "stop_grace": c.Field(c.number(0, 300), 5.0,
+                              "seconds a clean stop waits for the roles to end their work "
+                              "(the SCF's BYEs and deauthorizes) before the listeners close"),
         "http_access_log": c.Field(c.boolean(), False,
                                    "an access-log line per HTTP request on Ub, Zn and Ua "
                                    "(each procedure's outcome is logged anyway)"),
@@ -95,6 +100,10 @@ SUBSCRIBER_SECTION = c.Section(
 )
 
 
+# an overlay naming another backend replaces [storage] whole (config.load_files)
+SELECTORS = {("storage",): "backend"}
+
+
 def load_config(paths):
     """
     Read, merge and validate the node's config files.
@@ -102,7 +111,7 @@ def load_config(paths):
     @return: the validated config dict.
     @raise c.ConfigError: with every problem found, one line each.
     """
-    data, where = c.load_files(paths)
+    data, where = c.load_files(paths, selectors=SELECTORS)
     errors = []
     out = {}
     roles = roleFactories()
@@ -136,6 +145,11 @@ def load_config(paths):
             storage, ("storage",), errors, where
         )
         out["storage"]["backend"] = backend
+        if out["storage"].get("key_file"):
+            # the start's own check (load_key), so --check refuses what it would
+            problem = check_key_file(out["storage"]["key_file"])
+            if problem:
+                errors.append("%s: %s" % (where(("storage", "key_file")), problem))
 
     metrics = _table(data, "metrics", errors, where)
     names = metrics.pop("exporters", ["prometheus"])
@@ -218,6 +232,28 @@ def subscribersFromConfig(config):
         )
 
 
+@inlineCallbacks
+def provisionSubscribers(storage, config, going=lambda: True, logged=True):
+    """
+    Seed storage with the config's [[subscriber]]s (create or update, a
+    stored SQN ahead is kept): at start, and again on each reload. The one
+    place subscribers go from the config into storage.
+
+    @param going: asked before each write; False stops (the node stopped).
+    @param logged: log the count (a reload logs its own one line).
+    @return: Deferred firing with the number provisioned.
+    """
+    count = 0
+    for subscriber in subscribersFromConfig(config):
+        if not going():
+            break
+        yield storage.subscribers.provision(subscriber)
+        count += 1
+    if count and logged:
+        log.info("provisioned {n} subscriber(s) from the config", n=count)
+    return count
+
+
 # ---------------------------------------------------------------- node
 
 
@@ -274,14 +310,7 @@ class NodeService(MultiService):
     @inlineCallbacks
     def _start(self):
         yield self.node.storage.open()
-        count = 0
-        for subscriber in subscribersFromConfig(self.node.config):
-            if not self.running:
-                break
-            yield self.node.storage.subscribers.provision(subscriber)
-            count += 1
-        if count:
-            log.info("provisioned {n} subscriber(s) from the config", n=count)
+        yield provisionSubscribers(self.node.storage, self.node.config, lambda: self.running)
         if not self.running:
             # stopService ran while storage was opening: touch nothing more
             # (storage is closed) and start nothing on a stopped node.
@@ -296,7 +325,7 @@ class NodeService(MultiService):
         )
 
     def _failed(self, failure):
-        if failure.check(SchemaError, KeyFileError):
+        if failure.check(SchemaError, KeyFileError, StartupError, tls.TlsConfigError):
             # an operator's problem with a one-line answer, not a bug
             log.critical("node {node} cannot start: {reason}", node=self.node.name,
                          reason=failure.getErrorMessage())
@@ -309,6 +338,7 @@ class NodeService(MultiService):
     @inlineCallbacks
     def stopService(self):
         Service.stopService(self)
+        yield self._drain()
         while self._started:
             svc = self._started.pop()
             try:
@@ -321,6 +351,26 @@ class NodeService(MultiService):
             log.failure("closing the HTTP client pool failed")
         yield self.node.storage.close()
         log.info("node {node} stopped", node=self.node.name)
+
+    @inlineCallbacks
+    def _drain(self):
+        # Dependence order (STYLE 5): the roles end their sessions while
+        # every listener still carries them, within node.stop_grace.
+        clock = self.node.reactor
+        grace = self.node.config["node"]["stop_grace"]
+        deadline = clock.seconds() + grace
+        for svc in reversed(self._started):
+            if not IDrainable.providedBy(svc):
+                continue
+            d = maybeDeferred(svc.drain)
+            d.addTimeout(max(0.0, deadline - clock.seconds()), clock)
+            try:
+                yield d
+            except TimeoutError:
+                log.warn("{name}: not drained within node.stop_grace ({grace:g} s); stopping "
+                         "anyway", name=svc.name, grace=grace)
+            except Exception:
+                log.failure("draining {name} failed", name=svc.name)
 
 
 def makeNode(config, reactor, onStartupFailure=None, registry=None):

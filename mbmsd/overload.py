@@ -28,7 +28,7 @@ from mbmsd import config as c
 from mbmsd.logs import Logger
 
 __all__ = ["ConcurrencyLimiter", "Slot", "FailureLimiter", "AuthGuard", "OverloadMetrics",
-           "SipAdmission", "concurrency_fields", "auth_fields", "LISTENER", "PEER",
+           "SipAdmission", "concurrency_fields", "auth_fields", "live_keys", "LISTENER", "PEER",
            "IMPI", "SOURCE", "REQUESTS", "CONNECTIONS"]
 
 log = Logger(namespace="mbmsd.overload")
@@ -111,6 +111,16 @@ def auth_fields(perImpi=5, perSource=100, window=300):
         "auth_failure_window": c.Field(c.integer(1, 86400), window,
                                        "seconds over which failures are counted"),
     }
+
+
+def live_keys():
+    """
+    The keys of L{concurrency_fields}, L{transaction_fields} and
+    L{auth_fields}: a reload (SIGHUP) applies them to the running limiters
+    (each object's C{reconfigure}).
+    """
+    return frozenset(concurrency_fields()) | frozenset(transaction_fields()) | frozenset(
+        auth_fields())
 
 
 # ---------------------------------------------------------------- metrics
@@ -230,6 +240,20 @@ class ConcurrencyLimiter:
         return cls(config["max_connections"], config["max_connections_per_peer"], exempt,
                    config["retry_after"], metrics, name, CONNECTIONS, clock)
 
+    def reconfigure(self, config, exempt=()):
+        """
+        New bounds from a role section (a reload): requests or connections
+        already admitted keep their slots; the new bounds apply to the next.
+        """
+        if self.kind == REQUESTS:
+            self.maxTotal, self.maxPerPeer = config["max_concurrent"], config[
+                "max_concurrent_per_peer"]
+        else:
+            self.maxTotal, self.maxPerPeer = config["max_connections"], config[
+                "max_connections_per_peer"]
+        self.exempt = frozenset(exempt)
+        self.retryAfter = config["retry_after"]
+
     def acquire(self, peer):
         """
         @param peer: the source address (a host string), or None.
@@ -296,6 +320,17 @@ class SipAdmission:
         self._dropped = metrics.dropped if metrics is not None and self.maxTransactions else None
         self._unreported = 0
         self._warned = None
+
+    def reconfigure(self, config, exempt=()):
+        """New bounds and exempt peers for every listener (a reload)."""
+        self.retryAfter = config["retry_after"]
+        self.maxTransactions = config.get("max_transactions")
+        if self.maxTransactions and self._dropped is None and self._metrics is not None:
+            self._dropped = self._metrics.dropped
+        self._config = config
+        self._exempt = exempt
+        for limiter in self.limiters.values():
+            limiter.reconfigure(config, exempt)
 
     def roomFor(self, held):
         """
@@ -434,6 +469,12 @@ class AuthGuard:
     def fromConfig(cls, clock, config, metrics=None):
         return cls(clock, config["max_auth_failures"], config["max_auth_failures_per_source"],
                    config["auth_failure_window"], metrics)
+
+    def reconfigure(self, config):
+        """New limits (a reload); the failures counted so far stay counted."""
+        self.impis.maxFailures = config["max_auth_failures"]
+        self.sources.maxFailures = config["max_auth_failures_per_source"]
+        self.impis.window = self.sources.window = config["auth_failure_window"]
 
     def refused(self, source=None, impi=None):
         """

@@ -9,8 +9,11 @@ import sys
 
 from twisted.python import usage
 
+from mbmsd import __version__
 from mbmsd import config as c
-from mbmsd.node import load_config, makeNode
+from mbmsd.errors import StartupError
+from mbmsd.node import load_config, makeNode, roleFactories
+from mbmsd.reload import Reloader, onSighup
 from mbmsd.storage.sealing import KeyFileError
 
 
@@ -25,6 +28,11 @@ class Options(usage.Options):
     def __init__(self):
         usage.Options.__init__(self)
         self["config"] = []
+
+    def opt_version(self):
+        """Print mbmsd's version and exit."""
+        sys.stdout.write("mbmsd %s\n" % (__version__,))
+        raise SystemExit(0)
 
     def opt_config(self, path):
         """A TOML config file; repeat for overlays."""
@@ -54,11 +62,17 @@ def makeService(options, reactor=None):
 
     def startupFailed(failure):
         # A node that cannot start must not linger half-up: stop, exit 1.
+        # The failure may come before the reactor runs (a backend that opens
+        # at once, such as memory): stop it as soon as it does.
         reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
-        reactor.stop()
+        reactor.callWhenRunning(reactor.stop)
 
     try:
-        return makeNode(options["node_config"], reactor, onStartupFailure=startupFailed)
-    except KeyFileError as e:
+        service = makeNode(options["node_config"], reactor, onStartupFailure=startupFailed)
+    except (KeyFileError, StartupError) as e:
         sys.stderr.write("mbmsd: storage error: %s\n" % (e,))
         raise SystemExit(1)
+    # SIGHUP: re-read the --config files and apply what can change live
+    reloader = Reloader(service, options["config"], load_config, roleFactories())
+    reactor.callWhenRunning(onSighup, reactor, reloader)
+    return service

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 from OpenSSL import crypto
 from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
@@ -34,6 +35,7 @@ from zope.interface import implementer
 from mbmsd import config as c
 
 __all__ = ["TLS_SECTION", "HTTP_CLIENT_SECTION", "check", "enabled", "serverOptions",
+           "ServerTls", "prepareReload",
            "wrapServer", "ClientPolicy", "clientPolicy", "peerNames", "requestPeer", "Peer"]
 
 MINIMUM = ssl.TLSVersion.TLSv1_2
@@ -196,6 +198,56 @@ def serverOptions(section, clientCertificates=True):
                                   raiseMinimumTo=MINIMUM, **kwargs)
 
 
+@implementer(IOpenSSLContextFactory)
+class ServerTls:
+    """
+    A listener's TLS that a reload can replace: the context of each new
+    connection comes from the current L{serverOptions}; connections already
+    open keep theirs.
+    """
+
+    def __init__(self, section, clientCertificates=True):
+        self.clientCertificates = clientCertificates
+        self.options = serverOptions(section, clientCertificates)
+
+    def getContext(self):
+        return self.options.getContext()
+
+    @classmethod
+    def forSection(cls, section, clientCertificates=True):
+        """A L{ServerTls} when C{section} names a certificate, else None."""
+        return cls(section, clientCertificates) if enabled(section) else None
+
+
+def prepareReload(current, section, prefix):
+    """
+    The reload of a listener's TLS: the new certificate, key and CA are
+    loaded now, so a bad file refuses the reload before anything changes.
+
+    @param current: the listener's L{ServerTls}, or None (TLS off).
+    @param prefix: the section's key path, e.g. C{"bsf.tls"}.
+    @return: a callable that switches new connections to the new files.
+    @raise TlsConfigError: TLS turned on or off (that needs a restart), or a
+        file that cannot be used; the message names the key.
+    """
+    if (current is not None) != enabled(section):
+        raise TlsConfigError("%s.certificate: turning TLS on or off needs a restart" % (prefix,))
+    if current is None:
+        return lambda: None
+    try:
+        options = serverOptions(section, current.clientCertificates)
+        options.getContext()
+    except TlsConfigError as e:
+        raise TlsConfigError("%s: %s" % (prefix, e)) from None
+    except Exception as e:
+        raise TlsConfigError("%s: cannot use the files (%s)" % (prefix, e)) from None
+
+    def apply():
+        current.options = options
+
+    return apply
+
+
 class _ServerFactory(TLSMemoryBIOFactory):
     noisy = False
 
@@ -228,6 +280,11 @@ class ClientPolicy:
         self.extra = {"raiseMinimumTo": MINIMUM}
         if extraCertChain:
             self.extra["extraCertChain"] = list(extraCertChain)
+
+    def replaceWith(self, other):
+        """Take the CA and client certificate of C{other} (a reload): new connections use them."""
+        self.trustRoot, self.clientCertificate, self.extra = (
+            other.trustRoot, other.clientCertificate, other.extra)
 
     def creatorForNetloc(self, hostname, port):
         return ssl.optionsForClientTLS(

@@ -5,8 +5,11 @@ writing an answer. Protocol decisions stay in the roles.
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+
+from mbmsd.errors import listenFailed
 
 
 def makeSite(resource, reactor, limiter=None, connections=None, accessLog=False):
@@ -82,22 +85,34 @@ class _Busy(Resource):
         return body
 
 
-def listener(reactor, description, factory, name, tls=None):
+def listener(reactor, description, factory, name, tls=None, key=None):
     """
     A service listening on a Twisted endpoint description. A port that cannot
     be bound fails start-up instead of leaving a role half up.
 
-    @param tls: C{CertificateOptions} (L{mbmsd.tls.serverOptions}): HTTPS
-        on that endpoint.
+    @param tls: C{CertificateOptions} (L{mbmsd.tls.serverOptions}), or a
+        L{mbmsd.tls.ServerTls} that a reload can renew: HTTPS on that endpoint.
+    @param key: the config key of C{description}, named by the one-line
+        L{mbmsd.errors.StartupError} when it cannot be bound.
     """
     if tls is not None:
         from mbmsd.tls import wrapServer
 
         factory = wrapServer(tls, factory)
-    svc = StreamServerEndpointService(serverFromString(reactor, description), factory)
+    svc = _Listener(serverFromString(reactor, description), factory)
     svc._raiseSynchronously = True
+    svc.key = key or name
+    svc.description = description
     svc.setName(name)
     return svc
+
+
+class _Listener(StreamServerEndpointService):
+    def privilegedStartService(self):
+        try:
+            StreamServerEndpointService.privilegedStartService(self)
+        except CannotListenError as e:
+            raise listenFailed(self.key, self.description, e) from None
 
 
 def writeAnswer(request, code, headers, contentType, body, server=None):

@@ -210,6 +210,30 @@ class LoadConfigTests(ConfigTestCase):
         # and order matters: the later file wins
         self.assertEqual(load_config([overlay, base])["node"]["name"], "n1")
 
+    def test_overlaySwitchingTheBackendReplacesTheStorageTable(self):
+        sqlite = self.write(BASE.replace('backend = "memory"', 'backend = "sqlite"\n'
+                                         'path = "var/x.sqlite3"\nsynchronous = "NORMAL"'),
+                            "base.toml")
+        memory = self.write('[storage]\nbackend = "memory"\n', "memory.toml")
+        self.assertEqual(load_config([sqlite, memory])["storage"], {"backend": "memory"})
+        # the same backend again: merged key by key, as any table
+        same = self.write('[storage]\nbackend = "sqlite"\npath = "var/y.sqlite3"\n', "same.toml")
+        storage = load_config([sqlite, same])["storage"]
+        self.assertEqual((storage["path"], storage["synchronous"]), ("var/y.sqlite3", "NORMAL"))
+        # back from memory to sqlite: only the overlay's keys, the rest defaults
+        back = self.write('[storage]\nbackend = "sqlite"\n', "back.toml")
+        storage = load_config([sqlite, memory, back])["storage"]
+        self.assertEqual((storage["path"], storage["synchronous"]), ("var/mbmsd.sqlite3", "FULL"))
+        # an error in the replaced table names the overlay that replaced it
+        bad = self.write('[storage]\nbackend = "memory"\npath = "x"\n', "bad.toml")
+        self.assertOneError(self.errors(sqlite, bad), bad, "storage.path", "unknown key")
+
+    def test_overlayReplacesArraysWhole(self):
+        base = self.write(BASE + subscriber("a@home1.net") + subscriber("b@home1.net"), "base.toml")
+        overlay = self.write(subscriber("c@home1.net"), "overlay.toml")
+        self.assertEqual([s["impi"] for s in load_config([base, overlay])["subscriber"]],
+                         ["c@home1.net"])
+
     def test_errorInOverlayNamesOverlay(self):
         base = self.write(BASE, "base.toml")
         overlay = self.write('[bsf]\nkey_lifetime = "long"\ncolour = 1\n'

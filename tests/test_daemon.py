@@ -136,18 +136,33 @@ def test_config_errors_stop_startup_with_the_key_named(tmp_path):
     assert "config OK" in p.stdout
 
 
-def test_port_in_use_fails_startup(tmp_path):
+BACKENDS = {"sqlite": {}, "memory": {"storage": {"backend": "memory", "path": None}}}
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+@pytest.mark.parametrize("port,key,kind", [
+    ("ub", "bsf.ub_listen", "tcp"), ("zn", "bsf.zn_listen", "tcp"),
+    ("pcscf", "pcscf.udp_listen", "udp"), ("metrics", "metrics.prometheus.listen", "tcp"),
+])
+def test_port_in_use_fails_startup(tmp_path, backend, port, key, kind):
+    # whatever the backend (memory opens before the reactor runs), the
+    # process ends with status 1 and one line naming the key and address
     import socket
 
-    d = Daemon(tmp_path)
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", d.ports["ub"]))
-        s.listen()
+    d = Daemon(tmp_path, settings=BACKENDS[backend])
+    taken = "%s:%d:interface=127.0.0.1" % (kind, d.ports[port])
+    with socket.socket(type=socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", d.ports[port]))
+        if kind == "tcp":
+            s.listen()
         p = subprocess.run(d.command(), capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert p.returncode == 1, p.stdout
-    assert "failed to start" in p.stdout
-    assert "Address already in use" in p.stdout or "address already in use" in p.stdout.lower()
+    why = [line for line in p.stdout.splitlines() if "cannot start" in line]
+    assert len(why) == 1, p.stdout
+    assert why[0].endswith("node mbmsd-1 cannot start: %s: cannot listen on %s: "
+                           "Address already in use" % (key, taken)), why
+    assert "Traceback" not in p.stdout + p.stderr
+    assert "failed to start" not in p.stdout
 
 
 def test_sigterm_stops_cleanly(tmp_path):
@@ -160,3 +175,43 @@ def test_sigterm_stops_cleanly(tmp_path):
 def test_twistd_lists_the_plugin():
     p = subprocess.run([tool("twistd"), "--help"], capture_output=True, text=True, timeout=30)
     assert "mbmsd" in p.stdout
+
+
+def test_version_of_twistd_mbmsd_and_mbms_ue():
+    import mbmsd
+
+    for cmd in ([tool("twistd"), "mbmsd", "--version"], [tool("mbms-ue"), "--version"]):
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split()[-1].strip("()") == mbmsd.__version__, p.stdout
+
+
+def test_storage_that_cannot_open_fails_startup_in_one_line(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    d = Daemon(tmp_path, settings={"storage": {"path": str(tmp_path / "a-file" / "x.sqlite3")}})
+    p = subprocess.run(d.command(), capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert p.returncode == 1, p.stdout
+    assert p.stderr.strip().splitlines() == [
+        "mbmsd: storage error: storage.path: cannot create %s: File exists"
+        % (tmp_path / "a-file")], p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
+
+
+def test_database_server_that_does_not_answer_fails_startup_in_one_line(tmp_path):
+    from tests.helpers import missing_external
+    from tests.ports import free_port
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing_external("psycopg is not installed (pip install -e '.[postgresql]')")
+    dsn = "postgresql://mbmsd@127.0.0.1:%d/mbmsd" % (free_port(),)  # nothing listens there
+    d = Daemon(tmp_path, settings={"storage": {
+        "backend": "postgresql", "path": None, "synchronous": None, "dsn": dsn,
+        "connect_timeout": 1, "key_file": str(tmp_path / "node.key")}})
+    p = subprocess.run(d.command(), capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert p.returncode == 1, p.stdout
+    why = [line for line in p.stdout.splitlines() if "cannot start" in line]
+    assert len(why) == 1, p.stdout
+    assert "node mbmsd-1 cannot start: storage: cannot open postgresql:%s: " % (dsn,) in why[0]
+    assert "Traceback" not in p.stdout + p.stderr

@@ -6,6 +6,7 @@ and every plugin the node can find, passes C{verifyObject}.
 import shutil
 import tempfile
 
+from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,19 +18,24 @@ from mbmsd.interfaces import (
     IBmscStore,
     IBootstrapLookup,
     IBootstrapStore,
+    IDrainable,
     ILeaseStore,
     IMetricsExporterFactory,
     INode,
+    IReconfigurable,
     IRoleFactory,
     IStorage,
     IStorageFactory,
     ISubscriberStore,
 )
 from mbmsd.metrics import Metrics
-from mbmsd.node import Node, exporterFactories, roleFactories, storageFactories
+from mbmsd import overload
+from mbmsd.node import (
+    Node, exporterFactories, load_config, makeNode, roleFactories, storageFactories)
 from mbmsd.roles.bsf.zn import ZnLookup
 from mbmsd.storage.memory import MemoryBootstrapStore, MemoryStorage
-from tests.fakes import SyncReactor, sqlite_storage
+from tests.fakes import SyncReactor, UDPMemoryReactorClock, sqlite_storage
+from tests.test_reload import ETC
 
 NODE_CONFIG = {"node": {"name": "n1", "home_domain": "home1.net", "roles": []}}
 
@@ -62,6 +68,14 @@ class InterfaceTests(SynchronousTestCase):
                       INode))
         table.append(("ZnLookup", ZnLookup(MemoryBootstrapStore(), Clock(), {}),
                       IBootstrapLookup))
+        # the role services of the demo node: each takes a reload; the SCF drains
+        config = load_config([ETC])
+        config["storage"] = {"backend": "memory"}
+        service = makeNode(config, UDPMemoryReactorClock(), registry=CollectorRegistry())
+        for role in service.roles:
+            table.append(("%s service" % (role.name,), role, IReconfigurable))
+            if role.name == "scf":
+                table.append(("scf service", role, IDrainable))
         return table
 
     def test_everyProviderVerifies(self):
@@ -92,6 +106,10 @@ class InterfaceTests(SynchronousTestCase):
         for name, plugin in roleFactories().items():
             self.assertIsInstance(plugin.startOrder, int, name)
             self.assertIsInstance(plugin.description, str, name)
+            # a reload's live keys are keys of the role's table
+            self.assertLessEqual(set(plugin.liveKeys), set(plugin.configSchema.known()) | set(
+                overload.live_keys()), name)
+            self.assertTrue(set(plugin.liveKeys) & set(plugin.configSchema.known()), name)
 
     def test_verifyCatchesMissingMethod(self):
         """

@@ -15,7 +15,8 @@ from zope.interface import implementer
 
 import mbmsd.node
 from mbmsd import config as c
-from mbmsd.interfaces import IBootstrapLookup, IRoleFactory, IStorage, IStorageFactory
+from mbmsd.interfaces import (
+    IBootstrapLookup, IDrainable, IRoleFactory, IStorage, IStorageFactory)
 from mbmsd.node import load_config, makeNode
 from mbmsd.storage.memory import MemoryStorage
 
@@ -249,3 +250,73 @@ class NodeOrderTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(self.log, ["stop late", "stop early", "storage.close"])
         self.assertEqual(stillRunning, [])
+
+
+@implementer(IDrainable)
+class DrainingRole(RecordingRole):
+    def __init__(self, log, draining):
+        RecordingRole.__init__(self, log)
+        self.draining = draining
+
+    def drain(self):
+        self.log.append("drain " + self.name)
+        return self.draining
+
+
+class DrainingRoleFactory(RecordingRoleFactory):
+    def __init__(self, name, startOrder, log, draining):
+        RecordingRoleFactory.__init__(self, name, startOrder, log)
+        self.draining = draining
+
+    def makeService(self, node, config):
+        return DrainingRole(self.log, self.draining)
+
+
+class NodeDrainTests(SynchronousTestCase):
+    """
+    A clean stop drains the roles (the SCF's BYEs and deauthorizes) while
+    every role still serves, within node.stop_grace, then stops them in
+    reverse start order.
+    """
+
+    def setUp(self):
+        self.reactor = UDPMemoryReactorClock()
+        self.log = []
+        self.storage = ControlledStorage(self.log)
+        config = demoConfig()
+        config["node"]["stop_grace"] = 5.0
+        factory = ControlledStorageFactory(self.storage)
+        self.patch(mbmsd.node, "storageFactories", lambda: {"memory": factory})
+        self.draining = Deferred()
+        roles = dict(mbmsd.node.roleFactories())
+        roles["edge"] = RecordingRoleFactory("edge", 99, self.log)
+        roles["core"] = DrainingRoleFactory("core", 50, self.log, self.draining)
+        roles["store"] = RecordingRoleFactory("store", 1, self.log)
+        self.patch(mbmsd.node, "roleFactories", lambda: roles)
+        config["node"]["roles"] = ["edge", "core", "store"]
+        config["edge"] = config["core"] = config["store"] = {}
+        self.service = makeNode(config, self.reactor)
+        self.service.startService()
+        self.storage.opening.callback(None)
+        del self.log[:]
+
+    def test_drainedBeforeAnyRoleStops(self):
+        d = self.service.stopService()
+        # the edge (started last, stopped first) still serves while the core drains
+        self.assertEqual(self.log, ["drain core"])
+        self.assertTrue(all(s.running for s in self.service.roles))
+        self.assertNoResult(d)
+        self.draining.callback(None)
+        self.successResultOf(d)
+        self.assertEqual(self.log, ["drain core", "stop edge", "stop core", "stop store",
+                                    "storage.close"])
+
+    def test_graceBoundsTheDrain(self):
+        d = self.service.stopService()
+        self.reactor.advance(4.9)
+        self.assertEqual(self.log, ["drain core"])
+        self.assertNoResult(d)
+        self.reactor.advance(0.2)
+        self.successResultOf(d)
+        self.assertEqual(self.log, ["drain core", "stop edge", "stop core", "stop store",
+                                    "storage.close"])

@@ -27,7 +27,7 @@ from mbmsd.roles.scf import sdp
 from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable, HttpServiceAuthorizationClient
 from mbmsd.roles.scf.core import ScfCore, Subscriptions
 from mbmsd.roles.scf.plugin import SCF_SECTION, SERVICE_SECTION, ScfRoleFactory, normalize_impu
-from mbmsd.sip.message import Request, parse_message
+from mbmsd.sip.message import Request, make_response, parse_message
 from mbmsd.sip.testing import FakeSipTransport
 from mbmsd.sip.transaction import TimerSettings
 from tests.test_scf_httpclient import FakeAgent, FakeResponse
@@ -550,10 +550,14 @@ class DialogTests(Harness):
         ok = self.established()
         self.receive(in_dialog("ACK", ok, 1, "z9hG4bK-ack"))
         d = self.core.stop()
-        self.successResultOf(d)
         self.assertEqual(self.client.kinds(), ["authorize", "deauthorize"])
         [bye] = [m for m in self.connections.udp.messages() if isinstance(m, Request)]
         self.assertEqual(bye.method, "BYE")
+        # the stop waits for the BYE's final response (the node bounds it
+        # by node.stop_grace), so the listeners stay up to carry it
+        self.assertNoResult(d)
+        self.core.layer.receive(make_response(bye, 200), self.connections.udp, PCSCF)
+        self.successResultOf(d)
 
 
 # ---------------------------------------------------------------- the wire

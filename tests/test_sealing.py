@@ -257,7 +257,7 @@ def test_daemon_refuses_a_bad_key_file_in_one_line(tmp_path):
     os.chmod(tmp_path / "node.key", 0o644)
     p = subprocess.run(d.command(), capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert p.returncode == 1, p.stdout
-    assert "mbmsd: storage error: storage.key_file: %s is readable by group or others" % (
+    assert "storage.key_file: %s is readable by group or others" % (
         tmp_path / "node.key") in p.stderr
     assert "Traceback" not in p.stderr + p.stdout
 
@@ -269,3 +269,31 @@ def test_daemon_refuses_a_bad_key_file_in_one_line(tmp_path):
     assert p.returncode == 1, p.stdout
     assert "cannot start: storage.key_file: this key does not open" in p.stdout
     assert "Traceback" not in p.stdout
+
+
+@pytest.mark.external
+@pytest.mark.parametrize("text,mode,problem", [
+    ("00" * 32 + "\n", 0o644, "is readable by group or others"),
+    ("00" * 31 + "\n", 0o600, "does not hold 64 hex digits"),
+    ("zz" * 32 + "\n", 0o600, "does not hold 64 hex digits"),
+], ids=["mode-0644", "short", "not-hex"])
+def test_check_refuses_the_key_file_the_start_refuses(tmp_path, text, mode, problem):
+    # ExecStartPre=... --check must stop what the start would refuse
+    key = tmp_path / "node.key"
+    d = Daemon(tmp_path, settings={"storage": {"key_file": str(key)}})
+    key.write_text(text)
+    os.chmod(key, mode)
+    for extra in (("--check",), ()):
+        p = subprocess.run(d.command(*extra), capture_output=True, text=True, timeout=30,
+                           cwd=tmp_path)
+        assert p.returncode == 1, (extra, p.stdout, p.stderr)
+        lines = [x for x in p.stderr.splitlines() if "storage.key_file" in x]
+        assert len(lines) == 1, p.stderr
+        assert "overlay.toml: storage.key_file: %s %s" % (key, problem) in lines[0]
+        assert "config OK" not in p.stdout
+        assert "Traceback" not in p.stderr + p.stdout
+    # a missing file passes --check: the start creates it
+    key.unlink()
+    p = subprocess.run(d.command("--check"), capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert not key.exists()

@@ -80,6 +80,58 @@ class _Pki:
         return tls.clientPolicy(section).creatorForNetloc(b"127.0.0.1", 443)
 
 
+class ReloadTests(_Pki, SynchronousTestCase):
+    """
+    A reload (SIGHUP) gives a listener new certificate files: the next
+    handshakes use them; a bad file or TLS turned on/off refuses the reload
+    and the running files stay.
+    """
+
+    def renewed(self):
+        other = self.other.issue("server", ["bmsc.home1.net"], ["127.0.0.1"], client=False)
+        return {"certificate": other.cert, "private_key": other.key, "ca": self.pki.ca}
+
+    def test_new_handshakes_use_the_new_certificate(self):
+        running = tls.ServerTls(self.server)
+        self.assertEqual(handshake(running, self.client())[1].data, b"hello")
+        switch = tls.prepareReload(running, self.renewed(), "bmsc.tls")
+        # prepared, not applied: the old certificate still serves
+        self.assertEqual(handshake(running, self.client())[1].data, b"hello")
+        switch()
+        # the renewed certificate is of the other CA: a client trusting the
+        # first CA only now refuses the server; one trusting the other accepts it
+        _, server, client = handshake(running, self.client())
+        self.assertEqual(server.data, b"")
+        self.assertIsNotNone(client.lost)
+        self.assertEqual(handshake(running, self.client(ca=self.other.ca))[1].data, b"hello")
+
+    def test_a_bad_file_refuses_and_changes_nothing(self):
+        running = tls.ServerTls(self.server)
+        bad = self.folder / "bad.pem"
+        bad.write_text("not a certificate\n")
+        e = self.assertRaises(tls.TlsConfigError, tls.prepareReload, running,
+                              dict(self.server, certificate=str(bad)), "bmsc.tls")
+        self.assertTrue(str(e).startswith("bmsc.tls: no PEM certificate in "), str(e))
+        self.assertEqual(handshake(running, self.client())[1].data, b"hello")
+
+    def test_turning_tls_on_or_off_needs_a_restart(self):
+        off = {"certificate": None, "private_key": None, "ca": None}
+        e = self.assertRaises(tls.TlsConfigError, tls.prepareReload, tls.ServerTls(self.server),
+                              off, "bsf.tls")
+        self.assertEqual(str(e), "bsf.tls.certificate: turning TLS on or off needs a restart")
+        self.assertRaises(tls.TlsConfigError, tls.prepareReload, None, self.server, "bsf.tls")
+        tls.prepareReload(None, off, "bsf.tls")()  # off and off: nothing to do
+
+    def test_client_policy_takes_the_new_files(self):
+        running = tls.clientPolicy({"ca": self.other.ca})
+        creator = running.creatorForNetloc(b"127.0.0.1", 443)
+        _, server, client = handshake(tls.serverOptions(self.server), creator)
+        self.assertIsNotNone(client.lost)  # the server's CA is not trusted yet
+        running.replaceWith(tls.clientPolicy({"ca": self.pki.ca}))
+        creator = running.creatorForNetloc(b"127.0.0.1", 443)
+        self.assertEqual(handshake(tls.serverOptions(self.server), creator)[1].data, b"hello")
+
+
 class HandshakeTests(_Pki, SynchronousTestCase):
     def test_client_certificate_names(self):
         s, server, client = handshake(tls.serverOptions(self.server), self.client())

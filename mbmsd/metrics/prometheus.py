@@ -60,4 +60,5 @@ class PrometheusExporterFactory:
     )
 
     def makeService(self, config, registry, reactor):
-        return listener(reactor, config["listen"], makeSite(_Root(registry), reactor), "prometheus")
+        return listener(reactor, config["listen"], makeSite(_Root(registry), reactor), "prometheus",
+                        key="metrics.prometheus.listen")

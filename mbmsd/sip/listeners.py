@@ -12,10 +12,12 @@ import re
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from mbmsd import config as c
+from mbmsd.errors import listenFailed
 from mbmsd.sip.transport import SipDatagramProtocol, SipStreamFactory, SipStreamProtocol
 
 __all__ = ["Connections", "SipListenSettings", "parse_udp_listen", "udp_listen_field",
@@ -94,6 +96,7 @@ class SipListenSettings:
 
     def __init__(self, config, defaultPort):
         self.udp = parse_udp_listen(config["udp_listen"])
+        self.udpDescription = config["udp_listen"]
         self.tcp = config["tcp_listen"]
         self.tls = config.get("tls_listen") or ""
         advertised = config["advertised_host"]
@@ -301,8 +304,10 @@ class _Listener(Service):
 
 
 class _UdpListener(_Listener):
-    def __init__(self, reactor, host, port, protocol, onBound):
+    def __init__(self, reactor, key, description, host, port, protocol, onBound):
         self.reactor = reactor
+        self.key = key
+        self.description = description
         self.host = host
         self.port = port
         self.protocol = protocol
@@ -310,7 +315,11 @@ class _UdpListener(_Listener):
 
     def startService(self):
         Service.startService(self)
-        self.listening = self.reactor.listenUDP(self.port, self.protocol, interface=self.host)
+        try:
+            self.listening = self.reactor.listenUDP(self.port, self.protocol,
+                                                    interface=self.host)
+        except CannotListenError as e:
+            raise listenFailed(self.key, self.description, e) from None
         self.onBound(self.listening.getHost().port)
 
 
@@ -330,6 +339,8 @@ class _StreamListener(_Listener):
         if not result:
             raise RuntimeError("%s: %s did not bind at once" % (self.key, self.description))
         if hasattr(result[0], "raiseException"):
+            if result[0].check(CannotListenError):
+                raise listenFailed(self.key, self.description, result[0].value)
             result[0].raiseException()
         self.listening = result[0]
         self.onBound(getattr(self.listening.getHost(), "port", None))
@@ -350,7 +361,8 @@ def attach_listeners(parent, reactor, role, settings, connections, ports, tls=No
         def boundUdp(port):
             ports["UDP"] = port
 
-        _UdpListener(reactor, settings.udp[0], settings.udp[1], connections.udp,
+        _UdpListener(reactor, "%s.udp_listen" % (role,), settings.udpDescription,
+                     settings.udp[0], settings.udp[1], connections.udp,
                      boundUdp).setServiceParent(parent)
     if settings.tcp:
         def boundTcp(port):

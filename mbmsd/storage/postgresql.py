@@ -9,6 +9,7 @@ transaction-scoped advisory lock, so nodes starting together migrate once.
 from zope.interface import implementer
 
 from mbmsd import config as c
+from mbmsd.errors import StartupError
 from mbmsd.interfaces import IStorageFactory
 from mbmsd.storage.sealing import Sealer, load_key
 from mbmsd.storage.sql import Database, Engine, SqlStorage, make_pool
@@ -65,7 +66,7 @@ class PostgresStorageFactory:
         try:
             import psycopg  # noqa: F401
         except ImportError:
-            raise RuntimeError(
+            raise StartupError(
                 "storage.backend = 'postgresql' needs psycopg: pip install 'mbmsd[postgresql]'"
             ) from None
         pool = make_pool(

@@ -72,6 +72,22 @@ def load_key(path, create=True):
         raise KeyFileError("storage.key_file: %s: %s" % (path, e.strerror or e)) from None
 
 
+def check_key_file(path):
+    """
+    What L{load_key} would refuse at start, for C{--check}: a missing file
+    passes (the start creates it).
+
+    @return: None, or the L{KeyFileError} message (naming C{storage.key_file}).
+    """
+    if not os.path.lexists(path):
+        return None
+    try:
+        load_key(path, create=False)
+    except KeyFileError as e:
+        return str(e)
+    return None
+
+
 def _load_key(path, create):
     try:
         with open(path, "r", encoding="ascii") as f:

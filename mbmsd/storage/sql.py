@@ -33,6 +33,9 @@ log = Logger(namespace="mbmsd.storage")
 SQN_MODULUS = 1 << 48
 
 
+from mbmsd.errors import StartupError  # noqa: E402
+
+
 class SchemaError(Exception):
     """
     The database's schema cannot be used by this version of mbmsd.
@@ -503,7 +506,16 @@ class SqlStorage:
     @inlineCallbacks
     def open(self):
         files = schema_files()
-        before, after = yield self.db.runInteraction("migrate", migrate_txn, files)
+        try:
+            before, after = yield self.db.runInteraction("migrate", migrate_txn, files)
+        except Exception as e:
+            # PEP 249: OperationalError is the database's own trouble (a server
+            # that does not answer, a file that cannot be opened), the
+            # operator's to fix: one line, no traceback
+            if type(e).__name__ != "OperationalError":
+                raise
+            reason = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+            raise StartupError("storage: cannot open %s: %s" % (self.description, reason)) from None
         yield self.db.runInteraction("check_node_key", check_node_key_txn)
         added = [v for v in after if v not in before]
         if added:

@@ -14,6 +14,7 @@ import sqlite3
 from zope.interface import implementer
 
 from mbmsd import config as c
+from mbmsd.errors import StartupError
 from mbmsd.interfaces import IStorageFactory
 from mbmsd.storage.sealing import Sealer, load_key
 from mbmsd.storage.sql import Database, Engine, SqlStorage, make_pool
@@ -46,10 +47,14 @@ class SqliteStorageFactory:
         path = config["path"]
         if path != ":memory:":
             folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            # subscribers and sessions are for mbmsd's eyes only: a new file
-            # is 0600, and SQLite gives its -wal and -shm files the same mode
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            try:
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+                # subscribers and sessions are for mbmsd's eyes only: a new file
+                # is 0600, and SQLite gives its -wal and -shm files the same mode
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            except OSError as e:
+                raise StartupError("storage.path: cannot create %s: %s"
+                                   % (e.filename or path, e.strerror or e)) from None
         synchronous = config.get("synchronous", "FULL")
 
         def openfun(conn):

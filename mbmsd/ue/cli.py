@@ -14,7 +14,7 @@ import sys
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import react
 
-from mbmsd import profile
+from mbmsd import __version__, profile
 from mbmsd.protocols import gba, milenage
 
 # DESIGN 3: the demo subscriber holds the public TS 35.208 test set 1 keys.
@@ -40,6 +40,7 @@ def _hex(length):
 
 def build_parser():
     p = argparse.ArgumentParser(prog="mbms-ue", description=__doc__.strip().splitlines()[0])
+    p.add_argument("--version", action="version", version="mbms-ue (mbmsd %s)" % (__version__,))
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("bootstrap", help="GBA bootstrapping over Ub: print the B-TID")

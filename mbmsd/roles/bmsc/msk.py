@@ -53,6 +53,7 @@ class MskManager:
         self.leaseDuration = leaseDuration
         self.leaseRenewal = leaseRenewal
         self.leases = {}  # service ID -> Lease
+        self.running = False
         self._due = {}  # service ID -> the IDelayedCall of its next rotation
         self.rotations = metrics.counter("mbmsd_bmsc_msk_rotations_total",
                                          "New MSKs generated (first and rotations)")
@@ -117,13 +118,40 @@ class MskManager:
         lease we hold, C{rotation} seconds after their current MSK was made
         (after we took the lease, when there is none yet).
         """
+        self.running = True
         for serviceId in self.services:
-            lease = Lease(self.leaseStore, self.clock, LEASE_PREFIX + serviceId, self.holder,
-                          self.leaseDuration, self.leaseRenewal,
-                          lambda s=serviceId: self._acquired(s),
-                          lambda s=serviceId: self._lost(s))
-            self.leases[serviceId] = lease
-            lease.start()
+            self._compete(serviceId)
+
+    def _compete(self, serviceId):
+        lease = Lease(self.leaseStore, self.clock, LEASE_PREFIX + serviceId, self.holder,
+                      self.leaseDuration, self.leaseRenewal,
+                      lambda s=serviceId: self._acquired(s),
+                      lambda s=serviceId: self._lost(s))
+        self.leases[serviceId] = lease
+        lease.start()
+
+    def setServices(self, services):
+        """
+        A new {MBMS User Service ID: Key Group} (a reload): an added
+        service's rotation starts (its lease competed for), a removed one's
+        stops and its lease is released; its MSKs stay until they expire.
+        @return: Deferred firing when the removed services' leases are released.
+        """
+        removed = [s for s in self.services if s not in services]
+        added = [s for s in services if s not in self.services]
+        self.services = dict(services)
+        released = []
+        for serviceId in removed:
+            call = self._due.pop(serviceId, None)
+            if call is not None and call.active():
+                call.cancel()
+            lease = self.leases.pop(serviceId, None)
+            if lease is not None:
+                released.append(lease.stop())
+        if self.running:
+            for serviceId in added:
+                self._compete(serviceId)
+        return DeferredList(released)
 
     def _acquired(self, serviceId):
         self.leasesHeld.inc()
@@ -180,6 +208,7 @@ class MskManager:
         Stop rotating and release our leases (another node takes over at
         once). @return: Deferred firing when released.
         """
+        self.running = False
         leases, self.leases = self.leases, {}
         for call in self._due.values():
             if call.active():

@@ -89,6 +89,9 @@ class BmscRoleFactory:
     description = "BM-SC.UPF: MBMS authorization, MSK registration, MIKEY delivery"
     configSchema = BMSC_SECTION
     startOrder = 20
+    # a reload applies these (BmscService.prepareReconfigure)
+    liveKeys = frozenset({"service", "trusted_scfs", "trusted_scf_names", "tls"}) | (
+        overload.live_keys())
 
     def checkNode(self, config):
         section = config["bmsc"]

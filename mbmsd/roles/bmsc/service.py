@@ -6,10 +6,13 @@ MSK rotation and pruning.
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import succeed
+from twisted.internet.error import CannotListenError
+from zope.interface import implementer
 
 from mbmsd import profile, tls
 from mbmsd.cluster import holder_id
-from mbmsd.interfaces import IBootstrapLookup
+from mbmsd.errors import listenFailed
+from mbmsd.interfaces import IBootstrapLookup, IReconfigurable
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, ConcurrencyLimiter, OverloadMetrics
 from mbmsd.roles.bmsc.counters import CounterReservations
@@ -39,7 +42,12 @@ class _MikeyPort(Service):
 
     def startService(self):
         Service.startService(self)
-        self.port = self.reactor.listenUDP(self.portNumber, self.protocol, interface=self.interface)
+        try:
+            self.port = self.reactor.listenUDP(self.portNumber, self.protocol,
+                                               interface=self.interface)
+        except CannotListenError as e:
+            raise listenFailed("bmsc.mikey_source_port", "udp:%d:interface=%s" % (
+                self.portNumber, self.interface), e) from None
 
     def stopService(self):
         Service.stopService(self)
@@ -61,6 +69,13 @@ class _Msks(Service):
         return self.manager.stop()  # releases the rotation leases
 
 
+def _services(config):
+    """{MBMS User Service ID: Key Group} of [[bmsc.service]]."""
+    return {s["id"]: s["key_group"] if s["key_group"] is not None else default_key_group(s["id"])
+            for s in config["service"]}
+
+
+@implementer(IReconfigurable)
 class BmscService(MultiService):
     def __init__(self, node, config):
         MultiService.__init__(self)
@@ -72,13 +87,12 @@ class BmscService(MultiService):
         if config["zn_url"]:
             zn = zn_lookup(node, config["zn_url"], config["zn_timeout"])
         overloaded = OverloadMetrics(metrics)
+        self.guard = AuthGuard.fromConfig(reactor, config, overloaded)
         # NAF_Id = FQDN || each accepted Ua security protocol id (TS 33.220 H.3)
         self.ua = UaAuthenticator(zn, self.nafFqdn, config["ua_ids"], reactor,
-                                  config["nonce_lifetime"],
-                                  guard=AuthGuard.fromConfig(reactor, config, overloaded))
+                                  config["nonce_lifetime"], guard=self.guard)
         keyDomainId = profile.key_domain_id(config["mcc"], config["mnc"])
-        services = {s["id"]: s["key_group"] if s["key_group"] is not None else default_key_group(s["id"])
-                    for s in config["service"]}
+        services = _services(config)
         uePort = config["ue_mikey_port"] or profile.MSK_UDP_PORT
         # MIKEY counters reserved durably before use, many MUKs per transaction
         # (counters.py), one counter per message: no node holds a block in
@@ -102,23 +116,45 @@ class BmscService(MultiService):
         self.clock = reactor
         # trusted SCFs carry many users' requests: bounded per listener only
         scfs = config["trusted_scfs"]
-        site = makeSite(
-            KeyManagementResource(self.km, metrics, reactor), reactor,
+        self.limits = (
             ConcurrencyLimiter.fromConfig(config, overloaded, "keymanagement", scfs, reactor),
             ConcurrencyLimiter.connectionsFromConfig(config, overloaded, "keymanagement", scfs,
-                                                     reactor),
+                                                     reactor))
+        site = makeSite(
+            KeyManagementResource(self.km, metrics, reactor), reactor, *self.limits,
             node.config.get("node", {}).get("http_access_log", False))
         _MikeyPort(reactor, self.delivery, config["mikey_source_port"],
                    config["mikey_interface"]).setServiceParent(self)
         _Msks(self.msks).setServiceParent(self)
-        listener(reactor, config["listen"], site, "keymanagement",
-                 tls=tls.serverOptions(config["tls"]) if tls.enabled(config.get("tls")) else None
-                 ).setServiceParent(self)
+        self.tls = tls.ServerTls.forSection(config.get("tls"))
+        listener(reactor, config["listen"], site, "keymanagement", tls=self.tls,
+                 key="bmsc.listen").setServiceParent(self)
         timer = TimerService(config["prune_interval"], self.prune)
         timer.clock = reactor
         timer.setServiceParent(self)
         log.info("BM-SC.UPF {naf}: key management on {listen}, services {services}",
                  naf=self.nafFqdn, listen=config["listen"], services=", ".join(services))
+
+    def prepareReconfigure(self, config):
+        """
+        IReconfigurable: the services, the trusted SCFs, the overload and
+        rate limits, the TLS files.
+        """
+        services = _services(config)
+        switch = tls.prepareReload(self.tls, config["tls"], "bmsc.tls")
+
+        def apply():
+            self.km.services = set(services)
+            self.km.trustedScfs = set(config["trusted_scfs"])
+            self.km.trustedScfNames = {n.lower() for n in config["trusted_scf_names"]}
+            for limiter in self.limits:
+                limiter.reconfigure(config, config["trusted_scfs"])
+            self.guard.reconfigure(config)
+            switch()
+            d = self.msks.setServices(services)
+            d.addErrback(lambda f: log.failure("releasing the leases of removed services", f))
+
+        return apply
 
     def push(self, registration, msk):
         """

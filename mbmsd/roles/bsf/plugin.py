@@ -45,6 +45,8 @@ class BsfRoleFactory:
     description = "Bootstrapping Server Function (Ub, Zn)"
     configSchema = BSF_SECTION
     startOrder = 10
+    # a reload applies these (BsfService.prepareReconfigure)
+    liveKeys = frozenset({"naf", "tls"}) | overload.live_keys()
 
     def checkNode(self, config):
         section = config["bsf"]

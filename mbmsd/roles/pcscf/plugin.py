@@ -103,6 +103,8 @@ class PcscfRoleFactory:
     description = "P-CSCF: IMS registration (Digest AKA) and the asserting SIP edge proxy"
     configSchema = PCSCF_SECTION
     startOrder = 40
+    # a reload applies these (PcscfService.prepareReconfigure)
+    liveKeys = frozenset({"trusted_peers", "tls"}) | overload.live_keys()
 
     def checkNode(self, config):
         """

@@ -5,8 +5,10 @@ UEs' and ours to the SCF), the registrar, the proxy and the pruning timer.
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
+from zope.interface import implementer
 
 from mbmsd import tls
+from mbmsd.interfaces import IReconfigurable
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, OverloadMetrics, SipAdmission
 from mbmsd.roles.pcscf.plugin import parse_next_hop
@@ -20,6 +22,7 @@ __all__ = ["PcscfService", "Connections"]
 log = Logger(namespace="mbmsd.pcscf")
 
 
+@implementer(IReconfigurable)
 class PcscfService(MultiService):
     def __init__(self, node, config):
         MultiService.__init__(self)
@@ -28,6 +31,8 @@ class PcscfService(MultiService):
         scf = parse_next_hop(config["scf"])
         metrics = node.metrics.forRole("pcscf")
         overloaded = OverloadMetrics(metrics)
+        self.scf = scf
+        self.guard = AuthGuard.fromConfig(reactor, config, overloaded)
         self.clock = reactor
         self.store = node.storage.sipRegistrations
         self.registrar = Registrar(
@@ -36,7 +41,7 @@ class PcscfService(MultiService):
             minExpires=config["min_expires"], maxExpires=config["max_expires"],
             defaultExpires=config["default_expires"],
             challengeLifetime=config["challenge_lifetime"],
-            guard=AuthGuard.fromConfig(reactor, config, overloaded),
+            guard=self.guard,
         )
         self.bindingsGauge = metrics.gauge("mbmsd_pcscf_registered_bindings",
                                            "Live registration bindings")
@@ -55,8 +60,9 @@ class PcscfService(MultiService):
         self.proxy.layer.admission = self.connections.admission = SipAdmission(
             config, overloaded, exempt={scf[0], *config["trusted_peers"]}, clock=reactor)
         self.connections.receiver = self.proxy.layer
+        self.tls = tls.ServerTls(config["tls"]) if listen.tls else None
         attach_listeners(self, reactor, "pcscf", listen, self.connections, self.proxy.ports,
-                         tls=tls.serverOptions(config["tls"]) if listen.tls else None)
+                         tls=self.tls)
         timer = TimerService(config["prune_interval"], self.prune)
         timer.clock = reactor
         timer.setName("prune")
@@ -64,6 +70,21 @@ class PcscfService(MultiService):
         log.info("P-CSCF: UDP {udp}, TCP {tcp}, TLS {tls}, next hop {scf}, advertised as {adv}",
                  udp=config["udp_listen"] or "off", tcp=config["tcp_listen"] or "off",
                  tls=listen.tls or "off", scf=config["scf"], adv=listen.advertised)
+
+    def prepareReconfigure(self, config):
+        """IReconfigurable: the trusted peers, the overload and rate limits, the TLS files."""
+        switch = lambda: None  # noqa: E731 (no tls_listen: [pcscf.tls] serves nothing)
+        if self.tls is not None:
+            switch = tls.prepareReload(self.tls, config["tls"], "pcscf.tls")
+
+        def apply():
+            self.proxy.trustedPeers = set(config["trusted_peers"])
+            self.proxy.layer.admission.reconfigure(
+                config, {self.scf[0], *config["trusted_peers"]})
+            self.guard.reconfigure(config)
+            switch()
+
+        return apply
 
     def stopService(self):
         self.connections.closeAll()

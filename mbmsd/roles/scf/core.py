@@ -796,8 +796,11 @@ class ScfCore:
         log.info("INVITE {callid}: CANCELled", callid=cancel.call_id)
         self._respond(invite, make_response(invite.request, 487, to_tag=True))
 
-    def _end(self, session, reason, sendBye):
-        """End a session: stop its timers, BYE the UE if asked, deauthorize."""
+    def _end(self, session, reason, sendBye, pending=None):
+        """
+        End a session: stop its timers, BYE the UE if asked, deauthorize.
+        C{pending}, a list, gets the BYE's Deferred (its final response).
+        """
         if session.state == ENDED:
             return None
         wasUp = session.state in (ACCEPTED, CONFIRMED)
@@ -813,6 +816,8 @@ class ScfCore:
             d = self._sendInDialog(session, "BYE")
             d.addErrback(lambda f: log.info("{callid}: BYE not sent: {e}",
                                             callid=session.callId, e=f.getErrorMessage()))
+            if pending is not None:
+                pending.append(d)
         if session.authorized:
             session.authorized = False
             d = self._bmsc("deauthorize", session)
@@ -825,12 +830,13 @@ class ScfCore:
         """
         The role stops: end every session (BYE, deauthorize).
 
-        @return: Deferred firing once the BM-SC answered every deauthorize
-            (or they failed: bounded by the client's timeout).
+        @return: Deferred firing once every BYE got its final response and
+            the BM-SC answered every deauthorize (or they failed: bounded
+            by the transaction timers and the client's timeout).
         """
         pending = []
         for session in list(self.dialogs.values()):
-            d = self._end(session, "shutdown", sendBye=True)
+            d = self._end(session, "shutdown", sendBye=True, pending=pending)
             if d is not None:
                 pending.append(d)
         return DeferredList(pending, consumeErrors=True)

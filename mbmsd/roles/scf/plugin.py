@@ -187,6 +187,8 @@ class ScfRoleFactory:
     description = "SCF: SIP UAS of the MBMS user service, authorizes users at the BM-SC"
     configSchema = SCF_SECTION
     startOrder = 30
+    # a reload applies these (ScfService.prepareReconfigure)
+    liveKeys = frozenset({"service", "subscription", "trusted_pcscfs"}) | overload.live_keys()
 
     def checkNode(self, config):
         """

@@ -5,6 +5,9 @@ own requests (BYE, UPDATE) leave on, and the UAS core behind them.
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import inlineCallbacks
+from zope.interface import implementer
+
+from mbmsd.interfaces import IDrainable, IReconfigurable
 
 from mbmsd.logs import Logger
 from mbmsd.overload import OverloadMetrics, SipAdmission
@@ -19,6 +22,7 @@ __all__ = ["ScfService", "Connections"]
 log = Logger(namespace="mbmsd.scf")
 
 
+@implementer(IDrainable, IReconfigurable)
 class ScfService(MultiService):
     def __init__(self, node, config):
         MultiService.__init__(self)
@@ -54,11 +58,34 @@ class ScfService(MultiService):
                  services=", ".join(s["id"] for s in config["service"]), domain=serviceDomain,
                  bmsc=", ".join(self.client.bases))
 
+    def prepareReconfigure(self, config):
+        """
+        IReconfigurable: the services, the subscriptions, the trusted
+        P-CSCFs, the overload limits. Sessions already up keep theirs.
+        """
+        subscriptions = Subscriptions(config["subscription"])
+        services = {s["id"]: s for s in config["service"]}
+
+        def apply():
+            self.core.subscriptions = subscriptions
+            self.core.services = services
+            self.core.trustedPcscfs = set(config["trusted_pcscfs"])
+            self.core.layer.admission.reconfigure(config, config["trusted_pcscfs"])
+
+        return apply
+
+    def drain(self):
+        """
+        IDrainable: end every session, BYE to the UE (through the P-CSCF,
+        still listening) and deauthorize at the BM-SC, both awaited.
+        """
+        return self.core.stop()
+
     @inlineCallbacks
     def stopService(self):
-        # Sessions end with the role: BYE to the UEs (first transmission
-        # only), deauthorize at the BM-SC, awaited (bounded by bmsc_timeout)
-        # before the listeners close; the node closes the HTTP pool after.
+        # Sessions end with the role (the node drained them first: this
+        # ends only those that began since), before the listeners close;
+        # the node closes the HTTP pool after.
         yield self.core.stop()
         yield MultiService.stopService(self)
         self.connections.closeAll()
