@@ -73,6 +73,9 @@ NODE_SECTION = c.Section(
         "log_level": c.Field(c.choice(*logs.LEVELS), logs.DEFAULT,
                              "least severe events logged by mbmsd: per-transaction detail "
                              "is debug, each procedure's outcome info"),
+        "log_format": c.Field(c.choice(*logs.FORMATS), "text",
+                              "text (twistd's lines) or json (one object per line, "
+                              "the event's fields as keys)"),
         "http_access_log": c.Field(c.boolean(), False,
                                    "an access-log line per HTTP request on Ub, Zn and Ua "
                                    "(each procedure's outcome is logged anyway)"),

@@ -10,6 +10,7 @@ import sys
 from twisted.python import usage
 
 from mbmsd import config as c
+from mbmsd import logs
 from mbmsd.node import load_config, makeNode
 from mbmsd.storage.sealing import KeyFileError
 
@@ -46,6 +47,8 @@ class Options(usage.Options):
                 % (node["name"], ", ".join(node["roles"]), self["node_config"]["storage"]["backend"])
             )
             raise SystemExit(0)
+        node = self["node_config"]["node"]
+        logs.installObserver(self.parent, node["name"], node["log_format"])
 
 
 def makeService(options, reactor=None):
