@@ -311,7 +311,7 @@ class ScfCore:
         self.invites.labels(reject.result).inc()
         request = txn.request
         log.info("INVITE {callid}: {status} ({result})", callid=request.call_id,
-                 status=reject.status, result=reject.result)
+                 status=reject.status, result=reject.result, procedure="invite")
         self._answer(txn, reject.status, reject.reason, reject.headers)
 
     @inlineCallbacks
@@ -518,7 +518,8 @@ class ScfCore:
         log.info("INVITE {callid}: 200, {impu} authorized for {service} "
                  "(session interval {interval}s, refresher {refresher})",
                  callid=session.callId, impu=session.impu, service=session.serviceId,
-                 interval=session.interval, refresher=session.refresher)
+                 interval=session.interval, refresher=session.refresher,
+                 procedure="invite", result="ok")
 
     def _success(self, request, session, transport):
         response = make_response(request, 200, to_tag=session.localTag)
