@@ -152,19 +152,39 @@ def _time(when):
     return formatTime(when, timeFormat=timeFormatRFC3339)
 
 
+def _traceback(failure):
+    """The traceback's lines, escaped; the exception's message is one line."""
+    from twisted.python.reflect import qual, safe_str
+
+    text = failure.getTraceback()
+    tail = "%s: %s\n" % (qual(failure.type), safe_str(failure.value))
+    last = []
+    if text.endswith(tail):
+        text, last = text[:-len(tail)], [escape(tail[:-1])]
+    return [escape(line) for line in text.rstrip("\n").split("\n") if line] + last
+
+
 def formatText(event):
     """
-    twistd's line (C{timestamp [namespace#level] message}), escaped; a
-    traceback follows on lines that start with a tab.
+    twistd's line (C{timestamp [namespace#level] message}), escaped, so one
+    line per event; a traceback follows on lines that start with a tab.
     """
     event = _demoted(event)
     if event is None:
         return None
-    text = formatEventAsClassicLogText(event, formatTime=_time)
+    failure = event.get("log_failure")
+    plain = {k: v for k, v in event.items() if k != "log_failure"}
+    text = formatEventAsClassicLogText(plain, formatTime=_time)
+    if failure is None:
+        return None if not text else escape(text[:-1]) + "\n"
     if not text:
-        return None
-    first, *rest = text[:-1].split("\n")
-    return "\n\t".join([escape(first)] + [escape(line[1:]) for line in rest]) + "\n"
+        text = formatEventAsClassicLogText(dict(plain, log_format="Unhandled error"),
+                                           formatTime=_time)
+    try:
+        lines = _traceback(failure)
+    except Exception:
+        lines = ["(the traceback could not be formatted)"]
+    return "\n\t".join([escape(text[:-1])] + lines) + "\n"
 
 
 def _role(namespace):
@@ -232,8 +252,7 @@ def jsonFormatter(node):
             try:
                 record["error"] = escape("%s: %s" % (failure.type.__name__,
                                                      failure.getErrorMessage()))
-                record["traceback"] = "\n".join(
-                    escape(line) for line in failure.getTraceback().rstrip("\n").split("\n"))
+                record["traceback"] = "\n".join(_traceback(failure))
             except Exception:
                 record["error"] = "(the failure could not be formatted)"
         return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
