@@ -16,12 +16,13 @@ one is sent too and must be refused or escaped).
 
 import json
 import re
+from pathlib import Path
 import socket
 import threading
 
 import pytest
 
-from tests.daemon import Daemon, run_ue, wait_for
+from tests.daemon import ROOT, Daemon, run_ue, wait_for
 
 pytestmark = pytest.mark.external
 
@@ -32,6 +33,8 @@ ASCII_CONTROLS = "\x1b[31m\x7f\x1b]0;t\x07"
 # the escaped forms, written out by hand
 ESCAPED_HEADER = r"\x1b[31m\x7f\x85\x9b\u2028"
 NAF_ID = "626d73632e686f6d65312e6e65740100000001"  # bmsc.home1.net, Ua id 01 00 00 00 01
+# the Zn request of the README's Logs section, whose log lines it shows
+README_BTID = "x\r\ny\x1b[31mz@bsf.home1.net"
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[[^\]]+\] ")
 
 
@@ -128,6 +131,8 @@ def test_no_peer_control_character_reaches_the_log(tmp_path, fmt):
         assert raw_http(d.ports["zn"], b"POST /zn/v1/naf-keys HTTP/1.1\r\nHost: bsf\r\n",
                         json.dumps({"btid": "x" + CONTROLS + "@bsf.home1.net",
                                     "nafId": NAF_ID}).encode()) == 404
+        assert raw_http(d.ports["zn"], b"POST /zn/v1/naf-keys HTTP/1.1\r\nHost: bsf\r\n",
+                        json.dumps({"btid": README_BTID, "nafId": NAF_ID}).encode()) == 404
         # Ub: in the Digest username (refused: a control character in a quoted-string)
         digest = (b'Authorization: Digest username="u%s@home1.net", realm="bsf.home1.net", '
                   b'nonce="", uri="/", response=""\r\n')
@@ -208,8 +213,28 @@ def test_no_peer_control_character_reaches_the_log(tmp_path, fmt):
     # the HTTP client's answer: the reason phrase, headers and body stay out of the log
     logged("the BM-SC refused", "malformed acknowledgement")
     assert "owned" not in log and "OK" + "\\x85" not in log
+    readme_sample_is_logged(log, fmt)
     if fmt == "json":
         zn = [json.loads(l) for _, l in entries(log, fmt) if '"procedure": "zn"' in l]
         assert zn and zn[0]["btid"].startswith("x" + r"\x0d\x0a\x1b[31m")
         assert zn[0]["peer"] == "127.0.0.1" and zn[0]["result"] == "unknown_btid"
         assert zn[0]["role"] == "bsf" and zn[0]["node"] == "mbmsd-1"
+
+
+def readme_sample_is_logged(log, fmt):
+    """The README's Logs section shows the lines the node wrote (but the time)."""
+    readme = (Path(ROOT) / "README.md").read_text()
+    logs = readme[readme.index("\n## Logs\n"):]
+    text, js = re.findall(r"```(?:json)?\n(.*?)```", logs, re.S)[:2]
+    btid = "btid=" + README_BTID.replace("\r", "\\x0d").replace("\n", "\\x0a").replace(
+        "\x1b", "\\x1b")
+    if fmt == "text":
+        [line] = [l for l in log.splitlines() if l.endswith(btid)]
+        assert STAMP.sub("", line) == STAMP.sub("", text.strip())
+        assert STAMP.match(text.strip())
+    else:
+        [line] = [json.loads(l) for l in log.splitlines() if json.loads(l).get("btid") == btid[5:]]
+        shown = json.loads(js)
+        assert list(shown) == list(line)
+        assert {k: v for k, v in shown.items() if k != "time"} == \
+            {k: v for k, v in line.items() if k != "time"}
