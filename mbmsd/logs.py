@@ -41,7 +41,7 @@ _RANK = {LogLevel.debug: 0, LogLevel.info: 1, LogLevel.warn: 2, LogLevel.error: 
          LogLevel.critical: 4}
 _minimum = _RANK[LogLevel.levelWithName(DEFAULT)]
 
-# twisted.web's notes about idle clients: routine, so debug (issue 12 item 15)
+# twisted.web's notes about idle clients: routine, so debug
 DEMOTED = frozenset({"Timing out client: {peer}", "Forcibly timing out client: {peer}"})
 
 ROLES = ("bsf", "pcscf", "scf", "bmsc")
