@@ -15,8 +15,17 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; import mbmsd.plugins; list(getPlugins(IPlugin)); list(getPlugins(IPlugin, mbmsd.plugins))"
 	touch $@
 
+# twistd ends on SIGINT or SIGTERM by re-raising it on itself, which make
+# reports as "make: *** [run] Terminated": the shell below passes either
+# signal on as SIGTERM (a background job ignores SIGINT) and ends 0 when
+# twistd ended on it. MBMSD_ARGS: more twistd mbmsd options (an overlay).
+MBMSD_ARGS ?=
 run: venv
-	$(BIN)/twistd -n --pidfile= mbmsd --config etc/mbmsd.toml
+	@$(BIN)/twistd -n --pidfile= mbmsd --config etc/mbmsd.toml $(MBMSD_ARGS) & pid=$$!; \
+	trap 'kill -TERM $$pid 2>/dev/null' INT TERM; \
+	wait $$pid 2>/dev/null; status=$$?; \
+	while kill -0 $$pid 2>/dev/null; do wait $$pid 2>/dev/null; status=$$?; done; \
+	case $$status in 130|143) exit 0;; *) exit $$status;; esac
 
 check: venv
 	$(BIN)/twistd -n --pidfile= mbmsd --config etc/mbmsd.toml --check

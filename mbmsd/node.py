@@ -78,6 +78,9 @@ NODE_SECTION = c.Section(
         "stop_grace": c.Field(c.number(0, 300), 5.0,
                               "seconds a clean stop waits for the roles to end their work "
                               "(the SCF's BYEs and deauthorizes) before the listeners close"),
+        "log_format": c.Field(c.choice(*logs.FORMATS), "text",
+                              "text (twistd's lines) or json (one object per line, "
+                              "the event's fields as keys)"),
         "http_access_log": c.Field(c.boolean(), False,
                                    "an access-log line per HTTP request on Ub, Zn and Ua "
                                    "(each procedure's outcome is logged anyway)"),

@@ -11,6 +11,7 @@ from twisted.python import usage
 
 from mbmsd import __version__
 from mbmsd import config as c
+from mbmsd import logs
 from mbmsd.errors import StartupError
 from mbmsd.node import load_config, makeNode, roleFactories
 from mbmsd.reload import Reloader, onSighup
@@ -54,6 +55,8 @@ class Options(usage.Options):
                 % (node["name"], ", ".join(node["roles"]), self["node_config"]["storage"]["backend"])
             )
             raise SystemExit(0)
+        node = self["node_config"]["node"]
+        logs.installObserver(self.parent, node["name"], node["log_format"])
 
 
 def makeService(options, reactor=None):

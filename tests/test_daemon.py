@@ -119,11 +119,12 @@ def test_resynchronisation_through_the_daemon(tmp_path):
 
 def test_config_errors_stop_startup_with_the_key_named(tmp_path):
     d = Daemon(tmp_path, overlay='colour = "blue"\n\n[node]\nroles = ["bsf", "nope"]\n'
-                                 'log_level = "verbose"\n')
+                                 'log_level = "verbose"\nlog_format = "xml"\n')
     p = subprocess.run(d.command(), capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert p.returncode == 1
     assert "overlay.toml: node.roles: item 1: unknown role 'nope'" in p.stderr
     assert "overlay.toml: node.log_level: must be one of 'debug', 'info', 'warn', 'error'" in p.stderr
+    assert "overlay.toml: node.log_format: must be one of 'text', 'json'" in p.stderr
     assert "overlay.toml: bmsc.colour: unknown key" in p.stderr
     assert "Traceback" not in p.stderr
 

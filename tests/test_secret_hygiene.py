@@ -8,7 +8,9 @@ RES (the failure path); afterwards neither the daemon's log nor
 /metrics holds any key, and no subscriber identifier is a metric label.
 
 Log level: the node runs with node.log_level = "debug", the most verbose
-log it can write (the test checks that debug lines are there).
+log it can write (the test checks that debug lines are there), once in each
+node.log_format: text, and json (where the JSON lines are also decoded, so
+that a key spelled inside a JSON string is looked for as it was logged).
 
 The keys looked for, each in hex (either case), in base64 (standard and
 URL-safe, at any byte alignment inside a longer value) and as a Python bytes
@@ -28,6 +30,7 @@ only by tests), so there is none to look for.
 """
 
 import base64
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -98,10 +101,20 @@ def run_ue(workdir, *args, timeout=90):
                           timeout=timeout)
 
 
-def test_no_key_in_log_or_metrics(tmp_path):
+def decoded(log):
+    """The log, and for JSON lines every string in them as it was logged."""
+    out = [log]
+    for line in log.splitlines():
+        if line.startswith("{"):
+            out.extend(str(v) for v in json.loads(line).values())
+    return "\n".join(out)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_no_key_in_log_or_metrics(tmp_path, fmt):
     from prometheus_client.parser import text_string_to_metric_families
 
-    d = Daemon(tmp_path, settings={"node": {"log_level": "debug"}}).start()
+    d = Daemon(tmp_path, settings={"node": {"log_level": "debug", "log_format": fmt}}).start()
     try:
         common = ["--bsf", d.ub, "--pcscf", "sip:127.0.0.1:%d" % d.ports["pcscf"]]
         run = run_ue(tmp_path, "run", "--show-keys", *common, "--bmsc", d.url("bmsc", ""),
@@ -133,7 +146,9 @@ def test_no_key_in_log_or_metrics(tmp_path):
         metrics = metrics.decode("utf-8")
     finally:
         d.stop()
-    log = d.log()
+    log = decoded(d.log())
+    if fmt == "json":
+        assert all(json.loads(line) for line in d.log().splitlines())
 
     # the keys, computed here
     secrets = {"K": K, "OP": OP, "OPc": OPC}

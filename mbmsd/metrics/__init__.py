@@ -26,12 +26,12 @@ class Metrics:
     def __init__(self, node, registry=None):
         self.node = node
         self.registry = registry if registry is not None else CollectorRegistry()
+        # process_* (CPU, memory, open files, start time), as prometheus-client
+        # gives its default registry; ours is the node's own
+        ProcessCollector(registry=self.registry)
 
     def forRole(self, role):
         return RoleMetrics(self, role)
-
-    def processCollector(self):
-        ProcessCollector(registry=self.registry)
 
     def info(self, name, doc, values):
         i = Info(name, doc, registry=self.registry)

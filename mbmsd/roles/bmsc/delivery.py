@@ -190,7 +190,8 @@ class MikeyDelivery(DatagramProtocol):
                 else:
                     self._count["unverified"].inc()
                     log.warn("MIKEY MSK message to {host} not verified after {n} tries",
-                             host=entry.address[0], n=entry.tries)
+                             host=entry.address[0], n=entry.tries, procedure="mikey",
+                             peer=entry.address[0], result="unverified")
                     self._finish(entry, False)
         # a retransmission above may have set the timer for its own, later
         # deadline: the nearest head of all queues decides
@@ -226,7 +227,8 @@ class MikeyDelivery(DatagramProtocol):
         entry = self._pending.get((addr[0], data))
         if entry is None:
             self._count["bad_verification"].inc()
-            log.warn("MIKEY: unmatched, forged or replayed verification from {host}", host=addr[0])
+            log.warn("MIKEY: unmatched, forged or replayed verification from {host}", host=addr[0],
+                     procedure="mikey", peer=addr[0], result="bad_verification")
             return
         self._count["verified"].inc()
         self.deliverySeconds.observe(self.clock.seconds() - entry.started)

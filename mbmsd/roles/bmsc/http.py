@@ -81,7 +81,8 @@ class KeyManagementResource(Resource):
                 level = log.info if a.code in (200, 401) else log.warn
             level(
                 "{requesttype} from {source}: {code} {reason} user={user}",
-                requesttype=label, source=source, code=a.code, reason=a.reason, user=a.user)
+                requesttype=label, source=source, code=a.code, reason=a.reason, user=a.user,
+                procedure=label, peer=source, result=a.code)
             if not gone:
                 writeAnswer(request, a.code, a.headers, a.contentType, a.body, SERVER)
 

@@ -60,7 +60,7 @@ class UbResource(Resource):
             level(
                 "Ub {method} from {peer}: {code} {outcome} ({reason}) impi={impi}",
                 method=method, peer=_peer(request), code=a.code, outcome=a.outcome,
-                reason=a.reason, impi=a.impi or "-",
+                reason=a.reason, impi=a.impi or "-", procedure="ub", result=a.outcome,
             )
             if not gone:
                 writeAnswer(request, a.code, a.headers, a.contentType, a.body, SERVER)

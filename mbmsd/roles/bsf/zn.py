@@ -90,12 +90,12 @@ class ZnResource(Resource):
         gone = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
 
-        def send(code, result, payload, btid="-"):
+        def send(code, result, payload, btid="-", impi=None):
             self.requests.labels(result).inc()
             self.latency.observe(self.clock.seconds() - start)
             (log.info if code == 200 else log.warn)(
                 "Zn from {peer}: {code} {result} btid={btid}",
-                peer=peer, code=code, result=result, btid=btid,
+                peer=peer, code=code, result=result, btid=btid, procedure="zn", impi=impi,
             )
             if gone:
                 return
@@ -120,7 +120,7 @@ class ZnResource(Resource):
                 "ksNaf": base64.b64encode(key.ksNaf).decode("ascii"),
                 "expiresAt": gba.format_utc(datetime.fromtimestamp(int(key.expires), timezone.utc)),
                 "gbaType": key.gbaType,
-            }, btid)
+            }, btid, key.impi)
 
         def failed(f):
             if f.check(UnknownBTID):

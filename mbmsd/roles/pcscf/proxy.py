@@ -252,7 +252,8 @@ class PcscfProxy:
         level("REGISTER {impu} ({impi}) from {transport} {source}: {status} {outcome}",
               impu=answer.impu or "-", impi=answer.impi or "-",
               transport=txn.transport.name, source=_show(txn.source),
-              status=answer.status, outcome=answer.outcome)
+              status=answer.status, outcome=answer.outcome,
+              procedure="register", peer=_show(txn.source), result=answer.outcome)
         self._respond(txn, response)
         if self.onRegistration is not None and answer.status == 200:
             self.onRegistration()
@@ -505,7 +506,8 @@ class PcscfProxy:
             level("{method} {callid} from {transport} {source}: {status}",
                   method=txn.request.method, callid=txn.request.call_id,
                   transport=txn.transport.name, source=_show(txn.source),
-                  status=response.status)
+                  status=response.status, procedure=txn.request.method.lower(),
+                  peer=_show(txn.source), result=response.status)
 
 
 @implementer(IClientTransactionUser)

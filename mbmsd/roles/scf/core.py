@@ -331,7 +331,7 @@ class ScfCore:
         self.invites.labels(reject.result).inc()
         request = txn.request
         log.info("INVITE {callid}: {status} ({result})", callid=request.call_id,
-                 status=reject.status, result=reject.result)
+                 status=reject.status, result=reject.result, procedure="invite")
         self._answer(txn, reject.status, reject.reason, reject.headers)
 
     @inlineCallbacks
@@ -611,11 +611,12 @@ class ScfCore:
         self._armTimer(session)
         self._updateGauge()
         log.info("INVITE {callid}: 200, {impu} authorized for {service} "
-                 "(session interval {interval}s, refresher {refresher}{procedure})",
+                 "(session interval {interval}s, refresher {refresher}{security})",
                  callid=session.callId, impu=session.impu, service=session.serviceId,
                  interval=session.interval, refresher=session.refresher,
-                 procedure=", SIP-based security, B-TID %s" % (session.nafKey.btid,)
-                 if session.nafKey is not None else "")
+                 security=", SIP-based security, B-TID %s" % (session.nafKey.btid,)
+                 if session.nafKey is not None else "",
+                 procedure="invite", result="ok")
 
     def _success(self, request, session, transport):
         response = make_response(request, 200, to_tag=session.localTag)
