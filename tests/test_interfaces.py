@@ -17,6 +17,8 @@ from mbmsd.interfaces import (
     IBmscStore,
     IBootstrapLookup,
     IBootstrapStore,
+    IHealth,
+    IHealthExporterFactory,
     ILeaseStore,
     IMetricsExporterFactory,
     INode,
@@ -25,7 +27,9 @@ from mbmsd.interfaces import (
     IStorageFactory,
     ISubscriberStore,
 )
+from mbmsd.health import Health
 from mbmsd.metrics import Metrics
+from mbmsd.metrics.prometheus import PrometheusExporterFactory
 from mbmsd.node import Node, exporterFactories, roleFactories, storageFactories
 from mbmsd.roles.bsf.zn import ZnLookup
 from mbmsd.storage.memory import MemoryBootstrapStore, MemoryStorage
@@ -62,6 +66,10 @@ class InterfaceTests(SynchronousTestCase):
                       INode))
         table.append(("ZnLookup", ZnLookup(MemoryBootstrapStore(), Clock(), {}),
                       IBootstrapLookup))
+        node = Node(NODE_CONFIG, MemoryReactorClock(), memory, Metrics("n1"))
+        table.append(("Health", Health(node, Clock()), IHealth))
+        table.append(("PrometheusExporterFactory", PrometheusExporterFactory(),
+                      IHealthExporterFactory))
         return table
 
     def test_everyProviderVerifies(self):

@@ -9,7 +9,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from mbmsd import profile, tls
 from mbmsd.cluster import holder_id
-from mbmsd.interfaces import IBootstrapLookup
+from mbmsd.interfaces import IBootstrapLookup, IHealth
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, ConcurrencyLimiter, OverloadMetrics
 from mbmsd.protocols import gba
@@ -78,6 +78,10 @@ class BmscService(MultiService):
             agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True),
                           **({"contextFactory": policy} if policy is not None else {}))
             zn = HttpZnLookup(agent, config["zn_url"], reactor, config["zn_timeout"])
+            health = node.lookup(IHealth)
+            if health is not None:
+                # readiness: the BSF's Zn answers (in-process: the bsf role)
+                health.addCheck("bmsc.zn", zn.probe)
         overloaded = OverloadMetrics(metrics)
         self.ua = UaAuthenticator(zn, self.nafFqdn, nafId, reactor, config["nonce_lifetime"],
                                   guard=AuthGuard.fromConfig(reactor, config, overloaded))
