@@ -31,7 +31,7 @@ clean:
 	rm -rf $(VENV) build dist *.egg-info var twisted/plugins/dropin.cache mbmsd/plugins/dropin.cache
 
 # The wheel operators install (README: Deployment): dist/mbmsd-<version>-py3-none-any.whl,
-# with the example configs and units under share/mbmsd/.
+# with the example configs, units and monitoring files under share/mbmsd/.
 # Built with the venv's setuptools (no download); a fresh build/ so that no
 # file removed from the tree lingers in it.
 dist: venv

@@ -23,7 +23,7 @@ def wheel(tmp_path_factory):
     # own build/, dist/ and egg-info stay as they are; this venv's pip and
     # setuptools (-o: the venv is not rebuilt because the copy looks newer)
     subprocess.run(["cp", "-r", "Makefile", "mbmsd", "twisted", "setup.cfg", "pyproject.toml",
-                    "README.md", "LICENSE", "etc", "systemd", str(build)],
+                    "README.md", "LICENSE", "etc", "systemd", "contrib", str(build)],
                    cwd=ROOT, check=True)
     venv = sys.prefix
     p = subprocess.run(["make", "dist", "VENV=%s" % (venv,), "-o", "%s/.installed" % (venv,)],
@@ -45,13 +45,13 @@ def test_wheel_contents(wheel):
     assert entry and b"mbms-ue = mbmsd.ue.cli:main" in zipfile.ZipFile(wheel).read(entry[0])
 
 
-def test_wheel_carries_configs_units_and_license(wheel):
+def test_wheel_carries_configs_units_monitoring_and_license(wheel):
     archive = zipfile.ZipFile(wheel)
     names = set(archive.namelist())
     (data,) = {n.split("/")[0] for n in names if n.split("/")[0].endswith(".data")}
     shipped = {n[len(data) + len("/data/"):] for n in names if n.startswith(data + "/data/")}
     expected = set()
-    for folder in ("etc", "etc/nodes", "systemd"):
+    for folder in ("etc", "etc/nodes", "systemd", "contrib/grafana", "contrib/prometheus"):
         for f in (ROOT / folder).iterdir():
             if f.is_file():
                 expected.add("share/mbmsd/%s/%s" % (folder, f.name))
@@ -100,6 +100,8 @@ def test_installed_wheel_puts_the_files_under_share(wheel, tmp_path):
     assert (share / "systemd" / "mbmsd.service").read_text() == \
         (ROOT / "systemd" / "mbmsd.service").read_text()
     assert (share / "etc" / "nodes" / "core-1.toml").is_file()
+    assert (share / "contrib" / "prometheus" / "mbmsd.rules.yml").is_file()
+    assert (share / "contrib" / "grafana" / "mbmsd.json").is_file()
 
 
 def test_twistd_finds_mbmsd_from_the_wheel(wheel, tmp_path):
