@@ -16,7 +16,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 import mbmsd.node
-from mbmsd import config as c
 from mbmsd import health as h
 from mbmsd.interfaces import IHealth, IHealthExporterFactory
 from mbmsd.metrics.prometheus import PrometheusExporterFactory, _Root
@@ -24,7 +23,7 @@ from mbmsd.node import makeNode
 from mbmsd.storage.memory import MemoryStorage
 from tests.daemon import ROOT, Daemon, http, metric, wait_for
 from tests.fakes import UDPMemoryReactorClock
-from tests.test_node import demoConfig
+from tests.test_node import ControlledStorageFactory, demoConfig
 
 
 class StorageDown(Exception):
@@ -42,17 +41,6 @@ class PingedStorage(MemoryStorage):
     def ping(self):
         self.pings += 1
         return self.answer()
-
-
-class _Factory:
-    name = "memory"
-    configSchema = c.Section()
-
-    def __init__(self, storage):
-        self.storage = storage
-
-    def open(self, config, reactor):
-        return self.storage
 
 
 def get(resource, path):
@@ -87,7 +75,7 @@ class ReadinessTests(SynchronousTestCase):
         self.reactor = UDPMemoryReactorClock()
         self.storage = PingedStorage()
         config = demoConfig()
-        self.patch(mbmsd.node, "storageFactories", lambda: {"memory": _Factory(self.storage)})
+        self.patch(mbmsd.node, "storageFactories", lambda: {"memory": ControlledStorageFactory(self.storage)})
         self.service = makeNode(config, self.reactor)
         self.health = self.service.node.lookup(IHealth)
         self.registry = self.service.node.metrics.registry
@@ -262,6 +250,8 @@ def test_twistd_bmsc_readyz_follows_zn(tmp_path):
         assert status == 503, body
         assert body["checks"] == {"roles": "ok", "storage": "ok",
                                   "bmsc.zn": "failed: ConnectionRefusedError"}
+        # a probe only reads
+        assert http("POST", d.url("metrics", "/readyz"), b"")[0] == 405
         # a listener on the Zn address: reachable
         with socket.socket() as bsf:
             bsf.bind(("127.0.0.1", zn))

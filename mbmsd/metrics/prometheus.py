@@ -1,6 +1,7 @@
 """
 The C{prometheus} exporter: C{GET /metrics} in the text exposition format on
-its own listener.
+its own listener, which also serves the node's health probes
+(L{mbmsd.health}: C{GET /healthz}, C{GET /readyz}).
 
 It renders on the reactor thread rather than through
 C{prometheus_client.twisted.MetricsResource} (which imports the global
