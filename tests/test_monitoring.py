@@ -175,6 +175,8 @@ class Prometheus:
             status, _, body = http("GET", url, timeout=10)
         except OSError:
             return None, None
+        if status != 200:
+            return status, None  # e.g. 503 "Service Unavailable" while the TSDB opens
         return status, json.loads(body)
 
     def query(self, expr):
