@@ -43,7 +43,7 @@ class CheckFailed(Exception):
 @implementer(IHealth)
 class Health:
     """
-    @param phase: L{STARTING} until L{nodeStarted}, L{READY}, then
+    @ivar phase: L{STARTING} until L{nodeStarted}, L{READY}, then
         L{STOPPING} from L{nodeStopping} on.
     """
 
