@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run check test system-deps bench-deps venv clean bench
+.PHONY: run check test system-deps bench-deps venv clean bench dist
 
 venv: $(VENV)/.installed
 
@@ -37,7 +37,16 @@ test: system-deps venv
 	$(BIN)/pytest -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info var twisted/plugins/dropin.cache mbmsd/plugins/dropin.cache
+	rm -rf $(VENV) build dist *.egg-info var twisted/plugins/dropin.cache mbmsd/plugins/dropin.cache
+
+# The wheel operators install (README: Deployment): dist/mbmsd-<version>-py3-none-any.whl,
+# with the example configs, units and monitoring files under share/mbmsd/.
+# Built with the venv's setuptools (no download); a fresh build/ so that no
+# file removed from the tree lingers in it.
+dist: venv
+	rm -rf build dist
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
+	@ls dist/*.whl
 
 # Debian packages only the benchmarks use (Kamailio); not part of `make test`
 bench-deps:

@@ -93,6 +93,20 @@ class IMetricsExporterFactory(IPlugin):
         """
 
 
+class IHealthExporterFactory(IMetricsExporterFactory):
+    """
+    An exporter whose listener also answers the node's health probes
+    (C{GET /healthz}, C{GET /readyz}).
+    """
+
+    def makeService(config, registry, reactor, health):
+        """
+        Like L{IMetricsExporterFactory.makeService}.
+
+        @param health: the node's L{IHealth}.
+        """
+
+
 # ---------------------------------------------------------------- node
 
 
@@ -175,6 +189,32 @@ class INode(Interface):
         """
 
 
+class IHealth(Interface):
+    """
+    The node's liveness and readiness (L{mbmsd.health}), offered to the
+    roles through C{INode.lookup(IHealth)}.
+    """
+
+    def addCheck(name, check):
+        """
+        Add a readiness condition.
+
+        @param name: its key in the C{/readyz} answer, e.g. C{"bmsc.zn"}.
+        @param check: a callable without arguments returning a Deferred that
+            fires when the condition holds and fails (its exception's class
+            and message are the reason) when it does not.
+        """
+
+    def check():
+        """
+        Evaluate every condition now (every role started, storage, the
+        added checks), each bounded in time.
+
+        @return: Deferred firing with C{(ready, reasons)}: a bool and
+            C{{name: "ok" or a short reason}}; it never fails.
+        """
+
+
 # ---------------------------------------------------------------- storage
 
 
@@ -200,6 +240,14 @@ class IStorage(Interface):
     def close():
         """
         Release connections. @return: a Deferred firing when done.
+        """
+
+    def ping():
+        """
+        One trivial round trip to the backend, never retried (readiness).
+
+        @return: a Deferred firing with None when the backend answered, or
+            failing with the backend's error.
         """
 
 

@@ -17,9 +17,13 @@ from zope.interface import implementer
 from mbmsd import __version__
 from mbmsd import config as c
 from mbmsd import logs
+from mbmsd import sdnotify
 from mbmsd import tls
+from mbmsd.health import Health
 from mbmsd.interfaces import (
     IDrainable,
+    IHealth,
+    IHealthExporterFactory,
     IMetricsExporterFactory,
     INode,
     IRoleFactory,
@@ -286,11 +290,14 @@ class NodeService(MultiService):
 
     @ivar onStartupFailure: called with the Failure when start-up fails
         (twistd: log and exit non-zero, so systemd sees it).
+    @ivar health: the node's L{Health}, told when every role started and
+        when the node begins to stop; or None.
     """
 
-    def __init__(self, node, exporters, roles, onStartupFailure=None):
+    def __init__(self, node, exporters, roles, onStartupFailure=None, health=None):
         MultiService.__init__(self)
         self.node = node
+        self.health = health
         self.exporters = list(exporters)
         self.roles = list(roles)
         self.onStartupFailure = onStartupFailure
@@ -326,6 +333,19 @@ class NodeService(MultiService):
             "node {node} ready (mbmsd {v}): roles {roles}",
             node=self.node.name, v=__version__, roles=", ".join(s.name for s in self.roles),
         )
+        self._announceReady()
+
+    def _announceReady(self):
+        # every listener is bound: the roles' startService bound them above
+        if self.health is not None:
+            self.health.nodeStarted(self.roles)
+        sdnotify.notify("READY=1", "STATUS=node %s ready: roles %s"
+                        % (self.node.name, ", ".join(s.name for s in self.roles)))
+
+    def _announceStopping(self):
+        if self.health is not None:
+            self.health.nodeStopping()
+        sdnotify.notify("STOPPING=1")
 
     def _failed(self, failure):
         if failure.check(SchemaError, KeyFileError, StartupError, tls.TlsConfigError):
@@ -341,6 +361,7 @@ class NodeService(MultiService):
     @inlineCallbacks
     def stopService(self):
         Service.stopService(self)
+        self._announceStopping()
         yield self._drain()
         while self._started:
             svc = self._started.pop()
@@ -391,10 +412,14 @@ def makeNode(config, reactor, onStartupFailure=None, registry=None):
     if clientTls.get("certificate") or clientTls.get("ca"):
         policy = tls.clientPolicy(clientTls)
     node = Node(config, reactor, storage, metrics, HttpClient(reactor, tlsPolicy=policy))
+    health = Health(node, reactor)
+    node.provide(IHealth, health)
     exporters = []
     factories = exporterFactories()
     for name in config["metrics"]["exporters"]:
-        exporters.append(factories[name].makeService(config["metrics"][name], metrics.registry, reactor))
+        extra = (health,) if IHealthExporterFactory.providedBy(factories[name]) else ()
+        exporters.append(factories[name].makeService(config["metrics"][name], metrics.registry,
+                                                     reactor, *extra))
     roles = []
     available = roleFactories()
     enabled = sorted(config["node"]["roles"], key=lambda r: (available[r].startOrder, r))
@@ -402,5 +427,5 @@ def makeNode(config, reactor, onStartupFailure=None, registry=None):
         svc = available[name].makeService(node, config[name])
         svc.setName(name)
         roles.append(svc)
-    return NodeService(node, exporters, roles, onStartupFailure)
+    return NodeService(node, exporters, roles, onStartupFailure, health)
 

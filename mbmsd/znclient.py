@@ -7,8 +7,11 @@ over the HTTP/JSON client of DESIGN 8.5, both behind L{IBootstrapLookup}.
 import base64
 import json
 from io import BytesIO
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
@@ -32,6 +35,20 @@ class HttpZnLookup:
         self.url = baseUrl.rstrip("/") + "/zn/v1/naf-keys"
         self.clock = clock
         self.timeout = timeout
+
+    def probe(self):
+        """
+        Readiness: the BSF's Zn listener accepts a connection. No request is
+        sent, so the BSF counts and logs nothing for it.
+
+        @return: Deferred firing with None, or failing with the error.
+        """
+        parts = urlsplit(self.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        endpoint = HostnameEndpoint(self.clock, parts.hostname, port, timeout=self.timeout)
+        d = connectProtocol(endpoint, Protocol())
+        d.addCallback(lambda protocol: protocol.transport.loseConnection())
+        return d
 
     @inlineCallbacks
     def getNafKey(self, btid, nafId, peer):

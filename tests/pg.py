@@ -32,44 +32,62 @@ def dsn():
         return os.environ["MBMSD_TEST_PG_DSN"]
     if "dsn" in _server:
         return _server["dsn"]
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        missing_external("psycopg is not installed (pip install 'psycopg[binary]')")
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins:
-        missing_external("PostgreSQL server binaries are not installed (apt-get install postgresql)")
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            missing_external("no postgres system user to run the server as")
-    bindir = os.path.dirname(bins[-1])
-    tmp = tempfile.mkdtemp(prefix="mbmsd-pg-")
-    if os.geteuid() == 0:
-        shutil.chown(tmp, "postgres", "postgres")
-    from tests.ports import free_port
-
-    port = free_port()
-    data = os.path.join(tmp, "data")
-    _run_as_postgres([os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres",
-                      "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"])
-    _run_as_postgres([os.path.join(bindir, "pg_ctl"), "-D", data, "-l", os.path.join(tmp, "log"),
-                      "-w", "-t", "60", "-o",
-                      "-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off "
-                      "-c synchronous_commit=off -c full_page_writes=off" % (port, tmp), "start"])
-
-    def stop():
-        try:
-            _run_as_postgres([os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate",
-                              "-w", "stop"])
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    atexit.register(stop)
-    _server["dsn"] = "postgresql://postgres@127.0.0.1:%d/postgres" % (port,)
-    _server["port"] = port
+    cluster = Cluster()
+    cluster.start()
+    atexit.register(cluster.destroy)
+    _server["dsn"] = cluster.dsn
+    _server["port"] = cluster.port
     return _server["dsn"]
+
+
+class Cluster:
+    """
+    A throwaway cluster of its own (initdb at construction) that a test may
+    stop and start again, e.g. to see a node lose its database.
+    """
+
+    def __init__(self):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            missing_external("psycopg is not installed (pip install 'psycopg[binary]')")
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not bins:
+            missing_external("PostgreSQL server binaries are not installed (apt-get install postgresql)")
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                missing_external("no postgres system user to run the server as")
+        self.bindir = os.path.dirname(bins[-1])
+        self.tmp = tempfile.mkdtemp(prefix="mbmsd-pg-")
+        if os.geteuid() == 0:
+            shutil.chown(self.tmp, "postgres", "postgres")
+        from tests.ports import free_port
+
+        self.port = free_port()
+        self.data = os.path.join(self.tmp, "data")
+        self.dsn = "postgresql://postgres@127.0.0.1:%d/postgres" % (self.port,)
+        _run_as_postgres([os.path.join(self.bindir, "initdb"), "-D", self.data, "-U", "postgres",
+                          "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"])
+
+    def start(self):
+        _run_as_postgres([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l",
+                          os.path.join(self.tmp, "log"), "-w", "-t", "60", "-o",
+                          "-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off "
+                          "-c synchronous_commit=off -c full_page_writes=off"
+                          % (self.port, self.tmp), "start"])
+
+    def stop(self, mode="immediate"):
+        _run_as_postgres([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", mode,
+                          "-w", "stop"])
+
+    def destroy(self):
+        try:
+            if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+                self.stop()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def reset(url):

@@ -19,6 +19,8 @@ from mbmsd.interfaces import (
     IBootstrapLookup,
     IBootstrapStore,
     IDrainable,
+    IHealth,
+    IHealthExporterFactory,
     ILeaseStore,
     IMetricsExporterFactory,
     INode,
@@ -28,8 +30,10 @@ from mbmsd.interfaces import (
     IStorageFactory,
     ISubscriberStore,
 )
+from mbmsd.health import Health
 from mbmsd.metrics import Metrics
 from mbmsd import overload
+from mbmsd.metrics.prometheus import PrometheusExporterFactory
 from mbmsd.node import (
     Node, exporterFactories, load_config, makeNode, roleFactories, storageFactories)
 from mbmsd.roles.bsf.zn import ZnLookup
@@ -76,6 +80,10 @@ class InterfaceTests(SynchronousTestCase):
             table.append(("%s service" % (role.name,), role, IReconfigurable))
             if role.name == "scf":
                 table.append(("scf service", role, IDrainable))
+        node = Node(NODE_CONFIG, MemoryReactorClock(), memory, Metrics("n1"))
+        table.append(("Health", Health(node, Clock()), IHealth))
+        table.append(("PrometheusExporterFactory", PrometheusExporterFactory(),
+                      IHealthExporterFactory))
         return table
 
     def test_everyProviderVerifies(self):

@@ -6,12 +6,15 @@ in for PID 1, which this machine does not run).
 """
 
 import json
+import os
+import shutil
+import stat
 import subprocess
 
 import pytest
 
 from tests.daemon import ROOT, Daemon, run_ue, tool
-from tests.helpers import require_tool
+from tests.helpers import missing_external, require_tool
 from tests.ports import free_port
 
 pytestmark = pytest.mark.external
@@ -38,6 +41,49 @@ def test_units_are_hardened():
         for line in ("User=mbmsd", "NoNewPrivileges=yes", "ProtectSystem=strict",
                      "CapabilityBoundingSet=CAP_NET_BIND_SERVICE", "--nodaemon --pidfile="):
             assert line in text, (name, line)
+
+
+def test_units_notify_and_reload():
+    for name in ("mbmsd.service", "mbmsd@.service"):
+        lines = (ROOT / "systemd" / name).read_text().splitlines()
+        # the node sends READY=1 and STOPPING=1 (mbmsd/sdnotify.py), and
+        # SIGHUP reloads its config
+        for line in ("Type=notify", "NotifyAccess=main", "ExecReload=/bin/kill -HUP $MAINPID"):
+            assert line in lines, (name, line)
+
+
+def test_sysusers_and_tmpfiles_make_the_user_and_folders(tmp_path):
+    """
+    Installed as sysusers.d and tmpfiles.d files under an alternate root,
+    systemd's own tools create the mbmsd user and group, /var/lib/mbmsd
+    (0700, the user's) and /etc/mbmsd (0750, the group's).
+    """
+    sysusers = require_tool("systemd-sysusers")
+    tmpfiles = require_tool("systemd-tmpfiles")
+    if os.geteuid() != 0:
+        missing_external("systemd-tmpfiles needs root to give the folders their owner")
+    root = tmp_path / "root"
+    for folder, source in (("usr/lib/sysusers.d", "mbmsd.sysusers"),
+                           ("usr/lib/tmpfiles.d", "mbmsd.tmpfiles")):
+        (root / folder).mkdir(parents=True)
+        shutil.copy(ROOT / "systemd" / source, root / folder / "mbmsd.conf")
+    (root / "etc").mkdir()
+    for command in ([sysusers, "--root=%s" % root], [tmpfiles, "--root=%s" % root, "--create"]):
+        p = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+    users = {line.split(":")[0]: line.split(":") for line in
+             (root / "etc" / "passwd").read_text().splitlines()}
+    groups = {line.split(":")[0]: line.split(":") for line in
+              (root / "etc" / "group").read_text().splitlines()}
+    assert "mbmsd" in users and "mbmsd" in groups
+    uid, gid = int(users["mbmsd"][2]), int(groups["mbmsd"][2])
+    assert users["mbmsd"][5] == "/var/lib/mbmsd"
+    assert int(users["mbmsd"][3]) == gid
+    assert uid < 1000  # a system user
+    state = (root / "var" / "lib" / "mbmsd").stat()
+    assert (stat.S_IMODE(state.st_mode), state.st_uid, state.st_gid) == (0o700, uid, gid)
+    config = (root / "etc" / "mbmsd").stat()
+    assert (stat.S_IMODE(config.st_mode), config.st_uid, config.st_gid) == (0o750, 0, gid)
 
 
 def test_socket_activation_of_ub(tmp_path):

@@ -1,6 +1,7 @@
 """
 The C{prometheus} exporter: C{GET /metrics} in the text exposition format on
-its own listener.
+its own listener, which also serves the node's health probes
+(L{mbmsd.health}: C{GET /healthz}, C{GET /readyz}).
 
 It renders on the reactor thread rather than through
 C{prometheus_client.twisted.MetricsResource} (which imports the global
@@ -14,7 +15,8 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from mbmsd import config as c
-from mbmsd.interfaces import IMetricsExporterFactory
+from mbmsd.health import HealthzResource, ReadyzResource
+from mbmsd.interfaces import IHealthExporterFactory
 from mbmsd.web import listener, makeSite
 
 
@@ -36,9 +38,13 @@ class MetricsResource(Resource):
 
 
 class _Root(Resource):
-    def __init__(self, registry):
+    def __init__(self, registry, health=None):
         Resource.__init__(self)
         self.putChild(b"metrics", MetricsResource(registry))
+        if health is not None:
+            # the node's probes (mbmsd.health) share the metrics listener
+            self.putChild(b"healthz", HealthzResource(health))
+            self.putChild(b"readyz", ReadyzResource(health))
 
     def getChild(self, path, request):
         # "/" is this index page (without this, Resource answers 404 for it)
@@ -46,19 +52,19 @@ class _Root(Resource):
 
     def render_GET(self, request):
         request.setHeader(b"Content-Type", b"text/plain")
-        return b"mbmsd metrics: GET /metrics\n"
+        return b"mbmsd metrics: GET /metrics, GET /healthz, GET /readyz\n"
 
 
-@implementer(IMetricsExporterFactory)
+@implementer(IHealthExporterFactory)
 class PrometheusExporterFactory:
     name = "prometheus"
     configSchema = c.Section(
         fields={
             "listen": c.Field(c.endpoint(), "tcp:9102:interface=127.0.0.1",
-                              "Twisted endpoint for GET /metrics"),
+                              "Twisted endpoint for GET /metrics, /healthz and /readyz"),
         }
     )
 
-    def makeService(self, config, registry, reactor):
-        return listener(reactor, config["listen"], makeSite(_Root(registry), reactor), "prometheus",
-                        key="metrics.prometheus.listen")
+    def makeService(self, config, registry, reactor, health=None):
+        return listener(reactor, config["listen"], makeSite(_Root(registry, health), reactor),
+                        "prometheus", key="metrics.prometheus.listen")

@@ -118,3 +118,6 @@ class MemoryStorage:
 
     def close(self):
         return succeed(None)
+
+    def ping(self):
+        return succeed(None)

@@ -529,6 +529,16 @@ class SqlStorage:
         self.db.close()
         return succeed(None)
 
+    def ping(self):
+        # on the pool itself, not Database's retrying path: readiness wants
+        # the backend's state now, not after the backoff
+        return self.db.pool.runInteraction(_ping_txn)
+
+
+def _ping_txn(cursor):
+    cursor.execute("SELECT 1")
+    cursor.fetchall()
+
 
 def make_pool(reactor, module, *args, openfun=None, **kwargs):
     return adbapi.ConnectionPool(

@@ -12,7 +12,7 @@ from zope.interface import implementer
 from mbmsd import profile, tls
 from mbmsd.cluster import holder_id
 from mbmsd.errors import listenFailed
-from mbmsd.interfaces import IBootstrapLookup, IReconfigurable
+from mbmsd.interfaces import IBootstrapLookup, IHealth, IReconfigurable
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, ConcurrencyLimiter, OverloadMetrics
 from mbmsd.roles.bmsc.counters import CounterReservations
@@ -86,6 +86,10 @@ class BmscService(MultiService):
         zn = node.lookup(IBootstrapLookup)
         if config["zn_url"]:
             zn = zn_lookup(node, config["zn_url"], config["zn_timeout"])
+            health = node.lookup(IHealth)
+            if health is not None:
+                # readiness: the BSF's Zn answers (in-process: the bsf role)
+                health.addCheck("bmsc.zn", zn.probe)
         overloaded = OverloadMetrics(metrics)
         self.guard = AuthGuard.fromConfig(reactor, config, overloaded)
         # NAF_Id = FQDN || each accepted Ua security protocol id (TS 33.220 H.3)
