@@ -74,15 +74,18 @@ class Collector:
         return "http://127.0.0.1:%d/v1/metrics" % (self.port,)
 
     def hold(self, connection, arrival):
+        """Until released: False (and the time noted) once the client hangs up."""
         entry = [arrival, None]
         with self.lock:
             self.hanging.append(entry)
-        while not self.released.wait(0.05):
+        while True:
+            released = self.released.wait(0.05)
             readable, _, _ = select.select([connection], [], [], 0)
             if readable and connection.recv(1, socket.MSG_PEEK) == b"":
                 entry[1] = time.monotonic()  # the exporter gave up on us
                 return False
-        return True
+            if released:
+                return True
 
     def release(self):
         self.released.set()
