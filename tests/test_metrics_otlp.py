@@ -386,3 +386,52 @@ class WorkerTests(SynchronousTestCase):
         worker.stop()
         self.assertTrue(shut.wait(30))
         self.assertTrue(worker._thread.daemon)
+
+
+class CollectorAnswerTests(SynchronousTestCase):
+    """
+    The real SDK exporter against a local collector that refuses a push
+    with a reason phrase holding an ESC sequence: the push counts as failed
+    and the reason reaches our log escaped, not raw (nor on stderr).
+    """
+
+    def test_refusalReasonLoggedEscaped(self):
+        sdk()
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        from tests.ports import free_port
+
+        class Refuse(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(400, "bad\x1b[2Jpush")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = HTTPServer(("127.0.0.1", free_port()), Refuse)
+        self.addCleanup(server.server_close)
+        thread = threading.Thread(target=server.handle_request, daemon=True)
+        thread.start()
+        config = {"endpoint": "http://127.0.0.1:%d/v1/metrics" % (server.server_port,),
+                  "interval": 10.0, "timeout": 5.0, "headers": {"authorization": "Bearer s3cr3t"}}
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = Clock()
+        svc = otlp.OtlpExporter(config, Metrics("node-a").registry, clock,
+                                exporter=otlp._sdkExporter(config), run=maybeDeferred)
+        svc.startService()
+        thread.join(30)
+        self.assertEqual(svc.failures, 1)
+        (line,) = [formatEvent(e) for e in events if "OTLP push to" in formatEvent(e)]
+        self.assertIn("400", line)
+        self.assertIn("bad\\x1b[2Jpush", line)
+        self.assertNotIn("\x1b", line)
+        self.assertNotIn("s3cr3t", line)
+        self.assertEqual([round(c.getTime(), 6) for c in clock.getDelayedCalls()], [20.0])

@@ -278,8 +278,8 @@ class OtlpExporter(Service):
         Service.startService(self)
         if self._exporter is None:
             self._exporter = _sdkExporter(self.config)
+        _quietSdk()
         if self._run is None:
-            _quietSdk()
             self._worker = _Worker(self.reactor, self._exporter)
             self._run = self._worker.run
         self._start = self._now()
