@@ -101,7 +101,7 @@ class InterfaceTests(SynchronousTestCase):
         """
         self.assertIn("bsf", roleFactories())
         self.assertTrue({"memory", "sqlite"} <= set(storageFactories()))
-        self.assertIn("prometheus", exporterFactories())
+        self.assertTrue({"prometheus", "otlp"} <= set(exporterFactories()))
         self.assertGreaterEqual(len(self.pairs()), 14)
 
     def test_pluginNamesAndSchemas(self):

@@ -3,6 +3,7 @@ The built-in plugins. Importing this module is cheap: each factory imports its
 implementation only when a node uses it.
 """
 
+from mbmsd.metrics.otlp import OtlpExporterFactory
 from mbmsd.metrics.prometheus import PrometheusExporterFactory
 from mbmsd.roles.bmsc.plugin import BmscRoleFactory
 from mbmsd.roles.bsf.plugin import BsfRoleFactory
@@ -20,3 +21,4 @@ memory = MemoryStorageFactory()
 sqlite = SqliteStorageFactory()
 postgresql = PostgresStorageFactory()
 prometheus = PrometheusExporterFactory()
+otlp = OtlpExporterFactory()
