@@ -2,7 +2,7 @@
 The node: one process, one reactor, one store, one metrics registry, and the
 roles its config enables, as a tree of services with an explicit order.
 
-Start: storage opens and migrates, subscribers are provisioned, then the
+Start: storage opens and migrates, the config's provisioning is seeded, then the
 exporters and the roles start in ascending C{startOrder}. Stop: the roles in
 reverse, each awaited, then the exporters, then storage closes.
 MultiService would not wait for any of this, so NodeService sequences it.
@@ -27,7 +27,7 @@ from mbmsd.interfaces import (
 from mbmsd.httpclient import HttpClient
 from mbmsd.logs import Logger
 from mbmsd.metrics import Metrics
-from mbmsd.storage.records import Subscriber
+from mbmsd.provisioning import NAI, PUBLIC_ID, seedFromConfig
 from mbmsd.storage.sealing import KeyFileError
 from mbmsd.storage.sql import SchemaError
 
@@ -59,9 +59,6 @@ def exporterFactories():
 
 
 # ---------------------------------------------------------------- config
-
-NAI = r"[^@\s]+@[A-Za-z0-9.-]+"
-PUBLIC_ID = r"(sips?:[^\s]+|tel:\+?[0-9A-Fa-f.()-]+)"
 
 NODE_SECTION = c.Section(
     fields={
@@ -207,17 +204,6 @@ def _table(data, name, errors, where):
     return dict(value)
 
 
-def subscribersFromConfig(config):
-    from mbmsd.protocols.milenage import compute_opc
-
-    for sub in config["subscriber"]:
-        opc = sub["opc"] if sub["opc"] is not None else compute_opc(sub["k"], sub["op"])
-        yield Subscriber(
-            impi=sub["impi"], impus=tuple(sub["impus"]), k=sub["k"], opc=opc,
-            amf=sub["amf"], sqn=int.from_bytes(sub["sqn"], "big"),
-        )
-
-
 # ---------------------------------------------------------------- node
 
 
@@ -274,14 +260,7 @@ class NodeService(MultiService):
     @inlineCallbacks
     def _start(self):
         yield self.node.storage.open()
-        count = 0
-        for subscriber in subscribersFromConfig(self.node.config):
-            if not self.running:
-                break
-            yield self.node.storage.subscribers.provision(subscriber)
-            count += 1
-        if count:
-            log.info("provisioned {n} subscriber(s) from the config", n=count)
+        yield seedFromConfig(self.node.config, self.node.storage, lambda: self.running)
         if not self.running:
             # stopService ran while storage was opening: touch nothing more
             # (storage is closed) and start nothing on a stopped node.

@@ -9,6 +9,7 @@ run in the database thread end in C{_txn}; every transaction has a name
 C{schema/}, applied in order at start-up and recorded in C{schema_version}.
 """
 
+import dataclasses
 import re
 import time
 from importlib import resources
@@ -25,7 +26,8 @@ from mbmsd.storage.bmsc import SqlBmscStore, msk_context
 from mbmsd.storage.challenges import put_challenge_txn, take_challenge_txn
 from mbmsd.storage.leases import SqlLeaseStore
 from mbmsd.storage.sipreg import SqlSipRegistrationStore
-from mbmsd.storage.records import BootstrapSession, Subscriber
+from mbmsd.storage.provisioning import SqlProvisioningStore
+from mbmsd.storage.records import BootstrapSession, Subscriber, SubscriberSummary
 from mbmsd.storage.sealing import SealError
 
 log = Logger(namespace="mbmsd.storage")
@@ -360,6 +362,75 @@ class SqlSubscriberStore:
              txn.seal(s.opc, "subscribers.opc:" + s.impi), s.amf, s.sqn, s.gbaType),
         )
 
+    def create(self, subscriber):
+        return self.db.runInteraction("create_subscriber", self._create_txn, subscriber)
+
+    @classmethod
+    def _create_txn(cls, txn, s):
+        if txn.execute("SELECT 1 FROM subscribers WHERE impi = ?", (s.impi,)).fetchone():
+            return False
+        cls._provision_txn(txn, s)
+        return True
+
+    def update(self, subscriber):
+        return self.db.runInteraction("update_subscriber", self._update_txn, subscriber)
+
+    @classmethod
+    def _update_txn(cls, txn, s):
+        if not txn.execute("SELECT 1 FROM subscribers WHERE impi = ?", (s.impi,)).fetchone():
+            return False
+        cls._provision_txn(txn, s)
+        return True
+
+    def remove(self, impi):
+        return self.db.runInteraction("remove_subscriber", self._remove_txn, impi)
+
+    @staticmethod
+    def _remove_txn(txn, impi):
+        return txn.execute("DELETE FROM subscribers WHERE impi = ?", (impi,)).rowcount > 0
+
+    def page(self, after, limit):
+        return self.db.runInteraction("page_subscribers", self._page_txn, after, limit)
+
+    @staticmethod
+    def _page_txn(txn, after, limit):
+        rows = txn.execute(
+            "SELECT impi, impus, amf, sqn, gba_type FROM subscribers WHERE impi > ? "
+            "ORDER BY impi LIMIT ?", (after or "", int(limit))).fetchall()
+        return [SubscriberSummary(impi=r[0], impus=tuple(r[1].split("\n")) if r[1] else (),
+                                  amf=_b(r[2]), sqn=int(r[3]), gbaType=r[4]) for r in rows]
+
+    def provisionBatch(self, subscribers):
+        return self.db.runInteraction("provision_batch", self._provisionBatch_txn,
+                                      list(subscribers))
+
+    @classmethod
+    def _provisionBatch_txn(cls, txn, batch):
+        stored = {}
+        for i in range(0, len(batch), 500):
+            chunk = [s.impi for s in batch[i:i + 500]]
+            for row in txn.execute(
+                    "SELECT impi, impus, k, opc, amf, sqn, gba_type FROM subscribers "
+                    "WHERE impi IN (%s)" % (", ".join("?" * len(chunk)),), chunk).fetchall():
+                stored[row[0]] = row
+        created = updated = 0
+        for s in batch:
+            row = stored.get(s.impi)
+            if row is not None:
+                old = Subscriber(
+                    impi=row[0], impus=tuple(row[1].split("\n")) if row[1] else (),
+                    k=txn.unseal(row[2], "subscribers.k:" + row[0]),
+                    opc=txn.unseal(row[3], "subscribers.opc:" + row[0]),
+                    amf=_b(row[4]), sqn=int(row[5]), gbaType=row[6])
+                # unchanged: the same data, and a stored SQN not behind
+                if old.sqn >= s.sqn and old == dataclasses.replace(s, sqn=old.sqn):
+                    continue
+                updated += 1
+            else:
+                created += 1
+            cls._provision_txn(txn, s)
+        return created, updated, len(batch) - created - updated
+
     def get(self, impi):
         return self.db.runInteraction("get_subscriber", self._get_txn, impi)
 
@@ -499,6 +570,7 @@ class SqlStorage:
         self.sipRegistrations = SqlSipRegistrationStore(db)
         self.bmsc = SqlBmscStore(db)
         self.leases = SqlLeaseStore(db)
+        self.provisioning = SqlProvisioningStore(db)
 
     @inlineCallbacks
     def open(self):

@@ -17,8 +17,9 @@ from mbmsd.roles.bmsc.counters import CounterReservations
 from mbmsd.roles.bmsc.delivery import MikeyDelivery
 from mbmsd.roles.bmsc.http import KeyManagementResource
 from mbmsd.roles.bmsc.keymanagement import KeyManagement
-from mbmsd.roles.bmsc.msk import MskManager, default_key_group
+from mbmsd.roles.bmsc.msk import MskManager
 from mbmsd.roles.bmsc.plugin import lease_renewal
+from mbmsd.roles.bmsc.provisioning import StoredKeyGroups
 from mbmsd.roles.bmsc.ua import UaAuthenticator
 from mbmsd.roles.bmsc.zn import HttpZnLookup
 from mbmsd.web import listener, makeSite
@@ -55,7 +56,8 @@ class _Msks(Service):
 
     def startService(self):
         Service.startService(self)
-        self.manager.start()
+        self.manager.start().addErrback(
+            lambda f: log.failure("reading the MBMS User Services failed", f))
 
     def stopService(self):
         Service.stopService(self)
@@ -82,8 +84,8 @@ class BmscService(MultiService):
         self.ua = UaAuthenticator(zn, self.nafFqdn, nafId, reactor, config["nonce_lifetime"],
                                   guard=AuthGuard.fromConfig(reactor, config, overloaded))
         keyDomainId = profile.key_domain_id(config["mcc"], config["mnc"])
-        services = {s["id"]: s["key_group"] if s["key_group"] is not None else default_key_group(s["id"])
-                    for s in config["service"]}
+        # services and their Key Groups: from storage, at each use
+        services = StoredKeyGroups(node.storage.provisioning)
         uePort = config["ue_mikey_port"] or profile.MSK_UDP_PORT
         # MIKEY counters reserved durably before use, many MUKs per transaction
         # (counters.py), one counter per message: no node holds a block in
@@ -123,7 +125,8 @@ class BmscService(MultiService):
         timer.clock = reactor
         timer.setServiceParent(self)
         log.info("BM-SC.UPF {naf}: key management on {listen}, services {services}",
-                 naf=self.nafFqdn, listen=config["listen"], services=", ".join(services))
+                 naf=self.nafFqdn, listen=config["listen"],
+                 services=", ".join(s["id"] for s in config["service"]))
 
     def push(self, registration, msk):
         """
@@ -144,4 +147,7 @@ class BmscService(MultiService):
     def prune(self):
         d = self.store.prune(self.clock.seconds())
         d.addErrback(lambda f: log.failure("pruning failed", f))
+        # services added or removed through the admin API: their rotation
+        d.addCallback(lambda _: self.msks.refresh())
+        d.addErrback(lambda f: log.failure("reading the MBMS User Services failed", f))
         return d

@@ -9,7 +9,8 @@ from twisted.internet.defer import inlineCallbacks
 from mbmsd.logs import Logger
 from mbmsd.overload import OverloadMetrics, SipAdmission
 from mbmsd.roles.scf.bmsc import HttpServiceAuthorizationClient
-from mbmsd.roles.scf.core import ScfCore, Subscriptions
+from mbmsd.roles.scf.core import ScfCore
+from mbmsd.roles.scf.provisioning import StoredServices
 from mbmsd.sip.listeners import Connections, SipListenSettings, attach_listeners
 from mbmsd.sip.transaction import TimerSettings
 
@@ -27,10 +28,12 @@ class ScfService(MultiService):
         metrics = node.metrics.forRole("scf")
         self.client = HttpServiceAuthorizationClient(
             node.http, config["bmsc_url"], config["bmsc_timeout"], config["retries"])
+        # services and subscriptions: from storage, at each INVITE
+        provisioned = StoredServices(node.storage.provisioning)
         self.connections = Connections(reactor, None, config["max_message_size"], metrics, "scf")
         self.core = ScfCore(
-            reactor, self.client, Subscriptions(config["subscription"]),
-            {s["id"]: s for s in config["service"]}, serviceDomain, config["trusted_pcscfs"],
+            reactor, self.client, provisioned, provisioned, serviceDomain,
+            config["trusted_pcscfs"],
             self.connections, listen.advertised, listen.ports, metrics,
             sessionExpires=config["session_expires"], minSe=config["min_se"],
             authorizationMargin=config["authorization_margin"],
