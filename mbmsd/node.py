@@ -17,6 +17,7 @@ from zope.interface import implementer
 from mbmsd import __version__
 from mbmsd import config as c
 from mbmsd import logs
+from mbmsd.admin import config as admin_config
 from mbmsd import tls
 from mbmsd.interfaces import (
     IMetricsExporterFactory,
@@ -156,6 +157,11 @@ def load_config(paths):
         errors.append("%s: metrics.%s: unknown key (not an enabled exporter)"
                       % (where(("metrics", key)), key))
 
+    out["admin"] = admin_config.ADMIN_SECTION.validate(
+        _table(data, "admin", errors, where), ("admin",), errors, where)
+    for line in admin_config.check(out["admin"]):
+        errors.append("%s: %s" % (where(("admin",)), line))
+
     subs = data.get("subscriber", [])
     out["subscriber"] = []
     if not isinstance(subs, list):
@@ -184,7 +190,7 @@ def load_config(paths):
             for line in roles[name].checkNode(out):
                 errors.append("%s: %s" % (where(tuple(line.split(":", 1)[0].split("."))), line))
 
-    known = {"node", "storage", "metrics", "subscriber"} | set(roles)
+    known = {"node", "storage", "metrics", "subscriber", "admin"} | set(roles)
     for key in data:
         if key not in known:
             errors.append("%s: %s: unknown section (known: %s)"
@@ -321,6 +327,11 @@ def makeNode(config, reactor, onStartupFailure=None, registry=None):
     factories = exporterFactories()
     for name in config["metrics"]["exporters"]:
         exporters.append(factories[name].makeService(config["metrics"][name], metrics.registry, reactor))
+    if admin_config.enabled(config):
+        # with the exporters: up once storage is, before the roles; down after them
+        from mbmsd.admin.service import AdminService
+
+        exporters.append(AdminService(node, config["admin"]))
     roles = []
     available = roleFactories()
     enabled = sorted(config["node"]["roles"], key=lambda r: (available[r].startOrder, r))
