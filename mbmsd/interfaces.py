@@ -194,12 +194,14 @@ class ISubscriberStore(Interface):
             False if it was unknown.
         """
 
-    def page(after, limit):
+    def page(after, limit, withKeys=False):
         """
         A page of subscribers in IMPI order, without their keys.
 
         @param after: the last IMPI of the previous page ('' or None: from
             the start).
+        @param withKeys: give whole L{Subscriber}s, K and OPc included (an
+            export with keys), instead.
         @return: Deferred firing with at most C{limit}
             L{mbmsd.storage.records.SubscriberSummary}s whose IMPI sorts
             after C{after}.

@@ -195,6 +195,12 @@ class SubscriberStoreContract(_StorageFixture):
         self.assertEqual(self.result(self.store.page("u11@home1.net", 2)), [])
         self.assertEqual(len(self.result(self.store.page(None, 100))), 5)
 
+    def test_pageWithKeys(self):
+        s = subscriber("b@home1.net", k=AWKWARD_K, opc=AWKWARD_OPC)
+        self.result(self.store.provision(s))
+        self.result(self.store.provision(subscriber("a@home1.net")))
+        self.assertEqual(self.result(self.store.page("a@home1.net", 5, withKeys=True)), [s])
+
     def test_provisionBatchCountsAndIsIdempotent(self):
         self.result(self.store.provision(subscriber("a@home1.net")))
         self.result(self.store.provision(subscriber("b@home1.net", sqn=0x40)))

@@ -42,12 +42,14 @@ class MemorySubscriberStore:
     def remove(self, impi):
         return succeed(self._rows.pop(impi, None) is not None)
 
-    def page(self, after, limit):
+    def page(self, after, limit, withKeys=False):
         # a sorted copy per page: the reference, not built for millions
         names = sorted(k for k in self._rows if k > (after or ""))[:limit]
+        rows = [self._rows[k] for k in names]
+        if withKeys:
+            return succeed(rows)
         return succeed([SubscriberSummary(impi=r.impi, impus=r.impus, amf=r.amf, sqn=r.sqn,
-                                          gbaType=r.gbaType)
-                        for r in (self._rows[k] for k in names)])
+                                          gbaType=r.gbaType) for r in rows])
 
     def provisionBatch(self, subscribers):
         created = updated = unchanged = 0

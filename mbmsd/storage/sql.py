@@ -340,6 +340,16 @@ def check_node_key_txn(txn):
 # ---------------------------------------------------------------- stores
 
 
+# SQN never goes back (TS 33.102 C.1): keep the stored one when ahead.
+_PROVISION = (
+    "INSERT INTO subscribers (impi, impus, k, opc, amf, sqn, gba_type) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (impi) DO UPDATE SET impus = excluded.impus, k = excluded.k, "
+    "opc = excluded.opc, amf = excluded.amf, gba_type = excluded.gba_type, "
+    "sqn = CASE WHEN subscribers.sqn > excluded.sqn "
+    "THEN subscribers.sqn ELSE excluded.sqn END")
+
+
 @implementer(ISubscriberStore)
 class SqlSubscriberStore:
     def __init__(self, db):
@@ -348,19 +358,14 @@ class SqlSubscriberStore:
     def provision(self, subscriber):
         return self.db.runInteraction("provision_subscriber", self._provision_txn, subscriber)
 
+    @classmethod
+    def _provision_txn(cls, txn, s):
+        txn.execute(_PROVISION, cls._provision_args(txn, s))
+
     @staticmethod
-    def _provision_txn(txn, s):
-        # SQN never goes back (TS 33.102 C.1): keep the stored one when ahead.
-        txn.execute(
-            "INSERT INTO subscribers (impi, impus, k, opc, amf, sqn, gba_type) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (impi) DO UPDATE SET impus = excluded.impus, k = excluded.k, "
-            "opc = excluded.opc, amf = excluded.amf, gba_type = excluded.gba_type, "
-            "sqn = CASE WHEN subscribers.sqn > excluded.sqn "
-            "THEN subscribers.sqn ELSE excluded.sqn END",
-            (s.impi, "\n".join(s.impus), txn.seal(s.k, "subscribers.k:" + s.impi),
-             txn.seal(s.opc, "subscribers.opc:" + s.impi), s.amf, s.sqn, s.gbaType),
-        )
+    def _provision_args(txn, s):
+        return (s.impi, "\n".join(s.impus), txn.seal(s.k, "subscribers.k:" + s.impi),
+                txn.seal(s.opc, "subscribers.opc:" + s.impi), s.amf, s.sqn, s.gbaType)
 
     def create(self, subscriber):
         return self.db.runInteraction("create_subscriber", self._create_txn, subscriber)
@@ -389,16 +394,21 @@ class SqlSubscriberStore:
     def _remove_txn(txn, impi):
         return txn.execute("DELETE FROM subscribers WHERE impi = ?", (impi,)).rowcount > 0
 
-    def page(self, after, limit):
-        return self.db.runInteraction("page_subscribers", self._page_txn, after, limit)
+    def page(self, after, limit, withKeys=False):
+        return self.db.runInteraction("page_subscribers", self._page_txn, after, limit,
+                                      withKeys)
 
-    @staticmethod
-    def _page_txn(txn, after, limit):
+    @classmethod
+    def _page_txn(cls, txn, after, limit, withKeys):
         rows = txn.execute(
-            "SELECT impi, impus, amf, sqn, gba_type FROM subscribers WHERE impi > ? "
-            "ORDER BY impi LIMIT ?", (after or "", int(limit))).fetchall()
+            "SELECT impi, impus, k, opc, amf, sqn, gba_type FROM subscribers WHERE impi > ? "
+            "ORDER BY impi LIMIT ?" if withKeys else
+            "SELECT impi, impus, NULL, NULL, amf, sqn, gba_type FROM subscribers "
+            "WHERE impi > ? ORDER BY impi LIMIT ?", (after or "", int(limit))).fetchall()
+        if withKeys:
+            return [cls._subscriber(txn, r) for r in rows]
         return [SubscriberSummary(impi=r[0], impus=tuple(r[1].split("\n")) if r[1] else (),
-                                  amf=_b(r[2]), sqn=int(r[3]), gbaType=r[4]) for r in rows]
+                                  amf=_b(r[4]), sqn=int(r[5]), gbaType=r[6]) for r in rows]
 
     def provisionBatch(self, subscribers):
         return self.db.runInteraction("provision_batch", self._provisionBatch_txn,
@@ -414,21 +424,21 @@ class SqlSubscriberStore:
                     "WHERE impi IN (%s)" % (", ".join("?" * len(chunk)),), chunk).fetchall():
                 stored[row[0]] = row
         created = updated = 0
+        writes = []
         for s in batch:
             row = stored.get(s.impi)
             if row is not None:
-                old = Subscriber(
-                    impi=row[0], impus=tuple(row[1].split("\n")) if row[1] else (),
-                    k=txn.unseal(row[2], "subscribers.k:" + row[0]),
-                    opc=txn.unseal(row[3], "subscribers.opc:" + row[0]),
-                    amf=_b(row[4]), sqn=int(row[5]), gbaType=row[6])
+                old = cls._subscriber(txn, row)
                 # unchanged: the same data, and a stored SQN not behind
                 if old.sqn >= s.sqn and old == dataclasses.replace(s, sqn=old.sqn):
                     continue
                 updated += 1
             else:
                 created += 1
-            cls._provision_txn(txn, s)
+            writes.append(cls._provision_args(txn, s))
+        if writes:
+            # one statement for the batch (psycopg pipelines it)
+            txn.cursor.executemany(txn.engine.sql(_PROVISION), writes)
         return created, updated, len(batch) - created - updated
 
     def get(self, impi):
@@ -442,6 +452,10 @@ class SqlSubscriberStore:
         ).fetchone()
         if row is None:
             return None
+        return SqlSubscriberStore._subscriber(txn, row)
+
+    @staticmethod
+    def _subscriber(txn, row):
         return Subscriber(
             impi=row[0],
             impus=tuple(row[1].split("\n")) if row[1] else (),
