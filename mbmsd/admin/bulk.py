@@ -12,7 +12,7 @@ not written).
 
 import csv
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import inlineCallbacks, succeed
 
 from mbmsd.provisioning import FieldError, subscriber_from_fields
 
@@ -59,11 +59,20 @@ def import_subscribers(store, stream, name, report, batch=BATCH):
         summary.updated += updated
         summary.unchanged += unchanged
 
-    def flush():
+    # one batch written while the next is read: at most two in memory
+    inflight = [None]
+
+    def flush(drain=False):
         rows = list(pending)
         del pending[:]
         impis.clear()
-        return store.provisionBatch(rows).addCallback(counted) if rows else None
+        previous, inflight[0] = inflight[0], None
+        if rows:
+            inflight[0] = store.provisionBatch(rows).addCallback(counted)
+        if drain and inflight[0] is not None:
+            # the same IMPI again soon: nothing may run beside its earlier row
+            return (previous or succeed(None)).addCallback(lambda _: flush(True))
+        return previous
 
     for row in reader:
         summary.rows += 1
@@ -80,12 +89,12 @@ def import_subscribers(store, stream, name, report, batch=BATCH):
             continue
         if subscriber.impi in impis:
             # the same IMPI again: the earlier row first (the later one wins)
-            yield flush()
+            yield flush(drain=True)
         pending.append(subscriber)
         impis.add(subscriber.impi)
         if len(pending) >= batch:
             yield flush()
-    yield flush()
+    yield flush(drain=True)
     return summary
 
 
