@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 
 from bench import common
 from mbmsd.protocols import milenage
@@ -186,6 +186,17 @@ def pg_dsn():
         return None, str(e) or e.__class__.__name__
 
 
+def import_figures(backend, rate, floor, peak, peakTenth, summary, note):
+    return [
+        dict(name="import_" + backend, ratio=rate / floor, a=rate, b=floor,
+             unit="rows/s vs bare executemany", goal=None,
+             notes=note + "; " + summary.split(": ", 1)[-1]),
+        dict(name="import_rss_" + backend, ratio=peak / peakTenth, a=peak / 2 ** 20,
+             b=peakTenth / 2 ** 20, unit="peak RSS MiB, N vs N/10 rows",
+             goal=("<=", 1.25), notes=note),
+    ]
+
+
 @defer.inlineCallbacks
 def run(reactor, args):
     figures = []
@@ -202,15 +213,8 @@ def run(reactor, args):
         seconds, peak, summary = measured_import(lite, big)
         _, peakTenth, _ = measured_import(node(tmp / "lite10", ["bsf", "pcscf"]), tenth)
         floor = bare_sqlite(str(tmp / "bare.sqlite3"), args.rows)
-        rate = args.rows / seconds
-        figures += [
-            dict(name="import_sqlite", ratio=rate / floor, a=rate, b=floor,
-                 unit="rows/s vs bare executemany", goal=None,
-                 notes=note + "; " + summary.split(": ", 1)[-1]),
-            dict(name="import_rss_sqlite", ratio=peak / peakTenth, a=peak / 2 ** 20,
-                 b=peakTenth / 2 ** 20, unit="peak RSS MiB, N vs N/10 rows",
-                 goal=("<=", 1.25), notes=note),
-        ]
+        figures += import_figures("sqlite", args.rows / seconds, floor, peak, peakTenth,
+                                  summary, note)
 
         # --- Ub and REGISTER with N stored against 1 000
         few = node(tmp / "few", ["bsf", "pcscf"])
@@ -250,15 +254,8 @@ def run(reactor, args):
             _, peakTenth, _ = measured_import(node(tmp / "pg10", ["bsf"], storage, base), tenth)
             pg.reset(dsn)
             floor = bare_postgresql(dsn, args.rows)
-            rate = args.rows / seconds
-            figures += [
-                dict(name="import_postgresql", ratio=rate / floor, a=rate, b=floor,
-                     unit="rows/s vs bare executemany", goal=None,
-                     notes=note + "; " + summary.split(": ", 1)[-1]),
-                dict(name="import_rss_postgresql", ratio=peak / peakTenth, a=peak / 2 ** 20,
-                     b=peakTenth / 2 ** 20, unit="peak RSS MiB, N vs N/10 rows",
-                     goal=("<=", 1.25), notes=note),
-            ]
+            figures += import_figures("postgresql", args.rows / seconds, floor, peak,
+                                      peakTenth, summary, note)
     return figures
 
 
@@ -275,11 +272,7 @@ def main():
     args.rows = args.rows or (5000 if args.quick else 1000000)
     args.requests = args.requests or (20 if args.quick else 500)
 
-    def go(reactor):
-        return run(reactor, args).addCallback(
-            lambda figures: print("RESULT " + json.dumps(figures), flush=True))
-
-    task.react(go)
+    common.react_and_report(run, args)
 
 
 if __name__ == "__main__":

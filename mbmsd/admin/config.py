@@ -17,22 +17,12 @@ import stat
 
 from mbmsd import config as c
 from mbmsd import tls
-
-
-def _listen():
-    endpoint = c.endpoint()
-
-    def check(value):
-        if value == "":
-            return value
-        return endpoint(value)
-
-    return check
+from mbmsd.sip.listeners import _stream_endpoint_or_off as endpoint_or_off
 
 
 ADMIN_SECTION = c.Section(
     fields={
-        "listen": c.Field(_listen(), "",
+        "listen": c.Field(endpoint_or_off(), "",
                           "admin HTTP API listener (JSON under /admin/v1/); '' turns it off"),
         "token_file": c.Field(c.string(r".+", "a file path"), None,
                               "file holding the API's bearer token (mode 0600); required "

@@ -13,8 +13,8 @@ must open under the node key.
 
 import sqlite3
 
-from mbmsd.storage.sealing import SealError, Sealer, load_key
-from mbmsd.storage.sql import KEY_CHECK, _Txn, migrate_txn, schema_files
+from mbmsd.storage.sealing import Sealer, load_key
+from mbmsd.storage.sql import _Txn, key_opens, migrate_txn, schema_files
 
 CHUNK = 5000
 
@@ -65,11 +65,7 @@ def migrate(source, target, keyFile, out):
     check = src.execute("SELECT sealed FROM node_key_check WHERE id = 1").fetchone()
     if check is None:
         raise MigrateError("--from: no node key check value (no node ever opened it)")
-    try:
-        opens = sealer.unseal(check[0], "node_key_check") == KEY_CHECK
-    except SealError:
-        opens = False
-    if not opens:
+    if not key_opens(sealer, check[0]):
         raise MigrateError("--key-file: this key does not open the keys of the SQLite "
                            "database (another node's key file?)")
     tables = [r[0] for r in src.execute(
@@ -117,8 +113,7 @@ def migrate(source, target, keyFile, out):
                                    % (table, want, n, have))
             copied[table] = n
         sealed = cur.execute("SELECT sealed FROM node_key_check WHERE id = 1").fetchone()[0]
-        if bytes(sealed) != bytes(check[0]) or sealer.unseal(bytes(sealed), "node_key_check") \
-                != KEY_CHECK:
+        if bytes(sealed) != bytes(check[0]) or not key_opens(sealer, bytes(sealed)):
             raise MigrateError("node_key_check: the sealed check value differs after the copy")
         conn.commit()
     except BaseException:

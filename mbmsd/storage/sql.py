@@ -312,6 +312,14 @@ def seal_clear_rows_txn(txn):
                     (txn.seal(_b(key), context), keyDomainId, mskNumber))
 
 
+def key_opens(sealer, sealed):
+    """Does C{sealer}'s node key open the sealed check value C{sealed}?"""
+    try:
+        return sealer.unseal(sealed, "node_key_check") == KEY_CHECK
+    except SealError:
+        return False
+
+
 def check_node_key_txn(txn):
     """
     The first node to open the database seals a known value; every later
@@ -328,11 +336,7 @@ def check_node_key_txn(txn):
         txn.execute("INSERT INTO node_key_check (id, sealed) VALUES (1, ?)",
                     (txn.seal(KEY_CHECK, "node_key_check"),))
         return
-    try:
-        ok = txn.unseal(row[0], "node_key_check") == KEY_CHECK
-    except SealError:
-        ok = False
-    if not ok:
+    if not key_opens(txn.sealer, row[0]):
         raise SchemaError("storage.key_file: this key does not open the keys stored in the "
                           "database (another node's key file, or a new one?)")
 

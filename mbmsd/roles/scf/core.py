@@ -62,7 +62,7 @@ from mbmsd.sip.message import (
     parse_params)
 from mbmsd.sip.transaction import TimerSettings, TransactionError, TransactionLayer
 
-__all__ = ["ScfCore", "Session", "Subscriptions", "RESULTS", "ALLOW"]
+__all__ = ["ScfCore", "Session", "RESULTS", "ALLOW"]
 
 log = Logger(namespace="mbmsd.scf")
 
