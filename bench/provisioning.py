@@ -141,34 +141,43 @@ def percentile(values, p):
 
 
 @defer.inlineCallbacks
-def latencies(reactor, daemon, count, requests):
-    """p99 of serial Ub bootstraps and REGISTERs for random stored users."""
+def latencies(reactor, nodes, requests):
+    """
+    p99 of serial Ub bootstraps and REGISTERs for random stored users, one
+    request to each node in turn (so that both see the same machine load).
+
+    @param nodes: [(daemon, subscribers stored)].
+    @return: [(Ub p99, REGISTER p99)] in the order of C{nodes}.
+    """
     from mbmsd.ue.http import AgentRequester
     from mbmsd.ue.sip import ImsRegistration, open_udp
     from mbmsd.ue.ub import UbClient, Usim
 
-    rng = random.Random(count)
+    rng = random.Random(requests)
     usim = Usim(common.K, bytes.fromhex(OPC))
     http = AgentRequester(reactor)
-    ub, sip = [], []
-    ua, close = open_udp(reactor, ("127.0.0.1", daemon.ports["pcscf"]), "127.0.0.1", 0)
+    times = [([], []) for _ in nodes]
+    sockets = [open_udp(reactor, ("127.0.0.1", d.ports["pcscf"]), "127.0.0.1", 0)
+               for d, _ in nodes]
     try:
         for n in range(requests + 10):        # the first ten warm up
-            i = rng.randrange(count)
-            impi = "ue%07d@home1.net" % (i,)
-            t0 = time.perf_counter()
-            yield UbClient(http, daemon.url("ub"), impi, usim).bootstrap()
-            t1 = time.perf_counter()
-            yield ImsRegistration(ua, impi, "sip:ue%07d@home1.net" % (i,), usim,
-                                  domain="home1.net").register()
-            t2 = time.perf_counter()
-            if n >= 10:
-                ub.append(t1 - t0)
-                sip.append(t2 - t1)
+            for (daemon, count), (ua, _), (ub, sip) in zip(nodes, sockets, times):
+                i = rng.randrange(count)
+                impi = "ue%07d@home1.net" % (i,)
+                t0 = time.perf_counter()
+                yield UbClient(http, daemon.url("ub"), impi, usim).bootstrap()
+                t1 = time.perf_counter()
+                yield ImsRegistration(ua, impi, "sip:ue%07d@home1.net" % (i,), usim,
+                                      domain="home1.net").register()
+                t2 = time.perf_counter()
+                if n >= 10:
+                    ub.append(t1 - t0)
+                    sip.append(t2 - t1)
     finally:
-        close()
+        for _, close in sockets:
+            close()
         yield http.close()
-    return percentile(ub, 99), percentile(sip, 99)
+    return [(percentile(ub, 99), percentile(sip, 99)) for ub, sip in times]
 
 
 def pg_dsn():
@@ -219,15 +228,17 @@ def run(reactor, args):
         # --- Ub and REGISTER with N stored against 1 000
         few = node(tmp / "few", ["bsf", "pcscf"])
         measured_import(few, small)
-        timings = {}
-        for name, daemon, count in (("few", few, SMALL), ("many", lite, args.rows)):
-            daemon.start()
+        few.start()
+        try:
+            lite.start()
             try:
-                timings[name] = yield latencies(reactor, daemon, count, args.requests)
+                (ubFew, sipFew), (ubMany, sipMany) = yield latencies(
+                    reactor, [(few, SMALL), (lite, args.rows)], args.requests)
             finally:
-                daemon.stop()
-        (ubMany, sipMany), (ubFew, sipFew) = timings["many"], timings["few"]
-        scale = "%d vs %d subscribers stored (SQLite), %d serial requests" % (
+                lite.stop()
+        finally:
+            few.stop()
+        scale = "%d vs %d subscribers stored (SQLite), %d serial requests each, in turn" % (
             args.rows, SMALL, args.requests)
         figures += [
             dict(name="ub_at_scale", ratio=ubMany / ubFew, a=ubMany * 1e3, b=ubFew * 1e3,

@@ -17,8 +17,8 @@ from zope.interface import implementer
 from mbmsd import __version__
 from mbmsd import config as c
 from mbmsd import logs
-from mbmsd.admin import config as admin_config
 from mbmsd import tls
+from mbmsd.admin import config as admin_config
 from mbmsd.interfaces import (
     IMetricsExporterFactory,
     INode,
