@@ -118,7 +118,7 @@ class AdminOperations:
         self.clock = clock
 
     def _changed(self, who, what, **kw):
-        log.info("admin: " + who + " " + what, **{k: shown(v) for k, v in kw.items()})
+        log.info("admin: {who} " + what, who=shown(who), **{k: shown(v) for k, v in kw.items()})
 
     @inlineCallbacks
     def createSubscriber(self, who, body):
