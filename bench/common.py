@@ -217,3 +217,16 @@ def add_profile_option(ap):
 def twistd_profile_args(path):
     """twistd's own options that cProfile the node into C{path}; none without one."""
     return ["--profile", path, "--profiler", "cprofile", "--savestats"] if path else []
+
+
+def react_and_report(run, args):
+    """Run C{run(reactor, args)} (a Deferred of figures) and print its RESULT line."""
+    import json
+
+    from twisted.internet import task
+
+    def go(reactor):
+        return run(reactor, args).addCallback(
+            lambda figures: print("RESULT " + json.dumps(figures), flush=True))
+
+    task.react(go)

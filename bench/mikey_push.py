@@ -121,7 +121,13 @@ def run(reactor, args):
             for r in rows:
                 yield store.putRegistration(MskRegistration(*r))
         del rows
-        manager = MskManager(store, reactor, KEY_DOMAIN, {SERVICE: 0x1234}, 86400, 3600, metrics)
+        from mbmsd.roles.bmsc.provisioning import StoredKeyGroups
+        from mbmsd.storage.provisioning import MemoryProvisioningStore
+        from mbmsd.storage.records import MbmsService
+        services = MemoryProvisioningStore()
+        services.putService(MbmsService(SERVICE, 0x1234))
+        manager = MskManager(store, reactor, KEY_DOMAIN, StoredKeyGroups(services), 86400, 3600,
+                             metrics)
         manager.push = lambda r, msk: delivery.deliver(r.ueAddress, r.btid, muks[r.btid], msk)
         yield manager.current(SERVICE)
 

@@ -10,13 +10,14 @@ serial, for random IMPUs among the stored ones.
 """
 
 import argparse
-import json
 import os
 import random
 import tempfile
 import time
 
-from twisted.internet import defer, task
+from twisted.internet import defer
+
+from bench import common
 
 from mbmsd.storage.records import MskRegistration
 from mbmsd.storage.sqlite import SqliteStorageFactory
@@ -86,11 +87,7 @@ def main():
     args.large = args.large or (20000 if args.quick else 1000000)
     args.requests = args.requests or (100 if args.quick else 1000)
 
-    def go(reactor):
-        return run(reactor, args).addCallback(
-            lambda figures: print("RESULT " + json.dumps(figures), flush=True))
-
-    task.react(go)
+    common.react_and_report(run, args)
 
 
 if __name__ == "__main__":

@@ -228,6 +228,7 @@ class IStorage(Interface):
     bmsc = Attribute("The L{IBmscStore}.")
     sipRegistrations = Attribute("The L{ISipRegistrationStore} (P-CSCF).")
     leases = Attribute("The L{ILeaseStore}: singleton duties shared by nodes.")
+    provisioning = Attribute("The L{IProvisioningStore}: services and subscriptions.")
 
     def open():
         """
@@ -270,6 +271,50 @@ class ISubscriberStore(Interface):
         @return: Deferred firing with the L{Subscriber} or None if unknown.
         """
 
+    def create(subscriber):
+        """
+        Store a new L{Subscriber}, as L{provision} would.
+
+        @return: Deferred firing with True, or False (nothing changed) when
+            the IMPI is already stored.
+        """
+
+    def update(subscriber):
+        """
+        Replace a stored subscriber's IMPUs, K, OPc and AMF as L{provision}
+        does (a stored SQN ahead is kept).
+
+        @return: Deferred firing with True, or False for an unknown IMPI.
+        """
+
+    def remove(impi):
+        """
+        @return: Deferred firing with True if the subscriber was removed,
+            False if it was unknown.
+        """
+
+    def page(after, limit, withKeys=False):
+        """
+        A page of subscribers in IMPI order, without their keys.
+
+        @param after: the last IMPI of the previous page ('' or None: from
+            the start).
+        @param withKeys: give whole L{Subscriber}s, K and OPc included (an
+            export with keys), instead.
+        @return: Deferred firing with at most C{limit}
+            L{mbmsd.storage.records.SubscriberSummary}s whose IMPI sorts
+            after C{after}.
+        """
+
+    def provisionBatch(subscribers):
+        """
+        Provision many L{Subscriber}s in one transaction, as L{provision}
+        does each; a subscriber whose stored data is the same (and whose
+        stored SQN is not behind) is not written.
+
+        @return: Deferred firing with C{(created, updated, unchanged)}.
+        """
+
     def nextSqn(impi):
         """
         Atomically advance the subscriber's SQN by one and return it.
@@ -284,6 +329,73 @@ class ISubscriberStore(Interface):
         6.3.5) so that the next vector uses SQN_MS + 1.
 
         @return: Deferred firing with None.
+        """
+
+
+class IProvisioningStore(Interface):
+    """
+    What operators provision beside the subscribers, read by every node at
+    each request (no cache): the MBMS User Services (L{MbmsService}) and the
+    subscriptions, IMPU -> MBMS User Service IDs (TS 26.237 8.3.2.4). IMPUs
+    are in the SCF's normalized form. Reached as C{storage.provisioning}.
+    """
+
+    def addService(service):
+        """
+        Store a new L{mbmsd.storage.records.MbmsService}.
+
+        @return: Deferred firing with True, or False (nothing changed) when
+            its ID is already stored.
+        """
+
+    def putService(service):
+        """
+        Create or replace a service. @return: Deferred firing with None.
+        """
+
+    def getService(serviceId):
+        """
+        @return: Deferred firing with the L{MbmsService} or None.
+        """
+
+    def services():
+        """
+        @return: Deferred firing with every L{MbmsService}, by ID.
+        """
+
+    def removeService(serviceId):
+        """
+        Remove a service and every subscription to it.
+
+        @return: Deferred firing with True, or False if it was unknown.
+        """
+
+    def setSubscriptions(impu, serviceIds):
+        """
+        Replace the services C{impu} is subscribed to (none: unsubscribed).
+
+        @return: Deferred firing with None.
+        """
+
+    def subscriptions(impu):
+        """
+        @return: Deferred firing with the sorted list of service IDs.
+        """
+
+    def isSubscribed(impu, serviceId):
+        """
+        @return: Deferred firing with True or False.
+        """
+
+    def subscriberState(impi, now):
+        """
+        An operator's live view of one subscriber, nothing secret in it.
+
+        @return: Deferred firing with a
+            L{mbmsd.storage.records.SubscriberState} (live at C{now}: its
+            bootstrapping sessions as L{SessionSummary}s, its P-CSCF
+            L{SipBinding}s by IMPI, and the BM-SC's authorizations and MSK
+            registrations of its IMPUs), or None for an unknown IMPI.
         """
 
 

@@ -2,7 +2,7 @@
 The node: one process, one reactor, one store, one metrics registry, and the
 roles its config enables, as a tree of services with an explicit order.
 
-Start: storage opens and migrates, subscribers are provisioned, then the
+Start: storage opens and migrates, the config's provisioning is seeded, then the
 exporters and the roles start in ascending C{startOrder}. Stop: the roles in
 reverse, each awaited, then the exporters, then storage closes.
 MultiService would not wait for any of this, so NodeService sequences it.
@@ -20,6 +20,7 @@ from mbmsd import logs
 from mbmsd import sdnotify
 from mbmsd import tls
 from mbmsd.health import Health
+from mbmsd.admin import config as admin_config
 from mbmsd.interfaces import (
     IDrainable,
     IHealth,
@@ -33,7 +34,7 @@ from mbmsd.errors import StartupError
 from mbmsd.httpclient import HttpClient
 from mbmsd.logs import Logger
 from mbmsd.metrics import Metrics
-from mbmsd.storage.records import Subscriber
+from mbmsd.provisioning import NAI, PUBLIC_ID, seedFromConfig
 from mbmsd.storage.sealing import KeyFileError, check_key_file
 from mbmsd.storage.sql import SchemaError
 
@@ -65,9 +66,6 @@ def exporterFactories():
 
 
 # ---------------------------------------------------------------- config
-
-NAI = r"[^@\s]+@[A-Za-z0-9.-]+"
-PUBLIC_ID = r"(sips?:[^\s]+|tel:\+?[0-9A-Fa-f.()-]+)"
 
 NODE_SECTION = c.Section(
     fields={
@@ -180,6 +178,11 @@ def load_config(paths):
         errors.append("%s: metrics.%s: unknown key (not an enabled exporter)"
                       % (where(("metrics", key)), key))
 
+    out["admin"] = admin_config.ADMIN_SECTION.validate(
+        _table(data, "admin", errors, where), ("admin",), errors, where)
+    for line in admin_config.check(out["admin"]):
+        errors.append("%s: %s" % (where(("admin",)), line))
+
     subs = data.get("subscriber", [])
     out["subscriber"] = []
     if not isinstance(subs, list):
@@ -208,7 +211,7 @@ def load_config(paths):
             for line in roles[name].checkNode(out):
                 errors.append("%s: %s" % (where(tuple(line.split(":", 1)[0].split("."))), line))
 
-    known = {"node", "storage", "metrics", "subscriber"} | set(roles)
+    known = {"node", "storage", "metrics", "subscriber", "admin"} | set(roles)
     for key in data:
         if key not in known:
             errors.append("%s: %s: unknown section (known: %s)"
@@ -226,39 +229,6 @@ def _table(data, name, errors, where):
                       % (where((name,)), name, name, c._show(value)))
         return {}
     return dict(value)
-
-
-def subscribersFromConfig(config):
-    from mbmsd.protocols.milenage import compute_opc
-
-    for sub in config["subscriber"]:
-        opc = sub["opc"] if sub["opc"] is not None else compute_opc(sub["k"], sub["op"])
-        yield Subscriber(
-            impi=sub["impi"], impus=tuple(sub["impus"]), k=sub["k"], opc=opc,
-            amf=sub["amf"], sqn=int.from_bytes(sub["sqn"], "big"),
-        )
-
-
-@inlineCallbacks
-def provisionSubscribers(storage, config, going=lambda: True, logged=True):
-    """
-    Seed storage with the config's [[subscriber]]s (create or update, a
-    stored SQN ahead is kept): at start, and again on each reload. The one
-    place subscribers go from the config into storage.
-
-    @param going: asked before each write; False stops (the node stopped).
-    @param logged: log the count (a reload logs its own one line).
-    @return: Deferred firing with the number provisioned.
-    """
-    count = 0
-    for subscriber in subscribersFromConfig(config):
-        if not going():
-            break
-        yield storage.subscribers.provision(subscriber)
-        count += 1
-    if count and logged:
-        log.info("provisioned {n} subscriber(s) from the config", n=count)
-    return count
 
 
 # ---------------------------------------------------------------- node
@@ -320,7 +290,7 @@ class NodeService(MultiService):
     @inlineCallbacks
     def _start(self):
         yield self.node.storage.open()
-        yield provisionSubscribers(self.node.storage, self.node.config, lambda: self.running)
+        yield seedFromConfig(self.node.config, self.node.storage, lambda: self.running)
         if not self.running:
             # stopService ran while storage was opening: touch nothing more
             # (storage is closed) and start nothing on a stopped node.
@@ -420,6 +390,11 @@ def makeNode(config, reactor, onStartupFailure=None, registry=None):
         extra = (health,) if IHealthExporterFactory.providedBy(factories[name]) else ()
         exporters.append(factories[name].makeService(config["metrics"][name], metrics.registry,
                                                      reactor, *extra))
+    if admin_config.enabled(config):
+        # with the exporters: up once storage is, before the roles; down after them
+        from mbmsd.admin.service import AdminService
+
+        exporters.append(AdminService(node, config["admin"]))
     roles = []
     available = roleFactories()
     enabled = sorted(config["node"]["roles"], key=lambda r: (available[r].startOrder, r))

@@ -14,9 +14,12 @@ node runs, in three steps, so that nothing is ever half applied:
      (L{mbmsd.interfaces.IReconfigurable}: TLS contexts from the files,
      read again even when their paths did not change, so that renewed
      certificates apply; peer sets); one that cannot refuses the reload;
-  3. apply: the config's subscribers are provisioned again (the seeding of
-     the start, L{mbmsd.node.provisionSubscribers}), then the log level and
-     every role's prepared change, at once.
+  3. apply: the config's subscribers, services and subscriptions are
+     written to storage again (the seeding of the start,
+     L{mbmsd.provisioning.seedFromConfig}; rows the config no longer names
+     stay, as the admin API's do), then the log level and every role's
+     prepared change, at once; the roles read services and subscriptions
+     from storage.
 
 Every reload is logged once and counted in
 C{mbmsd_node_reloads_total{result}}: C{applied}, C{unchanged} (no key
@@ -37,6 +40,10 @@ from mbmsd.logs import Logger
 from mbmsd.tls import TlsConfigError, clientPolicy
 
 log = Logger(namespace="mbmsd.reload")
+
+# the config's tables that are a seed of storage (mbmsd.provisioning), with
+# [[subscriber]]: written to storage again when they change
+PROVISIONED = {("bmsc", "service"), ("scf", "service"), ("scf", "subscription")}
 
 APPLIED, UNCHANGED, REFUSED, INVALID, FAILED = RESULTS = (
     "applied", "unchanged", "refused", "invalid", "failed")
@@ -144,11 +151,11 @@ class Reloader:
         except (ReloadRefused, TlsConfigError) as e:
             return self._refused(str(e))
         provisioned = None
-        if any(path[0] == "subscriber" for path in changed):
+        if any(tuple(path[:2]) in PROVISIONED or path[:1] == ("subscriber",) for path in changed):
             try:
                 provisioned = yield self._provision(new)
             except Exception as e:
-                log.error("reload failed: provisioning the subscribers: {e} (the roles and the "
+                log.error("reload failed: provisioning from the config: {e} (the roles and the "
                           "log level keep their config)", e=str(e) or e.__class__.__name__)
                 return FAILED
         self._apply(old, new, applies, changed, provisioned)
@@ -187,10 +194,11 @@ class Reloader:
         return lambda: running.replaceWith(fresh)
 
     def _provision(self, config):
-        from mbmsd.node import provisionSubscribers
+        from mbmsd.provisioning import seedFromConfig
 
-        return provisionSubscribers(self.service.node.storage, config,
-                                    lambda: self.service.running, logged=False)
+        d = seedFromConfig(config, self.service.node.storage, lambda: self.service.running,
+                           logged=False)
+        return d.addCallback(lambda written: written[0])  # the subscribers
 
     def _apply(self, old, new, applies, changed, provisioned):
         """Step 3: nothing here can fail."""

@@ -191,3 +191,36 @@ class UDPMemoryReactorClock(MemoryReactorClock):
         self.udpPorts.append(p)
         protocol.makeConnection(p)
         return p
+
+
+def key_groups(groups):
+    """
+    The BM-SC's services view over an in-memory provisioning store holding
+    C{groups} ({MBMS User Service ID: Key Group}).
+    """
+    from mbmsd.roles.bmsc.provisioning import StoredKeyGroups
+    from mbmsd.storage.provisioning import MemoryProvisioningStore
+    from mbmsd.storage.records import MbmsService
+
+    store = MemoryProvisioningStore()
+    for serviceId, group in groups.items():
+        store.putService(MbmsService(serviceId, group))
+    return StoredKeyGroups(store)
+
+
+def scf_services(services, subscriptions):
+    """
+    The SCF's provisioning view over an in-memory store holding C{services}
+    ({ID: [[scf.service]] table}) and C{subscriptions} ({IMPU: [IDs]}).
+    """
+    from mbmsd.provisioning import scf_description
+    from mbmsd.roles.scf.provisioning import StoredServices
+    from mbmsd.storage.provisioning import MemoryProvisioningStore
+    from mbmsd.storage.records import MbmsService
+
+    store = MemoryProvisioningStore()
+    for serviceId, table in services.items():
+        store.putService(MbmsService(serviceId, None, scf_description(table)))
+    for impu, ids in subscriptions.items():
+        store.setSubscriptions(impu, ids)
+    return StoredServices(store)

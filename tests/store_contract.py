@@ -149,6 +149,81 @@ class SubscriberStoreContract(_StorageFixture):
         self.result(self.store.provision(subscriber("a@home1.net", sqn=7, k=b"\x44" * 16)))
         self.assertEqual(self.result(self.store.get("b@home1.net")), b)
 
+    # the admin API's operations
+
+    def test_createNewThenConflict(self):
+        s = subscriber()
+        self.assertIs(self.result(self.store.create(s)), True)
+        self.assertEqual(self.result(self.store.get(s.impi)), s)
+        # a second create changes nothing, not even the keys
+        self.assertIs(self.result(self.store.create(subscriber(k=b"\x44" * 16))), False)
+        self.assertEqual(self.result(self.store.get(s.impi)), s)
+
+    def test_updateKnownKeepsSqnAhead(self):
+        self.result(self.store.provision(subscriber(sqn=0x20)))
+        new = subscriber(impus=("sip:new@home1.net",), k=b"\x55" * 16, sqn=0x10)
+        self.assertIs(self.result(self.store.update(new)), True)
+        got = self.result(self.store.get(new.impi))
+        self.assertEqual((got.impus, got.k, got.sqn), (("sip:new@home1.net",), b"\x55" * 16, 0x20))
+
+    def test_updateUnknownCreatesNothing(self):
+        self.assertIs(self.result(self.store.update(subscriber())), False)
+        self.assertIsNone(self.result(self.store.get(subscriber().impi)))
+
+    def test_remove(self):
+        self.result(self.store.provision(subscriber()))
+        self.result(self.store.provision(subscriber("user2@home1.net")))
+        self.assertIs(self.result(self.store.remove("user1@home1.net")), True)
+        self.assertIs(self.result(self.store.remove("user1@home1.net")), False)
+        self.assertIsNone(self.result(self.store.get("user1@home1.net")))
+        self.assertIsNotNone(self.result(self.store.get("user2@home1.net")))
+
+    def test_pagesInImpiOrderWithoutKeys(self):
+        names = ["u%02d@home1.net" % (i,) for i in (7, 3, 11, 1, 5)]
+        for name in names:
+            self.result(self.store.provision(subscriber(name, amf=b"\x00\x01")))
+        first = self.result(self.store.page("", 2))
+        self.assertEqual([r.impi for r in first], ["u01@home1.net", "u03@home1.net"])
+        self.assertFalse(hasattr(first[0], "k") or hasattr(first[0], "opc"))
+        self.assertEqual((first[0].impus, first[0].amf, first[0].sqn, first[0].gbaType),
+                         (("sip:u01@home1.net", "tel:+358501234567"), b"\x00\x01", 0x10,
+                          "GBA_ME"))
+        second = self.result(self.store.page(first[-1].impi, 2))
+        self.assertEqual([r.impi for r in second], ["u05@home1.net", "u07@home1.net"])
+        last = self.result(self.store.page(second[-1].impi, 2))
+        self.assertEqual([r.impi for r in last], ["u11@home1.net"])
+        self.assertEqual(self.result(self.store.page("u11@home1.net", 2)), [])
+        self.assertEqual(len(self.result(self.store.page(None, 100))), 5)
+
+    def test_pageWithKeys(self):
+        s = subscriber("b@home1.net", k=AWKWARD_K, opc=AWKWARD_OPC)
+        self.result(self.store.provision(s))
+        self.result(self.store.provision(subscriber("a@home1.net")))
+        self.assertEqual(self.result(self.store.page("a@home1.net", 5, withKeys=True)), [s])
+
+    def test_provisionBatchCountsAndIsIdempotent(self):
+        self.result(self.store.provision(subscriber("a@home1.net")))
+        self.result(self.store.provision(subscriber("b@home1.net", sqn=0x40)))
+        batch = [subscriber("a@home1.net"),                       # the same
+                 subscriber("b@home1.net", k=b"\x66" * 16),       # new K
+                 subscriber("c@home1.net", k=AWKWARD_K, opc=AWKWARD_OPC)]
+        self.assertEqual(self.result(self.store.provisionBatch(batch)), (1, 1, 1))
+        self.assertEqual(self.result(self.store.get("c@home1.net")).k, AWKWARD_K)
+        b = self.result(self.store.get("b@home1.net"))
+        self.assertEqual((b.k, b.sqn), (b"\x66" * 16, 0x40))
+        # a second run changes nothing (the stored SQN ahead counts as the same)
+        self.assertEqual(self.result(self.store.provisionBatch(batch)), (0, 0, 3))
+        # an SQN ahead of the stored one is a change
+        self.assertEqual(self.result(self.store.provisionBatch(
+            [subscriber("a@home1.net", sqn=0x99)])), (0, 1, 0))
+        self.assertEqual(self.result(self.store.get("a@home1.net")).sqn, 0x99)
+
+    def test_provisionBatchLargerThanOneQuery(self):
+        batch = [subscriber("u%04d@home1.net" % (i,)) for i in range(1203)]
+        self.assertEqual(self.result(self.store.provisionBatch(batch)), (1203, 0, 0))
+        self.assertEqual(self.result(self.store.provisionBatch(batch)), (0, 0, 1203))
+        self.assertEqual(len(self.result(self.store.page("", 2000))), 1203)
+
     def test_nextSqnIncrements(self):
         self.result(self.store.provision(subscriber(sqn=41)))
         self.assertEqual(self.result(self.store.nextSqn("user1@home1.net")), 42)
@@ -904,3 +979,116 @@ class LeaseStoreContract(_StorageFixture):
         self.assertIs(self.result(self.store.release("rotate:b", "node-1")), False)
         self.assertEqual(self.result(self.store.holder("rotate:a", 100.0)), "node-1")
         self.assertIs(self.result(self.store.acquire("rotate:a", "node-2", 101.0, 10.0)), False)
+
+
+# ---------------------------------------------------------------- provisioning
+
+from mbmsd.interfaces import IProvisioningStore  # noqa: E402 (appended section)
+from mbmsd.storage.records import MbmsService, SessionSummary  # noqa: E402
+from mbmsd.storage.sipreg import SipBinding  # noqa: E402
+
+SDP = {"media": "video", "port": 5000, "formats": ["96", "97"],
+       "attributes": ["rtpmap:96 H264/90000"], "name": "News \u00e9"}
+
+
+class ProvisioningStoreContract(_StorageFixture):
+    """
+    L{IProvisioningStore}, as documented in mbmsd/interfaces.py.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.store = self.storage.provisioning
+
+    def test_provides(self):
+        self.assertTrue(verifyObject(IStorage, self.storage))
+        self.assertTrue(verifyObject(IProvisioningStore, self.store))
+
+    def test_addGetService(self):
+        s = MbmsService("urn:mbmsd:news", 0x1234, SDP)
+        self.assertIs(self.result(self.store.addService(s)), True)
+        self.assertEqual(self.result(self.store.getService("urn:mbmsd:news")), s)
+        self.assertIsNone(self.result(self.store.getService("urn:mbmsd:other")))
+
+    def test_addServiceConflictChangesNothing(self):
+        s = MbmsService("urn:mbmsd:news", 7)
+        self.result(self.store.addService(s))
+        self.assertIs(self.result(self.store.addService(MbmsService("urn:mbmsd:news", 8))),
+                      False)
+        self.assertEqual(self.result(self.store.getService("urn:mbmsd:news")), s)
+
+    def test_keyGroupZeroAndNoneKeptApart(self):
+        self.result(self.store.putService(MbmsService("a", 0)))
+        self.result(self.store.putService(MbmsService("b", None, None)))
+        self.assertEqual(self.result(self.store.getService("a")).keyGroup, 0)
+        self.assertEqual(self.result(self.store.getService("b")), MbmsService("b"))
+
+    def test_putServiceReplaces(self):
+        self.result(self.store.putService(MbmsService("a", 1, SDP)))
+        self.result(self.store.putService(MbmsService("a", 2, None)))
+        self.assertEqual(self.result(self.store.getService("a")), MbmsService("a", 2, None))
+
+    def test_servicesById(self):
+        for sid in ("urn:c", "urn:a", "urn:b"):
+            self.result(self.store.putService(MbmsService(sid)))
+        self.assertEqual([s.serviceId for s in self.result(self.store.services())],
+                         ["urn:a", "urn:b", "urn:c"])
+
+    def test_removeServiceRemovesItsSubscriptions(self):
+        self.result(self.store.putService(MbmsService("urn:a")))
+        self.result(self.store.putService(MbmsService("urn:b")))
+        self.result(self.store.setSubscriptions("sip:u@h", ["urn:a", "urn:b"]))
+        self.assertIs(self.result(self.store.removeService("urn:a")), True)
+        self.assertIs(self.result(self.store.removeService("urn:a")), False)
+        self.assertEqual(self.result(self.store.subscriptions("sip:u@h")), ["urn:b"])
+
+    def test_subscriptionsReplaced(self):
+        self.assertEqual(self.result(self.store.subscriptions("sip:u@h")), [])
+        self.result(self.store.setSubscriptions("sip:u@h", ["urn:b", "urn:a", "urn:a"]))
+        self.result(self.store.setSubscriptions("sip:v@h", ["urn:c"]))
+        self.assertEqual(self.result(self.store.subscriptions("sip:u@h")), ["urn:a", "urn:b"])
+        self.assertIs(self.result(self.store.isSubscribed("sip:u@h", "urn:a")), True)
+        self.assertIs(self.result(self.store.isSubscribed("sip:u@h", "urn:c")), False)
+        self.assertIs(self.result(self.store.isSubscribed("sip:v@h", "urn:c")), True)
+        self.result(self.store.setSubscriptions("sip:u@h", ["urn:c"]))
+        self.assertEqual(self.result(self.store.subscriptions("sip:u@h")), ["urn:c"])
+        self.result(self.store.setSubscriptions("sip:u@h", []))
+        self.assertEqual(self.result(self.store.subscriptions("sip:u@h")), [])
+        self.assertIs(self.result(self.store.isSubscribed("sip:u@h", "urn:c")), False)
+
+    def test_stateOfUnknownSubscriber(self):
+        self.assertIsNone(self.result(self.store.subscriberState("nobody@home1.net", 0.0)))
+
+    def test_stateShowsLiveStateOfThatSubscriberOnly(self):
+        s = self.storage
+        self.result(s.subscribers.provision(subscriber(
+            impus=("sip:user1@Home1.net", "tel:+358501234567"))))
+        self.result(s.subscribers.provision(subscriber("user2@home1.net")))
+        self.result(s.bootstrap.putSession(session("b-old", expires=500.0)))
+        self.result(s.bootstrap.putSession(session("b-live", expires=2000.0)))
+        self.result(s.bootstrap.putSession(session("b-other", impi="user2@home1.net")))
+        binding = SipBinding(impu="sip:user1@home1.net", contact="sip:user1@10.0.0.1:5062",
+                             impi="user1@home1.net", associated=("sip:user1@home1.net",),
+                             transport="UDP", host="10.0.0.1", port=5062, expires=2000.0,
+                             callId="c1", cseq=2, registered=900.0)
+        self.result(s.sipRegistrations.putBinding(binding))
+        self.result(s.sipRegistrations.putBinding(SipBinding(
+            impu="sip:user2@home1.net", contact="sip:user2@10.0.0.2", impi="user2@home1.net",
+            associated=(), transport="UDP", host="10.0.0.2", port=5060, expires=2000.0,
+            callId="c2", cseq=1, registered=900.0)))
+        # the BM-SC keys by the normalized IMPU (host lower case)
+        a = authorization(impu="sip:user1@home1.net", serviceId="urn:b", expires=3000.0)
+        self.result(s.bmsc.putAuthorization(a))
+        self.result(s.bmsc.putAuthorization(authorization(impu="sip:user1@home1.net",
+                                                          serviceId="urn:a", expires=100.0)))
+        self.result(s.bmsc.putAuthorization(authorization(impu="sip:user2@home1.net")))
+        r = registration(impu="sip:user1@home1.net", serviceId="urn:b", btid="b-live")
+        self.result(s.bmsc.putRegistration(r))
+        state = self.result(self.store.subscriberState("user1@home1.net", 1000.0))
+        live = session("b-live", expires=2000.0)
+        self.assertEqual(state.sessions, [SessionSummary(live.btid, live.created, live.expires,
+                                                         live.gbaType)])
+        self.assertFalse(hasattr(state.sessions[0], "ks"))
+        self.assertEqual(state.bindings, [binding])
+        self.assertEqual(state.authorizations, [a])
+        self.assertEqual(state.registrations, [r])

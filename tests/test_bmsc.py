@@ -30,6 +30,7 @@ from mbmsd.roles.bsf.zn import ZnLookup
 from mbmsd.sip.testing import FakeDatagramTransport
 from mbmsd.storage.memory import MemoryStorage
 from mbmsd.storage.records import BootstrapSession, Subscriber
+from tests.fakes import key_groups
 from tests.webfake import exchange, make_site, request_bytes
 
 IMPI = "user1_private@home1.net"
@@ -104,12 +105,12 @@ class Harness:
                                       random=lambda n: b"\x5a" * n)
         self.udp = FakeDatagramTransport(port=5000)
         self.delivery.makeConnection(self.udp)
-        self.msks = MskManager(store, self.clock, KEY_DOMAIN, {SERVICE: 7, "urn:other": 8},
+        self.msks = MskManager(store, self.clock, KEY_DOMAIN, key_groups({SERVICE: 7, "urn:other": 8}),
                                lifetime=86400, rotation=600, metrics=metrics,
                                random=lambda n: bytes(range(n)))
         self.msks.push = self.push
         self.km = KeyManagement(store, self.storage.subscribers, self.ua, self.msks, self.push,
-                                self.clock, [SERVICE, "urn:other"], [SCF_IP], 3600, KEY_DOMAIN)
+                                self.clock, self.msks.services, [SCF_IP], 3600, KEY_DOMAIN)
         self.site = make_site(KeyManagementResource(self.km, metrics, self.clock), self.clock)
         self.nc = 0
 

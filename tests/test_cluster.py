@@ -23,7 +23,7 @@ from mbmsd.node import load_config
 from mbmsd.roles.bmsc.msk import LEASE_PREFIX, MskManager
 from mbmsd.storage.bmsc import MemoryBmscStore
 from mbmsd.storage.leases import MemoryLeaseStore
-from tests.fakes import SyncReactor, sqlite_storage
+from tests.fakes import SyncReactor, key_groups, sqlite_storage
 
 START = 1_800_000_000.0
 SERVICE = "urn:mbmsd:news"
@@ -213,7 +213,7 @@ class BmscNode:
         self.registry = CollectorRegistry()
         metrics = Metrics(name, self.registry).forRole("bmsc")
         self.pushed = []
-        self.msks = MskManager(store, self.clock, KEY_DOMAIN, {SERVICE: 7}, 86400, rotation,
+        self.msks = MskManager(store, self.clock, KEY_DOMAIN, key_groups({SERVICE: 7}), 86400, rotation,
                                metrics, random=lambda n: os.urandom(n), leases=leases,
                                holder=name, leaseDuration=duration, leaseRenewal=renewal)
         self.msks.push = lambda registration, msk: None

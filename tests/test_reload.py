@@ -177,7 +177,8 @@ class ReloaderTests(SynchronousTestCase):
         self.assertEqual(bsf.znLimits[0].exempt, {"10.0.0.9"})
         self.assertEqual(bsf.guard.impis.maxFailures, 2)
         self.assertEqual(bmsc.km.trustedScfs, {"10.0.0.1"})
-        self.assertEqual(bmsc.km.services, {"urn:mbmsd:news", "urn:mbmsd:sports"})
+        for serviceId in ("urn:mbmsd:news", "urn:mbmsd:sports"):  # stored, so known
+            self.assertIsNotNone(self.successResultOf(bmsc.km.services.keyGroup(serviceId)))
         self.assertIn("urn:mbmsd:sports", bmsc.msks.leases)  # its rotation competes now
         self.assertEqual(bmsc.limits[0].maxTotal, 9)
         self.assertEqual(pcscf.proxy.trustedPeers, {"10.0.0.2"})
@@ -185,18 +186,28 @@ class ReloaderTests(SynchronousTestCase):
         self.assertEqual(scf.core.trustedPcscfs, {"10.0.0.3"})
         self.assertTrue(self.successResultOf(
             scf.core.subscriptions.isSubscribed("sip:user2@home1.net", "urn:mbmsd:news")))
-        self.assertFalse(self.successResultOf(
+        # the config is a seed: an IMPU it no longer names keeps its stored
+        # subscriptions (the admin API removes them)
+        self.assertTrue(self.successResultOf(
             scf.core.subscriptions.isSubscribed("sip:user1@home1.net", "urn:mbmsd:news")))
 
-    def test_a_removed_service_stops_rotating(self):
+    def test_a_service_only_storage_removes_stops_rotating(self):
+        """
+        The config is a seed of storage: a service it no longer names stays
+        provisioned and keeps rotating; once deleted from storage (the admin
+        API), its rotation stops at the next refresh and its lease goes.
+        """
         new = self.edited()
         new["bmsc"]["service"] = [{"id": "urn:mbmsd:sports", "key_group": None}]
         new["scf"]["subscription"] = []
         new["scf"]["service"] = []
         self.assertEqual(self.reload(), "applied")
         bmsc = self.roles["bmsc"]
+        self.assertEqual(set(bmsc.msks.leases), {"urn:mbmsd:news", "urn:mbmsd:sports"})
+        self.successResultOf(self.service.node.storage.provisioning.removeService("urn:mbmsd:news"))
+        self.successResultOf(bmsc.msks.refresh())
         self.assertEqual(set(bmsc.msks.leases), {"urn:mbmsd:sports"})
-        self.assertEqual(bmsc.km.services, {"urn:mbmsd:sports"})
+        self.assertIsNone(self.successResultOf(bmsc.km.services.keyGroup("urn:mbmsd:news")))
 
     def assertNothingChanged(self, result):
         self.assertEqual(self.reload(), result)

@@ -25,11 +25,12 @@ from mbmsd.metrics import Metrics
 from mbmsd.protocols import mbms_xml
 from mbmsd.roles.scf import sdp
 from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable, HttpServiceAuthorizationClient
-from mbmsd.roles.scf.core import ScfCore, Subscriptions
+from mbmsd.roles.scf.core import ScfCore
 from mbmsd.roles.scf.plugin import SCF_SECTION, SERVICE_SECTION, ScfRoleFactory, normalize_impu
 from mbmsd.sip.message import Request, make_response, parse_message
 from mbmsd.sip.testing import FakeSipTransport
 from mbmsd.sip.transaction import TimerSettings
+from tests.fakes import key_groups, scf_services
 from tests.test_scf_httpclient import FakeAgent, FakeResponse
 
 IMPU = "sip:user1@home1.net"
@@ -145,9 +146,10 @@ class Harness(SynchronousTestCase):
         args = dict(sessionExpires=1800, minSe=90, authorizationMargin=60,
                     timers=TimerSettings(trying_delay=0))
         args.update(kw)
-        return ScfCore(self.clock, client or self.client,
-                       Subscriptions([{"impu": IMPU, "services": [SERVICE]}]),
-                       {SERVICE: service(), "urn:mbmsd:sports": service(id="urn:mbmsd:sports")},
+        provisioned = scf_services(
+            {SERVICE: service(), "urn:mbmsd:sports": service(id="urn:mbmsd:sports")},
+            {IMPU: [SERVICE]})
+        return ScfCore(self.clock, client or self.client, provisioned, provisioned,
                        "mbms.home1.net", [PCSCF[0]], self.connections, SCF_IP, {"UDP": 5070},
                        metrics, **args)
 
@@ -599,7 +601,7 @@ class WireTests(Harness):
         self.storage = MemoryStorage()
         metrics = Metrics("n1", CollectorRegistry()).forRole("bmsc")
         km = KeyManagement(self.storage.bmsc, self.storage.subscribers, None, None, None,
-                           self.clock, [SERVICE], list(trusted), 3600,
+                           self.clock, key_groups({SERVICE: None}), list(trusted), 3600,
                            profile.key_domain_id("001", "01"))
         site = make_site(KeyManagementResource(km, metrics, self.clock), self.clock)
         self.agent = SiteAgent(site)
@@ -753,8 +755,8 @@ class ConfigTests(SynchronousTestCase):
         client.deauthorize = lambda *a: fail(BmscUnavailable("down"))
         client.auto = 200
         registry = CollectorRegistry()
-        core = ScfCore(clock, client, Subscriptions([{"impu": IMPU, "services": [SERVICE]}]),
-                       {SERVICE: service()}, "mbms.home1.net", [PCSCF[0]],
+        provisioned = scf_services({SERVICE: service()}, {IMPU: [SERVICE]})
+        core = ScfCore(clock, client, provisioned, provisioned, "mbms.home1.net", [PCSCF[0]],
                        FakeConnections(clock), SCF_IP, {"UDP": 5070},
                        Metrics("n1", registry).forRole("scf"),
                        timers=TimerSettings(trying_delay=0))

@@ -115,7 +115,7 @@ class InviteTests(SipSecurityHarness):
     def test_btid_of_another_user_403(self):
         self.assertRefused(sip_invite(pai="<sip:other@home1.net>"), 403, "not_subscribed")
         self.core = self.makeSipCore()
-        self.core.subscriptions.table["sip:other@home1.net"] = {SERVICE}
+        self.core.subscriptions.store.setSubscriptions("sip:other@home1.net", [SERVICE])
         self.receive(sip_invite(pai="<sip:other@home1.net>", callid="c2", branch="z9hG4bK-2"))
         self.assertEqual([r.status for r in self.finals()][-1], 403)
         self.assertEqual(self.metric("mbmsd_scf_invites_total", result="unknown_btid"), 1)

@@ -9,6 +9,7 @@ from tests.store_contract import (
     BmscStoreContract,
     BootstrapStoreContract,
     LeaseStoreContract,
+    ProvisioningStoreContract,
     SubscriberStoreContract,
 )
 
@@ -29,5 +30,10 @@ class MemoryBmscStoreTests(BmscStoreContract, SynchronousTestCase):
 
 
 class MemoryLeaseStoreTests(LeaseStoreContract, SynchronousTestCase):
+    def makeStorage(self):
+        return MemoryStorage()
+
+
+class MemoryProvisioningStoreTests(ProvisioningStoreContract, SynchronousTestCase):
     def makeStorage(self):
         return MemoryStorage()

@@ -12,6 +12,7 @@ from tests.store_contract import (
     BmscStoreContract,
     BootstrapStoreContract,
     LeaseStoreContract,
+    ProvisioningStoreContract,
     SubscriberStoreContract,
     subscriber,
 )
@@ -121,3 +122,7 @@ class PostgresConnectionLossTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), subscriber().sqn + 1)
         # adbapi itself logs the failed rollback on the dead connection
         self.flushLoggedErrors()
+
+
+class PostgresProvisioningStoreTests(_Postgres, ProvisioningStoreContract, SynchronousTestCase):
+    pass

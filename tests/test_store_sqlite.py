@@ -18,6 +18,7 @@ from tests.store_contract import (
     BmscStoreContract,
     BootstrapStoreContract,
     LeaseStoreContract,
+    ProvisioningStoreContract,
     SubscriberStoreContract,
     authorization,
     msk,
@@ -229,3 +230,7 @@ class SqliteSchemaTests(SynchronousTestCase):
             [(nxt,)],
         )
         self.close(storage)
+
+
+class SqliteProvisioningStoreTests(_TempDir, ProvisioningStoreContract, SynchronousTestCase):
+    pass

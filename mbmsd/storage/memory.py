@@ -12,6 +12,8 @@ from zope.interface import implementer
 from mbmsd.interfaces import IBootstrapStore, IStorage, ISubscriberStore
 from mbmsd.storage.bmsc import MemoryBmscStore
 from mbmsd.storage.leases import MemoryLeaseStore
+from mbmsd.storage.provisioning import MemoryProvisioningStore
+from mbmsd.storage.records import SubscriberSummary
 from mbmsd.storage.sipreg import MemorySipRegistrationStore
 
 
@@ -26,6 +28,42 @@ class MemorySubscriberStore:
             subscriber = dataclasses.replace(subscriber, sqn=old.sqn)
         self._rows[subscriber.impi] = subscriber
         return succeed(None)
+
+    def create(self, subscriber):
+        if subscriber.impi in self._rows:
+            return succeed(False)
+        return self.provision(subscriber).addCallback(lambda _: True)
+
+    def update(self, subscriber):
+        if subscriber.impi not in self._rows:
+            return succeed(False)
+        return self.provision(subscriber).addCallback(lambda _: True)
+
+    def remove(self, impi):
+        return succeed(self._rows.pop(impi, None) is not None)
+
+    def page(self, after, limit, withKeys=False):
+        # a sorted copy per page: the reference, not built for millions
+        names = sorted(k for k in self._rows if k > (after or ""))[:limit]
+        rows = [self._rows[k] for k in names]
+        if withKeys:
+            return succeed(rows)
+        return succeed([SubscriberSummary(impi=r.impi, impus=r.impus, amf=r.amf, sqn=r.sqn,
+                                          gbaType=r.gbaType) for r in rows])
+
+    def provisionBatch(self, subscribers):
+        created = updated = unchanged = 0
+        for s in subscribers:
+            old = self._rows.get(s.impi)
+            if old is None:
+                created += 1
+            elif old.sqn >= s.sqn and old == dataclasses.replace(s, sqn=old.sqn):
+                unchanged += 1
+                continue
+            else:
+                updated += 1
+            self.provision(s)
+        return succeed((created, updated, unchanged))
 
     def get(self, impi):
         return succeed(self._rows.get(impi))
@@ -112,6 +150,7 @@ class MemoryStorage:
         self.sipRegistrations = MemorySipRegistrationStore()
         self.bmsc = MemoryBmscStore()
         self.leases = MemoryLeaseStore()
+        self.provisioning = MemoryProvisioningStore(self)
 
     def open(self):
         return succeed(None)

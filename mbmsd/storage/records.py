@@ -117,3 +117,55 @@ class Msk:
     key: bytes = field(repr=False)
     created: float
     expires: float
+
+
+@dataclass(frozen=True)
+class SubscriberSummary:
+    """
+    A subscriber as an operator lists it: everything but K and OPc.
+    """
+
+    impi: str
+    impus: tuple
+    amf: bytes
+    sqn: int
+    gbaType: str = "GBA_ME"
+
+
+@dataclass(frozen=True)
+class MbmsService:
+    """
+    An MBMS User Service as provisioned (TS 26.346 5.2): its ID, the Key
+    Group of its MSK IDs (None: derived from the ID) and the SCF's
+    description of its stream (the [[scf.service]] table; None: defaults).
+    """
+
+    serviceId: str
+    keyGroup: object = None
+    sdp: object = None
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """
+    A bootstrapping session as an operator sees it: never Ks.
+    """
+
+    btid: str
+    created: float
+    expires: float
+    gbaType: str = "GBA_ME"
+
+
+@dataclass(frozen=True)
+class SubscriberState:
+    """
+    What the network holds for one subscriber right now: live bootstrapping
+    sessions (BSF), registrations (P-CSCF), authorizations and MSK
+    registrations (BM-SC), each a list.
+    """
+
+    sessions: list
+    bindings: list
+    authorizations: list
+    registrations: list

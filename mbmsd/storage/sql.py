@@ -9,6 +9,7 @@ run in the database thread end in C{_txn}; every transaction has a name
 C{schema/}, applied in order at start-up and recorded in C{schema_version}.
 """
 
+import dataclasses
 import re
 import time
 from importlib import resources
@@ -25,7 +26,8 @@ from mbmsd.storage.bmsc import SqlBmscStore, msk_context
 from mbmsd.storage.challenges import put_challenge_txn, take_challenge_txn
 from mbmsd.storage.leases import SqlLeaseStore
 from mbmsd.storage.sipreg import SqlSipRegistrationStore
-from mbmsd.storage.records import BootstrapSession, Subscriber
+from mbmsd.storage.provisioning import SqlProvisioningStore
+from mbmsd.storage.records import BootstrapSession, Subscriber, SubscriberSummary
 from mbmsd.storage.sealing import SealError
 
 log = Logger(namespace="mbmsd.storage")
@@ -313,6 +315,14 @@ def seal_clear_rows_txn(txn):
                     (txn.seal(_b(key), context), keyDomainId, mskNumber))
 
 
+def key_opens(sealer, sealed):
+    """Does C{sealer}'s node key open the sealed check value C{sealed}?"""
+    try:
+        return sealer.unseal(sealed, "node_key_check") == KEY_CHECK
+    except SealError:
+        return False
+
+
 def check_node_key_txn(txn):
     """
     The first node to open the database seals a known value; every later
@@ -329,16 +339,22 @@ def check_node_key_txn(txn):
         txn.execute("INSERT INTO node_key_check (id, sealed) VALUES (1, ?)",
                     (txn.seal(KEY_CHECK, "node_key_check"),))
         return
-    try:
-        ok = txn.unseal(row[0], "node_key_check") == KEY_CHECK
-    except SealError:
-        ok = False
-    if not ok:
+    if not key_opens(txn.sealer, row[0]):
         raise SchemaError("storage.key_file: this key does not open the keys stored in the "
                           "database (another node's key file, or a new one?)")
 
 
 # ---------------------------------------------------------------- stores
+
+
+# SQN never goes back (TS 33.102 C.1): keep the stored one when ahead.
+_PROVISION = (
+    "INSERT INTO subscribers (impi, impus, k, opc, amf, sqn, gba_type) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (impi) DO UPDATE SET impus = excluded.impus, k = excluded.k, "
+    "opc = excluded.opc, amf = excluded.amf, gba_type = excluded.gba_type, "
+    "sqn = CASE WHEN subscribers.sqn > excluded.sqn "
+    "THEN subscribers.sqn ELSE excluded.sqn END")
 
 
 @implementer(ISubscriberStore)
@@ -349,19 +365,88 @@ class SqlSubscriberStore:
     def provision(self, subscriber):
         return self.db.runInteraction("provision_subscriber", self._provision_txn, subscriber)
 
+    @classmethod
+    def _provision_txn(cls, txn, s):
+        txn.execute(_PROVISION, cls._provision_args(txn, s))
+
     @staticmethod
-    def _provision_txn(txn, s):
-        # SQN never goes back (TS 33.102 C.1): keep the stored one when ahead.
-        txn.execute(
-            "INSERT INTO subscribers (impi, impus, k, opc, amf, sqn, gba_type) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (impi) DO UPDATE SET impus = excluded.impus, k = excluded.k, "
-            "opc = excluded.opc, amf = excluded.amf, gba_type = excluded.gba_type, "
-            "sqn = CASE WHEN subscribers.sqn > excluded.sqn "
-            "THEN subscribers.sqn ELSE excluded.sqn END",
-            (s.impi, "\n".join(s.impus), txn.seal(s.k, "subscribers.k:" + s.impi),
-             txn.seal(s.opc, "subscribers.opc:" + s.impi), s.amf, s.sqn, s.gbaType),
-        )
+    def _provision_args(txn, s):
+        return (s.impi, "\n".join(s.impus), txn.seal(s.k, "subscribers.k:" + s.impi),
+                txn.seal(s.opc, "subscribers.opc:" + s.impi), s.amf, s.sqn, s.gbaType)
+
+    def create(self, subscriber):
+        return self.db.runInteraction("create_subscriber", self._create_txn, subscriber)
+
+    @classmethod
+    def _create_txn(cls, txn, s):
+        if txn.execute("SELECT 1 FROM subscribers WHERE impi = ?", (s.impi,)).fetchone():
+            return False
+        cls._provision_txn(txn, s)
+        return True
+
+    def update(self, subscriber):
+        return self.db.runInteraction("update_subscriber", self._update_txn, subscriber)
+
+    @classmethod
+    def _update_txn(cls, txn, s):
+        if not txn.execute("SELECT 1 FROM subscribers WHERE impi = ?", (s.impi,)).fetchone():
+            return False
+        cls._provision_txn(txn, s)
+        return True
+
+    def remove(self, impi):
+        return self.db.runInteraction("remove_subscriber", self._remove_txn, impi)
+
+    @staticmethod
+    def _remove_txn(txn, impi):
+        return txn.execute("DELETE FROM subscribers WHERE impi = ?", (impi,)).rowcount > 0
+
+    def page(self, after, limit, withKeys=False):
+        return self.db.runInteraction("page_subscribers", self._page_txn, after, limit,
+                                      withKeys)
+
+    @classmethod
+    def _page_txn(cls, txn, after, limit, withKeys):
+        rows = txn.execute(
+            "SELECT impi, impus, k, opc, amf, sqn, gba_type FROM subscribers WHERE impi > ? "
+            "ORDER BY impi LIMIT ?" if withKeys else
+            "SELECT impi, impus, NULL, NULL, amf, sqn, gba_type FROM subscribers "
+            "WHERE impi > ? ORDER BY impi LIMIT ?", (after or "", int(limit))).fetchall()
+        if withKeys:
+            return [cls._subscriber(txn, r) for r in rows]
+        return [SubscriberSummary(impi=r[0], impus=tuple(r[1].split("\n")) if r[1] else (),
+                                  amf=_b(r[4]), sqn=int(r[5]), gbaType=r[6]) for r in rows]
+
+    def provisionBatch(self, subscribers):
+        return self.db.runInteraction("provision_batch", self._provisionBatch_txn,
+                                      list(subscribers))
+
+    @classmethod
+    def _provisionBatch_txn(cls, txn, batch):
+        stored = {}
+        for i in range(0, len(batch), 500):
+            chunk = [s.impi for s in batch[i:i + 500]]
+            for row in txn.execute(
+                    "SELECT impi, impus, k, opc, amf, sqn, gba_type FROM subscribers "
+                    "WHERE impi IN (%s)" % (", ".join("?" * len(chunk)),), chunk).fetchall():
+                stored[row[0]] = row
+        created = updated = 0
+        writes = []
+        for s in batch:
+            row = stored.get(s.impi)
+            if row is not None:
+                old = cls._subscriber(txn, row)
+                # unchanged: the same data, and a stored SQN not behind
+                if old.sqn >= s.sqn and old == dataclasses.replace(s, sqn=old.sqn):
+                    continue
+                updated += 1
+            else:
+                created += 1
+            writes.append(cls._provision_args(txn, s))
+        if writes:
+            # one statement for the batch (psycopg pipelines it)
+            txn.cursor.executemany(txn.engine.sql(_PROVISION), writes)
+        return created, updated, len(batch) - created - updated
 
     def get(self, impi):
         return self.db.runInteraction("get_subscriber", self._get_txn, impi)
@@ -374,6 +459,10 @@ class SqlSubscriberStore:
         ).fetchone()
         if row is None:
             return None
+        return SqlSubscriberStore._subscriber(txn, row)
+
+    @staticmethod
+    def _subscriber(txn, row):
         return Subscriber(
             impi=row[0],
             impus=tuple(row[1].split("\n")) if row[1] else (),
@@ -502,6 +591,7 @@ class SqlStorage:
         self.sipRegistrations = SqlSipRegistrationStore(db)
         self.bmsc = SqlBmscStore(db)
         self.leases = SqlLeaseStore(db)
+        self.provisioning = SqlProvisioningStore(db)
 
     @inlineCallbacks
     def open(self):

@@ -73,7 +73,8 @@ class KeyManagement:
         self.msks = msks
         self.push = push
         self.clock = clock
-        self.services = set(services)
+        # C{keyGroup(serviceId)} -> Deferred of None for an unknown service
+        self.services = services
         self.trustedScfs = set(trustedScfs)
         self.trustedScfNames = {n.lower() for n in trustedScfNames}
         self.authorizationLifetime = authorizationLifetime
@@ -118,7 +119,7 @@ class KeyManagement:
                 return plain(400, "the MUK has expired", user=impu)
         statuses, pushes = [], []
         for serviceId in request.serviceIds:
-            if serviceId not in self.services:
+            if not (yield self._known(serviceId)):
                 statuses.append((serviceId, 404))
                 continue
             if requesttype == "authorize":
@@ -183,11 +184,15 @@ class KeyManagement:
         return answer
 
     @inlineCallbacks
+    def _known(self, serviceId):
+        return (yield self.services.keyGroup(serviceId)) is not None
+
+    @inlineCallbacks
     def _allowed(self, impu, serviceId, source):
         """
         The status of one service (TS 33.246 6.3.2.4): 200, 403 or 404.
         """
-        if serviceId not in self.services:
+        if not (yield self._known(serviceId)):
             return 404
         if impu is None:
             return 403
@@ -234,7 +239,7 @@ class KeyManagement:
         serviceIds = mbms_xml.parse_deregister(body)
         statuses = []
         for serviceId in serviceIds:
-            if serviceId not in self.services:
+            if not (yield self._known(serviceId)):
                 statuses.append((serviceId, 404))
                 continue
             registration = (yield self.store.getRegistration(impu, serviceId)) if impu else None

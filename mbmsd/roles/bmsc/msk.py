@@ -30,7 +30,9 @@ def default_key_group(serviceId):
 
 class MskManager:
     """
-    @param services: {MBMS User Service ID: Key Group}.
+    @param services: the services, with C{keyGroup(serviceId)} -> Deferred
+        of the Key Group or None, and C{serviceIds()} -> Deferred of a list
+        (L{mbmsd.roles.bmsc.provisioning.StoredKeyGroups}).
     @param push: C{push(registration, msk)} firing when done.
     @param leases: the L{ILeaseStore} shared by the nodes of this BM-SC:
         each service's rotation runs only while this process (C{holder})
@@ -53,8 +55,8 @@ class MskManager:
         self.leaseDuration = leaseDuration
         self.leaseRenewal = leaseRenewal
         self.leases = {}  # service ID -> Lease
-        self.running = False
         self._due = {}  # service ID -> the IDelayedCall of its next rotation
+        self._running = False
         self.rotations = metrics.counter("mbmsd_bmsc_msk_rotations_total",
                                          "New MSKs generated (first and rotations)")
         self.leasesHeld = metrics.gauge(
@@ -87,7 +89,10 @@ class MskManager:
         last = yield self.store.lastMskNumber(serviceId)
         number = ((last & 0xFFFF) + 1) & 0xFFFF if last is not None else 1
         # MSK ID = Key Group (2 octets) || key number (2 octets)
-        mskId = self.services[serviceId].to_bytes(2, "big") + number.to_bytes(2, "big")
+        keyGroup = yield self.services.keyGroup(serviceId)
+        if keyGroup is None:
+            raise KeyError("no MBMS User Service %r" % (serviceId,))
+        mskId = keyGroup.to_bytes(2, "big") + number.to_bytes(2, "big")
         now = self.clock.seconds()
         msk = Msk(serviceId=serviceId, keyDomainId=self.keyDomainId, mskId=mskId,
                   key=self.random(MSK_LENGTH), created=now, expires=now + self.lifetime)
@@ -118,40 +123,32 @@ class MskManager:
         lease we hold, C{rotation} seconds after their current MSK was made
         (after we took the lease, when there is none yet).
         """
-        self.running = True
-        for serviceId in self.services:
-            self._compete(serviceId)
+        self._running = True
+        return self.refresh()
 
-    def _compete(self, serviceId):
-        lease = Lease(self.leaseStore, self.clock, LEASE_PREFIX + serviceId, self.holder,
-                      self.leaseDuration, self.leaseRenewal,
-                      lambda s=serviceId: self._acquired(s),
-                      lambda s=serviceId: self._lost(s))
-        self.leases[serviceId] = lease
-        lease.start()
-
-    def setServices(self, services):
+    @inlineCallbacks
+    def refresh(self):
         """
-        A new {MBMS User Service ID: Key Group} (a reload): an added
-        service's rotation starts (its lease competed for), a removed one's
-        stops and its lease is released; its MSKs stay until they expire.
-        @return: Deferred firing when the removed services' leases are released.
+        Follow the stored services: compete for the lease of each new one,
+        release those of services removed.
         """
-        removed = [s for s in self.services if s not in services]
-        added = [s for s in services if s not in self.services]
-        self.services = dict(services)
-        released = []
-        for serviceId in removed:
+        serviceIds = yield self.services.serviceIds()
+        if not self._running:
+            return
+        for serviceId in serviceIds:
+            if serviceId in self.leases:
+                continue
+            lease = Lease(self.leaseStore, self.clock, LEASE_PREFIX + serviceId, self.holder,
+                          self.leaseDuration, self.leaseRenewal,
+                          lambda s=serviceId: self._acquired(s),
+                          lambda s=serviceId: self._lost(s))
+            self.leases[serviceId] = lease
+            lease.start()
+        for serviceId in [s for s in self.leases if s not in serviceIds]:
             call = self._due.pop(serviceId, None)
             if call is not None and call.active():
                 call.cancel()
-            lease = self.leases.pop(serviceId, None)
-            if lease is not None:
-                released.append(lease.stop())
-        if self.running:
-            for serviceId in added:
-                self._compete(serviceId)
-        return DeferredList(released)
+            yield self.leases.pop(serviceId).stop()
 
     def _acquired(self, serviceId):
         self.leasesHeld.inc()
@@ -208,7 +205,7 @@ class MskManager:
         Stop rotating and release our leases (another node takes over at
         once). @return: Deferred firing when released.
         """
-        self.running = False
+        self._running = False
         leases, self.leases = self.leases, {}
         for call in self._due.values():
             if call.active():

@@ -19,8 +19,9 @@ from mbmsd.roles.bmsc.counters import CounterReservations
 from mbmsd.roles.bmsc.delivery import MikeyDelivery
 from mbmsd.roles.bmsc.http import KeyManagementResource
 from mbmsd.roles.bmsc.keymanagement import KeyManagement
-from mbmsd.roles.bmsc.msk import MskManager, default_key_group
+from mbmsd.roles.bmsc.msk import MskManager
 from mbmsd.roles.bmsc.plugin import lease_renewal
+from mbmsd.roles.bmsc.provisioning import StoredKeyGroups
 from mbmsd.roles.bmsc.ua import UaAuthenticator
 from mbmsd.web import listener, makeSite
 from mbmsd.znclient import zn_lookup
@@ -62,17 +63,12 @@ class _Msks(Service):
 
     def startService(self):
         Service.startService(self)
-        self.manager.start()
+        self.manager.start().addErrback(
+            lambda f: log.failure("reading the MBMS User Services failed", f))
 
     def stopService(self):
         Service.stopService(self)
         return self.manager.stop()  # releases the rotation leases
-
-
-def _services(config):
-    """{MBMS User Service ID: Key Group} of [[bmsc.service]]."""
-    return {s["id"]: s["key_group"] if s["key_group"] is not None else default_key_group(s["id"])
-            for s in config["service"]}
 
 
 @implementer(IReconfigurable)
@@ -96,7 +92,8 @@ class BmscService(MultiService):
         self.ua = UaAuthenticator(zn, self.nafFqdn, config["ua_ids"], reactor,
                                   config["nonce_lifetime"], guard=self.guard)
         keyDomainId = profile.key_domain_id(config["mcc"], config["mnc"])
-        services = _services(config)
+        # services and their Key Groups: from storage, at each use
+        services = StoredKeyGroups(node.storage.provisioning)
         uePort = config["ue_mikey_port"] or profile.MSK_UDP_PORT
         # MIKEY counters reserved durably before use, many MUKs per transaction
         # (counters.py), one counter per message: no node holds a block in
@@ -137,26 +134,26 @@ class BmscService(MultiService):
         timer.clock = reactor
         timer.setServiceParent(self)
         log.info("BM-SC.UPF {naf}: key management on {listen}, services {services}",
-                 naf=self.nafFqdn, listen=config["listen"], services=", ".join(services))
+                 naf=self.nafFqdn, listen=config["listen"],
+                 services=", ".join(s["id"] for s in config["service"]))
 
     def prepareReconfigure(self, config):
         """
-        IReconfigurable: the services, the trusted SCFs, the overload and
-        rate limits, the TLS files.
+        IReconfigurable: the trusted SCFs, the overload and rate limits, the
+        TLS files; the services are read from storage, where the reload wrote
+        the config's, and their rotation follows them.
         """
-        services = _services(config)
         switch = tls.prepareReload(self.tls, config["tls"], "bmsc.tls")
 
         def apply():
-            self.km.services = set(services)
             self.km.trustedScfs = set(config["trusted_scfs"])
             self.km.trustedScfNames = {n.lower() for n in config["trusted_scf_names"]}
             for limiter in self.limits:
                 limiter.reconfigure(config, config["trusted_scfs"])
             self.guard.reconfigure(config)
             switch()
-            d = self.msks.setServices(services)
-            d.addErrback(lambda f: log.failure("releasing the leases of removed services", f))
+            d = self.msks.refresh()
+            d.addErrback(lambda f: log.failure("following the stored services", f))
 
         return apply
 
@@ -191,4 +188,7 @@ class BmscService(MultiService):
     def prune(self):
         d = self.store.prune(self.clock.seconds())
         d.addErrback(lambda f: log.failure("pruning failed", f))
+        # services added or removed through the admin API: their rotation
+        d.addCallback(lambda _: self.msks.refresh())
+        d.addErrback(lambda f: log.failure("reading the MBMS User Services failed", f))
         return d

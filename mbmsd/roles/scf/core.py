@@ -55,7 +55,7 @@ forever).
 import ipaddress
 
 from twisted.internet.defer import (
-    Deferred, DeferredList, inlineCallbacks, maybeDeferred, succeed)
+    Deferred, DeferredList, inlineCallbacks, maybeDeferred)
 from zope.interface import implementer
 
 from mbmsd import profile
@@ -71,7 +71,7 @@ from mbmsd.sip.message import (
     parse_multipart, parse_name_addr, parse_params)
 from mbmsd.sip.transaction import TimerSettings, TransactionError, TransactionLayer
 
-__all__ = ["ScfCore", "Session", "Subscriptions", "RESULTS", "ALLOW"]
+__all__ = ["ScfCore", "Session", "RESULTS", "ALLOW"]
 
 log = Logger(namespace="mbmsd.scf")
 
@@ -90,25 +90,6 @@ AUTHORIZING = "authorizing"
 ACCEPTED = "accepted"          # 2xx sent, waiting for the ACK
 CONFIRMED = "confirmed"
 ENDED = "ended"
-
-
-class Subscriptions:
-    """
-    Service authorization (TS 26.237 8.3.2.4) from the [[scf.subscription]]
-    tables: which MBMS User Service IDs each IMPU is subscribed to.
-    """
-
-    def __init__(self, entries=()):
-        self.table = {}
-        for entry in entries:
-            self.table.setdefault(normalize_impu(entry["impu"]), set()).update(entry["services"])
-
-    def isSubscribed(self, impu, serviceId):
-        """
-        @param impu: a normalized IMPU (L{normalize_impu}).
-        @return: Deferred firing with True or False.
-        """
-        return succeed(serviceId in self.table.get(impu, ()))
 
 
 class _Reject(Exception):
@@ -175,8 +156,9 @@ class ScfCore:
     @param clock: IReactorTime.
     @param client: the L{IServiceAuthorizationClient} (the BM-SC).
     @param subscriptions: something with C{isSubscribed(impu, serviceId)}
-        -> Deferred of bool (L{Subscriptions}).
-    @param services: dict MBMS User Service ID -> its [[scf.service]] table.
+        -> Deferred of bool (L{mbmsd.roles.scf.provisioning.StoredServices}).
+    @param services: something with C{describe(serviceId)} -> Deferred of
+        the service's [[scf.service]] table or None (the same object).
     @param serviceDomain: the Request-URI host of the services.
     @param trustedPcscfs: IP addresses requests are accepted from.
     @param connections: C{transportFor(name, host, port)} -> Deferred of an
@@ -202,7 +184,7 @@ class ScfCore:
         self.subscribers = subscribers
         self.client = client
         self.subscriptions = subscriptions
-        self.services = dict(services)
+        self.services = services
         self.serviceDomain = serviceDomain.lower()
         self.trustedPcscfs = set(trustedPcscfs)
         self.connections = connections
@@ -355,13 +337,16 @@ class ScfCore:
         if impu is None:
             raise _Reject(403, "no_identity", "Forbidden: no P-Asserted-Identity")
         serviceId = self._serviceOf(request)
+        service = yield self.services.describe(serviceId)
+        if service is None:
+            raise _Reject(404, "unknown_service", "Not Found: no such MBMS user service")
         subscribed = yield self.subscriptions.isSubscribed(impu, serviceId)
         if txn.state != "Proceeding":
             return None                 # CANCELled meanwhile (487 sent)
         if not subscribed:
             raise _Reject(403, "not_subscribed", "Forbidden: not subscribed to this service")
         ueAddress, remoteTarget = self._ueContact(request)
-        answer = self._answerSdp(request, serviceId)
+        answer = self._answerSdp(request, service)
         interval, refresher = self._sessionTimer(request)
         btid = self._btidOf(request)
         nafKey = None
@@ -489,8 +474,7 @@ class ScfCore:
         except SipParseError:
             raise _Reject(404, "unknown_service", "Not Found: no such MBMS user service")
         serviceId = uri.user_unquoted if uri.scheme in ("sip", "sips") else None
-        if (serviceId is None or uri.host.lower() != self.serviceDomain
-                or serviceId not in self.services):
+        if serviceId is None or uri.host.lower() != self.serviceDomain:
             raise _Reject(404, "unknown_service", "Not Found: no such MBMS user service")
         return serviceId
 
@@ -508,8 +492,7 @@ class ScfCore:
                           "Bad Request: the Contact must hold the UE's IP address")
         return address, str(uri)
 
-    def _answerSdp(self, request, serviceId):
-        service = self.services[serviceId]
+    def _answerSdp(self, request, service):
         try:
             offered = sdp.offer_from_body(request.headers.get("Content-Type"), request.body)
             if offered is None:

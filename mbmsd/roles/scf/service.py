@@ -12,7 +12,8 @@ from mbmsd.interfaces import IDrainable, IReconfigurable
 from mbmsd.logs import Logger
 from mbmsd.overload import OverloadMetrics, SipAdmission
 from mbmsd.roles.scf.bmsc import HttpServiceAuthorizationClient
-from mbmsd.roles.scf.core import ScfCore, Subscriptions
+from mbmsd.roles.scf.core import ScfCore
+from mbmsd.roles.scf.provisioning import StoredServices
 from mbmsd.sip.listeners import Connections, SipListenSettings, attach_listeners
 from mbmsd.sip.transaction import TimerSettings
 from mbmsd.znclient import zn_lookup
@@ -32,10 +33,12 @@ class ScfService(MultiService):
         metrics = node.metrics.forRole("scf")
         self.client = HttpServiceAuthorizationClient(
             node.http, config["bmsc_url"], config["bmsc_timeout"], config["retries"])
+        # services and subscriptions: from storage, at each INVITE
+        provisioned = StoredServices(node.storage.provisioning)
         self.connections = Connections(reactor, None, config["max_message_size"], metrics, "scf")
         self.core = ScfCore(
-            reactor, self.client, Subscriptions(config["subscription"]),
-            {s["id"]: s for s in config["service"]}, serviceDomain, config["trusted_pcscfs"],
+            reactor, self.client, provisioned, provisioned, serviceDomain,
+            config["trusted_pcscfs"],
             self.connections, listen.advertised, listen.ports, metrics,
             sessionExpires=config["session_expires"], minSe=config["min_se"],
             authorizationMargin=config["authorization_margin"],
@@ -60,15 +63,12 @@ class ScfService(MultiService):
 
     def prepareReconfigure(self, config):
         """
-        IReconfigurable: the services, the subscriptions, the trusted
-        P-CSCFs, the overload limits. Sessions already up keep theirs.
+        IReconfigurable: the trusted P-CSCFs, the overload limits (the
+        services and subscriptions are read from storage, where the reload
+        wrote the config's). Sessions already up keep theirs.
         """
-        subscriptions = Subscriptions(config["subscription"])
-        services = {s["id"]: s for s in config["service"]}
 
         def apply():
-            self.core.subscriptions = subscriptions
-            self.core.services = services
             self.core.trustedPcscfs = set(config["trusted_pcscfs"])
             self.core.layer.admission.reconfigure(config, config["trusted_pcscfs"])
 

@@ -1,0 +1,228 @@
+"""
+Provisioning in storage (L{IProvisioningStore}): the MBMS User Services, the
+subscriptions (IMPU -> MBMS User Service IDs) and the operator's live view of
+one subscriber, as the in-memory reference and the SQL implementation (each
+query written once for SQLite and PostgreSQL, schema file
+008_provisioning.sql). What one node writes, every node sharing the database
+reads on its next request: nothing is cached.
+"""
+
+import json
+
+from twisted.internet.defer import succeed
+from zope.interface import implementer
+
+from mbmsd.interfaces import IProvisioningStore
+from mbmsd.storage.records import (
+    Authorization,
+    MbmsService,
+    MskRegistration,
+    SessionSummary,
+    SubscriberState,
+)
+
+__all__ = ["MemoryProvisioningStore", "SqlProvisioningStore"]
+
+
+def _identities(impus):
+    # the BM-SC keys its state by the IMPU the SCF normalized (sip:user@host)
+    from mbmsd.roles.scf.plugin import normalize_impu
+
+    out = []
+    for impu in impus:
+        for form in (impu, _normalized(normalize_impu, impu)):
+            if form is not None and form not in out:
+                out.append(form)
+    return out
+
+
+def _normalized(normalize, impu):
+    try:
+        return normalize(impu)
+    except ValueError:
+        return None
+
+
+@implementer(IProvisioningStore)
+class MemoryProvisioningStore:
+    """
+    @param storage: the L{mbmsd.storage.memory.MemoryStorage} whose other
+        stores L{subscriberState} reads.
+    """
+
+    def __init__(self, storage=None):
+        self._storage = storage
+        self._services = {}
+        self._subscriptions = {}     # IMPU -> set of service IDs
+
+    def addService(self, service):
+        if service.serviceId in self._services:
+            return succeed(False)
+        self._services[service.serviceId] = service
+        return succeed(True)
+
+    def putService(self, service):
+        self._services[service.serviceId] = service
+        return succeed(None)
+
+    def getService(self, serviceId):
+        return succeed(self._services.get(serviceId))
+
+    def services(self):
+        return succeed([self._services[k] for k in sorted(self._services)])
+
+    def removeService(self, serviceId):
+        for ids in self._subscriptions.values():
+            ids.discard(serviceId)
+        return succeed(self._services.pop(serviceId, None) is not None)
+
+    def setSubscriptions(self, impu, serviceIds):
+        if serviceIds:
+            self._subscriptions[impu] = set(serviceIds)
+        else:
+            self._subscriptions.pop(impu, None)
+        return succeed(None)
+
+    def subscriptions(self, impu):
+        return succeed(sorted(self._subscriptions.get(impu, ())))
+
+    def isSubscribed(self, impu, serviceId):
+        return succeed(serviceId in self._subscriptions.get(impu, ()))
+
+    def subscriberState(self, impi, now):
+        s = self._storage
+        sub = s.subscribers._rows.get(impi)
+        if sub is None:
+            return succeed(None)
+        ids = _identities(sub.impus)
+        sessions = sorted((SessionSummary(v.btid, v.created, v.expires, v.gbaType)
+                           for v in s.bootstrap._sessions.values()
+                           if v.impi == impi and v.expires > now),
+                          key=lambda v: (v.created, v.btid))
+        bindings = sorted((b for b in s.sipRegistrations._bindings.values()
+                           if b.impi == impi and b.expires > now),
+                          key=lambda b: (b.registered, b.impu, b.contact))
+        auths = sorted((a for a in s.bmsc._auth.values() if a.impu in ids and a.expires > now),
+                       key=lambda a: (a.impu, a.serviceId))
+        regs = sorted((r for r in s.bmsc._reg.values() if r.impu in ids and r.expires > now),
+                      key=lambda r: (r.impu, r.serviceId))
+        return succeed(SubscriberState(sessions, bindings, auths, regs))
+
+
+def _service(row):
+    return MbmsService(row[0], int(row[1]) if row[1] is not None else None,
+                       json.loads(row[2]) if row[2] is not None else None)
+
+
+def _sdp(service):
+    return json.dumps(service.sdp, sort_keys=True) if service.sdp is not None else None
+
+
+@implementer(IProvisioningStore)
+class SqlProvisioningStore:
+    def __init__(self, db):
+        self.db = db
+
+    def addService(self, service):
+        return self.db.runInteraction("add_service", self._addService_txn, service)
+
+    @staticmethod
+    def _addService_txn(txn, s):
+        return txn.execute(
+            "INSERT INTO mbms_services (service_id, key_group, sdp) VALUES (?, ?, ?) "
+            "ON CONFLICT (service_id) DO NOTHING", (s.serviceId, s.keyGroup, _sdp(s))
+        ).rowcount > 0
+
+    def putService(self, service):
+        return self.db.runInteraction("put_service", self._putService_txn, service)
+
+    @staticmethod
+    def _putService_txn(txn, s):
+        txn.execute(
+            "INSERT INTO mbms_services (service_id, key_group, sdp) VALUES (?, ?, ?) "
+            "ON CONFLICT (service_id) DO UPDATE SET key_group = excluded.key_group, "
+            "sdp = excluded.sdp", (s.serviceId, s.keyGroup, _sdp(s)))
+
+    def getService(self, serviceId):
+        return self.db.runInteraction("get_service", self._getService_txn, serviceId)
+
+    @staticmethod
+    def _getService_txn(txn, serviceId):
+        row = txn.execute("SELECT service_id, key_group, sdp FROM mbms_services "
+                          "WHERE service_id = ?", (serviceId,)).fetchone()
+        return _service(row) if row is not None else None
+
+    def services(self):
+        return self.db.runInteraction("list_services", self._services_txn)
+
+    @staticmethod
+    def _services_txn(txn):
+        rows = txn.execute("SELECT service_id, key_group, sdp FROM mbms_services "
+                           "ORDER BY service_id").fetchall()
+        return [_service(row) for row in rows]
+
+    def removeService(self, serviceId):
+        return self.db.runInteraction("remove_service", self._removeService_txn, serviceId)
+
+    @staticmethod
+    def _removeService_txn(txn, serviceId):
+        txn.execute("DELETE FROM subscriptions WHERE service_id = ?", (serviceId,))
+        return txn.execute("DELETE FROM mbms_services WHERE service_id = ?",
+                           (serviceId,)).rowcount > 0
+
+    def setSubscriptions(self, impu, serviceIds):
+        return self.db.runInteraction("set_subscriptions", self._setSubscriptions_txn, impu,
+                                      sorted(set(serviceIds)))
+
+    @staticmethod
+    def _setSubscriptions_txn(txn, impu, serviceIds):
+        txn.execute("DELETE FROM subscriptions WHERE impu = ?", (impu,))
+        for serviceId in serviceIds:
+            txn.execute("INSERT INTO subscriptions (impu, service_id) VALUES (?, ?)",
+                        (impu, serviceId))
+
+    def subscriptions(self, impu):
+        return self.db.runInteraction("get_subscriptions", self._subscriptions_txn, impu)
+
+    @staticmethod
+    def _subscriptions_txn(txn, impu):
+        return [row[0] for row in txn.execute(
+            "SELECT service_id FROM subscriptions WHERE impu = ? ORDER BY service_id",
+            (impu,)).fetchall()]
+
+    def isSubscribed(self, impu, serviceId):
+        return self.db.runInteraction("is_subscribed", self._isSubscribed_txn, impu, serviceId)
+
+    @staticmethod
+    def _isSubscribed_txn(txn, impu, serviceId):
+        return txn.execute("SELECT 1 FROM subscriptions WHERE impu = ? AND service_id = ?",
+                           (impu, serviceId)).fetchone() is not None
+
+    def subscriberState(self, impi, now):
+        return self.db.runInteraction("subscriber_state", self._subscriberState_txn, impi, now)
+
+    @staticmethod
+    def _subscriberState_txn(txn, impi, now):
+        from mbmsd.storage.sipreg import _BINDING_COLUMNS, _binding
+
+        row = txn.execute("SELECT impus FROM subscribers WHERE impi = ?", (impi,)).fetchone()
+        if row is None:
+            return None
+        ids = _identities(row[0].split("\n") if row[0] else ())
+        sessions = [SessionSummary(r[0], float(r[1]), float(r[2]), r[3]) for r in txn.execute(
+            "SELECT btid, created, expires, gba_type FROM bootstrap_sessions "
+            "WHERE impi = ? AND expires > ? ORDER BY created, btid", (impi, now)).fetchall()]
+        bindings = [_binding(r) for r in txn.execute(
+            "SELECT " + _BINDING_COLUMNS + " FROM sip_bindings WHERE impi = ? AND expires > ? "
+            "ORDER BY registered, impu, contact", (impi, now)).fetchall()]
+        auths, regs = [], []
+        for impu in ids:
+            auths += [Authorization(r[0], r[1], r[2], float(r[3])) for r in txn.execute(
+                "SELECT impu, service_id, ue_address, expires FROM bmsc_authorizations "
+                "WHERE impu = ? AND expires > ? ORDER BY service_id", (impu, now)).fetchall()]
+            regs += [MskRegistration(r[0], r[1], r[2], r[3], float(r[4])) for r in txn.execute(
+                "SELECT impu, service_id, btid, ue_address, expires FROM bmsc_registrations "
+                "WHERE impu = ? AND expires > ? ORDER BY service_id", (impu, now)).fetchall()]
+        auths.sort(key=lambda a: (a.impu, a.serviceId))
+        regs.sort(key=lambda r: (r.impu, r.serviceId))
+        return SubscriberState(sessions, bindings, auths, regs)
