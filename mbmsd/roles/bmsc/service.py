@@ -5,6 +5,7 @@ MSK rotation and pruning.
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from mbmsd import profile, tls
@@ -18,7 +19,7 @@ from mbmsd.roles.bmsc.delivery import MikeyDelivery
 from mbmsd.roles.bmsc.http import KeyManagementResource
 from mbmsd.roles.bmsc.keymanagement import KeyManagement
 from mbmsd.roles.bmsc.msk import MskManager, default_key_group
-from mbmsd.roles.bmsc.plugin import lease_renewal
+from mbmsd.roles.bmsc.plugin import lease_renewal, streaming
 from mbmsd.roles.bmsc.ua import UaAuthenticator
 from mbmsd.roles.bmsc.zn import HttpZnLookup
 from mbmsd.web import listener, makeSite
@@ -62,6 +63,35 @@ class _Msks(Service):
         return self.manager.stop()  # releases the rotation leases
 
 
+class _Streaming(Service):
+    """
+    The streaming services: their bearer sockets and content ports, and
+    their MTK schedules (started after the MSK manager).
+    """
+
+    def __init__(self, reactor, streams):
+        self.reactor = reactor
+        self.streams = streams  # [(StreamingService, UdpBearer, (host, port), interface)]
+        self.ports = []
+
+    def startService(self):
+        Service.startService(self)
+        from mbmsd.roles.bmsc.streaming import MediaPort
+
+        for stream, bearer, source, interface in self.streams:
+            self.ports.append(self.reactor.listenUDP(0, bearer, interface=interface))
+            self.ports.append(self.reactor.listenUDP(source[1], MediaPort(stream),
+                                                     interface=source[0]))
+            stream.start()
+
+    def stopService(self):
+        Service.stopService(self)
+        for stream, _, _, _ in self.streams:
+            stream.stop()
+        ports, self.ports = self.ports, []
+        return DeferredList([maybeDeferred(p.stopListening) for p in ports])
+
+
 class BmscService(MultiService):
     def __init__(self, node, config):
         MultiService.__init__(self)
@@ -90,8 +120,10 @@ class BmscService(MultiService):
         # memory, so the counters a UE gets only grow whichever BM-SC node of
         # a shared database sends
         counters = CounterReservations(store, reactor, block=1)
+        streamingIds = [s["id"] for s in config["service"] if streaming(s)]
         self.delivery = MikeyDelivery(reactor, counters,
-                                      self.nafFqdn.encode("ascii"), uePort, metrics)
+                                      self.nafFqdn.encode("ascii"), uePort, metrics,
+                                      streaming=streamingIds)
         self.msks = MskManager(store, reactor, keyDomainId, services, config["msk_lifetime"],
                                config["msk_rotation"], metrics,
                                # one node of those sharing the database rotates
@@ -116,6 +148,9 @@ class BmscService(MultiService):
         _MikeyPort(reactor, self.delivery, config["mikey_source_port"],
                    config["mikey_interface"]).setServiceParent(self)
         _Msks(self.msks).setServiceParent(self)
+        self.streams = self._streams(reactor, config, metrics, streamingIds)
+        if self.streams:
+            _Streaming(reactor, self.streams).setServiceParent(self)
         listener(reactor, config["listen"], site, "keymanagement",
                  tls=tls.serverOptions(config["tls"]) if tls.enabled(config.get("tls")) else None
                  ).setServiceParent(self)
@@ -124,6 +159,26 @@ class BmscService(MultiService):
         timer.setServiceParent(self)
         log.info("BM-SC.UPF {naf}: key management on {listen}, services {services}",
                  naf=self.nafFqdn, listen=config["listen"], services=", ".join(services))
+
+    def _streams(self, reactor, config, metrics, streamingIds):
+        """The streaming services of [[bmsc.service]] (those naming a bearer)."""
+        from mbmsd.roles.bmsc.streaming import StreamingMetrics, StreamingService, UdpBearer
+
+        if not streamingIds:
+            return []
+        counters = StreamingMetrics(metrics, streamingIds)
+        streams = []
+        for s in config["service"]:
+            if not streaming(s):
+                continue
+            interface = s["bearer_interface"] or config["mikey_interface"]
+            group, port = s["bearer"]
+            bearer = UdpBearer(group, port, s["bearer_key_port"] or profile.MTK_UDP_PORT,
+                               s["bearer_ttl"], interface)
+            stream = StreamingService(s["id"], reactor, self.msks, bearer, counters,
+                                      s["mtk_rotation"], s["mtk_repeat"], s["max_packet_rate"])
+            streams.append((stream, bearer, s["media_source"], interface))
+        return streams
 
     def push(self, registration, msk):
         """
