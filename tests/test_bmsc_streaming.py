@@ -1,0 +1,197 @@
+"""
+The BM-SC's streaming services on a Clock (mbmsd.roles.bmsc.streaming):
+the MTK schedule (first MTK with the first MSK, repeats, rotations, the MSK
+switch and its overlap), the SRTP protection of the content packets, and
+the drops. The MTK messages are opened with the MIKEY parser (checked
+against RFC 4563's layouts in tests/test_mikey_rfc4563.py) and the SRTP
+packets with the test's own RFC 3711 receiver (tests/srtp_reference.py).
+"""
+
+import pytest
+from prometheus_client import CollectorRegistry
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from mbmsd import profile
+from mbmsd.interfaces import IBearer
+from mbmsd.metrics import Metrics
+from mbmsd.protocols import mikey, srtp
+from mbmsd.roles.bmsc.streaming import StreamingMetrics, StreamingService, UdpBearer
+from mbmsd.storage.records import Msk
+from tests import srtp_reference as ref
+from tests.test_srtp import packet
+
+SERVICE = "urn:mbmsd:tv"
+KDID = profile.key_domain_id("001", "01")
+
+
+def msk(number, created=0.0):
+    return Msk(serviceId=SERVICE, keyDomainId=KDID, mskId=bytes([0, 7, 0, number]),
+               key=bytes([number]) * 16, created=created, expires=created + 86400)
+
+
+@implementer(IBearer)
+class Bearer:
+    def __init__(self):
+        self.media = []
+        self.keys = []
+        self.ok = True
+
+    def sendMedia(self, packet):
+        self.media.append(packet)
+        return self.ok
+
+    def sendKey(self, message):
+        self.keys.append(message)
+        return self.ok
+
+
+class Msks:
+    def __init__(self, current=None):
+        self.msk = current
+        self.waiting = []
+
+    def current(self, serviceId):
+        assert serviceId == SERVICE
+        if self.msk is None:
+            d = Deferred()
+            self.waiting.append(d)
+            return d
+        return succeed(self.msk)
+
+
+class Harness:
+    def __init__(self, current=None, rotation=10.0, repeat=1.0, maxRate=1000):
+        self.clock = Clock()
+        self.registry = CollectorRegistry()
+        self.bearer = Bearer()
+        self.msks = Msks(current)
+        metrics = StreamingMetrics(Metrics("n", self.registry).forRole("bmsc"), [SERVICE])
+        self.stream = StreamingService(SERVICE, self.clock, self.msks, self.bearer, metrics,
+                                       rotation, repeat, maxRate)
+
+    def value(self, name, **labels):
+        labels.update(node="n", role="bmsc", service=SERVICE)
+        return self.registry.get_sample_value(name, labels)
+
+    def dropped(self, reason):
+        return self.value("mbmsd_bmsc_srtp_dropped_total", reason=reason)
+
+    def mtks(self, under):
+        """The MTK messages sent so far that open under the MSK C{under}."""
+        out = []
+        for m in self.bearer.keys:
+            if mikey.peek_key_id(m).msk_id == under.mskId:
+                out.append(mikey.parse_mtk_message(under.key, m))
+        return out
+
+
+def test_bearer_provides_the_contract():
+    verifyObject(IBearer, Bearer())
+    verifyObject(IBearer, UdpBearer("239.1.1.1", 5000, 5002, 1, "127.0.0.1"))
+
+
+def test_no_mtk_before_the_first_msk():
+    h = Harness()
+    h.stream.start()
+    h.stream.packetReceived(packet(1))
+    assert h.dropped("no_mtk") == 1 and h.bearer.media == [] and h.bearer.keys == []
+    first = msk(1)
+    h.msks.msk = first
+    h.msks.waiting.pop().callback(first)
+    [delivery] = h.mtks(first)
+    assert delivery.mtk_id == b"\x00\x01" and len(delivery.salt) == 14
+    assert h.value("mbmsd_bmsc_mtk_rotations_total") == 1
+    assert h.value("mbmsd_bmsc_mtk_messages_total") == 1
+    plain = packet(2, b"video" * 30)
+    h.stream.packetReceived(plain)
+    [protected] = h.bearer.media
+    assert protected != plain
+    assert ref.unprotect(delivery.mtk, delivery.salt, protected) == plain
+    assert h.value("mbmsd_bmsc_srtp_packets_total") == 1
+
+
+def test_repeats_and_rotations():
+    first = msk(1)
+    h = Harness(first, rotation=10.0, repeat=1.0)
+    h.stream.start()
+    for _ in range(9):
+        h.clock.advance(1.0)
+    sent = h.mtks(first)
+    assert len(sent) == 10  # at once, then every second
+    assert {d.mtk_id for d in sent} == {b"\x00\x01"}
+    counters = [d.counter for d in sent]
+    assert counters == sorted(set(counters))  # strictly growing (RFC 3830 6.6)
+    h.clock.advance(1.0)  # t = 10: rotation
+    after = h.mtks(first)[10:]
+    assert [d.mtk_id for d in after] == [b"\x00\x02", b"\x00\x02"]  # the repeat and the rotation
+    assert h.value("mbmsd_bmsc_mtk_rotations_total") == 2
+    new = after[-1]
+    plain = packet(5)
+    h.stream.packetReceived(plain)
+    assert ref.unprotect(new.mtk, new.salt, h.bearer.media[-1]) == plain
+    assert ref.unprotect(sent[0].mtk, sent[0].salt, h.bearer.media[-1]) is None
+    h.stream.stop()
+    n = len(h.bearer.keys)
+    h.clock.advance(30)
+    assert len(h.bearer.keys) == n
+
+
+def test_counter_floor_after_a_restart_with_the_same_msk():
+    h = Harness(msk(1, created=0.0))
+    h.clock.advance(50.0)
+    h.stream.start()
+    [d] = h.mtks(h.msks.msk)
+    assert d.counter >= 50 * profile.MTK_COUNTER_RATE
+
+
+def test_msk_rotation_sends_under_both_during_the_overlap():
+    old, new = msk(1), msk(2, created=5.0)
+    h = Harness(old, rotation=1000.0, repeat=1.0)
+    h.stream.start()
+    h.clock.advance(5.0)
+    h.msks.msk = new
+    h.clock.advance(1.0)
+    [under_new] = h.mtks(new)
+    assert under_new.mtk_id == b"\x00\x01"  # the same MTK, now under the new MSK
+    assert under_new.mtk == h.mtks(old)[-1].mtk
+    assert h.mtks(old)[-1].counter > h.mtks(old)[-2].counter
+    h.clock.pump([1.0] * int(profile.MSK_OVERLAP))
+    n_old = len(h.mtks(old))
+    h.clock.pump([1.0] * 3)
+    assert len(h.mtks(old)) == n_old  # the overlap is over
+    assert len(h.mtks(new)) == 1 + int(profile.MSK_OVERLAP) + 3
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"\x80\x60", "malformed"),
+    (b"\x00" * 40, "malformed"),
+    (packet(1, b"x" * srtp.MAX_RTP_SIZE), "too_large"),
+])
+def test_bad_content_is_dropped_and_counted(data, reason):
+    h = Harness(msk(1))
+    h.stream.start()
+    h.stream.packetReceived(data)
+    assert h.dropped(reason) == 1 and h.bearer.media == []
+
+
+def test_a_flooding_source_is_bounded_per_second():
+    h = Harness(msk(1), maxRate=50)
+    h.stream.start()
+    for i in range(80):
+        h.stream.packetReceived(packet(i))
+    assert len(h.bearer.media) == 50 and h.dropped("rate") == 30
+    h.clock.advance(1.0)
+    h.stream.packetReceived(packet(100))
+    assert len(h.bearer.media) == 51
+
+
+def test_send_errors_are_counted():
+    h = Harness(msk(1))
+    h.stream.start()
+    h.bearer.ok = False
+    h.stream.packetReceived(packet(1))
+    assert h.dropped("send_error") == 1
+    assert h.value("mbmsd_bmsc_srtp_packets_total") == 0
