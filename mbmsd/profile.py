@@ -339,6 +339,9 @@ MTK_UDP_PORT = 2269
 # arrived keeps getting the MTKs. Both bounded, both ours: UNVERIFIED.
 MTK_OVERLAP = 2.0
 MSK_OVERLAP = 30.0
+# A new MTK is announced MTK_SWITCH_DELAY seconds before the BM-SC protects
+# with it, so that its MTK message reaches a UE first. Ours: UNVERIFIED.
+MTK_SWITCH_DELAY = 0.2
 
 # COUNTER of MTK messages (RFC 3830 6.6, one counter per MSK): never below
 # MTK_COUNTER_RATE x the seconds since the MSK was made, so that a BM-SC

@@ -129,6 +129,9 @@ def test_repeats_and_rotations():
     assert [d.mtk_id for d in after] == [b"\x00\x02", b"\x00\x02"]  # the repeat and the rotation
     assert h.value("mbmsd_bmsc_mtk_rotations_total") == 2
     new = after[-1]
+    h.stream.packetReceived(packet(4))  # announced, not yet in use (MTK_SWITCH_DELAY)
+    assert ref.unprotect(sent[0].mtk, sent[0].salt, h.bearer.media[-1]) == packet(4)
+    h.clock.advance(profile.MTK_SWITCH_DELAY)
     plain = packet(5)
     h.stream.packetReceived(plain)
     assert ref.unprotect(new.mtk, new.salt, h.bearer.media[-1]) == plain
@@ -195,3 +198,27 @@ def test_send_errors_are_counted():
     h.stream.packetReceived(packet(1))
     assert h.dropped("send_error") == 1
     assert h.value("mbmsd_bmsc_srtp_packets_total") == 0
+
+
+def test_no_packet_under_a_new_mtk_before_its_message():
+    """
+    The MSK read of a rotation is asynchronous (storage): the new MTK is
+    announced when it is done, and used MTK_SWITCH_DELAY after that.
+    """
+    first = msk(1)
+    h = Harness(first, rotation=10.0, repeat=100.0)
+    h.stream.start()
+    [old] = h.mtks(first)
+    h.msks.msk = None  # the next MSK read waits
+    h.clock.advance(10.0)
+    h.stream.packetReceived(packet(1))
+    assert ref.unprotect(old.mtk, old.salt, h.bearer.media[-1]) == packet(1)
+    h.msks.msk = first
+    h.msks.waiting.pop().callback(first)
+    new = h.mtks(first)[-1]
+    assert new.mtk_id == b"\x00\x02"
+    h.stream.packetReceived(packet(2))
+    assert ref.unprotect(old.mtk, old.salt, h.bearer.media[-1]) == packet(2)
+    h.clock.advance(profile.MTK_SWITCH_DELAY)
+    h.stream.packetReceived(packet(2))
+    assert ref.unprotect(new.mtk, new.salt, h.bearer.media[-1]) == packet(2)

@@ -89,6 +89,8 @@ class StreamingService:
         self.maxRate = maxRate
         self.random = random
         self.current = None  # Mtk
+        self._next = None  # the Mtk announced, in use after MTK_SWITCH_DELAY
+        self._switch = None
         self._nextId = 1
         self._msk = None  # the MSK of the last MTK message
         self._previousMsk = None  # (Msk, until) during the MSK_OVERLAP
@@ -118,39 +120,49 @@ class StreamingService:
         self.announce()
 
     def stop(self):
+        if self._switch is not None and self._switch.active():
+            self._switch.cancel()
+        self._switch = None
         for loop in self._loops:
             if loop.running:
                 loop.stop()
         self._loops = []
 
     def rotate(self):
-        """A new MTK (MTK ID + 1), used from now on and announced at once."""
-        if self.current is None:
-            return self.announce()  # no MSK yet: the first announce makes the first MTK
-        self._newMtk()
-        return self.announce()
+        """
+        A new MTK (MTK ID + 1): announced at once, used for the packets
+        L{profile.MTK_SWITCH_DELAY} later, so that a UE has its MTK message
+        before the first packet under it (the UE reads two sockets).
+        """
+        return self.announce(rotate=True)
+
+    def _switchMtk(self):
+        self._switch = None
+        if self._next is not None:
+            self.current, self._next = self._next, None
 
     def _newMtk(self):
         mtkId = self._nextId.to_bytes(profile.MTK_ID_LEN, "big")
         self._nextId = self._nextId % ((1 << (8 * profile.MTK_ID_LEN)) - 1) + 1  # never 0
-        self.current = Mtk(mtkId, self.random(MTK_LEN), self.random(profile.SRTP_MASTER_SALT_LEN),
-                           self.clock.seconds())
         self._rotations.inc()
         log.info("MTK {mtk_id} of {service}", mtk_id=mtkId.hex(), service=self.serviceId)
+        return Mtk(mtkId, self.random(MTK_LEN), self.random(profile.SRTP_MASTER_SALT_LEN),
+                   self.clock.seconds())
 
-    def announce(self):
+    def announce(self, rotate=False):
         """
-        Send the current MTK in an MTK message under the current MSK (and,
-        during the MSK overlap, under the previous one too).
+        Send the current MTK (a new one first, with C{rotate}) in an MTK
+        message under the current MSK (and, during the MSK overlap, under
+        the previous one too).
         @return: Deferred firing when sent (never failing).
         """
         d = self.msks.current(self.serviceId)
-        d.addCallback(self._announce)
+        d.addCallback(self._announce, rotate)
         d.addErrback(lambda f: log.warn("MTK message of {service} not sent: no MSK ({e})",
                                         service=self.serviceId, e=f.getErrorMessage()))
         return d
 
-    def _announce(self, msk):
+    def _announce(self, msk, rotate=False):
         now = self.clock.seconds()
         if self._msk is not None and msk.mskId != self._msk.mskId:
             # MSK rotated: the old one keeps the MTKs coming for MSK_OVERLAP
@@ -161,7 +173,11 @@ class StreamingService:
                      msk_id=msk.mskId.hex())
         self._msk = msk
         if self.current is None:
-            self._newMtk()
+            self.current = self._newMtk()  # the first: nobody could decrypt before anyway
+        elif rotate and self._next is None:
+            self._next = self._newMtk()
+            self._switch = self.clock.callLater(profile.MTK_SWITCH_DELAY, self._switchMtk)
+        mtk = self._next or self.current
         under = [msk]
         if self._previousMsk is not None:
             old, until = self._previousMsk
@@ -170,7 +186,7 @@ class StreamingService:
             else:
                 self._previousMsk = None
         for m in under:
-            self._sendMtkMessage(m, now)
+            self._sendMtkMessage(m, now, mtk)
 
     def _counter(self, msk, now):
         # RFC 3830 6.6 COUNTER, one per MSK; see profile.MTK_COUNTER_RATE
@@ -181,13 +197,12 @@ class StreamingService:
         self._counters[msk.mskId] = counter
         return counter
 
-    def _sendMtkMessage(self, msk, now):
+    def _sendMtkMessage(self, msk, now, mtk):
         counter = self._counter(msk, now)
         if counter is None:
             log.warn("MTK messages of {service} under MSK {msk_id}: counter exhausted",
                      service=self.serviceId, msk_id=msk.mskId.hex())
             return
-        mtk = self.current
         message = mikey.build_mtk_message(msk.key, msk.keyDomainId, msk.mskId, mtk.mtkId, mtk.key,
                                           mtk.salt, counter, self.random(profile.RAND_LEN))
         if self.bearer.sendKey(message):
