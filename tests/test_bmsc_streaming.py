@@ -222,3 +222,53 @@ def test_no_packet_under_a_new_mtk_before_its_message():
     h.clock.advance(profile.MTK_SWITCH_DELAY)
     h.stream.packetReceived(packet(2))
     assert ref.unprotect(new.mtk, new.salt, h.bearer.media[-1]) == packet(2)
+
+
+# --- the config keys of a streaming [[bmsc.service]] --------------------------
+
+
+def load(tmp_path, service):
+    from mbmsd.node import load_config
+
+    path = tmp_path / "node.toml"
+    path.write_text('[node]\nhome_domain = "home1.net"\nroles = ["bsf", "bmsc"]\n'
+                    '[storage]\nbackend = "memory"\n[bmsc]\n'
+                    '[[bmsc.service]]\nid = "urn:mbmsd:tv"\n%s\n' % (service,))
+    return str(path), load_config([str(path)])
+
+
+def config_errors(tmp_path, service):
+    from mbmsd.config import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path, service)
+    return str(tmp_path / "node.toml"), e.value.lines
+
+
+def test_streaming_keys_and_defaults(tmp_path):
+    _, config = load(tmp_path, 'media_source = "127.0.0.1:5004"\nbearer = "239.1.2.3:5000"')
+    [s] = config["bmsc"]["service"]
+    assert (s["media_source"], s["bearer"]) == (("127.0.0.1", 5004), ("239.1.2.3", 5000))
+    assert (s["bearer_key_port"], s["bearer_ttl"], s["bearer_interface"]) == (None, 1, None)
+    assert (s["mtk_rotation"], s["mtk_repeat"], s["max_packet_rate"]) == (60.0, 1.0, 5000)
+    _, config = load(tmp_path, "")
+    assert config["bmsc"]["service"][0]["bearer"] is None  # a download service
+
+
+@pytest.mark.parametrize("service,key,words", [
+    ('bearer = "239.1.2.3:5000"', "bmsc.service[0].media_source", "both"),
+    ('media_source = "127.0.0.1:5004"', "bmsc.service[0].media_source", "both"),
+    ('media_source = "127.0.0.1"\nbearer = "239.1.2.3:5000"', "bmsc.service[0].media_source",
+     "port"),
+    ('media_source = "127.0.0.1:1"\nbearer = "[::1]:5000"', "bmsc.service[0].bearer", "IPv4"),
+    ('media_source = "x:1"\nbearer = "239.1.2.3:5000"', "bmsc.service[0].media_source", "IP"),
+    ('media_source = "127.0.0.1:1"\nbearer = "239.1.2.3:5000"\nbearer_ttl = 0',
+     "bmsc.service[0].bearer_ttl", ">= 1"),
+    ('media_source = "127.0.0.1:1"\nbearer = "239.1.2.3:5000"\nmtk_repeat = 30\n'
+     'mtk_rotation = 10', "bmsc.service[0].mtk_repeat", "mtk_rotation"),
+])
+def test_streaming_key_errors_name_the_key(tmp_path, service, key, words):
+    path, lines = config_errors(tmp_path, service)
+    mine = [x for x in lines if x.startswith("%s: %s: " % (path, key))]
+    assert len(mine) == 1, lines
+    assert words in mine[0]

@@ -18,13 +18,13 @@ def udp_address(ipv4=False):
         if not isinstance(value, str):
             raise c.Invalid("must be a string 'HOST:PORT'")
         host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise c.Invalid("must be 'IP:PORT' with a port 1..65535")
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
-            raise c.Invalid("must be 'IP:PORT' with an IP address, got %r" % (value,)) from None
-        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise c.Invalid("must be 'IP:PORT' with a port 1..65535, got %r" % (value,))
+            raise c.Invalid("must be 'IP:PORT' with an IP address") from None
         if ipv4 and address.version != 4:
             raise c.Invalid("must be an IPv4 address and port")
         return (str(address), int(port))
