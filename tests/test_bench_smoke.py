@@ -16,7 +16,8 @@ pytestmark = pytest.mark.external
 ROOT = Path(__file__).resolve().parent.parent
 
 FIGURES = ("ub_bootstrap", "mem_bootstrap_session", "invite_flow", "pcscf_vs_kamailio",
-           "msk_push", "rekey", "mem_registered_ue", "store_scale", "store_scale_p50")
+           "msk_push", "rekey", "mem_registered_ue", "store_scale", "store_scale_p50",
+           "srtp_forward", "mtk_fanout")
 # Kamailio comes only from `make bench-deps`, which CI does not run
 MAY_SKIP = ("pcscf_vs_kamailio",)
 NUMBER = r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?"

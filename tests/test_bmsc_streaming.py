@@ -72,7 +72,9 @@ class Harness:
         self.stream = StreamingService(SERVICE, self.clock, self.msks, self.bearer, metrics,
                                        rotation, repeat, maxRate)
 
-    def value(self, name, **labels):
+    def value(self, name, flush=True, **labels):
+        if flush:
+            self.stream.flushCounts()
         labels.update(node="n", role="bmsc", service=SERVICE)
         return self.registry.get_sample_value(name, labels)
 
@@ -272,3 +274,33 @@ def test_streaming_key_errors_name_the_key(tmp_path, service, key, words):
     mine = [x for x in lines if x.startswith("%s: %s: " % (path, key))]
     assert len(mine) == 1, lines
     assert words in mine[0]
+
+
+def test_packet_counts_reach_the_metrics_with_each_mtk_message():
+    h = Harness(msk(1), repeat=1.0)
+    h.stream.start()
+    h.stream.packetReceived(packet(1))
+    h.stream.packetReceived(b"junk")
+    forwarded = "mbmsd_bmsc_srtp_packets_total"
+    assert h.value(forwarded, flush=False) == 0
+    h.clock.advance(1.0)  # the repeat
+    assert h.value(forwarded, flush=False) == 1
+    assert h.value("mbmsd_bmsc_srtp_dropped_total", flush=False, reason="malformed") == 1
+    h.stream.packetReceived(packet(2))
+    h.stream.stop()
+    assert h.value(forwarded, flush=False) == 2
+
+
+def test_a_restarted_source_gets_a_new_mtk_not_the_same_keystream():
+    """RFC 3711 9.1: an index is never protected twice under one key."""
+    h = Harness(msk(1), rotation=1000.0, repeat=1000.0)
+    h.stream.start()
+    for seq in (1, 2, 3):
+        h.stream.packetReceived(packet(seq))
+    h.stream.packetReceived(packet(1, b"another payload"))  # the source starts again
+    assert h.dropped("index_reused") == 1 and len(h.bearer.media) == 3
+    [_, second] = h.mtks(h.msks.msk)
+    assert second.mtk_id == b"\x00\x02"
+    h.clock.advance(profile.MTK_SWITCH_DELAY)
+    h.stream.packetReceived(packet(1, b"another payload"))
+    assert ref.unprotect(second.mtk, second.salt, h.bearer.media[-1]) == packet(1, b"another payload")

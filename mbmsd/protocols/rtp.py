@@ -6,7 +6,7 @@ Pure functions on bytes; a packet that is not RTP raises L{RtpError}.
 
 import struct
 
-__all__ = ["RtpError", "RtpHeader", "parse_header"]
+__all__ = ["RtpError", "RtpHeader", "parse_header", "is_plain"]
 
 FIXED_HEADER_LEN = 12
 
@@ -57,3 +57,12 @@ def parse_header(data):
         if pad == 0 or length + pad > n:
             raise RtpError("padding count does not fit the packet")
     return RtpHeader(length, pt, seq, timestamp, ssrc, bool(b1 & 0x80))
+
+
+def is_plain(data):
+    """
+    The common case, decided from two octets: version 2, no padding, no
+    header extension, no CSRC, a payload type that is not RTCP, and at
+    least the fixed header (what L{parse_header} accepts without more).
+    """
+    return len(data) >= FIXED_HEADER_LEN and data[0] == 0x80 and not 72 <= data[1] & 0x7F <= 76

@@ -43,12 +43,17 @@ def _policy(key, salt, ssrcType):
 class Protector:
     """
     The sender's SRTP context of one master key, for any SSRC it sends.
+
+    C{protectFast} is libsrtp's protect itself, for a forwarding loop that
+    checked the packet first (bytes of at most L{MAX_RTP_SIZE}): it raises
+    L{PROTECT_ERRORS}.
     """
 
-    __slots__ = ("_session",)
+    __slots__ = ("_session", "protectFast")
 
     def __init__(self, key, salt):
         self._session = pylibsrtp.Session(_policy(key, salt, pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+        self.protectFast = self._session.protect
 
     def __repr__(self):
         return "<Protector>"
@@ -57,8 +62,11 @@ class Protector:
         """@return: the SRTP packet of the RTP packet C{rtp} (bytes)."""
         try:
             return self._session.protect(rtp)
-        except (pylibsrtp.Error, ValueError) as e:
+        except PROTECT_ERRORS as e:
             raise SrtpError("cannot protect: %s" % (e,)) from None
+
+
+PROTECT_ERRORS = (pylibsrtp.Error, ValueError, TypeError)
 
 
 class Unprotector:

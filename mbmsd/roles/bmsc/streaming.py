@@ -24,7 +24,7 @@ from mbmsd.protocols import mikey, rtp, srtp
 
 log = Logger(namespace="mbmsd.bmsc.streaming")
 
-DROP_REASONS = ("malformed", "too_large", "no_mtk", "rate", "send_error")
+DROP_REASONS = ("malformed", "too_large", "no_mtk", "rate", "index_reused", "send_error")
 
 MTK_LEN = profile.SRTP_MASTER_KEY_LEN
 COUNTER_MAX = 0xFFFFFFFF
@@ -33,14 +33,14 @@ COUNTER_MAX = 0xFFFFFFFF
 class Mtk:
     """One MTK: its ID (2 octets), the SRTP master key and salt, when made."""
 
-    __slots__ = ("mtkId", "key", "salt", "created", "protector")
+    __slots__ = ("mtkId", "key", "salt", "created", "protectFast")
 
     def __init__(self, mtkId, key, salt, created):
         self.mtkId = mtkId
         self.key = key
         self.salt = salt
         self.created = created
-        self.protector = srtp.Protector(key, salt)
+        self.protectFast = srtp.Protector(key, salt).protectFast
 
     def __repr__(self):
         return "<Mtk %s>" % (self.mtkId.hex(),)
@@ -95,9 +95,14 @@ class StreamingService:
         self._msk = None  # the MSK of the last MTK message
         self._previousMsk = None  # (Msk, until) during the MSK_OVERLAP
         self._counters = {}  # MSK ID -> last COUNTER sent under it
-        self._window = (None, 0)  # (second, packets in it)
+        self._second, self._inSecond = None, 0  # the rate window: this second, its packets
+        self._seconds = clock.seconds
+        self._sendMedia = bearer.sendMedia
+        # packet counts, moved to the metrics at each MTK message (the per-packet
+        # path does not take the metric's lock)
+        self._pending = dict.fromkeys(("forwarded",) + DROP_REASONS, 0)
         self._loops = []
-        self._announcing = None
+        self._rekeying = False
         m = metrics
         self._forwarded = m.forwarded.labels(serviceId)
         self._dropped = {r: m.dropped.labels(serviceId, r) for r in DROP_REASONS}
@@ -120,6 +125,7 @@ class StreamingService:
         self.announce()
 
     def stop(self):
+        self.flushCounts()
         if self._switch is not None and self._switch.active():
             self._switch.cancel()
         self._switch = None
@@ -135,6 +141,14 @@ class StreamingService:
         before the first packet under it (the UE reads two sockets).
         """
         return self.announce(rotate=True)
+
+    def _rekey(self):
+        if self._next is None and not self._rekeying:
+            self._rekeying = True
+            log.info("content of {service} reuses packet indexes: new MTK",
+                     service=self.serviceId)
+            d = self.rotate()
+            d.addBoth(lambda _: setattr(self, "_rekeying", False))
 
     def _switchMtk(self):
         self._switch = None
@@ -162,7 +176,18 @@ class StreamingService:
                                         service=self.serviceId, e=f.getErrorMessage()))
         return d
 
+    def flushCounts(self):
+        """Move the packet counts to the metrics (done at each MTK message, and at stop)."""
+        pending = self._pending
+        if pending["forwarded"]:
+            self._forwarded.inc(pending["forwarded"])
+        for reason in DROP_REASONS:
+            if pending[reason]:
+                self._dropped[reason].inc(pending[reason])
+        self._pending = dict.fromkeys(pending, 0)
+
     def _announce(self, msk, rotate=False):
+        self.flushCounts()
         now = self.clock.seconds()
         if self._msk is not None and msk.mskId != self._msk.mskId:
             # MSK rotated: the old one keeps the MTKs coming for MSK_OVERLAP
@@ -215,34 +240,43 @@ class StreamingService:
         One datagram from the content provider: checked as RTP, protected
         with the current MTK and forwarded; otherwise dropped and counted.
         """
+        pending = self._pending
         if len(data) > srtp.MAX_RTP_SIZE:
-            self._dropped["too_large"].inc()
+            pending["too_large"] += 1
             return
-        try:
-            rtp.parse_header(data)
-        except rtp.RtpError:
-            self._dropped["malformed"].inc()
-            return
-        second = int(self.clock.seconds())
-        start, count = self._window
-        count = count + 1 if start == second else 1
-        self._window = (second, count)
-        if count > self.maxRate:
-            self._dropped["rate"].inc()
-            return
+        if not rtp.is_plain(data):
+            try:
+                rtp.parse_header(data)
+            except rtp.RtpError:
+                pending["malformed"] += 1
+                return
+        second = int(self._seconds())
+        if second == self._second:
+            self._inSecond += 1
+            if self._inSecond > self.maxRate:
+                pending["rate"] += 1
+                return
+        else:
+            self._second, self._inSecond = second, 1
         mtk = self.current
         if mtk is None:
-            self._dropped["no_mtk"].inc()
+            pending["no_mtk"] += 1
             return
         try:
-            packet = mtk.protector.protect(data)
-        except srtp.SrtpError:
-            self._dropped["malformed"].inc()
+            packet = mtk.protectFast(data)
+        except srtp.PROTECT_ERRORS as e:
+            if str(e).startswith("replay"):
+                # a sequence number again under this MTK (the source restarted): never
+                # the same keystream twice (RFC 3711 9.1); a new MTK at once instead
+                pending["index_reused"] += 1
+                self._rekey()
+            else:
+                pending["malformed"] += 1
             return
-        if self.bearer.sendMedia(packet):
-            self._forwarded.inc()
+        if self._sendMedia(packet):
+            pending["forwarded"] += 1
         else:
-            self._dropped["send_error"].inc()
+            pending["send_error"] += 1
 
 
 class MediaPort(DatagramProtocol):
@@ -279,16 +313,25 @@ class UdpBearer(DatagramProtocol):
 
     def startProtocol(self):
         sock = getattr(self.transport, "socket", None)
+        self._sendto = self.transport.write
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.ttl)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
                             socket.inet_aton(self.interface))
+            # the socket's own sendto: the addresses are checked once, at start, and a
+            # full send buffer is a counted drop (nothing is queued)
+            self._sendto = sock.sendto
+
+    def stopProtocol(self):
+        self._sendto = None
+
+    _sendto = None
 
     def _send(self, data, address):
-        if self.transport is None:
+        if self._sendto is None:
             return False
         try:
-            self.transport.write(data, address)
+            self._sendto(data, address)
         except OSError as e:
             self.errors += 1
             if self.errors == 1 or self.errors % 1000 == 0:
