@@ -224,7 +224,7 @@ def main():
     args = ap.parse_args()
     n = args.packets or (2000 if args.quick else 200000)
     forward, baseline = srtp_forward(n)
-    fanout = mtk_fanout(args.services or (4 if args.quick else 160),
+    fanout = mtk_fanout(args.services or (4 if args.quick else 400),
                         args.seconds or (1.0 if args.quick else 5.0), baseline)
     print("RESULT " + json.dumps([forward, fanout]), flush=True)
 

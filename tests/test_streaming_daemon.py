@@ -254,7 +254,9 @@ def test_ffmpeg_stream_is_decoded_after_watch(tmp_path):
             decoder.kill()
         d.stop()
     assert watch.returncode == 0, stdout + stderr + d.log()[-3000:]
-    last = [json.loads(x) for x in stdout.splitlines() if x.strip()][-2]
+    lines = [json.loads(x) for x in stdout.splitlines() if x.strip()]
+    assert not any({"mtk", "salt", "srtpParams", "msk"} & set(x) for x in lines)  # no --show-keys
+    last = lines[-2]
     assert last["step"] == "watch" and last["decrypted"] > 100 and last["authFailed"] == 0, stdout
     digests = [x for x in frames.read_text().splitlines() if x and not x.startswith("#")]
     assert len(digests) >= 50, decodeErrors  # 2 s of 25 frames a second at least
