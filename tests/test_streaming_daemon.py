@@ -261,3 +261,56 @@ def test_ffmpeg_stream_is_decoded_after_watch(tmp_path):
     digests = [x for x in frames.read_text().splitlines() if x and not x.startswith("#")]
     assert len(digests) >= 50, decodeErrors  # 2 s of 25 frames a second at least
     assert decoder.returncode == 0 and decodeErrors.strip() == "", decodeErrors
+
+
+def test_ffmpeg_decrypts_the_bearer_with_the_printed_mtk(tmp_path):
+    """
+    ffmpeg's own SRTP (the SDP's a=crypto, RFC 4568 inline key = the MTK and
+    its salt that `--show-keys` prints) decodes the bearer's packets, joined
+    beside the UE: libsrtp is not in that path.
+    """
+    ffmpeg = require_tool("ffmpeg")
+    s = Streaming(tmp_path, rotation=60, repeat=0.5)
+    d = s.daemon.start()
+    decoder = source = None
+    frames = tmp_path / "bearer-frames.txt"
+    try:
+        watch = s.watch("--show-keys", seconds=8)
+        early = []
+        for line in watch.stdout:
+            early.append(line)
+            if json.loads(line)["step"] in ("mtk", "bye"):
+                break
+        mtk = json.loads(early[-1])
+        assert mtk["step"] == "mtk", "".join(early)
+        sdp = tmp_path / "bearer.sdp"
+        sdp.write_text(
+            "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=bearer\r\nc=IN IP4 %s/1\r\nt=0 0\r\n"
+            "m=video %d RTP/SAVP 96\r\na=rtpmap:96 H264/90000\r\n"
+            "a=fmtp:96 packetization-mode=1\r\n"
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:%s\r\n"
+            % (s.group, s.port, mtk["srtpParams"]))
+        decoder = subprocess.Popen(
+            [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-protocol_whitelist",
+             "file,udp,rtp,srtp", "-i", str(sdp), "-t", "3", "-f", "framemd5", str(frames)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)  # ffmpeg joins the group after reading the SDP
+        source = subprocess.Popen(
+            [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi",
+             "-i", "testsrc=size=320x240:rate=25", "-t", "10", "-c:v", "libx264", "-g", "25",
+             "-bsf:v", "dump_extra", "-pix_fmt", "yuv420p", "-tune", "zerolatency", "-f", "rtp",
+             "-payload_type", "96",
+             "rtp://127.0.0.1:%d?pkt_size=1200&rtcpport=%d" % (s.source, free_port())],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdout, stderr = watch.communicate(timeout=90)
+        _, decodeErrors = decoder.communicate(timeout=60)
+    finally:
+        for p in (source, decoder):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        d.stop()
+    assert watch.returncode == 0, "".join(early) + stdout + stderr
+    digests = [x for x in frames.read_text().splitlines() if x and not x.startswith("#")]
+    assert len(digests) >= 50, decodeErrors
+    assert decoder.returncode == 0 and decodeErrors.strip() == "", decodeErrors
