@@ -12,6 +12,8 @@ beside the UE):
     not libsrtp) opens them with the MTKs `--show-keys` printed;
   - ffmpeg sends an H.264 test pattern as RTP; `mbms-ue watch --play`
     re-emits it and ffmpeg decodes the frames through an SDP file;
+  - ffmpeg's own SRTP input, given the MTK `--show-keys` printed, joins the
+    bearer and decodes the frames;
   - a UE without an authorization watches nothing.
 """
 
