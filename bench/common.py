@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.nodeconfig import node_ports, node_tables, overlay_text
+from tests.nodeconfig import node_ports, node_tables, overlay_text, with_demo_services
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -117,7 +117,8 @@ class Daemon:
         tables = node_tables(self.workdir, self.ports)
         for table, values in (settings or {}).items():
             tables.setdefault(table, {}).update(values)
-        self.overlay.write_text(overlay_text(tables, overlay))
+        self.overlay.write_text(overlay_text(tables, with_demo_services(Path(base), overlay,
+                                                                        self.ports)))
         self.proc = None
         self.logPath = self.workdir / "twistd.log"
 

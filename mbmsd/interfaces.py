@@ -818,3 +818,42 @@ class IServiceAuthorizationClient(Interface):
         @return: Deferred firing with C{[(serviceId, status)]}; fails like
             L{authorize}.
         """
+
+
+# ---- BM-SC streaming (RFC 4563 2 and 7, RFC 3711)
+
+
+class IBearer(Interface):
+    """
+    The MBMS bearer of one streaming service as the BM-SC sends on it: a UDP
+    destination (multicast group, or a unicast address in tests) with a port
+    for the SRTP packets and one for the MTK messages.
+    """
+
+    def sendMedia(packet):
+        """
+        Send one SRTP packet (bytes) to the bearer's media port.
+
+        @return: True when the datagram was handed to the network, False
+            when the send failed (counted by the caller, never raised).
+        """
+
+    def sendKey(message):
+        """
+        Send one MTK message (bytes) to the bearer's key port.
+
+        @return: True or False as L{sendMedia}.
+        """
+
+
+class IMediaSink(Interface):
+    """
+    Where the UE puts the RTP packets it decrypted (re-emitted to a player,
+    or written to a file).
+    """
+
+    def deliver(packet):
+        """Take one plain RTP packet (bytes). @return: None."""
+
+    def close():
+        """Flush and release. @return: None."""

@@ -336,3 +336,74 @@ def ua_password(ks_naf):
     import base64
 
     return base64.b64encode(bytes(ks_naf))
+
+
+# ===========================================================================
+# === Streaming: MTKs and SRTP (RFC 4563 2 and 7, RFC 3711, RFC 3830 6.10) ===
+# ===========================================================================
+
+# SRTP transform of a streaming service: AES-CM-128 encryption with
+# HMAC-SHA1 and an 80-bit tag (RFC 3711 5; libsrtp's
+# srtp_profile_aes128_cm_sha1_80). The MTK is the SRTP master key (128 bits)
+# and its salt the master salt (112 bits, RFC 3711 8.2), as RFC 4563 2 has
+# it ("the MTK could be the master key for ... SRTP"). The choice of this
+# transform for MBMS is UNVERIFIED (TS 33.246 6.6 was not read).
+SRTP_SUITE = "AES_CM_128_HMAC_SHA1_80"
+SRTP_MASTER_KEY_LEN = 16
+SRTP_MASTER_SALT_LEN = 14
+SRTP_AUTH_TAG_LEN = 10
+
+# SRTP MKI: none (length 0). The UE tells the MTKs apart by trying the
+# current one and, during the overlap below, the previous one (the tag
+# decides). UNVERIFIED: TS 33.246 may put the MTK ID (and MSK ID) in the MKI;
+# not read.
+SRTP_MKI_LEN = 0
+
+# The security policy delivered with the MSK of a streaming service
+# (RFC 4563 7: "The security policy is delivered with the MSK"): one SP
+# payload (RFC 3830 6.10) of protocol type 0 = SRTP, policy number 0, and
+# the CS ID map type 0 "SRTP-ID" (RFC 3830 6.1.1) with #CS = 1 naming it
+# (Policy_no 0, SSRC 0, ROC 0). SSRC 0 stands for "any SSRC of the bearer":
+# the BM-SC forwards the content provider's SSRC unchanged. The map type and
+# the SSRC convention are UNVERIFIED (which map type TS 33.246 uses was not
+# read). Download services keep the empty map (CS_ID_MAP_TYPE, CS_COUNT).
+STREAMING_CS_ID_MAP_TYPE = 0
+STREAMING_CS_COUNT = 1
+SRTP_POLICY_NO = 0
+SRTP_PROT_TYPE = 0  # RFC 3830 6.10: 0 = SRTP, VERIFIED
+SRTP_MAP_SSRC = 0
+SRTP_MAP_ROC = 0
+# The SRTP policy parameters (RFC 3830 6.10.1, type: value), VERIFIED as
+# RFC 3830's numbers: 0 encryption algorithm 1 (AES-CM), 1 session
+# encryption key length 16, 2 authentication algorithm 1 (HMAC-SHA-1),
+# 3 session authentication key length 20, 4 session salt key length 14,
+# 5 SRTP PRF 0 (AES-CM), 7 SRTP encryption 1 (on), 8 SRTCP encryption 1
+# (on), 10 SRTP authentication 1 (on), 11 authentication tag length 10.
+SRTP_POLICY_PARAMS = (
+    (0, 1), (1, 16), (2, 1), (3, 20), (4, 14), (5, 0), (7, 1), (8, 1), (10, 1), (11, 10),
+)
+# MSK message of a streaming service: HDR, EXT(Key ID), T, RAND, IDi, IDr,
+# SP, KEMAC. The place of SP in the chain is UNVERIFIED.
+STREAMING_MSK_MESSAGE_PAYLOADS = (21, 5, 11, 6, 6, 10, 1)
+
+# UDP port of MTK messages on the bearer (the media arrive on the bearer's
+# port). Default 2269, IANA's "mikey" port: UNVERIFIED for MBMS.
+MTK_UDP_PORT = 2269
+
+# A UE that received a newer MTK still accepts SRTP packets under the
+# previous one for MTK_OVERLAP seconds (packets reordered around the
+# switch); the BM-SC protects with the new one from its first message on.
+# After an MSK rotation, the BM-SC also sends each MTK message under the
+# previous MSK for MSK_OVERLAP seconds, so a UE whose new MSK has not yet
+# arrived keeps getting the MTKs. Both bounded, both ours: UNVERIFIED.
+MTK_OVERLAP = 2.0
+MSK_OVERLAP = 30.0
+# A new MTK is announced MTK_SWITCH_DELAY seconds before the BM-SC protects
+# with it, so that its MTK message reaches a UE first. Ours: UNVERIFIED.
+MTK_SWITCH_DELAY = 0.2
+
+# COUNTER of MTK messages (RFC 3830 6.6, one counter per MSK): never below
+# MTK_COUNTER_RATE x the seconds since the MSK was made, so that a BM-SC
+# restarted with the same MSK still sends counters larger than before
+# (repeats are at most 10 per second, mtk_repeat >= 0.1). Ours: UNVERIFIED.
+MTK_COUNTER_RATE = 100

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import missing_external
-from tests.nodeconfig import node_ports, node_tables, overlay_text
+from tests.nodeconfig import node_ports, node_tables, overlay_text, with_demo_services
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -49,7 +49,8 @@ class Daemon:
         tables = node_tables(self.workdir, self.ports)
         for section, values in (settings or {}).items():
             tables.setdefault(section, {}).update(values)
-        self.overlay.write_text(overlay_text(tables, overlay))
+        self.overlay.write_text(overlay_text(tables, with_demo_services(Path(base), overlay,
+                                                                        self.ports)))
         self.proc = None
         self.logs = []
 

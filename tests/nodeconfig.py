@@ -6,7 +6,8 @@ its SQLite file in a work folder: one for the daemons the tests start
 
 from tests.ports import free_port
 
-ROLE_PORTS = ("ub", "zn", "metrics", "bmsc", "mikey", "pcscf", "scf")
+ROLE_PORTS = ("ub", "zn", "metrics", "bmsc", "mikey", "pcscf", "scf", "media", "bearer",
+              "bearer_key")
 
 
 def node_ports():
@@ -53,3 +54,21 @@ def toml_value(value):
     if isinstance(value, (list, tuple)):
         return "[%s]" % ", ".join(toml_value(v) for v in value)
     return '"%s"' % str(value).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def demo_services(ports):
+    """
+    The [[bmsc.service]] of etc/mbmsd.toml, its streaming ports (content,
+    bearer, MTK messages) moved to C{ports}: raw TOML for the end of an
+    overlay that names no service of its own.
+    """
+    return ('\n[[bmsc.service]]\nid = "urn:mbmsd:news"\nmedia_source = "127.0.0.1:%d"\n'
+            'bearer = "127.0.0.1:%d"\nbearer_key_port = %d\nmtk_rotation = 10\nmtk_repeat = 1\n'
+            % (ports["media"], ports["bearer"], ports["bearer_key"]))
+
+
+def with_demo_services(base, overlay, ports):
+    """C{overlay}, and the demo services on free ports when it runs etc/mbmsd.toml as they are."""
+    if base.name == "mbmsd.toml" and base.parent.name == "etc" and "[[bmsc.service]]" not in overlay:
+        return overlay + demo_services(ports)
+    return overlay

@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ("ub_bootstrap", "mem_bootstrap_session", "invite_flow", "pcscf_vs_kamailio",
            "msk_push", "rekey", "mem_registered_ue", "store_scale", "store_scale_p50",
            "import_sqlite", "import_rss_sqlite", "ub_at_scale", "register_at_scale",
-           "import_postgresql", "import_rss_postgresql")
+           "import_postgresql", "import_rss_postgresql", "srtp_forward", "mtk_fanout")
 # Kamailio comes only from `make bench-deps`, which CI does not run; PostgreSQL
 # is an external the suite may go without unless MBMSD_REQUIRE_EXTERNAL=1
 MAY_SKIP = ("pcscf_vs_kamailio",) + (
-    () if external_required() else ("import_postgresql", "import_rss_postgresql"))
+    () if external_required() else ("import_postgresql", "import_rss_postgresql", "srtp_forward", "mtk_fanout"))
 NUMBER = r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?"
 LINE = re.compile(r"^(\w+) ratio (%s) (%s) (%s)$" % (NUMBER, NUMBER, NUMBER))
 SKIPPED = re.compile(r"^(\w+) skipped: .+$")

@@ -744,3 +744,42 @@ def test_answer_msk_message_is_parse_then_build_verification(m):
 def test_aes_cm_iv_rejects_a_csb_id_over_32_bits():
     with pytest.raises(MikeyError):
         mikey.aes_cm_iv(bytes(14), 1 << 32, 0)
+
+
+# --- a streaming service's MSK message: the SRTP policy (RFC 4563 7) --------
+
+
+def _streaming_msk_message(counter=5):
+    return mikey.build_msk_message(MUK, KDID, MSK_ID, MSK, counter, RAND, IDI, IDR, streaming=True)
+
+
+def test_streaming_msk_message_layout_by_hand():
+    """HDR with the SRTP-ID map and the SP payload, as RFC 3830 6.1, 6.1.1, 6.10, 6.10.1 lay them out."""
+    data = _streaming_msk_message()
+    # HDR: version 1, data type 0, next 21 (EXT), V=1|PRF 0, CSB ID, #CS 1, map type 0,
+    # then Policy_no 0 || SSRC 0 || ROC 0
+    assert data[:19] == bytes([1, 0, 21, 0x80]) + MSK_ID + bytes([1, 0]) + bytes(9)
+    sp = bytes([1, 0, 0, 0, 30]) + bytes.fromhex(  # next 1 (KEMAC), policy 0, SRTP, length 30
+        "000101" "010110" "020101" "030114" "04010e" "050100" "070101" "080101" "0a0101" "0b010a")
+    idr = bytes([10, 0]) + struct.pack("!H", len(IDR)) + IDR  # IDr: next 10 (SP), NAI
+    assert idr + sp in data
+    delivery = mikey.parse_msk_message(MUK, data)
+    assert delivery.policy == mikey.srtp_policy() and delivery.msk == MSK
+    mikey.check_verification(MUK, data, mikey.build_verification(MUK, data))
+
+
+def test_download_msk_message_has_no_policy():
+    assert mikey.parse_msk_message(MUK, mikey.build_msk_message(
+        MUK, KDID, MSK_ID, MSK, 5, RAND, IDI, IDR)).policy is None
+
+
+def test_streaming_msk_message_with_another_policy_is_refused():
+    data = _streaming_msk_message()
+    tag = bytes.fromhex("0b010a")
+    altered = _resign(data.replace(tag, bytes.fromhex("0b0104")), MUK)  # a 32-bit tag
+    with pytest.raises(mikey.MikeyError, match="SRTP policy"):
+        mikey.parse_msk_message(MUK, altered)
+    ssrc = bytearray(data)
+    ssrc[14] = 1  # the map's SSRC
+    with pytest.raises(mikey.MikeyError, match="SRTP-ID map"):
+        mikey.parse_msk_message(MUK, _resign(bytes(ssrc), MUK))

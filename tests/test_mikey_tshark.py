@@ -250,3 +250,38 @@ def test_every_message_the_bmsc_sends(tmp_path):
     for row, answer in zip(rows[3:], answers):
         assert row["mikey.type"] == str(profile.VERIFICATION_DATA_TYPE)
         assert bytes.fromhex(row["mikey.v.ver_data"]) == answer[-20:]
+
+
+def test_streaming_msk_message_carries_the_srtp_policy(tmp_path):
+    """
+    The MSK message of a streaming service (RFC 4563 7): tshark reads the
+    SRTP-ID map and the SP payload with each SRTP parameter (RFC 3830
+    6.1.1, 6.10.1), nothing malformed, no expert entry.
+    """
+    message = mikey.build_msk_message(MUK, KDID, MSK_ID, MSK, 43, RAND, IDI, IDR, streaming=True)
+    path = str(tmp_path / "streaming.pcap")
+    write_pcap(path, [BMSC + UE + (message,)])
+    assert _tshark(path, "-o", "udp.check_checksum:TRUE", "-Y", "_ws.malformed || _ws.expert"
+                   ).strip() == ""
+    fields = ["mikey.cs_count", "mikey.cs_id_map_type", "mikey.srtp_id.policy_no",
+              "mikey.srtp_id.ssrc", "mikey.srtp_id.roc", "mikey.next_payload", "mikey.sp.no",
+              "mikey.sp.proto_type", "mikey.sp.encr_alg", "mikey.sp.encr_len",
+              "mikey.sp.auth_alg", "mikey.sp.auth_key_len", "mikey.sp.salt_len", "mikey.sp.prf",
+              "mikey.sp.srtp_encr", "mikey.sp.srtcp_encr", "mikey.sp.srtp_auth",
+              "mikey.sp.auth_tag_len"]
+    args = ["-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"]
+    for f in fields:
+        args += ["-e", f]
+    [line] = _tshark(path, *args).splitlines()
+    row = dict(zip(fields, line.split("|")))
+    # RFC 3830 6.1.1: #CS 1, map type 0 SRTP-ID, Policy_no 0, SSRC 0, ROC 0
+    assert (row["mikey.cs_count"], row["mikey.cs_id_map_type"]) == ("1", "0")
+    assert row["mikey.srtp_id.policy_no"] == "0"
+    assert int(row["mikey.srtp_id.ssrc"], 16) == 0 and int(row["mikey.srtp_id.roc"], 16) == 0
+    # HDR, EXT, T, RAND, IDi, IDr, SP (10), KEMAC
+    assert row["mikey.next_payload"] == "21,5,11,6,6,10,1,0"
+    assert (row["mikey.sp.no"], row["mikey.sp.proto_type"]) == ("0", "0")  # SRTP
+    # AES-CM (1) with 16-octet keys, HMAC-SHA-1 (1) with 20-octet keys, 14-octet salt,
+    # AES-CM PRF, encryption and authentication on, an 80-bit tag
+    assert [row[f] for f in fields[8:]] == ["1", "16", "1", "20", "14", "0", "1", "1", "1", "10"]
+    assert mikey.parse_msk_message(MUK, message).policy == mikey.srtp_policy()

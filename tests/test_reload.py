@@ -197,17 +197,29 @@ class ReloaderTests(SynchronousTestCase):
         provisioned and keeps rotating; once deleted from storage (the admin
         API), its rotation stops at the next refresh and its lease goes.
         """
+        sports = {"id": "urn:mbmsd:sports", "key_group": None}
         new = self.edited()
-        new["bmsc"]["service"] = [{"id": "urn:mbmsd:sports", "key_group": None}]
-        new["scf"]["subscription"] = []
-        new["scf"]["service"] = []
+        new["bmsc"]["service"].append(dict(self.config["bmsc"]["service"][0], **sports,
+                                           media_source=None, bearer=None))
         self.assertEqual(self.reload(), "applied")
         bmsc = self.roles["bmsc"]
         self.assertEqual(set(bmsc.msks.leases), {"urn:mbmsd:news", "urn:mbmsd:sports"})
-        self.successResultOf(self.service.node.storage.provisioning.removeService("urn:mbmsd:news"))
+        self.config, self.files = self.files, None
+        new = self.edited()
+        del new["bmsc"]["service"][1]
+        self.assertEqual(self.reload(), "applied")
+        self.assertEqual(set(bmsc.msks.leases), {"urn:mbmsd:news", "urn:mbmsd:sports"})
+        self.successResultOf(
+            self.service.node.storage.provisioning.removeService("urn:mbmsd:sports"))
         self.successResultOf(bmsc.msks.refresh())
-        self.assertEqual(set(bmsc.msks.leases), {"urn:mbmsd:sports"})
-        self.assertIsNone(self.successResultOf(bmsc.km.services.keyGroup("urn:mbmsd:news")))
+        self.assertEqual(set(bmsc.msks.leases), {"urn:mbmsd:news"})
+        self.assertIsNone(self.successResultOf(bmsc.km.services.keyGroup("urn:mbmsd:sports")))
+
+    def test_a_streaming_service_change_needs_a_restart(self):
+        """Its sockets and MTK schedule are made at start: refused, naming the key."""
+        new = self.edited()
+        new["bmsc"]["service"][0]["mtk_rotation"] = 20.0
+        self.assertNothingChanged("refused")
 
     def assertNothingChanged(self, result):
         self.assertEqual(self.reload(), result)

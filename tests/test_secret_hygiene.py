@@ -24,20 +24,21 @@ repr:
     Milenage and the TS 33.220 KDF (Ks_NAF checked against the UE's
     --show-keys output);
   - the MSKs the UE received (from --show-keys);
+  - the MTKs and their salts of the demo streaming service, from the MTK
+    messages on the bearer's key port, opened here with that MSK;
   - the node's key file (storage.key_file), which seals keys at rest.
-MTKs: the node sends none (the BM-SC delivers MSKs; MTK messages are built
-only by tests), so there is none to look for.
 """
 
 import base64
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from mbmsd.protocols import digest, gba, milenage
+from mbmsd.protocols import digest, gba, mikey, milenage
 from tests.daemon import Daemon, http, lines_of, whole_run
 from tests.helpers import TEST_SET_1_K as K, TEST_SET_1_OP as OP, TEST_SET_1_OPC as OPC
 
@@ -114,7 +115,11 @@ def decoded(log):
 def test_no_key_in_log_or_metrics(tmp_path, fmt):
     from prometheus_client.parser import text_string_to_metric_families
 
-    d = Daemon(tmp_path, settings={"node": {"log_level": "debug", "log_format": fmt}}).start()
+    d = Daemon(tmp_path, settings={"node": {"log_level": "debug", "log_format": fmt}})
+    keyPort = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    keyPort.bind(("127.0.0.1", d.ports["bearer_key"]))  # the MTK messages of the demo service
+    keyPort.settimeout(5)
+    d.start()
     try:
         common = ["--bsf", d.ub, "--pcscf", "sip:127.0.0.1:%d" % d.ports["pcscf"]]
         run = run_ue(tmp_path, "run", "--show-keys", *common, "--bmsc", d.url("bmsc", ""),
@@ -142,10 +147,12 @@ def test_no_key_in_log_or_metrics(tmp_path, fmt):
         wrong = digest.format_authorization(IMPI, REALM, nonce, "/", "0" * 32, "AKAv1-MD5",
                                             "auth-int", "00000001", "c0ffee")
         assert http("GET", d.ub, headers={"Authorization": wrong})[0] in (401, 403)
+        mtkMessages = [keyPort.recv(4096) for _ in range(3)]
         _, _, metrics = http("GET", d.url("metrics", "/metrics"))
         metrics = metrics.decode("utf-8")
     finally:
         d.stop()
+        keyPort.close()
     log = decoded(d.log())
     if fmt == "json":
         assert all(json.loads(line) for line in d.log().splitlines())
@@ -180,6 +187,9 @@ def test_no_key_in_log_or_metrics(tmp_path, fmt):
     msks = [bytes.fromhex(s["msk"]) for s in steps + sipSteps if s["step"] == "msk"]
     assert len(msks) == 2
     secrets.update({"MSK%d" % i: msk for i, msk in enumerate(msks)})
+    for i, message in enumerate(mtkMessages):
+        delivery = mikey.parse_mtk_message(msks[0], message)
+        secrets.update({"MTK%d" % i: delivery.mtk, "MTK salt%d" % i: delivery.salt})
     secrets["node key"] = bytes.fromhex((tmp_path / "var" / "mbmsd.key").read_text().strip())
 
     # the log is the daemon's, and it saw the whole procedure

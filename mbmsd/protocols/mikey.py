@@ -59,6 +59,7 @@ __all__ = [
     "check_verification",
     "build_mtk_message",
     "parse_mtk_message",
+    "srtp_policy",
 ]
 
 # ---------------------------------------------------------------------------
@@ -711,6 +712,8 @@ class MskDelivery:
     idr: bytes
     csb_id: int
     v: bool
+    # a streaming service's SRTP policy (RFC 4563 7), None for download
+    policy: SecurityPolicy = None
 
 
 @dataclass
@@ -811,7 +814,11 @@ def parse_key_id(data, need_mtk_id=None):
                  seen.get(profile.KEY_ID_TYPE_MTK_ID))
 
 
-def _profile_header(data_type, v, csb_id):
+def _profile_header(data_type, v, csb_id, streaming=False):
+    if streaming:
+        # RFC 3830 6.1.1 SRTP-ID map naming the SP payload (profile, UNVERIFIED)
+        return Header(VERSION, data_type, v, profile.PRF_FUNC, csb_id, profile.STREAMING_CS_COUNT,
+                      profile.STREAMING_CS_ID_MAP_TYPE, _SRTP_MAP_INFO)
     return Header(
         version=VERSION,
         data_type=data_type,
@@ -821,6 +828,21 @@ def _profile_header(data_type, v, csb_id):
         cs_count=profile.CS_COUNT,
         cs_id_map_type=profile.CS_ID_MAP_TYPE,
     )
+
+
+# Policy_no || SSRC || ROC of the one crypto session (RFC 3830 6.1.1)
+_SRTP_MAP_INFO = struct.pack("!BII", profile.SRTP_POLICY_NO, profile.SRTP_MAP_SSRC,
+                             profile.SRTP_MAP_ROC)
+
+
+def srtp_policy():
+    """
+    The SP payload (RFC 3830 6.10) of a streaming service's MSK message:
+    protocol type SRTP and the profile's SRTP parameters (RFC 3830 6.10.1,
+    each type || length || value).
+    """
+    params = b"".join(bytes([t, 1, v]) for t, v in profile.SRTP_POLICY_PARAMS)
+    return SecurityPolicy(profile.SRTP_POLICY_NO, profile.SRTP_PROT_TYPE, params)
 
 
 def _protected_message(psk, header, payloads, key_items, counter, rand):
@@ -837,14 +859,18 @@ def _protected_message_and_auth(psk, header, payloads, key_items, counter, rand)
     return _mac_last(encode(Message(header, payloads + [kemac])), auth), auth
 
 
-def build_msk_message(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr, v=profile.MSK_V_DEFAULT):
+def build_msk_message(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr, v=profile.MSK_V_DEFAULT,
+                      streaming=False):
     """
     The MSK message (BM-SC -> UE) of DESIGN 8.6: HDR, EXT (Key ID: Key
     Domain ID, MSK ID; RFC 4563 4), T (COUNTER), RAND, IDi, IDr, KEMAC
     carrying the MSK as TGK with KV = SPI = MSK ID, protected with keys
-    derived from the MUK.
+    derived from the MUK. With C{streaming}, the SRTP policy (SP, see
+    L{srtp_policy}) before the KEMAC and the SRTP-ID map naming it
+    (RFC 4563 7).
     """
-    return build_msk_message_expecting(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr, v)[0]
+    return build_msk_message_expecting(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr, v,
+                                       streaming)[0]
 
 
 @dataclass(frozen=True)
@@ -875,16 +901,19 @@ class MskMessageTemplate:
     rotation pushes one MSK to every registered UE, so this is its hot path.
     """
 
-    def __init__(self, key_domain_id, msk_id, msk, idi, v=profile.MSK_V_DEFAULT):
+    def __init__(self, key_domain_id, msk_id, msk, idi, v=profile.MSK_V_DEFAULT, streaming=False):
         msk_id = _need(msk_id, profile.MSK_ID_LEN, "MSK ID")
         msk = _need(msk, 16, "MSK")
         self.csb_id = csb_id_for(msk_id)
-        header = _profile_header(profile.MSK_DATA_TYPE, bool(v), self.csb_id)
+        header = _profile_header(profile.MSK_DATA_TYPE, bool(v), self.csb_id, streaming)
         ext = Ext(profile.EXT_TYPE_KEY_ID, encode_key_id(key_domain_id, msk_id))
         self._idi = bytes(idi)
         # the payload chain HDR, EXT, T, RAND, IDi, IDr, KEMAC (profile.MSK_MESSAGE_PAYLOADS)
         self._head = _encode_header(header, PT_EXT) + _encode_payload(ext, PT_T)
         self._idiPayload = _encode_payload(Id(profile.IDI_TYPE, self._idi), PT_ID)
+        # IDr, then SP (streaming, RFC 4563 7) or KEMAC
+        self._afterIdr = PT_SP if streaming else PT_KEMAC
+        self._sp = _encode_payload(srtp_policy(), PT_KEMAC) if streaming else b""
         self._plain = encode_key_data(
             [KeyData(profile.MSK_KEY_TYPE, profile.KEY_VALIDITY_TYPE, msk, kv_data=msk_id)])
         # KEMAC up to its encr data (AES-CM keeps the length), and the MAC algorithm after it
@@ -912,7 +941,7 @@ class MskMessageTemplate:
         t = _encode_payload(Timestamp(profile.TS_TYPE, counter), PT_RAND)
         body = b"".join((
             self._head, t, _encode_payload(Rand(rand), PT_ID), self._idiPayload,
-            _encode_payload(Id(profile.IDR_TYPE, idr), PT_KEMAC), self._kemacHead,
+            _encode_payload(Id(profile.IDR_TYPE, idr), self._afterIdr), self._sp, self._kemacHead,
             aes_cm(encr, salt, self.csb_id, counter, self._plain), self._macAlg))
         if len(body) + 20 > MAX_MESSAGE_SIZE:
             raise MikeyError("message longer than %d bytes" % (MAX_MESSAGE_SIZE,))
@@ -925,13 +954,14 @@ class MskMessageTemplate:
 
 
 def build_msk_message_expecting(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr,
-                                v=profile.MSK_V_DEFAULT):
+                                v=profile.MSK_V_DEFAULT, streaming=False):
     """
     L{build_msk_message}, and the L{ExpectedVerification} of the UE's answer:
     C{check_expected_verification(expected, data)} then decides exactly as
     C{check_verification(muk, message, data)} does.
     """
-    return MskMessageTemplate(key_domain_id, msk_id, msk, idi, v).build(muk, counter, rand, idr)
+    return MskMessageTemplate(key_domain_id, msk_id, msk, idi, v, streaming).build(
+        muk, counter, rand, idr)
 
 
 def _expect_chain(message, chain, what):
@@ -940,7 +970,7 @@ def _expect_chain(message, chain, what):
         raise MikeyError("%s payload order %r is not the profile's %r" % (what, got, tuple(chain)))
 
 
-def _open_protected(psk, data, chain, data_type, what, last_counter, need_mtk_id):
+def _open_protected(psk, data, chain, data_type, what, last_counter, need_mtk_id, streamingChain=None):
     """
     Common checks of MSK and MTK messages: framing, MAC first, then the
     profile's header and payload chain, the counter, decryption and the
@@ -962,12 +992,14 @@ def _open_protected(psk, data, chain, data_type, what, last_counter, need_mtk_id
     # RFC 3830 5.1 / 6.2: the MAC covers the whole message up to the MAC.
     _check_mac(data[:-20], auth, kemac.mac)
 
-    if (hdr.data_type, hdr.prf, hdr.cs_count, hdr.cs_id_map_type) != (
-        data_type,
-        profile.PRF_FUNC,
-        profile.CS_COUNT,
-        profile.CS_ID_MAP_TYPE,
-    ):
+    if streamingChain is not None and hdr.cs_id_map_type == profile.STREAMING_CS_ID_MAP_TYPE:
+        # a streaming service's MSK: the SRTP-ID map and its SP (RFC 4563 7)
+        counts, chain = (profile.STREAMING_CS_COUNT, profile.STREAMING_CS_ID_MAP_TYPE), streamingChain
+        if hdr.cs_id_map_info != _SRTP_MAP_INFO:
+            raise MikeyError("%s SRTP-ID map does not follow the profile" % (what,))
+    else:
+        counts = (profile.CS_COUNT, profile.CS_ID_MAP_TYPE)
+    if (hdr.data_type, hdr.prf, hdr.cs_count, hdr.cs_id_map_type) != (data_type, profile.PRF_FUNC) + counts:
         raise MikeyError("%s header does not follow the profile" % (what,))
     _expect_chain(msg, chain, what)
     ext = msg.find(Ext)[0]
@@ -1007,8 +1039,11 @@ def _parse_msk_message_and_auth(muk, data, last_counter=None):
     """L{parse_msk_message}, and the auth key derived to check it."""
     msg, key_id, counter, rand, key, auth = _open_protected(
         muk, data, profile.MSK_MESSAGE_PAYLOADS, profile.MSK_DATA_TYPE, "MSK message", last_counter,
-        need_mtk_id=False,
+        need_mtk_id=False, streamingChain=profile.STREAMING_MSK_MESSAGE_PAYLOADS,
     )
+    policies = msg.find(SecurityPolicy)
+    if policies and policies[0] != srtp_policy():
+        raise MikeyError("MSK message SRTP policy is not the profile's (RFC 3830 6.10.1)")
     idi, idr = msg.find(Id)
     if (idi.id_type, idr.id_type) != (profile.IDI_TYPE, profile.IDR_TYPE):
         raise MikeyError("MSK message ID types do not follow the profile")
@@ -1027,6 +1062,7 @@ def _parse_msk_message_and_auth(muk, data, last_counter=None):
         idr=idr.data,
         csb_id=msg.header.csb_id,
         v=msg.header.v,
+        policy=policies[0] if policies else None,
     ), auth
 
 

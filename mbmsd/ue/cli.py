@@ -119,6 +119,9 @@ def build_parser():
                         "the SCF (Ua id 0100000004), BYE; no Ua step")
     w.add_argument("--scf-naf", default=None,
                    help="the SCF's NAF FQDN of --sip-security (default scf.<home domain>)")
+    from mbmsd.ue import watch
+
+    watch.add_parser(sub, w)  # run's options (added above) and its own
     return p
 
 
@@ -356,10 +359,13 @@ def _bootstrap_step(reactor, args, http, usim):
 
 
 @inlineCallbacks
-def _msk_step(reactor, args, http, boot, ksNaf, registerStep="register"):
+def _msk_step(reactor, args, http, boot, ksNaf, registerStep="register", during=None):
     """
     Bind the MIKEY port, register over Ua (its line is C{registerStep}) and
-    wait for the MSKs. @return: Deferred of the exit status.
+    wait for the MSKs; then, with C{during}, keep the port open (later MSKs
+    arrive) for C{during(msks)}, whose Deferred exit status is the answer;
+    C{msks} is {(Key Domain ID, MSK ID): MskDelivery}, kept up to date.
+    @return: Deferred of the exit status.
     """
     from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
     from twisted.internet.error import CannotListenError
@@ -425,6 +431,9 @@ def _msk_step(reactor, args, http, boot, ksNaf, registerStep="register"):
             rejected = {k: v for k, v in receiver.rejected.items() if v}
             return _failed("msk", "timed out after %gs: %d of %d MSKs arrived"
                            % (args.wait, len(arrived), len(registered)), rejected=rejected)
+        if during is not None:
+            code = yield during(arrived)
+            return code
         return 0
     finally:
         if port is not None:
@@ -636,12 +645,15 @@ def _hold(reactor, seconds, sessions):
 
 
 @inlineCallbacks
-def run(reactor, args, http=None):
+def run(reactor, args, http=None, watch=None):
     """
     The whole procedure as a UE does it: REGISTER -> bootstrap (Ub), after
     a successful IMS registration (TS 26.237 10.1) -> INVITE (the SCF
     authorizes the UE at the BM-SC) -> MSK registration (Ua) and the MSKs
     over MIKEY -> BYE. One JSON line per step.
+
+    With C{watch} (the C{watch} command), C{watch(sessions, msks)} runs
+    with the MIKEY port still open, in place of the --hold.
 
     @return: Deferred of the exit status: 0 only when every MSK arrived and
         verified (and every other step succeeded).
@@ -673,7 +685,9 @@ def run(reactor, args, http=None):
         sessions, ok = yield _invite_step(reactor, args, opened[0], reg)
         if not ok:
             return 1
-        code = yield _msk_step(reactor, args, http, *boot, registerStep="msk-register")
+        during = None if watch is None else (lambda msks: watch(sessions, msks))
+        code = yield _msk_step(reactor, args, http, *boot, registerStep="msk-register",
+                               during=during)
         yield _hold(reactor, args.hold, sessions)  # with the MSKs or without
         byes = yield _bye_step(reactor, args, sessions)
         sessions = []
@@ -689,8 +703,16 @@ def run(reactor, args, http=None):
             yield http.close()
 
 
+def watch(reactor, args):
+    """The whole procedure (L{run}), then view the service (L{mbmsd.ue.watch})."""
+    from mbmsd.ue import watch as viewing
+
+    return run(reactor, args,
+               watch=lambda sessions, msks: viewing.watch(reactor, args, sessions, msks, emit))
+
+
 COMMANDS = {"bootstrap": bootstrap, "msk-register": msk_register, "register": register,
-            "invite": invite, "run": run}
+            "invite": invite, "run": run, "watch": watch}
 
 
 def main(argv=None):

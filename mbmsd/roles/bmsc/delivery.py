@@ -68,8 +68,10 @@ class MikeyDelivery(DatagramProtocol):
 
     noisy = False
 
-    def __init__(self, clock, counters, idi, uePort, metrics, random=os.urandom, waits=None):
+    def __init__(self, clock, counters, idi, uePort, metrics, random=os.urandom, waits=None,
+                 streaming=()):
         self.clock = clock
+        self.streaming = frozenset(streaming)  # service IDs whose MSKs carry the SRTP policy
         self.counters = counters
         self.idi = idi
         self.uePort = uePort
@@ -142,7 +144,8 @@ class MikeyDelivery(DatagramProtocol):
             if len(self._templates) >= TEMPLATES:
                 self._templates.clear()
             template = self._templates[ident] = mikey.MskMessageTemplate(
-                msk.keyDomainId, msk.mskId, msk.key, idi, v=True)
+                msk.keyDomainId, msk.mskId, msk.key, idi, v=True,
+                streaming=msk.serviceId in self.streaming)
         return template
 
     def _start(self, push):

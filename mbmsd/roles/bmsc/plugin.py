@@ -9,12 +9,55 @@ from mbmsd import overload
 from mbmsd import tls
 from mbmsd.interfaces import IRoleFactory
 
+
+def udp_address(ipv4=False):
+    """A UDP address 'HOST:PORT' (IPv6 as '[HOST]:PORT'), returned as (host, port)."""
+    import ipaddress
+
+    def check(value):
+        if not isinstance(value, str):
+            raise c.Invalid("must be a string 'HOST:PORT'")
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise c.Invalid("must be 'IP:PORT' with a port 1..65535")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise c.Invalid("must be 'IP:PORT' with an IP address") from None
+        if ipv4 and address.version != 4:
+            raise c.Invalid("must be an IPv4 address and port")
+        return (str(address), int(port))
+
+    return check
+
+
 SERVICE_SECTION = c.Section(
     fields={
         "id": c.Field(c.string(r"[!-~]{1,256}", "an MBMS User Service ID such as 'urn:mbmsd:news'"),
                       c.REQUIRED, "MBMS User Service ID"),
         "key_group": c.Field(c.integer(0, 0xFFFF), None,
                              "Key Group part of the service's MSK IDs (default: from the ID)"),
+        # a streaming service (RFC 4563 2): plain RTP in, SRTP under the MTK out
+        "media_source": c.Field(udp_address(), None,
+                                "'IP:PORT' where the content provider's plain RTP arrives "
+                                "(streaming service; with bearer)"),
+        "bearer": c.Field(udp_address(ipv4=True), None,
+                          "'IP:PORT' of the MBMS bearer: multicast group (or a unicast address) "
+                          "and port the SRTP packets go to"),
+        "bearer_key_port": c.Field(c.integer(1, 65535), None,
+                                   "UDP port of the bearer the MTK messages go to (default 2269)"),
+        "bearer_ttl": c.Field(c.integer(1, 255), 1, "multicast TTL of the bearer"),
+        "bearer_interface": c.Field(c.ip_address(), None,
+                                    "IPv4 address of the interface the bearer leaves from "
+                                    "(default bmsc.mikey_interface)"),
+        "mtk_rotation": c.Field(c.number(1, 86400), 60.0, "seconds between MTKs"),
+        "mtk_repeat": c.Field(c.number(0.1, 3600), 1.0,
+                              "seconds between MTK messages of the current MTK (a late joiner "
+                              "waits at most this)"),
+        "max_packet_rate": c.Field(c.integer(1, 1000000), 5000,
+                                   "content packets per second forwarded at most; more are "
+                                   "dropped"),
     }
 )
 
@@ -29,6 +72,22 @@ def _ua_id(value):
             "%r (%s)" % item for item in UA_IDS.items()),))
     return bytes.fromhex(value)
 
+
+def streaming(service):
+    """Whether a [[bmsc.service]] is a streaming service (names a bearer)."""
+    return service.get("bearer") is not None
+
+
+# the keys of a [[bmsc.service]] that make its stream (sockets and MTK
+# schedule, set up at start): a reload cannot change them
+STREAM_KEYS = ("media_source", "bearer", "bearer_key_port", "bearer_ttl", "bearer_interface",
+               "mtk_rotation", "mtk_repeat", "max_packet_rate")
+
+
+def streams(section):
+    """{service ID: its STREAM_KEYS} of the streaming services of [bmsc]."""
+    return {s["id"]: {k: s[k] for k in STREAM_KEYS}
+            for s in section["service"] if streaming(s)}
 
 BMSC_SECTION = c.Section(
     fields={
@@ -108,6 +167,18 @@ class BmscRoleFactory:
             errors.append("bmsc.service: duplicate MBMS User Service ID %r" % (dup,))
         if len(set(section["ua_ids"])) != len(section["ua_ids"]):
             errors.append("bmsc.ua_ids: an id is listed twice")
+        for i, s in enumerate(section["service"]):
+            where = "bmsc.service[%d]" % (i,)
+            if (s["media_source"] is None) != (s["bearer"] is None):
+                errors.append("%s.media_source: a streaming service names both media_source "
+                              "and bearer" % (where,))
+            if s["bearer"] is not None and s["mtk_repeat"] > s["mtk_rotation"]:
+                errors.append("%s.mtk_repeat: must not be longer than mtk_rotation (%g s)"
+                              % (where, s["mtk_rotation"]))
+            interface = s["bearer_interface"] or section["mikey_interface"]
+            if s["bearer"] is not None and ":" in interface:
+                errors.append("%s.bearer_interface: must be an IPv4 address (the bearer is "
+                              "IPv4)" % (where,))
         if lease_renewal(section) >= section["lease_duration"]:
             errors.append("bmsc.lease_renewal: must be shorter than bmsc.lease_duration (%g s), "
                           "or the lease runs out between renewals" % (section["lease_duration"],))

@@ -5,13 +5,13 @@ MSK rotation and pruning.
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import succeed
+from twisted.internet.defer import DeferredList, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from zope.interface import implementer
 
 from mbmsd import profile, tls
 from mbmsd.cluster import holder_id
-from mbmsd.errors import listenFailed
+from mbmsd.errors import ReloadRefused, listenFailed
 from mbmsd.interfaces import IBootstrapLookup, IHealth, IReconfigurable
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, ConcurrencyLimiter, OverloadMetrics
@@ -20,7 +20,7 @@ from mbmsd.roles.bmsc.delivery import MikeyDelivery
 from mbmsd.roles.bmsc.http import KeyManagementResource
 from mbmsd.roles.bmsc.keymanagement import KeyManagement
 from mbmsd.roles.bmsc.msk import MskManager
-from mbmsd.roles.bmsc.plugin import lease_renewal
+from mbmsd.roles.bmsc.plugin import lease_renewal, streaming, streams
 from mbmsd.roles.bmsc.provisioning import StoredKeyGroups
 from mbmsd.roles.bmsc.ua import UaAuthenticator
 from mbmsd.web import listener, makeSite
@@ -71,6 +71,35 @@ class _Msks(Service):
         return self.manager.stop()  # releases the rotation leases
 
 
+class _Streaming(Service):
+    """
+    The streaming services: their bearer sockets and content ports, and
+    their MTK schedules (started after the MSK manager).
+    """
+
+    def __init__(self, reactor, streams):
+        self.reactor = reactor
+        self.streams = streams  # [(StreamingService, UdpBearer, (host, port), interface)]
+        self.ports = []
+
+    def startService(self):
+        Service.startService(self)
+        from mbmsd.roles.bmsc.streaming import MediaPort
+
+        for stream, bearer, source, interface in self.streams:
+            self.ports.append(self.reactor.listenUDP(0, bearer, interface=interface))
+            self.ports.append(self.reactor.listenUDP(source[1], MediaPort(stream),
+                                                     interface=source[0]))
+            stream.start()
+
+    def stopService(self):
+        Service.stopService(self)
+        for stream, _, _, _ in self.streams:
+            stream.stop()
+        ports, self.ports = self.ports, []
+        return DeferredList([maybeDeferred(p.stopListening) for p in ports])
+
+
 @implementer(IReconfigurable)
 class BmscService(MultiService):
     def __init__(self, node, config):
@@ -100,8 +129,10 @@ class BmscService(MultiService):
         # memory, so the counters a UE gets only grow whichever BM-SC node of
         # a shared database sends
         counters = CounterReservations(store, reactor, block=1)
+        streamingIds = [s["id"] for s in config["service"] if streaming(s)]
         self.delivery = MikeyDelivery(reactor, counters,
-                                      self.nafFqdn.encode("ascii"), uePort, metrics)
+                                      self.nafFqdn.encode("ascii"), uePort, metrics,
+                                      streaming=streamingIds)
         self.msks = MskManager(store, reactor, keyDomainId, services, config["msk_lifetime"],
                                config["msk_rotation"], metrics,
                                # one node of those sharing the database rotates
@@ -127,6 +158,10 @@ class BmscService(MultiService):
         _MikeyPort(reactor, self.delivery, config["mikey_source_port"],
                    config["mikey_interface"]).setServiceParent(self)
         _Msks(self.msks).setServiceParent(self)
+        self.streams = self._streams(reactor, config, metrics, streamingIds)
+        self.streamConfig = streams(config)
+        if self.streams:
+            _Streaming(reactor, self.streams).setServiceParent(self)
         self.tls = tls.ServerTls.forSection(config.get("tls"))
         listener(reactor, config["listen"], site, "keymanagement", tls=self.tls,
                  key="bmsc.listen").setServiceParent(self)
@@ -143,6 +178,13 @@ class BmscService(MultiService):
         TLS files; the services are read from storage, where the reload wrote
         the config's, and their rotation follows them.
         """
+        wanted = streams(config)
+        changed = sorted(i for i in set(wanted) | set(self.streamConfig)
+                         if wanted.get(i) != self.streamConfig.get(i))
+        if changed:
+            # the stream's sockets and MTK schedule are made at start
+            raise ReloadRefused("bmsc.service: the stream of %s (media_source, bearer and "
+                                "the other streaming keys) needs a restart" % (", ".join(changed),))
         switch = tls.prepareReload(self.tls, config["tls"], "bmsc.tls")
 
         def apply():
@@ -156,6 +198,26 @@ class BmscService(MultiService):
             d.addErrback(lambda f: log.failure("following the stored services", f))
 
         return apply
+
+    def _streams(self, reactor, config, metrics, streamingIds):
+        """The streaming services of [[bmsc.service]] (those naming a bearer)."""
+        from mbmsd.roles.bmsc.streaming import StreamingMetrics, StreamingService, UdpBearer
+
+        if not streamingIds:
+            return []
+        counters = StreamingMetrics(metrics, streamingIds)
+        streams = []
+        for s in config["service"]:
+            if not streaming(s):
+                continue
+            interface = s["bearer_interface"] or config["mikey_interface"]
+            group, port = s["bearer"]
+            bearer = UdpBearer(group, port, s["bearer_key_port"] or profile.MTK_UDP_PORT,
+                               s["bearer_ttl"], interface)
+            stream = StreamingService(s["id"], reactor, self.msks, bearer, counters,
+                                      s["mtk_rotation"], s["mtk_repeat"], s["max_packet_rate"])
+            streams.append((stream, bearer, s["media_source"], interface))
+        return streams
 
     def push(self, registration, msk):
         """
