@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from tests.daemon import Daemon, metric, run_ue, tool, wait_for
-from tests.nodeconfig import node_tables, overlay_text, toml_value
+from tests.nodeconfig import node_tables, overlay_text, toml_value, with_demo_services
 from tests.ports import free_port
 
 pytestmark = pytest.mark.external
@@ -63,7 +63,7 @@ def rewrite(d, settings=None, raw=""):
     tables = node_tables(d.workdir, d.ports)
     for section, values in (settings or {}).items():
         tables.setdefault(section, {}).update(values)
-    d.overlay.write_text(overlay_text(tables, raw))
+    d.overlay.write_text(overlay_text(tables, with_demo_services(d.base, raw, d.ports)))
 
 
 def subscriber_toml(sub):
