@@ -45,7 +45,7 @@ UA_33246 = bytes.fromhex("0100000001")
 KS_NAF_01 = bytes.fromhex("9e7f591d867c2c51bcf388beffa209771eed795d08db4a470895468faff293cb")
 
 
-def ks_naf(uaId):
+def ks_naf(uaId, fqdn=b"bmsc.home1.net"):
     """
     TS 33.220 B.2 and B.3 written out: HMAC-SHA-256 keyed with Ks = CK || IK
     over FC = 0x01 || P0 || L0 || P1 || L1 || P2 || L2 || P3 || L3, with
@@ -53,7 +53,7 @@ def ks_naf(uaId):
     Li the length of Pi in two octets, big-endian.
     """
     s = b"\x01"
-    for p in (b"gba-me", RAND, IMPI.encode("utf-8"), b"bmsc.home1.net" + uaId):
+    for p in (b"gba-me", RAND, IMPI.encode("utf-8"), fqdn + uaId):
         s += p + len(p).to_bytes(2, "big")
     return hmac.new(KS, s, hashlib.sha256).digest()
 
