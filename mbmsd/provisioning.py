@@ -16,16 +16,13 @@ import re
 from twisted.internet.defer import inlineCallbacks
 
 from mbmsd.logs import Logger
+from mbmsd.protocols.identity import NAI, PUBLIC_ID, is_impi, is_impu, normalize_impu  # noqa: F401 (NAI, PUBLIC_ID: for mbmsd.node)
 from mbmsd.storage.records import MbmsService, Subscriber
 
 log = Logger(namespace="mbmsd.provisioning")
 
-NAI = r"[^@\s]+@[A-Za-z0-9.-]+"
-PUBLIC_ID = r"(sips?:[^\s]+|tel:\+?[0-9A-Fa-f.()-]+)"
 SERVICE_ID = r"[!-~]{1,256}"
 
-_NAI = re.compile(NAI)
-_PUBLIC_ID = re.compile(PUBLIC_ID)
 _SERVICE_ID = re.compile(SERVICE_ID)
 
 
@@ -57,7 +54,7 @@ def _hex(field, value, length, required=True):
 
 
 def check_impi(value, field="impi"):
-    if not isinstance(value, str) or not _NAI.fullmatch(value):
+    if not is_impi(value):
         raise FieldError(field, "must be an NAI such as 'user1@home1.net'")
     return value
 
@@ -65,10 +62,15 @@ def check_impi(value, field="impi"):
 def check_impus(value, field="impus"):
     if not isinstance(value, (list, tuple)) or not value:
         raise FieldError(field, "must be a non-empty list of SIP or tel URIs")
+    seen = set()
     for i, impu in enumerate(value):
-        if not isinstance(impu, str) or not _PUBLIC_ID.fullmatch(impu):
+        try:
+            seen.add(normalize_impu(impu) if is_impu(impu) else None)
+        except ValueError:
+            seen.add(None)
+        if None in seen:
             raise FieldError(field, "item %d: must be a SIP or tel URI" % (i,))
-    if len(set(value)) != len(value):
+    if len(seen) != len(value):
         raise FieldError(field, "lists an IMPU twice")
     return tuple(value)
 

@@ -31,6 +31,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from mbmsd.logs import Logger
+from mbmsd.protocols.identity import normalize_impu
 from mbmsd.provisioning import (
     FieldError,
     check_key_group,
@@ -236,8 +237,6 @@ class AdminOperations:
 
 
 def _impu(text):
-    from mbmsd.roles.scf.plugin import normalize_impu
-
     try:
         return normalize_impu(text)
     except ValueError:

@@ -13,6 +13,7 @@ from twisted.internet.defer import succeed
 from zope.interface import implementer
 
 from mbmsd.interfaces import IProvisioningStore
+from mbmsd.protocols.identity import normalize_impu
 from mbmsd.storage.records import (
     Authorization,
     MbmsService,
@@ -25,9 +26,7 @@ __all__ = ["MemoryProvisioningStore", "SqlProvisioningStore"]
 
 
 def _identities(impus):
-    # the BM-SC keys its state by the IMPU the SCF normalized (sip:user@host)
-    from mbmsd.roles.scf.plugin import normalize_impu
-
+    # the BM-SC keys its state by the IMPU the SCF normalized
     out = []
     for impu in impus:
         for form in (impu, _normalized(normalize_impu, impu)):

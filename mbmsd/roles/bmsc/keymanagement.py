@@ -16,6 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from mbmsd import profile
 from mbmsd.logs import Logger
 from mbmsd.protocols import gba, mbms_xml
+from mbmsd.protocols.identity import normalize_impu, same_impu
 from mbmsd.sip.message import SipParseError, parse_media_type, parse_multipart
 from mbmsd.storage.records import Authorization, MskRegistration
 
@@ -44,7 +45,8 @@ def parse_identity_header(value):
     """
     X-3GPP-Asserted-Identity / X-3GPP-Intended-Identity: a quoted public
     identity (TS 24.109 7, the value in double quotes); a bare one is taken
-    too. @return: the IMPU, or None when malformed.
+    too. @return: the IMPU in the form the state is keyed by
+    (L{normalize_impu}), or None when malformed.
     """
     if value is None:
         return None
@@ -53,9 +55,10 @@ def parse_identity_header(value):
         value = value[1:-1]
     if not value or len(value) > 256 or any(c in value for c in ' "\r\n\t,'):
         return None
-    if not (value.startswith("sip:") or value.startswith("sips:") or value.startswith("tel:")):
+    try:
+        return normalize_impu(value)
+    except ValueError:
         return None
-    return value
 
 
 class KeyManagement:
@@ -167,7 +170,7 @@ class KeyManagement:
             return plain(400, "X-3GPP-Intended-Identity with the IMPU is required (TS 26.237 10.2.1)",
                          user=auth.btid)
         subscriber = yield self.subscribers.get(auth.impi)
-        owns = subscriber is not None and impu in subscriber.impus
+        owns = subscriber is not None and any(same_impu(impu, own) for own in subscriber.impus)
         handler = {"register": self._register, "deregister": self._deregister,
                    "msk-request": self._mskRequest}[requesttype]
         expected = {"register": profile.CT_REGISTER,

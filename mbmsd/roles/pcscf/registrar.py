@@ -38,6 +38,7 @@ from twisted.internet.defer import inlineCallbacks
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard
 from mbmsd.protocols import digest, gba, milenage
+from mbmsd.protocols.identity import normalize_impu, same_impu
 from mbmsd.sip.message import SipParseError, parse_name_addr
 from mbmsd.storage.records import Challenge
 from mbmsd.storage.sipreg import SipBinding
@@ -86,23 +87,8 @@ class RegisterAnswer:
     impu: str = ""
 
 
-def aor(uri):
-    """
-    The address-of-record form of a L{SipUri} used as a key: scheme, user,
-    host (lower case) and port; no parameters, no headers.
-    """
-    if uri.scheme == "tel":
-        return "tel:" + (uri.user or "")
-    text = "%s:%s%s" % (uri.scheme, uri.user + "@" if uri.user is not None else "",
-                        uri.host.lower())
-    if uri.port is not None:
-        text += ":%d" % (uri.port,)
-    return text
-
-
-def _same_identity(a, b):
-    """Compare two public identities as the subscriber store writes them."""
-    return a.strip().lower() == b.strip().lower()
+# the address-of-record of a SipUri, as a key (RFC 3261 10.3 step 5)
+aor = normalize_impu
 
 
 class Registrar:
@@ -195,10 +181,10 @@ class Registrar:
         subscriber = yield self.subscribers.get(impi)
         if subscriber is None:
             return RegisterAnswer(403, UNKNOWN_USER, "Forbidden: unknown user")
-        if not any(_same_identity(impu, own) for own in subscriber.impus):
+        if not any(same_impu(impu, own) for own in subscriber.impus):
             return RegisterAnswer(403, FOREIGN_IMPU,
                                   "Forbidden: the IMPU is not one of the user's")
-        impu = seen["impu"] = next(own for own in subscriber.impus if _same_identity(impu, own))
+        impu = seen["impu"] = next(own for own in subscriber.impus if same_impu(impu, own))
 
         now = self.clock.seconds()
         removing = wildcard or (contacts and all(e == 0 for _, e in contacts))

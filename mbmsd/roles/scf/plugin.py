@@ -30,36 +30,12 @@ from zope.interface import implementer
 from mbmsd import config as c
 from mbmsd import overload
 from mbmsd.interfaces import IRoleFactory
+from mbmsd.protocols.identity import PUBLIC_ID, normalize_impu
 from mbmsd.sip.listeners import parse_udp_listen, tcp_listen_field, udp_listen_field
 
 __all__ = ["ScfRoleFactory", "SCF_SECTION", "parse_udp_listen", "normalize_impu"]
 
 SERVICE_ID = r"[!-~]{1,256}"
-PUBLIC_ID = r"(sips?:[^\s]+|tel:\+?[0-9A-Fa-f.()-]+)"
-
-
-def normalize_impu(text):
-    """
-    The comparable form of a public identity: C{sip:user@host} (host lower
-    case, no port, parameters or headers) or C{tel:+number}.
-
-    @param text: a URI string or an L{mbmsd.sip.message.SipUri}.
-    @raise ValueError: not a sip:, sips: or tel: URI.
-    """
-    from mbmsd.sip.message import SipParseError, SipUri, parse_uri
-
-    if isinstance(text, SipUri):
-        uri = text
-    else:
-        try:
-            uri = parse_uri(text)
-        except SipParseError as e:
-            raise ValueError(str(e)) from None
-    if uri.scheme == "tel":
-        return "tel:" + uri.user
-    if uri.user is None:
-        return "%s:%s" % (uri.scheme, uri.host.lower())
-    return "%s:%s@%s" % (uri.scheme, uri.user, uri.host.lower())
 
 
 def _impu():
