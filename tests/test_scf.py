@@ -23,7 +23,7 @@ from mbmsd.httpclient import HttpClient
 from mbmsd.interfaces import IServiceAuthorizationClient, ITransactionUser
 from mbmsd.metrics import Metrics
 from mbmsd.protocols import mbms_xml
-from mbmsd.roles.scf import sdp
+from mbmsd.protocols import sdp
 from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable, HttpServiceAuthorizationClient
 from mbmsd.roles.scf.core import ScfCore
 from mbmsd.roles.scf.plugin import SCF_SECTION, SERVICE_SECTION, ScfRoleFactory, normalize_impu

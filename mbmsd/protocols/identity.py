@@ -25,9 +25,13 @@ Pure functions, no I/O; they know no role, storage or node.
 from __future__ import annotations
 
 import re
-from typing import Union
+from typing import Callable, Union
 
-from mbmsd.sip.message import SipParseError, SipUri, parse_uri
+from mbmsd.sip import message
+from mbmsd.sip.message import SipParseError, SipUri
+
+# typed here until mbmsd/sip/message.py is annotated
+parse_uri: Callable[[str], SipUri] = message.parse_uri
 
 __all__ = ["NAI", "PUBLIC_ID", "is_impi", "is_impu", "normalize_impu", "same_impu"]
 
@@ -79,11 +83,12 @@ def normalize_impu(value: Union[str, SipUri]) -> str:
         except SipParseError as e:
             raise ValueError(str(e)) from None
     if uri.scheme == "tel":
-        return "tel:" + (uri.user or "").translate(_VISUAL_SEPARATORS).upper()
-    text = uri.scheme + ":"
+        number: str = uri.user or ""
+        return "tel:" + number.translate(_VISUAL_SEPARATORS).upper()
+    text: str = uri.scheme + ":"
     if uri.user is not None:
         text += _ESCAPE.sub(_unescape, uri.user) + "@"
-    host = uri.host.lower()
+    host: str = uri.host.lower()
     text += "[%s]" % (host,) if ":" in host else host
     if uri.port is not None:
         text += ":%d" % (uri.port,)

@@ -36,6 +36,8 @@ from zope.interface import implementer
 from mbmsd.interfaces import IClientTransactionUser, ITransactionUser
 from mbmsd.logs import Logger
 from mbmsd.protocols import digest, gba, milenage
+from mbmsd.protocols.sdp import receive_offer as sdp_offer
+from mbmsd.protocols.sdp import summary as sdp_summary
 from mbmsd.sip.message import (
     Request, SipParseError, build_multipart, make_branch, make_response, make_tag,
     parse_name_addr, parse_uri)
@@ -115,69 +117,6 @@ def service_uri(serviceId, serviceDomain):
     'sip:urn%3Ambmsd%3Anews@mbms.home1.net'
     """
     return "sip:%s@%s" % (quote(serviceId, safe=""), serviceDomain)
-
-
-def sdp_offer(ip, media=("video 5000 RTP/AVP 96",), sessionId=None):
-    """
-    An SDP offer (RFC 4566, RFC 3264) to receive an MBMS user service: the
-    UE's address in o= and c=, one m= line per C{media} entry
-    (C{"<media> <port> <proto> <fmt> ..."}), each C{a=recvonly}.
-    """
-    family = "IP6" if ":" in ip else "IP4"
-    sessionId = sessionId if sessionId is not None else secrets.randbelow(2 ** 31)
-    lines = ["v=0", "o=mbms-ue %d 1 IN %s %s" % (sessionId, family, ip), "s=MBMS user service",
-             "c=IN %s %s" % (family, ip), "t=0 0"]
-    for m in media:
-        lines.append("m=" + m.strip())
-        lines.append("a=recvonly")
-    return ("\r\n".join(lines) + "\r\n").encode("ascii")
-
-
-def sdp_summary(body):
-    """
-    The essentials of an SDP body for display: the session's connection
-    address and, per m= line, media, port, protocol, formats, its own c=
-    address, the direction and the rtpmap attributes. Lenient: unreadable
-    lines are skipped.
-    """
-    out = {"connection": None, "media": []}
-    current = None
-    try:
-        text = body.decode("utf-8", "replace")
-    except AttributeError:
-        text = str(body)
-    for line in text.splitlines():
-        line = line.strip()
-        if len(line) < 2 or line[1] != "=":
-            continue
-        kind, value = line[0], line[2:]
-        if kind == "s" and current is None:
-            out["name"] = value
-        elif kind == "c":
-            parts = value.split()
-            address = parts[2] if len(parts) >= 3 else value
-            if current is None:
-                out["connection"] = address
-            else:
-                current["connection"] = address
-        elif kind == "m":
-            parts = value.split()
-            if len(parts) < 3:
-                continue
-            try:
-                port = int(parts[1].split("/")[0])
-            except ValueError:
-                port = parts[1]
-            current = {"media": parts[0], "port": port, "protocol": parts[2],
-                       "formats": parts[3:]}
-            out["media"].append(current)
-        elif kind == "a" and current is not None:
-            name, _, rest = value.partition(":")
-            if name in ("sendonly", "recvonly", "sendrecv", "inactive"):
-                current["direction"] = name
-            elif name == "rtpmap":
-                current.setdefault("rtpmap", []).append(rest)
-    return out
 
 
 @implementer(IClientTransactionUser)

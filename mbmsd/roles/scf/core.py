@@ -62,10 +62,9 @@ from mbmsd import profile
 from mbmsd.errors import NafNotAuthorized, UnknownBTID
 from mbmsd.interfaces import IClientTransactionUser, ITransactionUser
 from mbmsd.logs import Logger
-from mbmsd.protocols import gba, mbms_xml
-from mbmsd.roles.scf import sdp
-from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable
+from mbmsd.protocols import gba, mbms_xml, sdp
 from mbmsd.protocols.identity import normalize_impu
+from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable
 from mbmsd.sip.message import (
     Request, SipParseError, make_branch, make_response, make_tag, parse_media_type,
     parse_multipart, parse_name_addr, parse_params)
