@@ -709,6 +709,16 @@ class ISipRegistrationStore(Interface):
         @return: Deferred firing with None.
         """
 
+    def issueChallenge(impi, challengeFor):
+        """
+        In one transaction, as L{IBootstrapStore.issueChallenge}: advance
+        the subscriber's SQN, call C{challengeFor(subscriber)} (pure) and
+        store the L{Challenge} it returns; both durable, or neither.
+
+        @return: Deferred firing with the L{Challenge}, or None for an
+            unknown IMPI (nothing changed).
+        """
+
     def takeChallenge(nonce):
         """
         Remove and return the challenge for C{nonce}; a nonce answers once

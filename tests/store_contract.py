@@ -271,39 +271,13 @@ class SubscriberStoreContract(_StorageFixture):
         self.assertIsNone(self.result(self.store.get("nobody@home1.net")))
 
 
-class BootstrapStoreContract(_StorageFixture):
+class IssueChallengeContract:
     """
-    L{IBootstrapStore}, as documented in mbmsd/interfaces.py.
+    C{issueChallenge(impi, challengeFor)} of the two challenge stores
+    (L{IBootstrapStore}, L{ISipRegistrationStore}): one transaction. Mixed
+    into a contract whose C{self.store} is the store and C{self.storage} its
+    storage.
     """
-
-    def setUp(self):
-        super().setUp()
-        self.store = self.storage.bootstrap
-
-    def test_provides(self):
-        self.assertTrue(verifyObject(IStorage, self.storage))
-        self.assertTrue(verifyObject(IBootstrapStore, self.store))
-
-    def test_takeChallengeUnknown(self):
-        self.assertIsNone(self.result(self.store.takeChallenge("never-issued")))
-
-    def test_takeChallengeOnce(self):
-        """
-        A nonce answers once: the second take (a replayed response) gets None.
-        """
-        c = challenge()
-        self.assertIsNone(self.result(self.store.putChallenge(c)))
-        self.assertEqual(self.result(self.store.takeChallenge(c.nonce)), c)
-        self.assertIsNone(self.result(self.store.takeChallenge(c.nonce)))
-
-    def test_takeChallengeByNonce(self):
-        a, b = challenge("n-a", impi="a@home1.net"), challenge("n-b", impi="b@home1.net")
-        self.result(self.store.putChallenge(a))
-        self.result(self.store.putChallenge(b))
-        self.assertEqual(self.result(self.store.takeChallenge("n-b")), b)
-        self.assertEqual(self.result(self.store.takeChallenge("n-a")), a)
-
-    # issueChallenge / takeChallenge(sessionFor): one transaction each
 
     def test_issueChallengeAdvancesSqnAndStoresChallenge(self):
         """
@@ -344,6 +318,41 @@ class BootstrapStoreContract(_StorageFixture):
 
         self.failureResultOf(self.store.issueChallenge("user1@home1.net", broken), ValueError)
         self.assertEqual(self.result(self.storage.subscribers.get("user1@home1.net")).sqn, 0x10)
+
+
+class BootstrapStoreContract(IssueChallengeContract, _StorageFixture):
+    """
+    L{IBootstrapStore}, as documented in mbmsd/interfaces.py.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.store = self.storage.bootstrap
+
+    def test_provides(self):
+        self.assertTrue(verifyObject(IStorage, self.storage))
+        self.assertTrue(verifyObject(IBootstrapStore, self.store))
+
+    def test_takeChallengeUnknown(self):
+        self.assertIsNone(self.result(self.store.takeChallenge("never-issued")))
+
+    def test_takeChallengeOnce(self):
+        """
+        A nonce answers once: the second take (a replayed response) gets None.
+        """
+        c = challenge()
+        self.assertIsNone(self.result(self.store.putChallenge(c)))
+        self.assertEqual(self.result(self.store.takeChallenge(c.nonce)), c)
+        self.assertIsNone(self.result(self.store.takeChallenge(c.nonce)))
+
+    def test_takeChallengeByNonce(self):
+        a, b = challenge("n-a", impi="a@home1.net"), challenge("n-b", impi="b@home1.net")
+        self.result(self.store.putChallenge(a))
+        self.result(self.store.putChallenge(b))
+        self.assertEqual(self.result(self.store.takeChallenge("n-b")), b)
+        self.assertEqual(self.result(self.store.takeChallenge("n-a")), a)
+
+    # takeChallenge(sessionFor): one transaction (issueChallenge: IssueChallengeContract)
 
     def test_takeChallengeStoresTheSessionItMakes(self):
         c = challenge()

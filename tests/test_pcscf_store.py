@@ -17,6 +17,7 @@ from mbmsd.storage.memory import MemoryStorage
 from mbmsd.storage.records import Challenge
 from mbmsd.storage.sipreg import SipBinding
 from tests.fakes import SyncReactor, sqlite_storage
+from tests.store_contract import IssueChallengeContract
 
 AWKWARD = b"\x00\xff\x00\n\r\x00 \x80\x7f\x00\x00\x01\x02\x03\x00\x00"
 
@@ -38,7 +39,7 @@ def binding(impu="sip:user1@home1.net", contact="sip:user1@127.0.0.1:5080", **kw
     return SipBinding(**values)
 
 
-class SipRegistrationStoreContract:
+class SipRegistrationStoreContract(IssueChallengeContract):
     """
     L{ISipRegistrationStore}, as documented in mbmsd/interfaces.py. Mixed
     with a C{SynchronousTestCase} that defines C{makeStorage()}.

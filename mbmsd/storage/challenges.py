@@ -3,7 +3,14 @@ Outstanding AKA challenges in SQL, shared by the BSF (Ub) and the P-CSCF
 (SIP REGISTER): the same columns, each in its own table.
 """
 
+import dataclasses
+
+from twisted.internet.defer import fail, succeed
+
 from mbmsd.storage.records import Challenge
+
+# SQN wraps at 2^48 (TS 33.102 C.1.1)
+SQN_MODULUS = 1 << 48
 
 
 def _b(value):
@@ -43,3 +50,37 @@ def take_challenge_txn(txn, table, nonce):
         ck=txn.unseal(row[4], "%s.ck:%s" % (table, row[0])),
         ik=txn.unseal(row[5], "%s.ik:%s" % (table, row[0])), expires=float(row[6]),
     )
+
+
+def issue_challenge_txn(txn, table, impi, challengeFor):
+    """
+    L{mbmsd.interfaces.IBootstrapStore.issueChallenge} in SQL: the SQN
+    advance and the challenge made from it in one transaction, one commit.
+    """
+    from mbmsd.storage.sql import SqlSubscriberStore  # sql imports this module
+
+    if SqlSubscriberStore._nextSqn_txn(txn, impi) is None:
+        return None
+    challenge = challengeFor(SqlSubscriberStore._get_txn(txn, impi))
+    put_challenge_txn(txn, table, challenge)
+    return challenge
+
+
+def issue_challenge_memory(subscribers, challenges, impi, challengeFor):
+    """
+    The same in memory: C{subscribers} a L{MemorySubscriberStore},
+    C{challenges} the nonce -> L{Challenge} dict; all or nothing.
+    """
+    if subscribers is None:
+        raise RuntimeError("the memory store needs its subscriber store to issue challenges")
+    row = subscribers._rows.get(impi)
+    if row is None:
+        return succeed(None)
+    row = dataclasses.replace(row, sqn=(row.sqn + 1) % SQN_MODULUS)
+    try:
+        challenge = challengeFor(row)
+    except Exception:
+        return fail()
+    subscribers._rows[impi] = row
+    challenges[challenge.nonce] = challenge
+    return succeed(challenge)

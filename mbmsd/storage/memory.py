@@ -10,6 +10,7 @@ from twisted.internet.defer import fail, succeed
 from zope.interface import implementer
 
 from mbmsd.interfaces import IBootstrapStore, IStorage, ISubscriberStore
+from mbmsd.storage.challenges import issue_challenge_memory
 from mbmsd.storage.bmsc import MemoryBmscStore
 from mbmsd.storage.leases import MemoryLeaseStore
 from mbmsd.storage.provisioning import MemoryProvisioningStore
@@ -100,19 +101,7 @@ class MemoryBootstrapStore:
         return succeed(None)
 
     def issueChallenge(self, impi, challengeFor):
-        if self._subscribers is None:
-            raise RuntimeError("MemoryBootstrapStore needs its subscriber store to issue challenges")
-        row = self._subscribers._rows.get(impi)
-        if row is None:
-            return succeed(None)
-        row = dataclasses.replace(row, sqn=(row.sqn + 1) % (1 << 48))
-        try:
-            challenge = challengeFor(row)
-        except Exception:
-            return fail()
-        self._subscribers._rows[impi] = row
-        self._challenges[challenge.nonce] = challenge
-        return succeed(challenge)
+        return issue_challenge_memory(self._subscribers, self._challenges, impi, challengeFor)
 
     def takeChallenge(self, nonce, sessionFor=None):
         challenge = self._challenges.get(nonce)
@@ -147,7 +136,7 @@ class MemoryStorage:
     def __init__(self):
         self.subscribers = MemorySubscriberStore()
         self.bootstrap = MemoryBootstrapStore(self.subscribers)
-        self.sipRegistrations = MemorySipRegistrationStore()
+        self.sipRegistrations = MemorySipRegistrationStore(self.subscribers)
         self.bmsc = MemoryBmscStore()
         self.leases = MemoryLeaseStore()
         self.provisioning = MemoryProvisioningStore(self)

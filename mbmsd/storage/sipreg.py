@@ -14,7 +14,12 @@ from twisted.internet.defer import succeed
 from zope.interface import implementer
 
 from mbmsd.interfaces import ISipRegistrationStore
-from mbmsd.storage.challenges import put_challenge_txn, take_challenge_txn
+from mbmsd.storage.challenges import (
+    issue_challenge_memory,
+    issue_challenge_txn,
+    put_challenge_txn,
+    take_challenge_txn,
+)
 
 __all__ = ["SipBinding", "MemorySipRegistrationStore", "SqlSipRegistrationStore"]
 
@@ -52,13 +57,22 @@ class SipBinding:
 
 @implementer(ISipRegistrationStore)
 class MemorySipRegistrationStore:
-    def __init__(self):
+    """
+    @param subscribers: the L{mbmsd.storage.memory.MemorySubscriberStore}
+        whose SQNs L{issueChallenge} advances.
+    """
+
+    def __init__(self, subscribers=None):
+        self._subscribers = subscribers
         self._challenges = {}
         self._bindings = {}     # (impu, contact) -> SipBinding, insertion order
 
     def putChallenge(self, challenge):
         self._challenges[challenge.nonce] = challenge
         return succeed(None)
+
+    def issueChallenge(self, impi, challengeFor):
+        return issue_challenge_memory(self._subscribers, self._challenges, impi, challengeFor)
 
     def takeChallenge(self, nonce):
         return succeed(self._challenges.pop(nonce, None))
@@ -130,6 +144,11 @@ class SqlSipRegistrationStore:
     def putChallenge(self, challenge):
         return self.db.runInteraction("sip_put_challenge", put_challenge_txn, "sip_challenges",
                                       challenge)
+
+    def issueChallenge(self, impi, challengeFor):
+        # one transaction, one commit: the SQN and the challenge it went into
+        return self.db.runInteraction("sip_issue_challenge", issue_challenge_txn,
+                                      "sip_challenges", impi, challengeFor)
 
     def takeChallenge(self, nonce):
         return self.db.runInteraction("sip_take_challenge", take_challenge_txn,

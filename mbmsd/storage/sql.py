@@ -23,7 +23,7 @@ from zope.interface import implementer
 from mbmsd.interfaces import IBootstrapStore, IStorage, ISubscriberStore
 from mbmsd.logs import Logger
 from mbmsd.storage.bmsc import SqlBmscStore, msk_context
-from mbmsd.storage.challenges import put_challenge_txn, take_challenge_txn
+from mbmsd.storage.challenges import issue_challenge_txn, put_challenge_txn, take_challenge_txn
 from mbmsd.storage.leases import SqlLeaseStore
 from mbmsd.storage.sipreg import SqlSipRegistrationStore
 from mbmsd.storage.provisioning import SqlProvisioningStore
@@ -510,11 +510,7 @@ class SqlBootstrapStore:
 
     @staticmethod
     def _issueChallenge_txn(txn, impi, challengeFor):
-        if SqlSubscriberStore._nextSqn_txn(txn, impi) is None:
-            return None
-        challenge = challengeFor(SqlSubscriberStore._get_txn(txn, impi))
-        put_challenge_txn(txn, "ub_challenges", challenge)
-        return challenge
+        return issue_challenge_txn(txn, "ub_challenges", impi, challengeFor)
 
     def takeChallenge(self, nonce, sessionFor=None):
         if sessionFor is None:
