@@ -15,25 +15,29 @@ from twisted.internet.defer import inlineCallbacks
 
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard
-from mbmsd.protocols import digest, gba, milenage
-from mbmsd.storage.records import BootstrapSession, Challenge
+from mbmsd.protocols import aka, digest, gba
+from mbmsd.roles import aka as procedure
+from mbmsd.roles.aka import (
+    AUTS_REJECTED,
+    BAD_REQUEST,
+    CHALLENGED,
+    LOCKED,
+    RESYNCHRONISED,
+    SOURCE_LOCKED,
+    STALE_NONCE,
+    UNKNOWN_USER,
+    WRONG_RESPONSE,
+)
+from mbmsd.storage.records import BootstrapSession
 
 log = Logger(namespace="mbmsd.bsf.ub")
 
-ALGORITHM = "AKAv1-MD5"
+ALGORITHM = aka.ALGORITHM
 QOP = "auth-int"
 
 # Outcomes, the values of the result label (bounded, no identifiers).
-CHALLENGED = "challenged"
 BOOTSTRAPPED = "bootstrapped"
-RESYNCHRONISED = "resynchronised"
-BAD_REQUEST = "bad_request"
-UNKNOWN_USER = "unknown_user"
-WRONG_RESPONSE = "wrong_response"
-STALE_NONCE = "stale_nonce"
-SYNC_FAILURE_REJECTED = "auts_rejected"
-LOCKED = "too_many_failures"
-SOURCE_LOCKED = "source_too_many_failures"
+SYNC_FAILURE_REJECTED = AUTS_REJECTED
 METHOD_NOT_ALLOWED = "method_not_allowed"
 # verdicts answered 400 (counted as bad_request)
 _BAD_URI, _BAD_REALM, _BAD_QOP = "bad_uri", "bad_realm", "bad_qop"
@@ -80,6 +84,10 @@ class Bootstrapper:
         self.keyLifetime = keyLifetime
         self.challengeLifetime = challengeLifetime
         self.random = random
+        # the SQN and the challenge made from it commit together (one
+        # transaction instead of three: bench/ub.py's profile)
+        self.aka = procedure.AkaChallenger(subscribers, store, clock, realm, QOP,
+                                           challengeLifetime, random)
         if guard is None:
             guard = AuthGuard(clock, maxFailures, 0, failureWindow)
         self.guard = guard
@@ -119,7 +127,7 @@ class Bootstrapper:
         impi = seen["impi"] = creds.username
         if not impi or len(impi) > 255:
             return plainAnswer(400, BAD_REQUEST, "username must be the IMPI")
-        if creds.algorithm is not None and creds.algorithm.upper() != ALGORITHM.upper():
+        if not aka.algorithm_ok(creds):
             return plainAnswer(400, BAD_REQUEST, "algorithm must be %s" % (ALGORITHM,))
         if self.guard.refused(impi=impi) is not None:
             return plainAnswer(403, LOCKED, "too many failed authentications; try later")
@@ -169,7 +177,7 @@ class Bootstrapper:
             return _BAD_QOP
         if creds.auts is not None:
             return RESYNCHRONISED
-        if not digest.check_response(creds, challenge.xres, method, b""):
+        if not aka.verify_response(creds, challenge.xres, method, b""):
             return WRONG_RESPONSE
         return BOOTSTRAPPED
 
@@ -195,49 +203,28 @@ class Bootstrapper:
 
     @inlineCallbacks
     def _challenge(self, impi, outcome, stale=False, source=None):
-        expires = self.clock.seconds() + self.challengeLifetime
-
-        def challengeFor(subscriber):
-            # inside the store's transaction (no I/O here): the advanced SQN
-            # and the challenge made from it commit together, one commit
-            # instead of three transactions (bench/ub.py's profile)
-            av = milenage.generate_vector(subscriber.k, subscriber.opc, self.random(16),
-                                          milenage.int_to_sqn(subscriber.sqn), subscriber.amf)
-            # nonce = base64(RAND || AUTN) (TS 24.109 4.4.3, RFC 3310 3.2)
-            return Challenge(nonce=gba.encode_nonce(av.rand, av.autn), impi=impi, rand=av.rand,
-                             xres=av.xres, ck=av.ck, ik=av.ik, expires=expires)
-
-        challenge = yield self.store.issueChallenge(impi, challengeFor)
-        if challenge is None:
+        issued = yield self.aka.challenge(impi, stale)
+        if issued is None:
             # Zh would answer DIAMETER_ERROR_IDENTITY_UNKNOWN (TS 29.109);
             # guessing IMPIs counts against the source
             self.guard.failed(None, source)
             return plainAnswer(403, UNKNOWN_USER, "unknown IMPI")
-        nonce = challenge.nonce
-        header = digest.format_challenge(self.realm, nonce, ALGORITHM, (QOP,), stale=stale)
         return plainAnswer(401, outcome, "authentication required",
-                      [("WWW-Authenticate", header)])
+                           [("WWW-Authenticate", issued[1])])
 
     @inlineCallbacks
     def _resynchronise(self, creds, challenge, method, source=None):
-        # Synchronisation failure (RFC 3310 3.4, TS 33.102 6.3.5): the answer is
-        # computed with an empty password and carries AUTS.
-        try:
-            auts = digest.decode_auts(creds.auts)
-        except digest.DigestError as e:
-            return plainAnswer(400, BAD_REQUEST, "malformed auts: %s" % (e,))
-        if not digest.check_response(creds, b"", method, b""):
-            answer = yield self._failed(creds.username, WRONG_RESPONSE, source)
-            return answer
-        subscriber = yield self.subscribers.get(creds.username)
-        if subscriber is None:
+        # Synchronisation failure (RFC 3310 3.4, TS 33.102 6.3.5)
+        result, detail = yield self.aka.resynchronise(creds, challenge, method, b"")
+        if result == procedure.MALFORMED_AUTS:
+            return plainAnswer(400, BAD_REQUEST, "malformed auts: %s" % (detail,))
+        if result == procedure.UNKNOWN_USER:
             return plainAnswer(403, UNKNOWN_USER, "unknown IMPI")
-        try:
-            sqnMs = milenage.verify_auts(subscriber.k, subscriber.opc, challenge.rand, auts)
-        except milenage.MilenageError:
-            answer = yield self._failed(creds.username, SYNC_FAILURE_REJECTED, source)
+        if result != procedure.RESYNCHRONISED:
+            answer = yield self._failed(creds.username, {
+                procedure.WRONG_RESPONSE: WRONG_RESPONSE,
+                procedure.AUTS_REJECTED: SYNC_FAILURE_REJECTED}[result], source)
             return answer
-        yield self.subscribers.resynchronise(creds.username, milenage.sqn_to_int(sqnMs))
         log.info("Ub: SQN resynchronised for a subscriber")
         answer = yield self._challenge(creds.username, RESYNCHRONISED)
         return answer

@@ -37,34 +37,36 @@ from twisted.internet.defer import inlineCallbacks
 
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard
-from mbmsd.protocols import digest, gba, milenage
+from mbmsd.protocols import aka, digest
 from mbmsd.protocols.identity import normalize_impu, same_impu
+from mbmsd.roles import aka as procedure
+from mbmsd.roles.aka import (
+    AUTS_REJECTED,
+    BAD_REQUEST,
+    CHALLENGED,
+    LOCKED,
+    RESYNCHRONISED,
+    SOURCE_LOCKED,
+    STALE_NONCE,
+    UNKNOWN_USER,
+    WRONG_RESPONSE,
+)
 from mbmsd.sip.message import SipParseError, parse_name_addr
-from mbmsd.storage.records import Challenge
 from mbmsd.storage.sipreg import SipBinding
 
 __all__ = ["Registrar", "RegisterAnswer", "aor", "OUTCOMES"]
 
 log = Logger(namespace="mbmsd.pcscf.register")
 
-ALGORITHM = "AKAv1-MD5"
+ALGORITHM = aka.ALGORITHM
 QOP = "auth"
 
-CHALLENGED = "challenged"
 REGISTERED = "registered"
 DEREGISTERED = "deregistered"
 QUERIED = "queried"
-STALE_NONCE = "stale_nonce"
-WRONG_RESPONSE = "wrong_response"
-UNKNOWN_USER = "unknown_user"
 FOREIGN_IMPU = "impu_not_owned"
-BAD_REQUEST = "bad_request"
 TOO_BRIEF = "interval_too_brief"
-RESYNCHRONISED = "resynchronised"
-AUTS_REJECTED = "auts_rejected"
 OUT_OF_ORDER = "out_of_order"
-LOCKED = "too_many_failures"
-SOURCE_LOCKED = "source_too_many_failures"
 OUTCOMES = (
     CHALLENGED, REGISTERED, DEREGISTERED, QUERIED, STALE_NONCE, WRONG_RESPONSE,
     UNKNOWN_USER, FOREIGN_IMPU, BAD_REQUEST, TOO_BRIEF, RESYNCHRONISED, AUTS_REJECTED,
@@ -112,6 +114,9 @@ class Registrar:
         self.defaultExpires = defaultExpires
         self.challengeLifetime = challengeLifetime
         self.random = random
+        # the SQN and the challenge made from it commit together
+        self.aka = procedure.AkaChallenger(subscribers, store, clock, realm, QOP,
+                                           challengeLifetime, random)
         self.guard = guard if guard is not None else AuthGuard(clock, 0, 0, 1)
 
     @inlineCallbacks
@@ -162,7 +167,7 @@ class Registrar:
                 creds = digest.parse_authorization(values[0])
             except digest.DigestError as e:
                 return RegisterAnswer(400, BAD_REQUEST, "Bad Request: Authorization: %s" % (e,))
-            if creds.algorithm is not None and creds.algorithm.upper() != ALGORITHM.upper():
+            if not aka.algorithm_ok(creds):
                 return RegisterAnswer(400, BAD_REQUEST,
                                       "Bad Request: algorithm must be %s" % (ALGORITHM,))
             impi = creds.username
@@ -214,7 +219,7 @@ class Registrar:
             answer = yield self._resynchronise(subscriber, creds, challenge, request)
             return answer
         try:
-            good = digest.check_response(creds, challenge.xres, request.method, request.body)
+            good = aka.verify_response(creds, challenge.xres, request.method, request.body)
         except digest.DigestError as e:
             return RegisterAnswer(400, BAD_REQUEST, "Bad Request: %s" % (e,))
         if not good:
@@ -266,34 +271,21 @@ class Registrar:
 
     @inlineCallbacks
     def _challenge(self, subscriber, outcome, stale=False):
-        sqn = yield self.subscribers.nextSqn(subscriber.impi)
-        if sqn is None:
+        issued = yield self.aka.challenge(subscriber.impi, stale)
+        if issued is None:
             return RegisterAnswer(403, UNKNOWN_USER, "Forbidden: unknown user")
-        rand = self.random(16)
-        av = milenage.generate_vector(subscriber.k, subscriber.opc, rand,
-                                      milenage.int_to_sqn(sqn), subscriber.amf)
-        nonce = gba.encode_nonce(av.rand, av.autn)
-        yield self.store.putChallenge(Challenge(
-            nonce=nonce, impi=subscriber.impi, rand=av.rand, xres=av.xres, ck=av.ck, ik=av.ik,
-            expires=self.clock.seconds() + self.challengeLifetime,
-        ))
-        header = digest.format_challenge(self.realm, nonce, ALGORITHM, (QOP,), stale=stale)
-        return RegisterAnswer(401, outcome, None, [("WWW-Authenticate", header)])
+        return RegisterAnswer(401, outcome, None, [("WWW-Authenticate", issued[1])])
 
     @inlineCallbacks
     def _resynchronise(self, subscriber, creds, challenge, request):
-        try:
-            auts = digest.decode_auts(creds.auts)
-        except digest.DigestError as e:
-            return RegisterAnswer(400, BAD_REQUEST, "Bad Request: %s" % (e,))
-        # RFC 3310 3.4: the answer of a resync is computed with an empty password
-        if not digest.check_response(creds, b"", request.method, request.body):
+        result, detail = yield self.aka.resynchronise(creds, challenge, request.method,
+                                                      request.body, subscriber)
+        if result == procedure.MALFORMED_AUTS:
+            return RegisterAnswer(400, BAD_REQUEST, "Bad Request: %s" % (detail,))
+        if result == procedure.WRONG_RESPONSE:
             return RegisterAnswer(403, WRONG_RESPONSE, "Forbidden: authentication failed")
-        try:
-            sqnMs = milenage.verify_auts(subscriber.k, subscriber.opc, challenge.rand, auts)
-        except milenage.MilenageError:
+        if result == procedure.AUTS_REJECTED:
             return RegisterAnswer(403, AUTS_REJECTED, "Forbidden: AUTS rejected")
-        yield self.subscribers.resynchronise(subscriber.impi, milenage.sqn_to_int(sqnMs))
         log.info("REGISTER: SQN resynchronised for {impi}", impi=subscriber.impi)
         answer = yield self._challenge(subscriber, RESYNCHRONISED)
         return answer
