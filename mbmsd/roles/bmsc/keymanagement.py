@@ -46,7 +46,8 @@ def parse_identity_header(value):
     X-3GPP-Asserted-Identity / X-3GPP-Intended-Identity: a quoted public
     identity (TS 24.109 7, the value in double quotes); a bare one is taken
     too. @return: the IMPU in the form the state is keyed by
-    (L{normalize_impu}), or None when malformed.
+    (L{normalize_impu}; a value it cannot read as it came, matching no
+    one), or None when malformed.
     """
     if value is None:
         return None
@@ -58,7 +59,10 @@ def parse_identity_header(value):
     try:
         return normalize_impu(value)
     except ValueError:
+        pass
+    if not (value.startswith("sip:") or value.startswith("sips:") or value.startswith("tel:")):
         return None
+    return value
 
 
 class KeyManagement:
