@@ -792,9 +792,11 @@ class ISipRegistrationStore(Interface):
 
 class IServiceAuthorizationClient(Interface):
     """
-    The SCF's port to the BM-SC.UPF (TS 26.237 10.2.3, DESIGN 8.3): always
-    the HTTP POST C{/keymanagement?requesttype=authorize|deauthorize} with
-    C{X-3GPP-Asserted-Identity}, also when both roles share a node.
+    The SCF's port to the BM-SC.UPF (TS 26.237 10.2.3, DESIGN 8.3): the
+    HTTP POST C{/keymanagement?requesttype=authorize|deauthorize} with
+    C{X-3GPP-Asserted-Identity} (a split deployment), or, with
+    C{scf.bmsc_url = "local"}, the L{IServiceAuthorization} of the bmsc role
+    of the same node, in-process; the same outcomes either way.
     """
 
     def authorize(impu, serviceIds, ueAddress, lifetime, keyInfo=None):
@@ -827,6 +829,46 @@ class IServiceAuthorizationClient(Interface):
 
         @return: Deferred firing with C{[(serviceId, status)]}; fails like
             L{authorize}.
+        """
+
+
+class IServiceAuthorization(Interface):
+    """
+    The BM-SC.UPF's side of the SCF's authorize and deauthorize, offered
+    in-process (C{INode.provide}) by the bmsc role to the SCF of the same
+    node (C{scf.bmsc_url = "local"}): the key management procedure of the
+    HTTP path (TS 26.237 10.2.3, 10.2.4; Annex I.2 with C{keyInfo}) without
+    HTTP or XML, with its checks, storage, metrics
+    (C{mbmsd_bmsc_requests_total}, C{mbmsd_bmsc_request_seconds}, the same
+    series) and log line. The caller is trusted implicitly: it runs in the
+    node's process from the node's config, where over HTTP the SCF must be
+    in C{bmsc.trusted_scfs} or C{bmsc.trusted_scf_names}.
+
+    Each method returns a Deferred that never fails: it fires with a
+    L{mbmsd.roles.bmsc.keymanagement.KmAnswer} whose C{code} is the HTTP
+    status the same request gets over HTTP (200; 400 for a malformed IMPU,
+    address, service list, lifetime or key information; 503 when storage
+    failed), C{reason} the text logged, and C{statuses} the acknowledgement
+    C{[(serviceId, status)]} (200 stored, 404 unknown service) when C{code}
+    is 200, else None.
+    """
+
+    def authorize(impu, serviceIds, ueAddress, lifetime, keyInfo=None):
+        """
+        Store the authorization of C{impu} for C{serviceIds} at C{ueAddress}
+        for C{lifetime} seconds (None: C{bmsc.authorization_lifetime}); with
+        C{keyInfo} (a L{mbmsd.protocols.mbms_xml.NafKeyInfo}) the MUK too, and
+        push the current MSKs under it after the answer.
+
+        @return: Deferred firing with the L{KmAnswer} (see the interface).
+        """
+
+    def deauthorize(impu, serviceIds, ueAddress):
+        """
+        Remove the authorization (and a SIP-based registration) of C{impu}
+        for C{serviceIds}.
+
+        @return: Deferred firing with the L{KmAnswer} (see the interface).
         """
 
 

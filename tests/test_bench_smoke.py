@@ -17,7 +17,8 @@ pytestmark = pytest.mark.external
 
 ROOT = Path(__file__).resolve().parent.parent
 
-FIGURES = ("ub_bootstrap", "mem_bootstrap_session", "invite_flow", "pcscf_vs_kamailio",
+FIGURES = ("ub_bootstrap", "mem_bootstrap_session", "invite_flow", "invite_flow_http",
+           "pcscf_vs_kamailio",
            "msk_push", "rekey", "mem_registered_ue", "store_scale", "store_scale_p50",
            "import_sqlite", "import_rss_sqlite", "ub_at_scale", "register_at_scale",
            "import_postgresql", "import_rss_postgresql", "srtp_forward", "mtk_fanout")
@@ -32,7 +33,7 @@ SKIPPED = re.compile(r"^(\w+) skipped: .+$")
 
 def test_bench_run_quick():
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "run"), "--quick"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=240)
+                       capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     lines = p.stdout.splitlines()
     seen = {}

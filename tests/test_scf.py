@@ -799,8 +799,9 @@ class NodeTests(SynchronousTestCase):
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+            # over HTTP (a split deployment's path): the pool it shares
             f.write('[node]\nroles = ["bsf", "bmsc", "scf"]\n\n'
-                    '[[scf.service]]\nid = "%s"\n\n[[scf.subscription]]\nimpu = "%s"\n'
+                    '[scf]\nbmsc_url = "http://127.0.0.1:1234"\n\n[[scf.service]]\nid = "%s"\n\n[[scf.subscription]]\nimpu = "%s"\n'
                     'services = ["%s"]\n' % (SERVICE, IMPU, SERVICE))
         self.addCleanup(os.unlink, f.name)
         config = load_config([os.path.join(root, "etc", "mbmsd.toml"), f.name])

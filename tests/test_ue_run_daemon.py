@@ -25,8 +25,11 @@ IMPU = "sip:user1@home1.net"
 SERVICE = "urn:mbmsd:news"
 
 def four_roles(tmp_path):
-    """etc/mbmsd.toml as it is (all four roles) on free ports."""
-    return Daemon(tmp_path)
+    """
+    etc/mbmsd.toml as it is (all four roles) on free ports: the SCF asks the
+    BM-SC in-process (its scf.bmsc_url = "local"), not the overlay's URL.
+    """
+    return Daemon(tmp_path, settings={"scf": {"bmsc_url": None}})
 
 
 def test_mbms_ue_run(tmp_path):
@@ -54,6 +57,10 @@ def test_mbms_ue_run(tmp_path):
                                        reason="bye") == 1.0), d.log()[-4000:]
         assert wait_for(lambda: metric(d, "mbmsd_scf_bmsc_requests_total",
                                        requesttype="deauthorize", result="ok") == 1.0)
+        # in-process: the BM-SC's own series and log line, no HTTP request
+        assert metric(d, "mbmsd_bmsc_requests_total", requesttype="authorize",
+                      status="200") == 1.0
+        assert "authorize from scf (in-process): 200" in d.log()
     finally:
         d.stop()
 

@@ -42,6 +42,7 @@ __all__ = [
     "AuthorizeRequest",
     "build_authorize",
     "parse_authorize",
+    "check_authorize",
     "build_authorize_response",
     "parse_authorize_response",
     "build_register",
@@ -61,6 +62,7 @@ __all__ = [
     "NafKeyInfo",
     "build_naf_key_info",
     "parse_naf_key_info",
+    "check_naf_key_info",
 ]
 
 
@@ -330,6 +332,18 @@ def parse_authorize(body: bytes) -> AuthorizeRequest:
     return AuthorizeRequest(_service_ids(ids), address, lifetime)
 
 
+def check_authorize(req: AuthorizeRequest) -> AuthorizeRequest:
+    """
+    The request as L{parse_authorize} reads L{build_authorize}'s document
+    of it, without the XML: the in-process SCF -> BM-SC path checks and
+    normalises what the HTTP one does.
+
+    @raise MbmsXmlError: as L{build_authorize}.
+    """
+    return AuthorizeRequest(_service_ids(req.serviceIds), _ue_address(req.ueAddress),
+                            _lifetime(req.lifetime))
+
+
 def build_authorize_response(statuses: list[tuple[str, int]]) -> bytes:
     """
     C{<mbmsAuthorizeResponse xmlns=NS_AUTHORIZE>} with
@@ -558,6 +572,24 @@ def build_naf_key_info(info: NafKeyInfo) -> bytes:
 
 _FQDN_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
+
+
+def check_naf_key_info(info: NafKeyInfo) -> NafKeyInfo:
+    """
+    The information as L{parse_naf_key_info} reads L{build_naf_key_info}'s
+    document of it, without the XML (the in-process SCF -> BM-SC path):
+    the address normalised, C{mukExpires} in the whole seconds that
+    mukLifeTime carries.
+
+    @raise MbmsXmlError: as L{build_naf_key_info}.
+    """
+    address = _ue_address(info.ueAddress) if info.ueAddress is not None else None
+    muk = _fixed_bytes(info.muk, MUK_LENGTH, "muk")
+    try:
+        expires = datetime.fromtimestamp(int(info.mukExpires), timezone.utc).timestamp()
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise MbmsXmlError("mukExpires must be POSIX seconds") from None
+    return NafKeyInfo(address, muk, expires, _btid(info.btid), _fqdn(info.nafFqdn))
 
 
 def _fqdn(value) -> str:

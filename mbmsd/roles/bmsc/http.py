@@ -9,12 +9,9 @@ from twisted.internet.defer import maybeDeferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from mbmsd.logs import Logger
-from mbmsd.roles.bmsc.keymanagement import REQUEST_TYPES, SCF_REQUESTS, plain
+from mbmsd.roles.bmsc.keymanagement import REQUEST_TYPES, SCF_REQUESTS, KmAccounting, plain
 from mbmsd.tls import requestPeer
 from mbmsd.web import writeAnswer
-
-log = Logger(namespace="mbmsd.bmsc.http")
 
 MAX_BODY = 64 * 1024
 SERVER = b"mbmsd-bmsc"
@@ -23,16 +20,15 @@ SERVER = b"mbmsd-bmsc"
 class KeyManagementResource(Resource):
     isLeaf = True
 
-    def __init__(self, keyManagement, metrics, clock):
+    def __init__(self, keyManagement, metrics, clock, accounting=None):
+        """
+        @param accounting: the L{KmAccounting} shared with the in-process
+            SCF path; made from C{metrics} when None.
+        """
         Resource.__init__(self)
         self.km = keyManagement
         self.clock = clock
-        self.requests = metrics.counter(
-            "mbmsd_bmsc_requests_total", "Key management requests by request type and status",
-            ["requesttype", "status"])
-        self.latency = metrics.histogram(
-            "mbmsd_bmsc_request_seconds", "Time to answer a key management request",
-            ["requesttype"])
+        self.accounting = accounting if accounting is not None else KmAccounting(metrics, clock)
 
     def render(self, request):
         start = self.clock.seconds()
@@ -72,24 +68,14 @@ class KeyManagementResource(Resource):
                         header(b"x-3gpp-intended-identity"), header(b"content-type"), body)
 
         def answer(a):
-            self.requests.labels(label, str(a.code)).inc()
-            self.latency.labels(label).observe(self.clock.seconds() - start)
             # a UE's first 401 is only the challenge (debug); outcomes at info
-            if a.code == 401 and not request.requestHeaders.hasHeader(b"authorization"):
-                level = log.debug
-            else:
-                level = log.info if a.code in (200, 401) else log.warn
-            level(
-                "{requesttype} from {source}: {code} {reason} user={user}",
-                requesttype=label, source=source, code=a.code, reason=a.reason, user=a.user,
-                procedure=label, peer=source, result=a.code)
+            quiet = a.code == 401 and not request.requestHeaders.hasHeader(b"authorization")
+            self.accounting.record(label, source, a, start, quiet)
             if not gone:
                 writeAnswer(request, a.code, a.headers, a.contentType, a.body, SERVER)
 
         def failed(f):
-            log.failure("{requesttype} from {source} failed", f, requesttype=label, source=source)
-            # Zn down or timing out is the usual cause: the UE may retry later
-            answer(plain(503, "service unavailable, retry later", [("Retry-After", "5")]))
+            answer(self.accounting.failed(label, source, f))
 
         d.addCallback(answer).addErrback(failed)
         return NOT_DONE_YET

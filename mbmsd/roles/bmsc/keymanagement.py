@@ -2,7 +2,10 @@
 The BM-SC.UPF key management procedures, free of HTTP:
 
 - authorize / deauthorize from a trusted SCF (TS 26.237 10.2.3, 10.2.4;
-  body per DESIGN 8.3), the user named by X-3GPP-Asserted-Identity;
+  body per DESIGN 8.3), the user named by X-3GPP-Asserted-Identity; or
+  from the SCF of the same node, in-process (L{LocalServiceAuthorization},
+  the node's L{IServiceAuthorization}), with the same checks, storage,
+  metrics and log line;
 - register / deregister / msk-request from UEs (TS 33.246 6.3.2.1A, 6.3.2.1B,
   6.3.2.2), authenticated with Digest over GBA, the user named by
   X-3GPP-Intended-Identity (TS 26.237 10.2.1), checked against the stored
@@ -10,10 +13,13 @@ The BM-SC.UPF key management procedures, free of HTTP:
 """
 
 from dataclasses import dataclass, field
+from typing import Optional
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import inlineCallbacks, maybeDeferred, succeed
+from zope.interface import implementer
 
 from mbmsd import profile
+from mbmsd.interfaces import IServiceAuthorization
 from mbmsd.logs import Logger
 from mbmsd.protocols import gba, mbms_xml
 from mbmsd.protocols.identity import normalize_impu, same_impu
@@ -35,6 +41,8 @@ class KmAnswer:
     contentType: str = "text/plain; charset=utf-8"
     headers: list = field(default_factory=list)
     user: str = "-"
+    # an SCF request's acknowledgement: [(serviceId, status)] when code is 200
+    statuses: Optional[list] = None
 
 
 def plain(code, reason, headers=(), user="-"):
@@ -93,6 +101,8 @@ class KeyManagement:
     def scfRequest(self, requesttype, source, assertedIdentity, contentType, body,
                    peerNames=()):
         """
+        An SCF's authorize or deauthorize over HTTP.
+
         @param peerNames: the DNS names of the SCF's verified TLS client
             certificate (L{mbmsd.tls.peerNames}); empty without one.
         """
@@ -118,6 +128,41 @@ class KeyManagement:
             request = mbms_xml.parse_authorize(body)
         except mbms_xml.MbmsXmlError as e:
             return plain(400, "malformed %s body: %s" % (requesttype, e), user=impu)
+        answer = yield self._scfProcedure(requesttype, impu, request, keyInfo)
+        if answer.statuses is not None:
+            answer.body = mbms_xml.build_authorize_response(answer.statuses)
+        return answer
+
+    def localScfRequest(self, requesttype, impu, request, keyInfo=None):
+        """
+        The same request from the SCF of this node, in-process: what
+        L{scfRequest} reads from the HTTP request comes as values. The
+        SCF is trusted implicitly (it runs in this process, from the same
+        config); its values pass the checks the HTTP path applies to them
+        (L{parse_identity_header} on the IMPU as the header would quote it,
+        L{mbms_xml.check_authorize}, L{mbms_xml.check_naf_key_info}), so
+        the answers and the storage are the same.
+
+        @param request: a L{mbms_xml.AuthorizeRequest}.
+        @param keyInfo: a L{mbms_xml.NafKeyInfo} (SIP-based procedure), or None.
+        @return: Deferred firing with a L{KmAnswer} whose C{body} is empty
+            (no XML: the C{statuses} are the acknowledgement).
+        """
+        impu = parse_identity_header('"%s"' % (impu,)) if isinstance(impu, str) else None
+        if impu is None:
+            return succeed(plain(400, "X-3GPP-Asserted-Identity with the user's IMPU is required"))
+        try:
+            request = mbms_xml.check_authorize(request)
+            if keyInfo is not None:
+                keyInfo = mbms_xml.check_naf_key_info(keyInfo)
+        except mbms_xml.MbmsXmlError as e:
+            return succeed(plain(400, "malformed %s body: %s" % (requesttype, e), user=impu))
+        return self._scfProcedure(requesttype, impu, request, keyInfo)
+
+    @inlineCallbacks
+    def _scfProcedure(self, requesttype, impu, request, keyInfo):
+        # TS 26.237 10.2.3 / 10.2.4, and Annex I.2 with keyInfo: one status
+        # per service, stored before the acknowledgement
         now = self.clock.seconds()
         if keyInfo is not None:
             if keyInfo.ueAddress is not None and keyInfo.ueAddress != request.ueAddress:
@@ -155,8 +200,8 @@ class KeyManagement:
         if keyInfo is not None:
             requesttype += " with the MUK of %s (SIP-based)" % (keyInfo.nafFqdn,)
         return KmAnswer(200, "%s: %s" % (requesttype, _summary(statuses)),
-                        mbms_xml.build_authorize_response(statuses),
-                        profile.CT_AUTHORIZE_RESPONSE, user=impu)
+                        contentType=profile.CT_AUTHORIZE_RESPONSE, user=impu,
+                        statuses=statuses)
 
     # ------------------------------------------------------------ UE side
 
@@ -278,6 +323,85 @@ class KeyManagement:
         return KmAnswer(200, "msk-request: %s" % (_summary([(m.hex(), s) for m, s in statuses]),),
                         mbms_xml.build_msk_response(statuses),
                         profile.CT_MSK_RESPONSE)
+
+
+class KmAccounting:
+    """
+    The key management's metrics and its one log line per request, shared
+    by the HTTP listener and the in-process SCF: one series whichever the
+    transport (the log line's source tells them apart).
+    """
+
+    def __init__(self, metrics, clock):
+        self.clock = clock
+        self.requests = metrics.counter(
+            "mbmsd_bmsc_requests_total", "Key management requests by request type and status",
+            ["requesttype", "status"])
+        self.latency = metrics.histogram(
+            "mbmsd_bmsc_request_seconds", "Time to answer a key management request",
+            ["requesttype"])
+
+    def record(self, label, source, answer, start, quiet=False):
+        """
+        Count and log one answered request (C{quiet}: at debug level, a
+        UE's first 401, only the challenge).
+        """
+        self.requests.labels(label, str(answer.code)).inc()
+        self.latency.labels(label).observe(self.clock.seconds() - start)
+        if quiet:
+            level = log.debug
+        else:
+            level = log.info if answer.code in (200, 401) else log.warn
+        level("{requesttype} from {source}: {code} {reason} user={user}",
+              requesttype=label, source=source, code=answer.code, reason=answer.reason,
+              user=answer.user, procedure=label, peer=source, result=answer.code)
+
+    def failed(self, label, source, failure):
+        """
+        A request that raised: logged with its traceback.
+        @return: the 503 answer it gets.
+        """
+        log.failure("{requesttype} from {source} failed", failure, requesttype=label,
+                    source=source)
+        # Zn or storage down is the usual cause: the peer may retry later
+        return plain(503, "service unavailable, retry later", [("Retry-After", "5")])
+
+
+@implementer(IServiceAuthorization)
+class LocalServiceAuthorization:
+    """
+    The BM-SC's authorize and deauthorize offered in-process to the SCF of
+    the same node (C{scf.bmsc_url = "local"}): L{KeyManagement.localScfRequest}
+    with the listener's metrics and log line. Not bounded by the listener's
+    overload limits: the SCF's own admission bounds its INVITEs.
+    """
+
+    source = "scf (in-process)"  # the log line's source, where HTTP has the SCF's address
+
+    def __init__(self, keyManagement, accounting, clock):
+        self.km = keyManagement
+        self.accounting = accounting
+        self.clock = clock
+
+    def authorize(self, impu, serviceIds, ueAddress, lifetime, keyInfo=None):
+        return self._request(profile.REQUESTTYPE_AUTHORIZE, impu, serviceIds, ueAddress,
+                             lifetime, keyInfo)
+
+    def deauthorize(self, impu, serviceIds, ueAddress):
+        return self._request(profile.REQUESTTYPE_DEAUTHORIZE, impu, serviceIds, ueAddress,
+                             None, None)
+
+    def _request(self, requesttype, impu, serviceIds, ueAddress, lifetime, keyInfo):
+        start = self.clock.seconds()
+        request = mbms_xml.AuthorizeRequest(serviceIds, ueAddress, lifetime)
+        d = maybeDeferred(self.km.localScfRequest, requesttype, impu, request, keyInfo)
+        d.addErrback(lambda f: self.accounting.failed(requesttype, self.source, f))
+        d.addCallback(self._recorded, requesttype, start)
+        return d
+
+    def _recorded(self, answer, requesttype, start):
+        self.accounting.record(requesttype, self.source, answer, start)
+        return answer
 
 
 def sip_security_parts(contentType, body):

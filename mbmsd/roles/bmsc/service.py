@@ -12,13 +12,13 @@ from zope.interface import implementer
 from mbmsd import profile, tls
 from mbmsd.cluster import holder_id
 from mbmsd.errors import ReloadRefused, listenFailed
-from mbmsd.interfaces import IBootstrapLookup, IHealth, IReconfigurable
+from mbmsd.interfaces import IBootstrapLookup, IHealth, IReconfigurable, IServiceAuthorization
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, ConcurrencyLimiter, OverloadMetrics
 from mbmsd.roles.bmsc.counters import CounterReservations
 from mbmsd.roles.bmsc.delivery import MikeyDelivery
 from mbmsd.roles.bmsc.http import KeyManagementResource
-from mbmsd.roles.bmsc.keymanagement import KeyManagement
+from mbmsd.roles.bmsc.keymanagement import KeyManagement, KmAccounting, LocalServiceAuthorization
 from mbmsd.roles.bmsc.msk import MskManager
 from mbmsd.roles.bmsc.plugin import lease_renewal, streaming, streams
 from mbmsd.roles.bmsc.provisioning import StoredKeyGroups
@@ -152,8 +152,12 @@ class BmscService(MultiService):
             ConcurrencyLimiter.fromConfig(config, overloaded, "keymanagement", scfs, reactor),
             ConcurrencyLimiter.connectionsFromConfig(config, overloaded, "keymanagement", scfs,
                                                      reactor))
+        # one set of metrics for both transports; in-process for the SCF
+        # of this node (scf.bmsc_url = "local")
+        accounting = KmAccounting(metrics, reactor)
+        node.provide(IServiceAuthorization, LocalServiceAuthorization(self.km, accounting, reactor))
         site = makeSite(
-            KeyManagementResource(self.km, metrics, reactor), reactor, *self.limits,
+            KeyManagementResource(self.km, metrics, reactor, accounting), reactor, *self.limits,
             node.config.get("node", {}).get("http_access_log", False))
         _MikeyPort(reactor, self.delivery, config["mikey_source_port"],
                    config["mikey_interface"]).setServiceParent(self)

@@ -12,6 +12,11 @@ In the SIP-based security procedure (TS 26.237 Annex I.2) the same POST
 carries a multipart/mixed body: the authorize document and the SCF's NAF
 key information (the MUK), so one acknowledgement covers both (profile).
 
+With C{scf.bmsc_url = "local"} (the default on a node that also runs the
+bmsc role) the SCF asks that role in-process instead, through its
+L{IServiceAuthorization} (L{LocalServiceAuthorizationClient}): the same
+checks, storage, metrics and outcomes, without HTTP or XML.
+
 The acknowledgement is a 200 with the per-service statuses. Anything else
 is a refusal (L{BmscRefused}); no answer in time, or no connection after
 the bounded retries, is L{BmscUnavailable} (the SCF then answers 504).
@@ -23,17 +28,21 @@ authorize and deauthorize are idempotent, so a repeat is harmless. The
 node that answered last is asked first next time.
 """
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mbmsd import profile
+from mbmsd.errors import StartupError
 from mbmsd.httpclient import HttpError, HttpTimeout, HttpUnavailable
-from mbmsd.interfaces import IServiceAuthorizationClient
+from mbmsd.interfaces import IServiceAuthorization, IServiceAuthorizationClient
 from mbmsd.logs import Logger
 from mbmsd.protocols import mbms_xml
+from mbmsd.roles.scf.plugin import LOCAL_BMSC, effective_bmsc_url
 from mbmsd.sip.message import build_multipart
 
-__all__ = ["HttpServiceAuthorizationClient", "BmscUnavailable", "BmscRefused"]
+__all__ = ["HttpServiceAuthorizationClient", "LocalServiceAuthorizationClient",
+           "BmscUnavailable", "BmscRefused", "service_authorization_client"]
 
 log = Logger(namespace="mbmsd.scf.bmsc")
 
@@ -153,3 +162,79 @@ class HttpServiceAuthorizationClient:
         if failure.check(HttpError):
             raise BmscRefused(0, str(failure.value))
         return failure
+
+
+@implementer(IServiceAuthorizationClient)
+class LocalServiceAuthorizationClient:
+    """
+    The BM-SC.UPF of this node, in-process (C{scf.bmsc_url = "local"}).
+
+    @param bmsc: the bmsc role's L{IServiceAuthorization}.
+    @param clock: L{IReactorTime}.
+    @param timeout: C{scf.bmsc_timeout}: an answer later than this (storage
+        stalled) is L{BmscUnavailable}, as over HTTP; the BM-SC's work is not
+        cancelled, as an HTTP request already sent is not.
+    """
+
+    bases = ("local (in-process)",)  # what the SCF's start line names
+
+    def __init__(self, bmsc, clock, timeout):
+        self.bmsc = bmsc
+        self.clock = clock
+        self.timeout = timeout
+
+    def authorize(self, impu, serviceIds, ueAddress, lifetime, keyInfo=None):
+        return self._wait(self.bmsc.authorize(impu, list(serviceIds), ueAddress, lifetime,
+                                              keyInfo))
+
+    def deauthorize(self, impu, serviceIds, ueAddress):
+        return self._wait(self.bmsc.deauthorize(impu, list(serviceIds), ueAddress))
+
+    def _wait(self, d):
+        if d.called:
+            # answered already (memory storage): no timer to arm
+            return d.addCallback(self._answer)
+        timer = []
+        result = Deferred(lambda _: timer[0].cancel() if timer[0].active() else None)
+
+        def expire():
+            result.errback(BmscUnavailable("no answer within %gs" % (self.timeout,)))
+
+        def done(outcome):
+            if timer[0].active():
+                timer[0].cancel()
+                if isinstance(outcome, Failure):
+                    result.errback(outcome)
+                else:
+                    result.callback(outcome)
+            # a late answer: the BM-SC counted and logged it; the SCF gave up
+
+        timer.append(self.clock.callLater(self.timeout, expire))
+        d.addBoth(done)
+        return result.addCallback(self._answer)
+
+    def _answer(self, answer):
+        if answer.code != 200:
+            raise BmscRefused(answer.code, "the BM-SC answered %d: %s"
+                              % (answer.code, answer.reason))
+        return list(answer.statuses)
+
+
+def service_authorization_client(node, config):
+    """
+    The SCF's L{IServiceAuthorizationClient} for its C{config} (the [scf]
+    table): in-process when C{scf.bmsc_url} is "local" (the default on a
+    node with the bmsc role), else over the node's HTTP client.
+
+    @raise StartupError: "local" on a node whose bmsc role offers no
+        L{IServiceAuthorization} (checkNode refuses such a config first).
+    """
+    url = effective_bmsc_url(config, node.config["node"]["roles"])
+    if url == LOCAL_BMSC:
+        bmsc = node.lookup(IServiceAuthorization)
+        if bmsc is None:
+            raise StartupError("scf.bmsc_url: 'local' needs the bmsc role on this node "
+                               "(node.roles)")
+        return LocalServiceAuthorizationClient(bmsc, node.reactor, config["bmsc_timeout"])
+    return HttpServiceAuthorizationClient(node.http, url, config["bmsc_timeout"],
+                                          config["retries"])

@@ -4,8 +4,10 @@ The C{scf} role's plugin: its config schema, and the factory.
     [scf]
     udp_listen = "udp:5070:interface=127.0.0.1"   # "" turns UDP off
     tcp_listen = "tcp:5070:interface=127.0.0.1"   # "" turns TCP off
-    bmsc_url = "http://127.0.0.1:1234"            # the BM-SC.UPF key management, or a
-                                                  # list: its nodes, tried in turn
+    bmsc_url = "local"                            # the bmsc role of this node, in-process
+                                                  # (the default there); or the BM-SC.UPF
+                                                  # key management URL, or a list: its
+                                                  # nodes, tried in turn
     bmsc_timeout = 5                              # seconds, then SIP 504
     trusted_pcscfs = ["127.0.0.1"]                # P-Asserted-Identity only from these
 
@@ -51,13 +53,41 @@ def _impu():
     return check
 
 
+LOCAL_BMSC = "local"
+
+
+class DefaultBmscUrl(str):
+    """
+    The value of C{scf.bmsc_url} when the config leaves it out: equal to
+    this URL, and read as L{LOCAL_BMSC} on a node that also runs the bmsc
+    role (L{effective_bmsc_url}).
+    """
+
+
+DEFAULT_BMSC_URL = DefaultBmscUrl("http://127.0.0.1:1234")
+
+
+def effective_bmsc_url(section, roles):
+    """
+    C{scf.bmsc_url} as the SCF uses it: "local", a URL or a list of them.
+
+    @param roles: the node's C{node.roles}.
+    """
+    url = section["bmsc_url"]
+    if isinstance(url, DefaultBmscUrl) and "bmsc" in roles:
+        return LOCAL_BMSC
+    return url
+
+
 def _bmsc_urls():
     one = c.string(r"https?://[^\s/?#]+/?", "an http(s) base URL such as "
                    "'http://127.0.0.1:1234'")
+    single = c.string(r"local|https?://[^\s/?#]+/?", "'local' (the bmsc role of this node) "
+                      "or an http(s) base URL such as 'http://127.0.0.1:1234'")
 
     def check(value):
         if not isinstance(value, list):
-            return one(value)
+            return single(value)
         if not value:
             raise c.Invalid("must name at least one URL")
         return c.array(one)(value)
@@ -123,9 +153,11 @@ SCF_SECTION = c.Section(
                                    "(default: the listen interface, 127.0.0.1 for 0.0.0.0)"),
         "service_domain": c.Field(c.fqdn(), None,
                                   "domain of the services' Request-URIs (default mbms.<home_domain>)"),
-        "bmsc_url": c.Field(_bmsc_urls(), "http://127.0.0.1:1234",
-                            "BM-SC.UPF key management base URL, or a list of them (nodes "
-                            "sharing one database; the next is tried when one gives no answer)"),
+        "bmsc_url": c.Field(_bmsc_urls(), DEFAULT_BMSC_URL,
+                            "'local': the bmsc role of this node, in-process (the default "
+                            "there); or the BM-SC.UPF key management base URL, or a list of "
+                            "them (nodes sharing one database; the next is tried when one "
+                            "gives no answer); default elsewhere http://127.0.0.1:1234"),
         "bmsc_timeout": c.Field(c.number(0.1, 60), 5.0,
                                 "seconds the BM-SC has to acknowledge (then SIP 504)"),
         "naf_fqdn": c.Field(c.fqdn(), None,
@@ -192,6 +224,10 @@ class ScfRoleFactory:
             errors.append("scf.udp_listen: UDP and TCP cannot both be off ('')")
         if not section.get("bmsc_url"):
             errors.append("scf.bmsc_url: required (the BM-SC.UPF to authorize users at)")
+        roles = config.get("node", {}).get("roles", ())
+        if section.get("bmsc_url") == LOCAL_BMSC and "bmsc" not in roles:
+            errors.append("scf.bmsc_url: 'local' needs the bmsc role on this node (node.roles); "
+                          "a node without it names the BM-SC.UPF's URL")
         if "bmsc" in config.get("node", {}).get("roles", ()) and "bmsc" in config:
             known = {s.get("id") for s in config["bmsc"].get("service", [])}
             for i, sid in enumerate(ids):

@@ -11,7 +11,7 @@ from mbmsd.interfaces import IDrainable, IReconfigurable
 
 from mbmsd.logs import Logger
 from mbmsd.overload import OverloadMetrics, SipAdmission
-from mbmsd.roles.scf.bmsc import HttpServiceAuthorizationClient
+from mbmsd.roles.scf.bmsc import service_authorization_client
 from mbmsd.roles.scf.core import ScfCore
 from mbmsd.roles.scf.provisioning import StoredServices
 from mbmsd.sip.listeners import Connections, SipListenSettings, attach_listeners
@@ -31,8 +31,7 @@ class ScfService(MultiService):
         listen = SipListenSettings(config, 5070)
         serviceDomain = config["service_domain"] or "mbms." + node.homeDomain
         metrics = node.metrics.forRole("scf")
-        self.client = HttpServiceAuthorizationClient(
-            node.http, config["bmsc_url"], config["bmsc_timeout"], config["retries"])
+        self.client = service_authorization_client(node, config)
         # services and subscriptions: from storage, at each INVITE
         provisioned = StoredServices(node.storage.provisioning)
         self.connections = Connections(reactor, None, config["max_message_size"], metrics, "scf")
