@@ -186,7 +186,7 @@ def main():
     args = sippload.closed_loop_values(ap.parse_args())
     args.probe = 10 if args.quick else 60
     args.base_probe = 20 if args.quick else 1000
-    args.kept_calls = 20 if args.quick else 2000
+    args.kept_calls = 20 if args.quick else 500
     figures = run(args)
     for name, value in figures[0]["extra"]["metrics"].items():
         print("%s %s" % (name, value), flush=True)
