@@ -1,5 +1,5 @@
 """
-The garbage collector tuned for a long-running server (docs/design.md).
+The garbage collector tuned for a long-running server.
 
 Python's defaults (700, 10, 10) run a full collection every ~100 young ones;
 under the call load each walked every live object, the node's start-up state

@@ -15,7 +15,7 @@ C{twisted.internet.task.Clock}.
 Once a transaction only waits out a long timer (J, L, I, D, K), its entry in
 the layer's table is replaced by a L{_Finished} record: the key, the
 serialized answer to resend (RFC 3261 17.2.1, 17.2.2, 17.1.1.2) and where to
-send it, nothing else; one sweep per layer ends them (docs/design.md).
+send it, nothing else; one sweep per layer ends them.
 """
 
 import collections
