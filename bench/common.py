@@ -53,6 +53,15 @@ class Figure:
         return self.ratio >= value if op == ">=" else self.ratio <= value
 
 
+def metric_lines(figure):
+    """
+    The single-value lines a figure carries beside its ratio, one
+    C{<name> <x>} each (C{extra["metrics"]}, e.g. invite_cpu_ms_per_call).
+    """
+    metrics = figure.extra.get("metrics") or {}
+    return ["%s %s" % (name, _num(value)) for name, value in metrics.items()]
+
+
 @dataclass
 class Skipped:
     name: str
@@ -125,12 +134,14 @@ class Daemon:
     def url(self, key, path="/"):
         return "http://127.0.0.1:%d%s" % (self.ports[key], path)
 
-    def start(self, extra=(), timeout=30):
+    def start(self, extra=(), timeout=30, env=None):
+        """@param env: variables added to the node's environment."""
         log = open(self.logPath, "w")
         self.proc = subprocess.Popen(
             [tool("twistd"), "-n", "--pidfile=", *extra, "mbmsd", "--config", str(self.base),
              "--config", str(self.overlay)],
-            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+            env=dict(os.environ, **env) if env else None)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -11,6 +11,7 @@ from twisted.python import usage
 
 from mbmsd import __version__
 from mbmsd import config as c
+from mbmsd import gctune
 from mbmsd import logs
 from mbmsd.errors import StartupError
 from mbmsd.node import load_config, makeNode, roleFactories
@@ -78,4 +79,6 @@ def makeService(options, reactor=None):
     # SIGHUP: re-read the --config files and apply what can change live
     reloader = Reloader(service, options["config"], load_config, roleFactories())
     reactor.callWhenRunning(onSighup, reactor, reloader)
+    # a long-running server's collector (mbmsd/gctune.py)
+    reactor.callWhenRunning(gctune.freezeAfterStartup, reactor, service)
     return service

@@ -536,3 +536,150 @@ class MatchingTests(Base):
         self.layer.send_stateless(ack, self.transport, UE)
         self.assertEqual(self.transport.messages()[0].method, "ACK")
         self.assertIsInstance(ack, Request)
+
+
+def reachable(root, shared=(), limit=10000):
+    """
+    The objects reachable from C{root} through gc referents, not looking
+    into classes, modules or C{shared} (the transports: one for every call,
+    and the fake's records of what it sent).
+    """
+    import gc
+    import types
+    seen, todo = {}, [root]
+    while todo and len(seen) < limit:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen[id(obj)] = obj
+        if not isinstance(obj, (type, types.ModuleType)) and not any(
+                obj is s for s in shared):
+            todo.extend(gc.get_referents(obj))
+    return list(seen.values())
+
+
+class SlimFinishedTests(Base):
+    """
+    Finished transactions keep only their key and the serialized answer
+    (RFC 3261 17.2.1, 17.2.2, 17.1.1.2) and end in one sweep.
+    """
+
+    def finishedRecords(self):
+        return [v for table in (self.layer.server_transactions,
+                                self.layer.client_transactions)
+                for v in table.values()]
+
+    def assertSlim(self):
+        from mbmsd.sip.message import Headers, Response
+        from mbmsd.sip.transaction import _Transaction
+        import types
+        records = self.finishedRecords()
+        self.assertTrue(records)
+        for record in records:
+            for obj in reachable(record, shared=[self.transport]):
+                self.assertNotIsInstance(
+                    obj, (Request, Response, Headers, _Transaction,
+                          types.MethodType, types.FunctionType))
+
+    def answerOptions(self, count):
+        """C{count} OPTIONS answered 200 and dropped by their TU."""
+        answered = []
+        for i in range(count):
+            opt = request("OPTIONS", branch="z9hG4bKo%d" % (i,), cseq=i + 1)
+            self.layer.receive(wire(opt), self.transport, UE)
+            _, req, txn = self.user.of("request")[-1]
+            response = make_response(req, 200, to_tag="s")
+            txn.respond(response)
+            answered.append(opt)
+        del self.user.events[:]      # the TU drops its transactions
+        return answered
+
+    def test_non_invite_resent_identically_until_timer_j(self):
+        [opt] = self.answerOptions(1)
+        first = self.transport.wire[-1]
+        self.assertSlim()
+        self.advance_to(31.5)
+        self.layer.receive(wire(opt), self.transport, UE)
+        self.assertEqual(self.transport.wire[-1], first)
+        self.assertEqual(len(self.transport.wire), 2)
+        self.advance_to(32.5)       # Timer J = 64*T1, at most one sweep late
+        self.assertEqual(self.layer.server_transactions, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_invite_non_2xx_confirmed_then_swept(self):
+        invite = request()
+        self.layer.receive(wire(invite), self.transport, UE)
+        [(_, req, txn)] = self.user.of("request")
+        txn.respond(make_response(req, 486, to_tag="s"))
+        busy = self.transport.wire[-1]
+        # Completed: a retransmitted INVITE gets the same bytes
+        self.layer.receive(wire(invite), self.transport, UE)
+        self.assertEqual(self.transport.wire[-1], busy)
+        ack = request("ACK")
+        self.layer.receive(wire(ack), self.transport, UE)
+        self.assertEqual(txn.state, "Confirmed")
+        del txn
+        self.assertSlim()
+        sent = len(self.transport.wire)
+        self.layer.receive(wire(invite), self.transport, UE)   # absorbed
+        self.assertEqual(len(self.transport.wire), sent)
+        self.advance_to(5.6)        # Timer I = T4
+        self.assertEqual(self.layer.server_transactions, {})
+
+    def test_invite_2xx_accepted_keeps_nothing_of_the_transaction(self):
+        invite = request()
+        self.layer.receive(wire(invite), self.transport, UE)
+        [(_, req, txn)] = self.user.of("request")
+        txn.respond(make_response(req, 200, to_tag="s"))
+        del txn, req
+        self.assertSlim()
+        sent = len(self.transport.wire)
+        self.layer.receive(wire(invite), self.transport, UE)   # absorbed
+        self.assertEqual(len(self.transport.wire), sent)
+        # RFC 6026 7.1: the ACK goes up to the TU
+        self.layer.receive(wire(request("ACK")), self.transport, UE)
+        self.assertEqual(len(self.user.of("ack")), 1)
+        # a CANCEL finds it answered: no effect (RFC 3261 9.2)
+        cancel = wire(request("CANCEL"))
+        self.assertEqual(self.layer.find_invite(cancel).state, "Accepted")
+        self.advance_to(32.5)       # Timer L
+        self.assertEqual(self.layer.server_transactions, {})
+        self.assertIsNone(self.layer.find_invite(cancel))
+
+    def test_client_invite_completed_resends_the_ack_bytes(self):
+        invite = request(branch="z9hG4bKc1")
+        self.layer.send_request(invite, self.transport, SCF, self.user)
+        busy = wire(make_response(invite, 486, to_tag="t"))
+        self.layer.receive(busy, self.transport, SCF)
+        ack = self.transport.wire[-1]
+        self.assertTrue(ack.startswith(b"ACK "))
+        self.assertSlim()
+        self.advance_to(31)
+        self.layer.receive(busy, self.transport, SCF)
+        self.assertEqual(self.transport.wire[-1], ack)
+        self.advance_to(32.5)       # Timer D
+        self.assertEqual(self.layer.client_transactions, {})
+
+    def test_one_sweep_for_many_transactions(self):
+        self.answerOptions(200)
+        self.clock.advance(0.3)
+        invite = request(branch="z9hG4bKi")
+        self.layer.receive(wire(invite), self.transport, UE)
+        _, req, txn = self.user.of("request")[-1]
+        txn.respond(make_response(req, 200, to_tag="s"))
+        del txn, req
+        self.assertEqual(len(self.layer.server_transactions), 201)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertSlim()
+        for _ in range(70):
+            self.clock.advance(0.5)
+            self.assertLessEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(self.layer.server_transactions, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_transport_error_on_resend_ends_the_record(self):
+        [opt] = self.answerOptions(1)
+        self.transport.fail = True
+        self.layer.receive(wire(opt), self.transport, UE)
+        self.assertEqual(self.layer.server_transactions, {})
+        self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)

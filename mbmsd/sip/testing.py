@@ -31,12 +31,21 @@ class FakeSipTransport:
         self.reliable = reliable
         self.fail = False
         self.sent = []
+        self.wire = []          # the bytes of each send, in order
 
     def send(self, message, address):
         if self.fail:
             raise ConnectionError("fake transport failure")
         copy = parse_message(serialize(message))
         self.sent.append((self.clock.seconds(), copy, address))
+        self.wire.append(serialize(message))
+
+    def sendBytes(self, data, address):
+        """A kept retransmission: C{wire} records the exact bytes."""
+        if self.fail:
+            raise ConnectionError("fake transport failure")
+        self.sent.append((self.clock.seconds(), parse_message(data), address))
+        self.wire.append(bytes(data))
 
     def messages(self):
         return [m for _, m, _ in self.sent]

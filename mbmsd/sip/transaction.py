@@ -11,13 +11,21 @@ C{layer.send_request(request, transport, address, user)}.
 
 No socket, no global reactor: tests drive every timer with
 C{twisted.internet.task.Clock}.
+
+Once a transaction only waits out a long timer (J, L, I, D, K), its entry in
+the layer's table is replaced by a L{_Finished} record: the key, the
+serialized answer to resend (RFC 3261 17.2.1, 17.2.2, 17.1.1.2) and where to
+send it, nothing else; one sweep per layer ends them.
 """
+
+import collections
+import weakref
 
 
 from mbmsd.logs import Logger
 from mbmsd.sip.message import (
     MAGIC_COOKIE, Request, make_ack, make_branch,
-    make_response, parse_via)
+    make_response, parse_message, parse_via, serialize)
 
 __all__ = [
     "TimerSettings", "TransactionLayer", "ClientInviteTransaction",
@@ -124,12 +132,19 @@ class _Transaction:
             self._cancel_timer(name)
         self.layer._remove(self)
 
-    def _wait_then_terminate(self, name, delay):
-        """Enter a wait state: terminate after C{delay} (now if zero)."""
+    def _wait_then_terminate(self, name, delay, resend=None, accepted=False):
+        """
+        Enter a wait state: terminate after C{delay} (now if zero). Until
+        then the layer keeps only a L{_Finished} record that answers
+        retransmissions with C{resend} (a message, kept serialized).
+        """
         if delay <= 0:
             self._terminate()
-        else:
-            self._start_timer(name, delay, self._terminate)
+            return
+        self._release_slot()
+        for name in list(self._calls):
+            self._cancel_timer(name)
+        self.layer._retire(self, delay, resend, accepted)
 
     def __repr__(self):
         return "<%s %s %s %s>" % (self.__class__.__name__, self.request.method,
@@ -196,8 +211,10 @@ class ClientInviteTransaction(_ClientTransaction):
                 if not self._send(self.ack):
                     return self._fail(503)
                 self._deliver(response)
+                # RFC 3261 17.1.1.2: a retransmitted final gets the ACK again
                 self._wait_then_terminate(
-                    "D", 0 if self.reliable else self.timers.timer_d)
+                    "D", 0 if self.reliable else self.timers.timer_d,
+                    resend=self.ack)
                 return
             self._deliver(response)
         elif self.state == ACCEPTED:
@@ -302,7 +319,8 @@ class ServerInviteTransaction(_ServerTransaction):
             self.state = ACCEPTED
             if not self._send(response):
                 return self._transport_error()
-            self._start_timer("L", self.timers.timer_l, self._terminate)
+            # RFC 6026 7.1: Accepted absorbs INVITEs, passes ACKs up
+            self._wait_then_terminate("L", self.timers.timer_l, accepted=True)
             return
         self.state = COMPLETED
         if not self._send(response):
@@ -374,14 +392,59 @@ class ServerNonInviteTransaction(_ServerTransaction):
         self.state = COMPLETED
         if not self._send(response):
             return self._transport_error()
+        # RFC 3261 17.2.2: Completed resends the final answer until Timer J
         self._wait_then_terminate("J", 0 if self.reliable
-                                  else self.timers.timer_j)
+                                  else self.timers.timer_j, resend=response)
 
     def receive_request(self, request, source):
         """A retransmission: absorbed in Trying, else the last answer."""
         if self.state in (PROCEEDING, COMPLETED):
             if not self._send(self.last_response):
                 self._transport_error()
+
+
+# --------------------------------------------------------------------------
+# Finished transactions
+
+class _Finished:
+    """
+    What the layer keeps of a transaction waiting out Timer J, L, I, D or K:
+    the serialized answer to resend (or None: absorb), the transport and the
+    address to resend it to. C{txn} is a weak reference, so the transaction
+    (its Request, Response and timers) lives only as long as its TU keeps it;
+    when the record expires a transaction still alive is told Terminated.
+    """
+
+    __slots__ = ("key", "data", "transport", "address", "state", "invite",
+                 "accepted", "txn")
+
+    def __init__(self, txn, resend, accepted):
+        self.key = txn.key
+        self.data = None if resend is None else serialize(resend)
+        self.transport = txn.transport
+        self.address = txn.address
+        self.state = txn.state
+        self.invite = isinstance(txn, (ServerInviteTransaction,
+                                       ClientInviteTransaction))
+        self.accepted = accepted
+        self.txn = weakref.ref(txn)
+
+    def resend(self):
+        """Send the kept bytes again; False on a transport error."""
+        send = getattr(self.transport, "sendBytes", None)
+        try:
+            if send is not None:
+                send(self.data, self.address)
+            else:
+                self.transport.send(parse_message(self.data), self.address)
+        except Exception:
+            log.failure("transport error resending to {address!r}",
+                        address=self.address)
+            return False
+        return True
+
+    def __repr__(self):
+        return "<_Finished %s %s>" % (self.key[0], self.state)
 
 
 # --------------------------------------------------------------------------
@@ -418,6 +481,9 @@ class TransactionLayer:
     # not bounded: they end work (RFC 3261 9.2, 15.1.2) or get no answer
     UNBOUNDED = ("ACK", "CANCEL", "BYE")
 
+    # the long timers end in one sweep, at most this late (seconds)
+    SWEEP_INTERVAL = 0.5
+
     def __init__(self, clock, tu, timers=None, admission=None):
         self.clock = clock
         self.tu = tu
@@ -425,6 +491,10 @@ class TransactionLayer:
         self.timers = timers if timers is not None else TimerSettings()
         self.server_transactions = {}
         self.client_transactions = {}
+        # per timer length, a time-ordered deque of (deadline, table, record)
+        self._expiries = {}
+        self._sweep = None
+        self._lastSweep = None
 
     @property
     def trying_delay(self):
@@ -444,6 +514,78 @@ class TransactionLayer:
         if table.get(txn.key) is txn:
             del table[txn.key]
 
+    # -- finished transactions: one sweep for the long timers
+
+    def _retire(self, txn, delay, resend, accepted):
+        """Replace C{txn} in its table by a L{_Finished} for C{delay} s."""
+        server = isinstance(txn, _ServerTransaction)
+        table = self.server_transactions if server else self.client_transactions
+        if table.get(txn.key) is not txn:
+            return
+        record = _Finished(txn, resend, accepted)
+        table[txn.key] = record
+        deadline = self.clock.seconds() + delay
+        queue = self._expiries.get(delay)
+        if queue is None:
+            queue = self._expiries[delay] = collections.deque()
+        queue.append((deadline, table, record))
+        self._scheduleSweep()
+
+    def _scheduleSweep(self):
+        heads = [q[0][0] for q in self._expiries.values() if q]
+        if not heads:
+            return
+        due = min(heads)
+        if self._lastSweep is not None:
+            due = max(due, self._lastSweep + self.SWEEP_INTERVAL)
+        delay = max(0, due - self.clock.seconds())
+        if self._sweep is None:
+            self._sweep = self.clock.callLater(delay, self._sweepFinished)
+        elif due < self._sweep.getTime():
+            self._sweep.reset(delay)
+
+    def _sweepFinished(self):
+        self._sweep = None
+        now = self._lastSweep = self.clock.seconds()
+        for delay, queue in list(self._expiries.items()):
+            while queue and queue[0][0] <= now:
+                _, table, record = queue.popleft()
+                if table.get(record.key) is record:
+                    del table[record.key]
+                self._expire(record)
+            if not queue:
+                del self._expiries[delay]
+        self._scheduleSweep()
+
+    def _expire(self, record):
+        txn = record.txn()
+        if txn is not None:
+            txn.state = TERMINATED
+
+    def _dropFinished(self, record, table):
+        """A transport error on a resend: end the record now."""
+        if table.get(record.key) is record:
+            del table[record.key]
+        txn = record.txn()
+        if txn is not None:
+            txn.state = TERMINATED
+            self._call_user(self.tu.transaction_failed, txn, "transport")
+
+    def _finishedRequest(self, record, request, source):
+        """RFC 3261 17.2.1 (Confirmed), 17.2.2 (Completed), RFC 6026 7.1."""
+        if request.method == "ACK":
+            if record.accepted:
+                self._call_user(self.tu.ack_received, request,
+                                record.transport, source)
+            return
+        if record.data is not None and not record.resend():
+            self._dropFinished(record, self.server_transactions)
+
+    def _finishedResponse(self, record, response):
+        """RFC 3261 17.1.1.2 (Completed: ACK again), 17.1.2.2 (absorbed)."""
+        if record.data is not None and response.status >= 300:
+            record.resend()
+
     # -- incoming
 
     def receive(self, message, transport, source):
@@ -461,7 +603,10 @@ class TransactionLayer:
         key = _server_key(request, via)
         txn = self.server_transactions.get(key)
         if txn is not None:
-            txn.receive_request(request, source)
+            if type(txn) is _Finished:
+                self._finishedRequest(txn, request, source)
+            else:
+                txn.receive_request(request, source)
             return
         if request.method == "ACK":
             self._call_user(self.tu.ack_received, request, transport, source)
@@ -497,7 +642,10 @@ class TransactionLayer:
             self._call_user(self.tu.stray_response_received, response,
                             transport, source)
             return
-        txn.receive_response(response)
+        if type(txn) is _Finished:
+            self._finishedResponse(txn, response)
+        else:
+            txn.receive_response(response)
 
     # -- outgoing
 
@@ -540,6 +688,9 @@ class TransactionLayer:
         key = _server_key(cancel, via)
         key = key[:-1] + ("INVITE",)
         txn = self.server_transactions.get(key)
+        if type(txn) is _Finished:
+            # answered already: the TU sees its state (CANCEL has no effect)
+            return (txn.txn() or txn) if txn.invite else None
         return txn if isinstance(txn, ServerInviteTransaction) else None
 
 

@@ -95,6 +95,10 @@ class SipDatagramProtocol(DatagramProtocol):
     def send(self, message, address):
         self.transport.write(serialize(message), address)
 
+    def sendBytes(self, data, address):
+        """Send an already serialized message (a kept retransmission)."""
+        self.transport.write(data, address)
+
 
 @implementer(ISipTransport)
 class SipStreamProtocol(Protocol):
@@ -157,6 +161,12 @@ class SipStreamProtocol(Protocol):
         if not self.open:
             raise ConnectionError("connection to %r is closed" % (self.peer,))
         self.transport.write(serialize(message))
+
+    def sendBytes(self, data, address=None):
+        """Send an already serialized message on this connection."""
+        if not self.open:
+            raise ConnectionError("connection to %r is closed" % (self.peer,))
+        self.transport.write(data)
 
 
 class SipStreamFactory(Factory):
