@@ -26,7 +26,8 @@ from mbmsd.protocols import mbms_xml
 from mbmsd.roles.scf import sdp
 from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable, HttpServiceAuthorizationClient
 from mbmsd.roles.scf.core import ScfCore
-from mbmsd.roles.scf.plugin import SCF_SECTION, SERVICE_SECTION, ScfRoleFactory, normalize_impu
+from mbmsd.roles.scf.config import SCF_SECTION, SERVICE_SECTION, normalize_impu
+from mbmsd.roles.scf.plugin import ScfRoleFactory
 from mbmsd.sip.message import Request, make_response, parse_message
 from mbmsd.sip.testing import FakeSipTransport
 from mbmsd.sip.transaction import TimerSettings

@@ -26,7 +26,7 @@ __all__ = ["MemoryProvisioningStore", "SqlProvisioningStore"]
 
 def _identities(impus):
     # the BM-SC keys its state by the IMPU the SCF normalized (sip:user@host)
-    from mbmsd.roles.scf.plugin import normalize_impu
+    from mbmsd.roles.scf.config import normalize_impu
 
     out = []
     for impu in impus:

@@ -20,7 +20,7 @@ from mbmsd.roles.bmsc.delivery import MikeyDelivery
 from mbmsd.roles.bmsc.http import KeyManagementResource
 from mbmsd.roles.bmsc.keymanagement import KeyManagement
 from mbmsd.roles.bmsc.msk import MskManager
-from mbmsd.roles.bmsc.plugin import lease_renewal, streaming, streams
+from mbmsd.roles.bmsc.config import lease_renewal, streaming, streams
 from mbmsd.roles.bmsc.provisioning import StoredKeyGroups
 from mbmsd.roles.bmsc.ua import UaAuthenticator
 from mbmsd.web import listener, makeSite

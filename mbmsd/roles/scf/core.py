@@ -65,7 +65,7 @@ from mbmsd.logs import Logger
 from mbmsd.protocols import gba, mbms_xml
 from mbmsd.roles.scf import sdp
 from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable
-from mbmsd.roles.scf.plugin import normalize_impu
+from mbmsd.roles.scf.config import normalize_impu
 from mbmsd.sip.message import (
     Request, SipParseError, make_branch, make_response, make_tag, parse_media_type,
     parse_multipart, parse_name_addr, parse_params)
