@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mbmsd import config as c
 from mbmsd.cluster import Lease, holder_id
 from mbmsd.metrics import Metrics
-from mbmsd.node import load_config
+from mbmsd.nodeconfig import load_config
 from mbmsd.roles.bmsc.msk import LEASE_PREFIX, MskManager
 from mbmsd.storage.bmsc import MemoryBmscStore
 from mbmsd.storage.leases import MemoryLeaseStore

@@ -34,8 +34,8 @@ from mbmsd.health import Health
 from mbmsd.metrics import Metrics
 from mbmsd import overload
 from mbmsd.metrics.prometheus import PrometheusExporterFactory
-from mbmsd.node import (
-    Node, exporterFactories, load_config, makeNode, roleFactories, storageFactories)
+from mbmsd.node import Node, makeNode
+from mbmsd.nodeconfig import exporterFactories, load_config, roleFactories, storageFactories
 from mbmsd.roles.bsf.zn import ZnLookup
 from mbmsd.storage.memory import MemoryBootstrapStore, MemoryStorage
 from tests.fakes import SyncReactor, UDPMemoryReactorClock, sqlite_storage

@@ -184,7 +184,7 @@ class ConfigTests(SynchronousTestCase):
         import os
         import tempfile
 
-        from mbmsd.node import load_config
+        from mbmsd.nodeconfig import load_config
         from tests.daemon import ROOT
 
         base = str(ROOT / "etc" / "mbmsd.toml")

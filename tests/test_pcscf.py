@@ -672,7 +672,7 @@ class ConfigTests(SynchronousTestCase):
 
     def test_plugin(self):
         self.assertTrue(verifyObject(IRoleFactory, PcscfRoleFactory()))
-        from mbmsd.node import roleFactories
+        from mbmsd.nodeconfig import roleFactories
         self.assertIn("pcscf", roleFactories())
         self.assertEqual(roleFactories()["pcscf"].startOrder, 40)
 

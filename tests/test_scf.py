@@ -727,7 +727,7 @@ class ConfigTests(SynchronousTestCase):
         import os
         import tempfile
 
-        from mbmsd.node import load_config
+        from mbmsd.nodeconfig import load_config
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
@@ -795,7 +795,8 @@ class NodeTests(SynchronousTestCase):
         import os
         import tempfile
 
-        from mbmsd.node import load_config, makeNode
+        from mbmsd.node import makeNode
+        from mbmsd.nodeconfig import load_config
         from tests.fakes import UDPMemoryReactorClock
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
