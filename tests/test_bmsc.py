@@ -30,7 +30,10 @@ from mbmsd.roles.bsf.zn import ZnLookup
 from mbmsd.sip.testing import FakeDatagramTransport
 from mbmsd.storage.memory import MemoryStorage
 from mbmsd.storage.records import BootstrapSession, Subscriber
+from mbmsd.httpclient import MAX_BODY, HttpClient
+from mbmsd.znclient import HttpZnLookup, ZnUnavailable
 from tests.fakes import key_groups
+from tests.test_scf_httpclient import FakeAgent, FakeResponse
 from tests.webfake import exchange, make_site, request_bytes
 
 IMPI = "user1_private@home1.net"
@@ -85,7 +88,7 @@ class RecordingZn:
 
 
 class Harness:
-    def __init__(self, uaIds=(UA_HTTP,)):
+    def __init__(self, uaIds=(UA_HTTP,), zn=None):
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.storage = MemoryStorage()
@@ -97,7 +100,7 @@ class Harness:
             expires=self.clock.seconds() + 3600))
         self.registry = CollectorRegistry()
         metrics = Metrics("n", self.registry).forRole("bmsc")
-        self.zn = RecordingZn(ZnLookup(self.storage.bootstrap, self.clock, {}))
+        self.zn = RecordingZn(zn or ZnLookup(self.storage.bootstrap, self.clock, {}))
         self.ua = UaAuthenticator(self.zn, "bmsc.home1.net", uaIds, self.clock, 60,
                                   random=lambda n: b"\x01" * n)
         store = self.storage.bmsc
@@ -524,3 +527,46 @@ class RotationTests(SynchronousTestCase):
         h.authorize(requesttype="deauthorize")
         self.successResultOf(h.msks.rotate(SERVICE))
         self.assertEqual(len(h.mikeySent()), 1)
+
+
+class RemoteZnTests(SynchronousTestCase):
+    """
+    Zn from a BSF elsewhere (bmsc.zn_url) goes through the node's HTTP
+    client: an answer larger than its body limit is refused as a failed Zn,
+    which the BM-SC answers the UE with 503 and Retry-After.
+    """
+
+    # a BSF's Zn answer, written here by hand
+    ANSWER = ('{"impi": "%s", "ksNaf": "%s", "expiresAt": "2027-01-15T09:00:00Z", '
+              '"gbaType": "GBA_ME"}' % (IMPI, base64.b64encode(KS_NAF).decode()))
+
+    def harness(self, size):
+        # the answer padded with JSON whitespace to C{size} bytes: only its size differs
+        body = self.ANSWER.encode().ljust(size, b" ")
+        self.agent = FakeAgent([FakeResponse(200, body, {b"Content-Type": [b"application/json"]})])
+        clock = Clock()
+        zn = HttpZnLookup(HttpClient(clock, agent=self.agent), "http://bsf:8081", clock, 5)
+        h = Harness(zn=zn)
+        clock.advance(h.clock.seconds())
+        return h
+
+    def test_answer_at_the_limit_registers(self):
+        h = self.harness(MAX_BODY)
+        h.authorize()
+        self.assertEqual(h.register()[0], 200)
+        [(method, uri, _, _, _)] = self.agent.requests
+        self.assertEqual((method, uri), (b"POST", b"http://bsf:8081/zn/v1/naf-keys"))
+
+    def test_over_large_answer_is_refused(self):
+        h = self.harness(MAX_BODY + 1)
+        self.failureResultOf(h.zn.getNafKey(BTID, NAF_ID, UE_IP), ZnUnavailable)
+
+    def test_over_large_answer_the_ue_gets_503(self):
+        h = self.harness(MAX_BODY + 1)
+        h.authorize()
+        status, headers, _ = h.register()
+        self.assertEqual(status, 503)
+        self.assertEqual(headers["retry-after"], ["5"])
+        self.assertEqual(len(self.agent.requests), 1)
+        self.assertEqual(h.mikeySent(), [])
+        self.flushLoggedErrors(ZnUnavailable)
