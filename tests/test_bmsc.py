@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mbmsd import profile
 from mbmsd.metrics import Metrics
 from mbmsd.protocols import digest, mbms_xml, mikey
-from mbmsd.roles.bmsc.delivery import MikeyDelivery
+from mbmsd.roles.bmsc.delivery import MikeyDelivery, MskPush
 from mbmsd.roles.bmsc.http import KeyManagementResource
 from mbmsd.roles.bmsc.keymanagement import KeyManagement
 from mbmsd.roles.bmsc.msk import MskManager
@@ -108,19 +108,15 @@ class Harness:
                                       random=lambda n: b"\x5a" * n)
         self.udp = FakeDatagramTransport(port=5000)
         self.delivery.makeConnection(self.udp)
+        # the BM-SC service's own push (the MUK of the registration, or Zn's)
+        self.pusher = MskPush(self.delivery, self.ua, self.clock)
         self.msks = MskManager(store, self.clock, KEY_DOMAIN, key_groups({SERVICE: 7, "urn:other": 8}),
-                               lifetime=86400, rotation=600, metrics=metrics,
+                               lifetime=86400, rotation=600, metrics=metrics, push=self.pusher,
                                random=lambda n: bytes(range(n)))
-        self.msks.push = self.push
-        self.km = KeyManagement(store, self.storage.subscribers, self.ua, self.msks, self.push,
+        self.km = KeyManagement(store, self.storage.subscribers, self.ua, self.msks, self.pusher,
                                 self.clock, self.msks.services, [SCF_IP], 3600, KEY_DOMAIN)
         self.site = make_site(KeyManagementResource(self.km, metrics, self.clock), self.clock)
         self.nc = 0
-
-    def push(self, registration, msk):
-        d = self.ua.nafKey(registration.btid, registration.uaId)
-        return d.addCallback(lambda key: self.delivery.deliver(
-            registration.ueAddress, registration.btid, key.ksNaf, msk))
 
     def post(self, requesttype, body, headers=(), peer=UE_IP, contentType=None):
         hdrs = list(headers)
