@@ -30,9 +30,11 @@ import tempfile
 import time
 
 from twisted.internet import defer, task
+from zope.interface import implementer
 
 from bench import common
 from bench.ue_farm import muk_for, ue_ip
+from mbmsd.interfaces import IMskPush
 from mbmsd.metrics import Metrics
 from mbmsd.protocols import mikey
 from mbmsd.roles.bmsc.counters import CounterReservations
@@ -127,8 +129,7 @@ def run(reactor, args):
         services = MemoryProvisioningStore()
         services.putService(MbmsService(SERVICE, 0x1234))
         manager = MskManager(store, reactor, KEY_DOMAIN, StoredKeyGroups(services), 86400, 3600,
-                             metrics)
-        manager.push = lambda r, msk: delivery.deliver(r.ueAddress, r.btid, muks[r.btid], msk)
+                             metrics, _Push(delivery, muks))
         yield manager.current(SERVICE)
 
         peak = [common.rss()]
@@ -182,6 +183,18 @@ def run(reactor, args):
     return figures
 
 
+@implementer(IMskPush)
+class _Push:
+    """Each UE's MUK from the bench's own table, then the real delivery."""
+
+    def __init__(self, delivery, muks):
+        self.delivery, self.muks = delivery, muks
+
+    def pushMsk(self, registration, msk):
+        return self.delivery.deliver(registration.ueAddress, registration.btid,
+                                     self.muks[registration.btid], msk)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -212,3 +225,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+

@@ -869,6 +869,24 @@ class IServiceAuthorization(Interface):
         for C{serviceIds}.
 
         @return: Deferred firing with the L{KmAnswer} (see the interface).
+# ---- BM-SC
+
+
+class IMskPush(Interface):
+    """
+    The BM-SC's delivery of an MSK to one registered UE: an MSK message by
+    MIKEY over UDP under the UE's MUK (TS 33.246 6.3.2.3.1), retransmitted
+    until the UE verifies it. What key management and the MSK rotation are
+    given at construction (L{mbmsd.roles.bmsc.delivery.MskPush}).
+    """
+
+    def pushMsk(registration, msk):
+        """
+        @param registration: the UE's L{mbmsd.storage.records.MskRegistration}
+            (its address, B-TID, and the MUK or the Ua id that gives it).
+        @param msk: the L{mbmsd.storage.records.Msk} to deliver.
+        @return: Deferred firing with True once the UE verified the
+            message, False when it was not sent (no MUK) or given up.
         """
 
 

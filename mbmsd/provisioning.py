@@ -16,7 +16,7 @@ import re
 from twisted.internet.defer import inlineCallbacks
 
 from mbmsd.logs import Logger
-from mbmsd.protocols.identity import NAI, PUBLIC_ID, is_impi, is_impu, normalize_impu  # noqa: F401 (NAI, PUBLIC_ID: for mbmsd.node)
+from mbmsd.protocols.identity import is_impi, is_impu, normalize_impu
 from mbmsd.storage.records import MbmsService, Subscriber
 
 log = Logger(namespace="mbmsd.provisioning")

@@ -97,7 +97,7 @@ class Reloader:
     Reloads the config files of a running L{mbmsd.node.NodeService}.
 
     @param paths: the config files, in the order of the command line.
-    @param load: reads and validates them (L{mbmsd.node.load_config}).
+    @param load: reads and validates them (L{mbmsd.nodeconfig.load_config}).
     @param factories: {role name: L{IRoleFactory}}.
     """
 

@@ -14,7 +14,8 @@ from mbmsd import config as c
 from mbmsd import gctune
 from mbmsd import logs
 from mbmsd.errors import StartupError
-from mbmsd.node import load_config, makeNode, roleFactories
+from mbmsd.node import makeNode
+from mbmsd.nodeconfig import load_config, roleFactories
 from mbmsd.reload import Reloader, onSighup
 from mbmsd.storage.sealing import KeyFileError
 

@@ -2,18 +2,16 @@
 Zn from a NAF of this node (the BM-SC.UPF, the SCF of the SIP-based
 procedure): the BSF role of the same node in-process, or a BSF elsewhere
 over the HTTP/JSON client of DESIGN 8.5, both behind L{IBootstrapLookup}.
+The remote one goes through the node's L{mbmsd.httpclient.HttpClient}.
 """
 
 import base64
 import json
-from io import BytesIO
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
-from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from mbmsd.errors import NafNotAuthorized, UnknownBTID
@@ -30,8 +28,17 @@ class ZnUnavailable(Exception):
 
 @implementer(IBootstrapLookup)
 class HttpZnLookup:
-    def __init__(self, agent, baseUrl, clock, timeout):
-        self.agent = agent
+    """
+    Zn over the node's pooled HTTP client, which bounds the answer's size
+    and time, and carries the [node.http_client] TLS settings.
+
+    @param http: an L{mbmsd.httpclient.HttpClient} (the node's).
+    @param clock: the reactor (IReactorTime; IReactorTCP for L{probe}).
+    @param timeout: seconds for the whole exchange.
+    """
+
+    def __init__(self, http, baseUrl, clock, timeout):
+        self.http = http
         self.url = baseUrl.rstrip("/") + "/zn/v1/naf-keys"
         self.clock = clock
         self.timeout = timeout
@@ -53,15 +60,14 @@ class HttpZnLookup:
     @inlineCallbacks
     def getNafKey(self, btid, nafId, peer):
         body = json.dumps({"btid": btid, "nafId": nafId.hex()}).encode("utf-8")
-        d = self.agent.request(b"POST", self.url.encode("ascii"),
-                               Headers({b"Content-Type": [b"application/json"]}),
-                               FileBodyProducer(BytesIO(body)))
-        d.addTimeout(self.timeout, self.clock)
         try:
-            response = yield d
-            data = yield readBody(response)
-        except Exception as e:
+            # no retry: as before, a POST is not repeated once sent
+            response = yield self.http.request(
+                "POST", self.url, {"Content-Type": "application/json"}, body,
+                timeout=self.timeout, retries=0)
+        except Exception as e:  # HttpTimeout, HttpUnavailable, an over-large body, ...
             raise ZnUnavailable("Zn request failed: %s" % (e.__class__.__name__,)) from None
+        data = response.body
         if response.code == 404:
             raise UnknownBTID(btid)
         if response.code == 403:
@@ -85,8 +91,4 @@ def zn_lookup(node, url, timeout):
     """
     if not url:
         return node.lookup(IBootstrapLookup)
-    reactor = node.reactor
-    policy = getattr(node.http, "tlsPolicy", None)
-    agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True),
-                  **({"contextFactory": policy} if policy is not None else {}))
-    return HttpZnLookup(agent, url, reactor, timeout)
+    return HttpZnLookup(node.http, url, node.reactor, timeout)

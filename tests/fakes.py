@@ -17,6 +17,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mbmsd.interfaces import IMskPush
+
 
 class NonThreadPool:
     """
@@ -191,6 +193,17 @@ class UDPMemoryReactorClock(MemoryReactorClock):
         self.udpPorts.append(p)
         protocol.makeConnection(p)
         return p
+
+
+@implementer(IMskPush)
+class FunctionPush:
+    """An L{IMskPush} that hands each push to C{function(registration, msk)}."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def pushMsk(self, registration, msk):
+        return self.function(registration, msk)
 
 
 def key_groups(groups):

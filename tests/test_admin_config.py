@@ -7,7 +7,7 @@ import os
 import pytest
 
 from mbmsd import config as c
-from mbmsd.node import load_config
+from mbmsd.nodeconfig import load_config
 from tests.daemon import ROOT
 
 

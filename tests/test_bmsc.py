@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mbmsd import profile
 from mbmsd.metrics import Metrics
 from mbmsd.protocols import digest, mbms_xml, mikey
-from mbmsd.roles.bmsc.delivery import MikeyDelivery
+from mbmsd.roles.bmsc.delivery import MikeyDelivery, MskPush
 from mbmsd.roles.bmsc.http import KeyManagementResource
 from mbmsd.roles.bmsc.keymanagement import KeyManagement
 from mbmsd.roles.bmsc.msk import MskManager
@@ -30,7 +30,10 @@ from mbmsd.roles.bsf.zn import ZnLookup
 from mbmsd.sip.testing import FakeDatagramTransport
 from mbmsd.storage.memory import MemoryStorage
 from mbmsd.storage.records import BootstrapSession, Subscriber
+from mbmsd.httpclient import MAX_BODY, HttpClient
+from mbmsd.znclient import HttpZnLookup, ZnUnavailable
 from tests.fakes import key_groups
+from tests.test_scf_httpclient import FakeAgent, FakeResponse
 from tests.webfake import exchange, make_site, request_bytes
 
 IMPI = "user1_private@home1.net"
@@ -85,7 +88,7 @@ class RecordingZn:
 
 
 class Harness:
-    def __init__(self, uaIds=(UA_HTTP,)):
+    def __init__(self, uaIds=(UA_HTTP,), zn=None):
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.storage = MemoryStorage()
@@ -97,7 +100,7 @@ class Harness:
             expires=self.clock.seconds() + 3600))
         self.registry = CollectorRegistry()
         metrics = Metrics("n", self.registry).forRole("bmsc")
-        self.zn = RecordingZn(ZnLookup(self.storage.bootstrap, self.clock, {}))
+        self.zn = RecordingZn(zn or ZnLookup(self.storage.bootstrap, self.clock, {}))
         self.ua = UaAuthenticator(self.zn, "bmsc.home1.net", uaIds, self.clock, 60,
                                   random=lambda n: b"\x01" * n)
         store = self.storage.bmsc
@@ -105,19 +108,15 @@ class Harness:
                                       random=lambda n: b"\x5a" * n)
         self.udp = FakeDatagramTransport(port=5000)
         self.delivery.makeConnection(self.udp)
+        # the BM-SC service's own push (the MUK of the registration, or Zn's)
+        self.pusher = MskPush(self.delivery, self.ua, self.clock)
         self.msks = MskManager(store, self.clock, KEY_DOMAIN, key_groups({SERVICE: 7, "urn:other": 8}),
-                               lifetime=86400, rotation=600, metrics=metrics,
+                               lifetime=86400, rotation=600, metrics=metrics, push=self.pusher,
                                random=lambda n: bytes(range(n)))
-        self.msks.push = self.push
-        self.km = KeyManagement(store, self.storage.subscribers, self.ua, self.msks, self.push,
+        self.km = KeyManagement(store, self.storage.subscribers, self.ua, self.msks, self.pusher,
                                 self.clock, self.msks.services, [SCF_IP], 3600, KEY_DOMAIN)
         self.site = make_site(KeyManagementResource(self.km, metrics, self.clock), self.clock)
         self.nc = 0
-
-    def push(self, registration, msk):
-        d = self.ua.nafKey(registration.btid, registration.uaId)
-        return d.addCallback(lambda key: self.delivery.deliver(
-            registration.ueAddress, registration.btid, key.ksNaf, msk))
 
     def post(self, requesttype, body, headers=(), peer=UE_IP, contentType=None):
         hdrs = list(headers)
@@ -524,3 +523,46 @@ class RotationTests(SynchronousTestCase):
         h.authorize(requesttype="deauthorize")
         self.successResultOf(h.msks.rotate(SERVICE))
         self.assertEqual(len(h.mikeySent()), 1)
+
+
+class RemoteZnTests(SynchronousTestCase):
+    """
+    Zn from a BSF elsewhere (bmsc.zn_url) goes through the node's HTTP
+    client: an answer larger than its body limit is refused as a failed Zn,
+    which the BM-SC answers the UE with 503 and Retry-After.
+    """
+
+    # a BSF's Zn answer, written here by hand
+    ANSWER = ('{"impi": "%s", "ksNaf": "%s", "expiresAt": "2027-01-15T09:00:00Z", '
+              '"gbaType": "GBA_ME"}' % (IMPI, base64.b64encode(KS_NAF).decode()))
+
+    def harness(self, size):
+        # the answer padded with JSON whitespace to C{size} bytes: only its size differs
+        body = self.ANSWER.encode().ljust(size, b" ")
+        self.agent = FakeAgent([FakeResponse(200, body, {b"Content-Type": [b"application/json"]})])
+        clock = Clock()
+        zn = HttpZnLookup(HttpClient(clock, agent=self.agent), "http://bsf:8081", clock, 5)
+        h = Harness(zn=zn)
+        clock.advance(h.clock.seconds())
+        return h
+
+    def test_answer_at_the_limit_registers(self):
+        h = self.harness(MAX_BODY)
+        h.authorize()
+        self.assertEqual(h.register()[0], 200)
+        [(method, uri, _, _, _)] = self.agent.requests
+        self.assertEqual((method, uri), (b"POST", b"http://bsf:8081/zn/v1/naf-keys"))
+
+    def test_over_large_answer_is_refused(self):
+        h = self.harness(MAX_BODY + 1)
+        self.failureResultOf(h.zn.getNafKey(BTID, NAF_ID, UE_IP), ZnUnavailable)
+
+    def test_over_large_answer_the_ue_gets_503(self):
+        h = self.harness(MAX_BODY + 1)
+        h.authorize()
+        status, headers, _ = h.register()
+        self.assertEqual(status, 503)
+        self.assertEqual(headers["retry-after"], ["5"])
+        self.assertEqual(len(self.agent.requests), 1)
+        self.assertEqual(h.mikeySent(), [])
+        self.flushLoggedErrors(ZnUnavailable)

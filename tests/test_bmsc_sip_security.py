@@ -19,7 +19,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mbmsd import profile
 from mbmsd.protocols import mbms_xml, mikey
-from mbmsd.roles.bmsc.service import BmscService
 from tests.test_bmsc import (
     BTID, IMPU, KS_NAF, KS_NAF_01, SCF_IP, SERVICE, UE_IP, Harness, ks_naf)
 
@@ -66,10 +65,6 @@ class SipHarness(Harness):
 
     def close(self):
         globalLogPublisher.removeObserver(self.logged.append)
-
-    def push(self, registration, msk):
-        # the BM-SC service's own push (the MUK of the registration, or Zn's)
-        return BmscService.push(self, registration, msk)
 
     def sipAuthorize(self, body=None, ctype=CT, requesttype="authorize", peer=SCF_IP):
         if body is None:

@@ -230,7 +230,7 @@ def test_no_packet_under_a_new_mtk_before_its_message():
 
 
 def load(tmp_path, service):
-    from mbmsd.node import load_config
+    from mbmsd.nodeconfig import load_config
 
     path = tmp_path / "node.toml"
     path.write_text('[node]\nhome_domain = "home1.net"\nroles = ["bsf", "bmsc"]\n'

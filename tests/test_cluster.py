@@ -19,11 +19,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from mbmsd import config as c
 from mbmsd.cluster import Lease, holder_id
 from mbmsd.metrics import Metrics
-from mbmsd.node import load_config
+from mbmsd.nodeconfig import load_config
 from mbmsd.roles.bmsc.msk import LEASE_PREFIX, MskManager
 from mbmsd.storage.bmsc import MemoryBmscStore
 from mbmsd.storage.leases import MemoryLeaseStore
-from tests.fakes import SyncReactor, key_groups, sqlite_storage
+from tests.fakes import FunctionPush, SyncReactor, key_groups, sqlite_storage
 
 START = 1_800_000_000.0
 SERVICE = "urn:mbmsd:news"
@@ -214,9 +214,9 @@ class BmscNode:
         metrics = Metrics(name, self.registry).forRole("bmsc")
         self.pushed = []
         self.msks = MskManager(store, self.clock, KEY_DOMAIN, key_groups({SERVICE: 7}), 86400, rotation,
-                               metrics, random=lambda n: os.urandom(n), leases=leases,
+                               metrics, FunctionPush(lambda registration, msk: None),
+                               random=lambda n: os.urandom(n), leases=leases,
                                holder=name, leaseDuration=duration, leaseRenewal=renewal)
-        self.msks.push = lambda registration, msk: None
 
     def metric(self, name, **labels):
         value = self.registry.get_sample_value(name, dict(labels, node=self.name, role="bmsc"))
@@ -306,7 +306,8 @@ class RotationLeaseTests(SynchronousTestCase):
         from mbmsd.storage.records import MskRegistration
 
         pending = []
-        self.one.msks.push = lambda registration, msk: pending.append(Deferred()) or pending[-1]
+        self.one.msks.push = FunctionPush(
+            lambda registration, msk: pending.append(Deferred()) or pending[-1])
         self.successResultOf(self.store.putRegistration(MskRegistration(
             "sip:user1@home1.net", SERVICE, "btid", "192.0.2.7", START + 86400)))
         self.successResultOf(self.one.msks.current(SERVICE))

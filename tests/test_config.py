@@ -14,7 +14,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from mbmsd.config import ConfigError
-from mbmsd.node import load_config, roleFactories
+from mbmsd.nodeconfig import load_config, roleFactories
 from mbmsd.tap import Options
 
 ETC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc", "mbmsd.toml")

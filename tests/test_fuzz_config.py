@@ -1,5 +1,5 @@
 """
-Fuzz tests of the TOML config loader (mbmsd.node.load_config over
+Fuzz tests of the TOML config loader (mbmsd.nodeconfig.load_config over
 mbmsd.config): whatever an operator writes, the answer is the validated
 config or a ConfigError whose lines each name the file and, past TOML
 syntax, the key: never another exception (a traceback instead of a one-line
@@ -21,7 +21,7 @@ from pathlib import Path
 from hypothesis import example, given, strategies as st
 
 from mbmsd import config as c
-from mbmsd.node import load_config
+from mbmsd.nodeconfig import load_config
 from tests.conftest import budget
 
 ROOT = Path(__file__).resolve().parent.parent

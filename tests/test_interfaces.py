@@ -23,6 +23,7 @@ from mbmsd.interfaces import (
     IHealthExporterFactory,
     ILeaseStore,
     IMetricsExporterFactory,
+    IMskPush,
     INode,
     IReconfigurable,
     IRoleFactory,
@@ -34,11 +35,11 @@ from mbmsd.health import Health
 from mbmsd.metrics import Metrics
 from mbmsd import overload
 from mbmsd.metrics.prometheus import PrometheusExporterFactory
-from mbmsd.node import (
-    Node, exporterFactories, load_config, makeNode, roleFactories, storageFactories)
+from mbmsd.node import Node, makeNode
+from mbmsd.nodeconfig import exporterFactories, load_config, roleFactories, storageFactories
 from mbmsd.roles.bsf.zn import ZnLookup
 from mbmsd.storage.memory import MemoryBootstrapStore, MemoryStorage
-from tests.fakes import SyncReactor, UDPMemoryReactorClock, sqlite_storage
+from tests.fakes import FunctionPush, SyncReactor, UDPMemoryReactorClock, sqlite_storage
 from tests.test_reload import ETC
 
 NODE_CONFIG = {"node": {"name": "n1", "home_domain": "home1.net", "roles": []}}
@@ -80,8 +81,11 @@ class InterfaceTests(SynchronousTestCase):
             table.append(("%s service" % (role.name,), role, IReconfigurable))
             if role.name == "scf":
                 table.append(("scf service", role, IDrainable))
+            if role.name == "bmsc":
+                table.append(("bmsc MskPush", role.pusher, IMskPush))
         node = Node(NODE_CONFIG, MemoryReactorClock(), memory, Metrics("n1"))
         table.append(("Health", Health(node, Clock()), IHealth))
+        table.append(("tests.fakes.FunctionPush", FunctionPush(lambda r, msk: None), IMskPush))
         table.append(("PrometheusExporterFactory", PrometheusExporterFactory(),
                       IHealthExporterFactory))
         return table

@@ -56,7 +56,7 @@ class OtlpConfigTests(ConfigTestCase):
         sdk()
 
     def test_defaultsAndValues(self):
-        from mbmsd.node import load_config
+        from mbmsd.nodeconfig import load_config
 
         config = load_config([self.write(BASE + '[metrics]\nexporters = ["prometheus", "otlp"]\n')])
         self.assertEqual(config["metrics"]["exporters"], ["prometheus", "otlp"])
@@ -111,7 +111,7 @@ class OtlpConfigTests(ConfigTestCase):
         # None in sys.modules: the import fails as if the package were absent
         sys.modules["opentelemetry.exporter.otlp.proto.http.metric_exporter"] = None
         self.addCleanup(sys.modules.pop, "opentelemetry.exporter.otlp.proto.http.metric_exporter")
-        from mbmsd.node import load_config
+        from mbmsd.nodeconfig import load_config
 
         config = load_config([self.write(BASE)])
         self.assertEqual(config["metrics"]["exporters"], ["prometheus"])

@@ -17,7 +17,8 @@ import mbmsd.node
 from mbmsd import config as c
 from mbmsd.interfaces import (
     IBootstrapLookup, IDrainable, IRoleFactory, IStorage, IStorageFactory)
-from mbmsd.node import load_config, makeNode
+from mbmsd.node import makeNode
+from mbmsd.nodeconfig import load_config
 from mbmsd.storage.memory import MemoryStorage
 
 ETC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc", "mbmsd.toml")

@@ -12,7 +12,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mbmsd.node import load_config
+from mbmsd.nodeconfig import load_config
 from mbmsd.tap import Options
 
 NODES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc", "nodes")

@@ -184,7 +184,7 @@ class ConfigTests(SynchronousTestCase):
         import os
         import tempfile
 
-        from mbmsd.node import load_config
+        from mbmsd.nodeconfig import load_config
         from tests.daemon import ROOT
 
         base = str(ROOT / "etc" / "mbmsd.toml")
@@ -203,10 +203,10 @@ class ConfigTests(SynchronousTestCase):
         ])
 
     def test_every_role_takes_the_keys(self):
-        from mbmsd.roles.bmsc.plugin import BMSC_SECTION
-        from mbmsd.roles.bsf.plugin import BSF_SECTION
-        from mbmsd.roles.pcscf.plugin import PCSCF_SECTION
-        from mbmsd.roles.scf.plugin import SCF_SECTION
+        from mbmsd.roles.bmsc.config import BMSC_SECTION
+        from mbmsd.roles.bsf.config import BSF_SECTION
+        from mbmsd.roles.pcscf.config import PCSCF_SECTION
+        from mbmsd.roles.scf.config import SCF_SECTION
 
         for section in (BMSC_SECTION, BSF_SECTION, PCSCF_SECTION, SCF_SECTION):
             self.assertIn("max_concurrent", section.fields)
@@ -391,8 +391,8 @@ class SipAdmissionTests(SynchronousTestCase):
         self.assertEqual(len(self.requests()), 4)
 
     def test_max_transactions_config(self):
-        from mbmsd.roles.pcscf.plugin import PCSCF_SECTION
-        from mbmsd.roles.scf.plugin import SCF_SECTION
+        from mbmsd.roles.pcscf.config import PCSCF_SECTION
+        from mbmsd.roles.scf.config import SCF_SECTION
 
         for section in (PCSCF_SECTION, SCF_SECTION):
             self.assertEqual(section.fields["max_transactions"].default, 50_000)

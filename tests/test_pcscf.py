@@ -18,7 +18,8 @@ from mbmsd import config as c
 from mbmsd.interfaces import IClientTransactionUser, IRoleFactory, ITransactionUser
 from mbmsd.metrics import Metrics
 from mbmsd.protocols import digest, milenage
-from mbmsd.roles.pcscf.plugin import PCSCF_SECTION, PcscfRoleFactory, parse_next_hop, parse_udp_listen
+from mbmsd.roles.pcscf.config import PCSCF_SECTION, parse_next_hop, parse_udp_listen
+from mbmsd.roles.pcscf.plugin import PcscfRoleFactory
 from mbmsd.roles.pcscf.proxy import PcscfProxy, _Forward, loop_hash
 from mbmsd.roles.pcscf.registrar import Registrar
 from mbmsd.sip.listeners import Connections
@@ -671,7 +672,7 @@ class ConfigTests(SynchronousTestCase):
 
     def test_plugin(self):
         self.assertTrue(verifyObject(IRoleFactory, PcscfRoleFactory()))
-        from mbmsd.node import roleFactories
+        from mbmsd.nodeconfig import roleFactories
         self.assertIn("pcscf", roleFactories())
         self.assertEqual(roleFactories()["pcscf"].startOrder, 40)
 

@@ -20,7 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mbmsd import config as c
 from mbmsd import logs
-from mbmsd.node import load_config, makeNode, roleFactories
+from mbmsd.node import makeNode
+from mbmsd.nodeconfig import load_config, roleFactories
 from mbmsd.reload import Reloader, changedKeys, decide
 from tests.fakes import UDPMemoryReactorClock
 from tests.pki import Pki

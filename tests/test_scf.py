@@ -26,7 +26,9 @@ from mbmsd.protocols import mbms_xml
 from mbmsd.protocols import sdp
 from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable, HttpServiceAuthorizationClient
 from mbmsd.roles.scf.core import ScfCore
-from mbmsd.roles.scf.plugin import SCF_SECTION, SERVICE_SECTION, ScfRoleFactory, normalize_impu
+from mbmsd.protocols.identity import normalize_impu
+from mbmsd.roles.scf.config import SCF_SECTION, SERVICE_SECTION
+from mbmsd.roles.scf.plugin import ScfRoleFactory
 from mbmsd.sip.message import Request, make_response, parse_message
 from mbmsd.sip.testing import FakeSipTransport
 from mbmsd.sip.transaction import TimerSettings
@@ -726,7 +728,7 @@ class ConfigTests(SynchronousTestCase):
         import os
         import tempfile
 
-        from mbmsd.node import load_config
+        from mbmsd.nodeconfig import load_config
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
@@ -794,7 +796,8 @@ class NodeTests(SynchronousTestCase):
         import os
         import tempfile
 
-        from mbmsd.node import load_config, makeNode
+        from mbmsd.node import makeNode
+        from mbmsd.nodeconfig import load_config
         from tests.fakes import UDPMemoryReactorClock
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -14,7 +14,7 @@ from mbmsd import profile
 from mbmsd.httpclient import HttpClient
 from mbmsd.protocols import mbms_xml
 from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable, HttpServiceAuthorizationClient
-from mbmsd.roles.scf.plugin import SCF_SECTION
+from mbmsd.roles.scf.config import SCF_SECTION
 from tests.test_scf_httpclient import FakeAgent, FakeResponse
 
 IMPU = "sip:user1@home1.net"

@@ -25,7 +25,8 @@ from mbmsd.roles.scf.bmsc import (
     BmscRefused, BmscUnavailable, HttpServiceAuthorizationClient,
     LocalServiceAuthorizationClient)
 from mbmsd.roles.scf.core import ScfCore
-from mbmsd.roles.scf.plugin import DEFAULT_BMSC_URL, ScfRoleFactory, effective_bmsc_url
+from mbmsd.roles.scf.config import DEFAULT_BMSC_URL, effective_bmsc_url
+from mbmsd.roles.scf.plugin import ScfRoleFactory
 from mbmsd.sip.testing import FakeSipTransport
 from mbmsd.sip.transaction import TimerSettings
 from mbmsd.storage.memory import MemoryStorage

@@ -138,7 +138,8 @@ class InviteTests(SipSecurityHarness):
 
     def test_zn_silent_504_after_its_timeout(self):
         agent = FakeAgent()
-        self.core = self.makeSipCore(zn=HttpZnLookup(agent, "http://bsf:8081", self.clock, 2))
+        zn = HttpZnLookup(HttpClient(self.clock, agent=agent), "http://bsf:8081", self.clock, 2)
+        self.core = self.makeSipCore(zn=zn)
         self.receive(sip_invite())
         self.assertEqual(self.finals(), [])
         [(_, uri, _, _, _)] = agent.requests

@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mbmsd import config as c
 from mbmsd import profile, tls
 from mbmsd.errors import NafNotAuthorized
-from mbmsd.node import load_config
+from mbmsd.nodeconfig import load_config
 from mbmsd.protocols import mbms_xml
 from mbmsd.sip.listeners import Connections
 from tests.pki import Pki

@@ -8,7 +8,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from mbmsd.node import NODE_SECTION
+from mbmsd.nodeconfig import NODE_SECTION
 from mbmsd.web import makeSite
 from tests.webfake import exchange, request_bytes
 

@@ -246,7 +246,7 @@ def _impu(text):
 def _sdp(serviceId, sdp):
     # the SCF's [[scf.service]] keys, checked as the config checks them
     from mbmsd.provisioning import scf_description
-    from mbmsd.roles.scf.plugin import SERVICE_SECTION
+    from mbmsd.roles.scf.config import SERVICE_SECTION
 
     if not isinstance(sdp, dict) or "id" in sdp:
         raise FieldError("sdp", "must be an object of [[scf.service]] keys (without id)")

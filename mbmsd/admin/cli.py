@@ -208,7 +208,7 @@ def _offline(args):
     from twisted.internet.task import react
 
     from mbmsd import config as c
-    from mbmsd.node import load_config
+    from mbmsd.nodeconfig import load_config
 
     try:
         config = load_config(args.config)
@@ -219,7 +219,7 @@ def _offline(args):
     status = []
 
     def run(reactor):
-        from mbmsd.node import storageFactories
+        from mbmsd.nodeconfig import storageFactories
 
         storage = storageFactories()[config["storage"]["backend"]].open(
             config["storage"], reactor)
@@ -291,7 +291,7 @@ def _migrate(args):
     keyFile = args.key_file
     if keyFile is None and args.config:
         from mbmsd import config as c
-        from mbmsd.node import load_config
+        from mbmsd.nodeconfig import load_config
 
         try:
             keyFile = load_config(args.config)["storage"].get("key_file")

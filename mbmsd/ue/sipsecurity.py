@@ -20,7 +20,7 @@ from twisted.internet.error import CannotListenError
 
 from mbmsd import profile
 from mbmsd.protocols import gba, mbms_xml
-from mbmsd.ue import cli
+from mbmsd.ue import steps
 
 __all__ = ["run_sip_security"]
 
@@ -36,21 +36,21 @@ def run_sip_security(reactor, args, http=None):
 
     ownHttp = http is None
     if ownHttp:
-        http = cli._requester(reactor, args)
-    usim = cli._usim(args)  # one USIM: its SQN window spans REGISTER and Ub
+        http = steps._requester(reactor, args)
+    usim = steps._usim(args)  # one USIM: its SQN window spans REGISTER and Ub
     reg = opened = port = None
     sessions = []
     try:
-        opened = yield cli._sip_open(reactor, args)
+        opened = yield steps._sip_open(reactor, args)
         if opened is None:
             return 1
-        reg = yield cli._register_step(reactor, args, opened[0], usim)
+        reg = yield steps._register_step(reactor, args, opened[0], usim)
         if reg is None:
             return 1
         reg.keepAlive()
         scf = args.scf_naf or "scf." + reg.domain
         # the bootstrap line names the SCF, the NAF of this procedure
-        boot = yield cli._bootstrap_step(reactor, SimpleNamespace(
+        boot = yield steps._bootstrap_step(reactor, SimpleNamespace(
             **dict(vars(args), naf=scf, show_keys=False)), http, usim)
         if boot is None:
             return 1
@@ -60,9 +60,9 @@ def run_sip_security(reactor, args, http=None):
         state = {"need": None, "done": Deferred(), "early": []}
 
         def show(delivery):
-            record = cli.msk_record(delivery, args.show_keys)
+            record = steps.msk_record(delivery, args.show_keys)
             record["idi"] = delivery.idi.decode("ascii", "replace")
-            cli.emit(record)
+            steps.emit(record)
 
         def check():
             if (state["need"] is not None and len(arrived) >= state["need"]
@@ -83,10 +83,10 @@ def run_sip_security(reactor, args, http=None):
         try:
             port = reactor.listenUDP(args.mikey_port, receiver, interface=args.listen)
         except CannotListenError as e:
-            return cli._failed("listen", "cannot bind UDP %s:%d: %s"
+            return steps._failed("listen", "cannot bind UDP %s:%d: %s"
                                % (args.listen, args.mikey_port, e.socketError))
         document = mbms_xml.build_btid_document([boot[0].btid])
-        sessions, ok = yield cli._invite_step(reactor, args, opened[0], reg,
+        sessions, ok = yield steps._invite_step(reactor, args, opened[0], reg,
                                               parts=[(profile.CT_BTID, document)])
         if not ok:
             return 1
@@ -99,22 +99,22 @@ def run_sip_security(reactor, args, http=None):
             yield state["done"].addTimeout(args.wait, reactor)
         except DeferredTimeout:
             rejected = {k: v for k, v in receiver.rejected.items() if v}
-            code = cli._failed("msk", "timed out after %gs: %d of %d MSKs arrived"
+            code = steps._failed("msk", "timed out after %gs: %d of %d MSKs arrived"
                                % (args.wait, len(arrived), len(sessions)), rejected=rejected)
         if not code and not all(d.v for d in arrived.values()):
-            code = cli._failed("msk", "an MSK message asked no verification")
-        yield cli._hold(reactor, args.hold, sessions)
-        byes = yield cli._bye_step(reactor, args, sessions)
+            code = steps._failed("msk", "an MSK message asked no verification")
+        yield steps._hold(reactor, args.hold, sessions)
+        byes = yield steps._bye_step(reactor, args, sessions)
         sessions = []
         return code if code else (0 if byes else 1)
     finally:
         if sessions:  # a failure after some INVITE succeeded: end them anyway
             try:
-                yield cli._bye_step(reactor, args, sessions)
+                yield steps._bye_step(reactor, args, sessions)
             except Exception:
                 pass
         if port is not None:
             yield port.stopListening()
-        yield cli._closing(reg, opened)
+        yield steps._closing(reg, opened)
         if ownHttp:
             yield http.close()

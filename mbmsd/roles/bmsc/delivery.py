@@ -11,14 +11,18 @@ import os
 import socket
 from collections import deque
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import DatagramProtocol
+from zope.interface import implementer
 
 from mbmsd import profile
+from mbmsd.interfaces import IMskPush
 from mbmsd.logs import Logger
 from mbmsd.protocols import mikey
 
 log = Logger(namespace="mbmsd.bmsc.mikey")
+# MskPush's lines keep the namespace they had in the BM-SC service
+pushLog = Logger(namespace="mbmsd.bmsc")
 
 RECEIVE_BUFFER = 8 << 20  # bytes asked for; Linux grants min(2x this, net.core.rmem_max)
 
@@ -247,3 +251,44 @@ class MikeyDelivery(DatagramProtocol):
     @property
     def pending(self):
         return len(self._pending)
+
+
+@implementer(IMskPush)
+class MskPush:
+    """
+    An MSK to a registered UE under its MUK, through L{MikeyDelivery}: the
+    MUK the SCF handed over (SIP-based procedure), else the Ks_NAF of the
+    Ua id the registration was verified with.
+
+    @param delivery: the L{MikeyDelivery}.
+    @param ua: the L{mbmsd.roles.bmsc.ua.UaAuthenticator} (C{nafKey}).
+    @param clock: IReactorTime.
+    """
+
+    def __init__(self, delivery, ua, clock):
+        self.delivery = delivery
+        self.ua = ua
+        self.clock = clock
+
+    def pushMsk(self, registration, msk):
+        if registration.muk is not None:
+            # SIP-based procedure (TS 26.237 Annex I.2): the SCF's Ks_NAF it
+            # handed over, IDi its NAF FQDN (profile.SIP_SECURITY_IDI_IS_NAF_FQDN)
+            if registration.mukExpires <= self.clock.seconds():
+                pushLog.warn("the MUK of a registration expired: MSK {msk_id} not pushed",
+                         msk_id=msk.mskId.hex())
+                return succeed(False)
+            idi = (registration.nafFqdn.encode("ascii")
+                   if profile.SIP_SECURITY_IDI_IS_NAF_FQDN else None)
+            return self.delivery.deliver(registration.ueAddress, registration.btid,
+                                         registration.muk, msk, idi=idi)
+        d = self.ua.nafKey(registration.btid, registration.uaId)
+
+        def send(key):
+            if key is None:
+                pushLog.warn("no MUK for a registration (B-TID expired): MSK {msk_id} not pushed",
+                         msk_id=msk.mskId.hex())
+                return False
+            return self.delivery.deliver(registration.ueAddress, registration.btid, key.ksNaf, msk)
+
+        return d.addCallback(send)

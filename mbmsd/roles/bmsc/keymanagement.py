@@ -77,7 +77,7 @@ class KeyManagement:
     """
     @param ua: L{mbmsd.roles.bmsc.ua.UaAuthenticator}.
     @param msks: L{mbmsd.roles.bmsc.msk.MskManager}.
-    @param push: C{push(registration, msk)} firing with True once verified.
+    @param push: the L{IMskPush} the current MSKs go out through.
     """
 
     def __init__(self, store, subscribers, ua, msks, push, clock, services, trustedScfs,
@@ -282,7 +282,7 @@ class KeyManagement:
             d.addCallback(lambda msk, r=registration: self._pushLogged(r, msk))
 
     def _pushLogged(self, registration, msk):
-        d = self.push(registration, msk)
+        d = self.push.pushMsk(registration, msk)
         d.addErrback(lambda f: log.failure("MSK push to a UE failed", f))
         return d
 

@@ -33,13 +33,13 @@ class MskManager:
     @param services: the services, with C{keyGroup(serviceId)} -> Deferred
         of the Key Group or None, and C{serviceIds()} -> Deferred of a list
         (L{mbmsd.roles.bmsc.provisioning.StoredKeyGroups}).
-    @param push: C{push(registration, msk)} firing when done.
+    @param push: the L{IMskPush} each new MSK goes out through.
     @param leases: the L{ILeaseStore} shared by the nodes of this BM-SC:
         each service's rotation runs only while this process (C{holder})
         holds its lease (default: a store of this process alone).
     """
 
-    def __init__(self, store, clock, keyDomainId, services, lifetime, rotation, metrics,
+    def __init__(self, store, clock, keyDomainId, services, lifetime, rotation, metrics, push,
                  random=os.urandom, leases=None, holder="mbmsd", leaseDuration=30.0,
                  leaseRenewal=10.0):
         self.store = store
@@ -49,7 +49,7 @@ class MskManager:
         self.lifetime = lifetime
         self.rotation = rotation
         self.random = random
-        self.push = None
+        self.push = push
         self.leaseStore = leases if leases is not None else MemoryLeaseStore()
         self.holder = holder
         self.leaseDuration = leaseDuration
@@ -111,7 +111,7 @@ class MskManager:
         registrations = yield self.store.registrationsFor(serviceId)
         now = self.clock.seconds()
         live = [r for r in registrations if r.expires > now]
-        results = yield DeferredList([self.push(r, msk) for r in live], consumeErrors=True)
+        results = yield DeferredList([self.push.pushMsk(r, msk) for r in live], consumeErrors=True)
         verified = sum(1 for ok, value in results if ok and value)
         log.info("MSK {msk_id} of {service} pushed to {n} UE(s), {v} verified",
                  msk_id=msk.mskId.hex(), service=serviceId, n=len(live), v=verified)

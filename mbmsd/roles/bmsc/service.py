@@ -5,7 +5,7 @@ MSK rotation and pruning.
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
 from zope.interface import implementer
 
@@ -16,11 +16,11 @@ from mbmsd.interfaces import IBootstrapLookup, IHealth, IReconfigurable, IServic
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, ConcurrencyLimiter, OverloadMetrics
 from mbmsd.roles.bmsc.counters import CounterReservations
-from mbmsd.roles.bmsc.delivery import MikeyDelivery
+from mbmsd.roles.bmsc.delivery import MikeyDelivery, MskPush
 from mbmsd.roles.bmsc.http import KeyManagementResource
 from mbmsd.roles.bmsc.keymanagement import KeyManagement, KmAccounting, LocalServiceAuthorization
 from mbmsd.roles.bmsc.msk import MskManager
-from mbmsd.roles.bmsc.plugin import lease_renewal, streaming, streams
+from mbmsd.roles.bmsc.config import lease_renewal, streaming, streams
 from mbmsd.roles.bmsc.provisioning import StoredKeyGroups
 from mbmsd.roles.bmsc.ua import UaAuthenticator
 from mbmsd.web import listener, makeSite
@@ -133,14 +133,14 @@ class BmscService(MultiService):
         self.delivery = MikeyDelivery(reactor, counters,
                                       self.nafFqdn.encode("ascii"), uePort, metrics,
                                       streaming=streamingIds)
+        self.pusher = MskPush(self.delivery, self.ua, reactor)
         self.msks = MskManager(store, reactor, keyDomainId, services, config["msk_lifetime"],
-                               config["msk_rotation"], metrics,
+                               config["msk_rotation"], metrics, self.pusher,
                                # one node of those sharing the database rotates
                                leases=node.storage.leases, holder=holder_id(node.name),
                                leaseDuration=config["lease_duration"],
                                leaseRenewal=lease_renewal(config))
-        self.msks.push = self.push
-        self.km = KeyManagement(store, node.storage.subscribers, self.ua, self.msks, self.push,
+        self.km = KeyManagement(store, node.storage.subscribers, self.ua, self.msks, self.pusher,
                                 reactor, services, config["trusted_scfs"],
                                 config["authorization_lifetime"], keyDomainId,
                                 trustedScfNames=config.get("trusted_scf_names", ()))
@@ -222,34 +222,6 @@ class BmscService(MultiService):
                                       s["mtk_rotation"], s["mtk_repeat"], s["max_packet_rate"])
             streams.append((stream, bearer, s["media_source"], interface))
         return streams
-
-    def push(self, registration, msk):
-        """
-        Deliver an MSK to a registered UE under its MUK: the Ks_NAF of the
-        Ua id its registration was verified with.
-        @return: Deferred firing with True once the UE verified it.
-        """
-        if registration.muk is not None:
-            # SIP-based procedure (TS 26.237 Annex I.2): the SCF's Ks_NAF it
-            # handed over, IDi its NAF FQDN (profile.SIP_SECURITY_IDI_IS_NAF_FQDN)
-            if registration.mukExpires <= self.clock.seconds():
-                log.warn("the MUK of a registration expired: MSK {msk_id} not pushed",
-                         msk_id=msk.mskId.hex())
-                return succeed(False)
-            idi = (registration.nafFqdn.encode("ascii")
-                   if profile.SIP_SECURITY_IDI_IS_NAF_FQDN else None)
-            return self.delivery.deliver(registration.ueAddress, registration.btid,
-                                         registration.muk, msk, idi=idi)
-        d = self.ua.nafKey(registration.btid, registration.uaId)
-
-        def send(key):
-            if key is None:
-                log.warn("no MUK for a registration (B-TID expired): MSK {msk_id} not pushed",
-                         msk_id=msk.mskId.hex())
-                return False
-            return self.delivery.deliver(registration.ueAddress, registration.btid, key.ksNaf, msk)
-
-        return d.addCallback(send)
 
     def prune(self):
         d = self.store.prune(self.clock.seconds())

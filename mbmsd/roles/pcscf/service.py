@@ -11,7 +11,7 @@ from mbmsd import tls
 from mbmsd.interfaces import IReconfigurable
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, OverloadMetrics, SipAdmission
-from mbmsd.roles.pcscf.plugin import parse_next_hop
+from mbmsd.roles.pcscf.config import parse_next_hop
 from mbmsd.roles.pcscf.proxy import PcscfProxy
 from mbmsd.roles.pcscf.registrar import Registrar
 from mbmsd.sip.listeners import Connections, SipListenSettings, attach_listeners

@@ -38,7 +38,7 @@ from mbmsd.httpclient import HttpError, HttpTimeout, HttpUnavailable
 from mbmsd.interfaces import IServiceAuthorization, IServiceAuthorizationClient
 from mbmsd.logs import Logger
 from mbmsd.protocols import mbms_xml
-from mbmsd.roles.scf.plugin import LOCAL_BMSC, effective_bmsc_url
+from mbmsd.roles.scf.config import LOCAL_BMSC, effective_bmsc_url
 from mbmsd.sip.message import build_multipart
 
 __all__ = ["HttpServiceAuthorizationClient", "LocalServiceAuthorizationClient",

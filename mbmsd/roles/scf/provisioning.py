@@ -5,7 +5,7 @@ storage at each INVITE (what the admin API writes counts at once, on every
 node sharing the database).
 """
 
-from mbmsd.roles.scf.plugin import SERVICE_SECTION
+from mbmsd.roles.scf.config import SERVICE_SECTION
 
 
 def describe(service):
