@@ -869,6 +869,9 @@ class IServiceAuthorization(Interface):
         for C{serviceIds}.
 
         @return: Deferred firing with the L{KmAnswer} (see the interface).
+        """
+
+
 # ---- BM-SC
 
 
