@@ -52,16 +52,17 @@ def take_challenge_txn(txn, table, nonce):
     )
 
 
-def issue_challenge_txn(txn, table, impi, challengeFor):
+def issue_challenge_txn(txn, subscribers, table, impi, challengeFor):
     """
     L{mbmsd.interfaces.IBootstrapStore.issueChallenge} in SQL: the SQN
     advance and the challenge made from it in one transaction, one commit.
-    """
-    from mbmsd.storage.sql import SqlSubscriberStore  # sql imports this module
 
-    if SqlSubscriberStore._nextSqn_txn(txn, impi) is None:
+    @param subscribers: what reads and advances a subscriber in C{txn}
+        (L{mbmsd.storage.sql.SqlSubscriberStore}, which imports this module).
+    """
+    if subscribers._nextSqn_txn(txn, impi) is None:
         return None
-    challenge = challengeFor(SqlSubscriberStore._get_txn(txn, impi))
+    challenge = challengeFor(subscribers._get_txn(txn, impi))
     put_challenge_txn(txn, table, challenge)
     return challenge
 

@@ -138,8 +138,13 @@ class SqlSipRegistrationStore:
     Over a L{mbmsd.storage.sql.Database}; every transaction named.
     """
 
-    def __init__(self, db):
+    def __init__(self, db, subscribers):
+        """
+        @param subscribers: the L{mbmsd.storage.sql.SqlSubscriberStore} of
+            the same database (the SQN that L{issueChallenge} advances).
+        """
         self.db = db
+        self._subscribers = subscribers
 
     def putChallenge(self, challenge):
         return self.db.runInteraction("sip_put_challenge", put_challenge_txn, "sip_challenges",
@@ -148,7 +153,7 @@ class SqlSipRegistrationStore:
     def issueChallenge(self, impi, challengeFor):
         # one transaction, one commit: the SQN and the challenge it went into
         return self.db.runInteraction("sip_issue_challenge", issue_challenge_txn,
-                                      "sip_challenges", impi, challengeFor)
+                                      self._subscribers, "sip_challenges", impi, challengeFor)
 
     def takeChallenge(self, nonce):
         return self.db.runInteraction("sip_take_challenge", take_challenge_txn,

@@ -510,7 +510,7 @@ class SqlBootstrapStore:
 
     @staticmethod
     def _issueChallenge_txn(txn, impi, challengeFor):
-        return issue_challenge_txn(txn, "ub_challenges", impi, challengeFor)
+        return issue_challenge_txn(txn, SqlSubscriberStore, "ub_challenges", impi, challengeFor)
 
     def takeChallenge(self, nonce, sessionFor=None):
         if sessionFor is None:
@@ -584,7 +584,7 @@ class SqlStorage:
         self.description = description
         self.subscribers = SqlSubscriberStore(db)
         self.bootstrap = SqlBootstrapStore(db)
-        self.sipRegistrations = SqlSipRegistrationStore(db)
+        self.sipRegistrations = SqlSipRegistrationStore(db, self.subscribers)
         self.bmsc = SqlBmscStore(db)
         self.leases = SqlLeaseStore(db)
         self.provisioning = SqlProvisioningStore(db)
