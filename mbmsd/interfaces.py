@@ -903,19 +903,22 @@ class IBearer(Interface):
     for the SRTP packets and one for the MTK messages.
     """
 
-    def sendMedia(packet):
+    def sendMedia(packets):
         """
-        Send one SRTP packet (bytes) to the bearer's media port.
+        Send SRTP packets (a list of bytes, at most 64 and 65 507 octets in
+        all: one reactor iteration's), in order, one datagram each, to the
+        bearer's media port.
 
-        @return: True when the datagram was handed to the network, False
-            when the send failed (counted by the caller, never raised).
+        @return: how many were handed to the network; the others failed
+            (counted by the caller, never raised).
         """
 
     def sendKey(message):
         """
         Send one MTK message (bytes) to the bearer's key port.
 
-        @return: True or False as L{sendMedia}.
+        @return: True when the datagram was handed to the network, False
+            when the send failed (counted by the caller, never raised).
         """
 
 

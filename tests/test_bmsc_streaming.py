@@ -39,9 +39,9 @@ class Bearer:
         self.keys = []
         self.ok = True
 
-    def sendMedia(self, packet):
-        self.media.append(packet)
-        return self.ok
+    def sendMedia(self, packets):
+        self.media.extend(packets)
+        return len(packets) if self.ok else 0
 
     def sendKey(self, message):
         self.keys.append(message)
@@ -72,6 +72,11 @@ class Harness:
         self.stream = StreamingService(SERVICE, self.clock, self.msks, self.bearer, metrics,
                                        rotation, repeat, maxRate)
 
+    def receive(self, data):
+        """One content packet, then the end of the reactor iteration (the queued packets sent)."""
+        self.stream.packetReceived(data)
+        self.clock.advance(0)
+
     def value(self, name, flush=True, **labels):
         if flush:
             self.stream.flushCounts()
@@ -98,7 +103,7 @@ def test_bearer_provides_the_contract():
 def test_no_mtk_before_the_first_msk():
     h = Harness()
     h.stream.start()
-    h.stream.packetReceived(packet(1))
+    h.receive(packet(1))
     assert h.dropped("no_mtk") == 1 and h.bearer.media == [] and h.bearer.keys == []
     first = msk(1)
     h.msks.msk = first
@@ -108,7 +113,7 @@ def test_no_mtk_before_the_first_msk():
     assert h.value("mbmsd_bmsc_mtk_rotations_total") == 1
     assert h.value("mbmsd_bmsc_mtk_messages_total") == 1
     plain = packet(2, b"video" * 30)
-    h.stream.packetReceived(plain)
+    h.receive(plain)
     [protected] = h.bearer.media
     assert protected != plain
     assert ref.unprotect(delivery.mtk, delivery.salt, protected) == plain
@@ -131,11 +136,11 @@ def test_repeats_and_rotations():
     assert [d.mtk_id for d in after] == [b"\x00\x02", b"\x00\x02"]  # the repeat and the rotation
     assert h.value("mbmsd_bmsc_mtk_rotations_total") == 2
     new = after[-1]
-    h.stream.packetReceived(packet(4))  # announced, not yet in use (MTK_SWITCH_DELAY)
+    h.receive(packet(4))  # announced, not yet in use (MTK_SWITCH_DELAY)
     assert ref.unprotect(sent[0].mtk, sent[0].salt, h.bearer.media[-1]) == packet(4)
     h.clock.advance(profile.MTK_SWITCH_DELAY)
     plain = packet(5)
-    h.stream.packetReceived(plain)
+    h.receive(plain)
     assert ref.unprotect(new.mtk, new.salt, h.bearer.media[-1]) == plain
     assert ref.unprotect(sent[0].mtk, sent[0].salt, h.bearer.media[-1]) is None
     h.stream.stop()
@@ -178,7 +183,7 @@ def test_msk_rotation_sends_under_both_during_the_overlap():
 def test_bad_content_is_dropped_and_counted(data, reason):
     h = Harness(msk(1))
     h.stream.start()
-    h.stream.packetReceived(data)
+    h.receive(data)
     assert h.dropped(reason) == 1 and h.bearer.media == []
 
 
@@ -186,10 +191,10 @@ def test_a_flooding_source_is_bounded_per_second():
     h = Harness(msk(1), maxRate=50)
     h.stream.start()
     for i in range(80):
-        h.stream.packetReceived(packet(i))
+        h.receive(packet(i))
     assert len(h.bearer.media) == 50 and h.dropped("rate") == 30
     h.clock.advance(1.0)
-    h.stream.packetReceived(packet(100))
+    h.receive(packet(100))
     assert len(h.bearer.media) == 51
 
 
@@ -197,7 +202,7 @@ def test_send_errors_are_counted():
     h = Harness(msk(1))
     h.stream.start()
     h.bearer.ok = False
-    h.stream.packetReceived(packet(1))
+    h.receive(packet(1))
     assert h.dropped("send_error") == 1
     assert h.value("mbmsd_bmsc_srtp_packets_total") == 0
 
@@ -213,16 +218,16 @@ def test_no_packet_under_a_new_mtk_before_its_message():
     [old] = h.mtks(first)
     h.msks.msk = None  # the next MSK read waits
     h.clock.advance(10.0)
-    h.stream.packetReceived(packet(1))
+    h.receive(packet(1))
     assert ref.unprotect(old.mtk, old.salt, h.bearer.media[-1]) == packet(1)
     h.msks.msk = first
     h.msks.waiting.pop().callback(first)
     new = h.mtks(first)[-1]
     assert new.mtk_id == b"\x00\x02"
-    h.stream.packetReceived(packet(2))
+    h.receive(packet(2))
     assert ref.unprotect(old.mtk, old.salt, h.bearer.media[-1]) == packet(2)
     h.clock.advance(profile.MTK_SWITCH_DELAY)
-    h.stream.packetReceived(packet(2))
+    h.receive(packet(2))
     assert ref.unprotect(new.mtk, new.salt, h.bearer.media[-1]) == packet(2)
 
 
@@ -279,14 +284,14 @@ def test_streaming_key_errors_name_the_key(tmp_path, service, key, words):
 def test_packet_counts_reach_the_metrics_with_each_mtk_message():
     h = Harness(msk(1), repeat=1.0)
     h.stream.start()
-    h.stream.packetReceived(packet(1))
-    h.stream.packetReceived(b"junk")
+    h.receive(packet(1))
+    h.receive(b"junk")
     forwarded = "mbmsd_bmsc_srtp_packets_total"
     assert h.value(forwarded, flush=False) == 0
     h.clock.advance(1.0)  # the repeat
     assert h.value(forwarded, flush=False) == 1
     assert h.value("mbmsd_bmsc_srtp_dropped_total", flush=False, reason="malformed") == 1
-    h.stream.packetReceived(packet(2))
+    h.receive(packet(2))
     h.stream.stop()
     assert h.value(forwarded, flush=False) == 2
 
@@ -296,11 +301,11 @@ def test_a_restarted_source_gets_a_new_mtk_not_the_same_keystream():
     h = Harness(msk(1), rotation=1000.0, repeat=1000.0)
     h.stream.start()
     for seq in (1, 2, 3):
-        h.stream.packetReceived(packet(seq))
-    h.stream.packetReceived(packet(1, b"another payload"))  # the source starts again
+        h.receive(packet(seq))
+    h.receive(packet(1, b"another payload"))  # the source starts again
     assert h.dropped("index_reused") == 1 and len(h.bearer.media) == 3
     [_, second] = h.mtks(h.msks.msk)
     assert second.mtk_id == b"\x00\x02"
     h.clock.advance(profile.MTK_SWITCH_DELAY)
-    h.stream.packetReceived(packet(1, b"another payload"))
+    h.receive(packet(1, b"another payload"))
     assert ref.unprotect(second.mtk, second.salt, h.bearer.media[-1]) == packet(1, b"another payload")
