@@ -17,7 +17,7 @@ from mbmsd.metrics import Metrics
 from mbmsd.protocols import mbms_xml
 from mbmsd.protocols.identity import is_impi, is_impu, normalize_impu, same_impu
 from mbmsd.roles.pcscf.registrar import CHALLENGED, FOREIGN_IMPU
-from mbmsd.roles.scf import plugin as scfplugin
+from mbmsd.roles.scf import config as scfconfig
 from mbmsd.roles.scf.core import ScfCore
 from mbmsd.sip.message import parse_message, parse_uri
 from mbmsd.sip.testing import FakeSipTransport
@@ -118,7 +118,7 @@ class RolesAgreeTests(SynchronousTestCase):
     def test_scfSubscription(self):
         # the subscription as the config check writes it, then an INVITE
         # whose P-Asserted-Identity is the presented IMPU: 200, else 403
-        check = scfplugin.SCF_SECTION
+        check = scfconfig.SCF_SECTION
         for provisioned, presented, same in CASES:
             errors = []
             section = check.validate({"subscription": [{"impu": provisioned,

@@ -276,7 +276,7 @@ def test_load_config_refuses_local_on_an_edge_node(tmp_path):
     from pathlib import Path
 
     from mbmsd import config as c
-    from mbmsd.node import load_config
+    from mbmsd.nodeconfig import load_config
 
     root = Path(__file__).resolve().parent.parent
     edge = tmp_path / "edge.toml"
@@ -291,7 +291,8 @@ def test_shipped_configs():
     """etc/mbmsd.toml (all-in-one) runs local; the split edge node keeps its URLs."""
     from pathlib import Path
 
-    from mbmsd.node import load_config, makeNode
+    from mbmsd.node import makeNode
+    from mbmsd.nodeconfig import load_config
     from tests.fakes import UDPMemoryReactorClock
 
     root = Path(__file__).resolve().parent.parent
