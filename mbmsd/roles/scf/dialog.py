@@ -69,8 +69,8 @@ class Session:
         self.state = AUTHORIZING
         self.authorized = False
         self.cancelled = False
-        self.interval: Optional[int] = None
-        self.refresher: Optional[str] = None
+        self.interval = 0               # set (RFC 4028 9) before the 2xx
+        self.refresher = ""
         self.answer: Optional[bytes] = None
         self.timer: Optional[Timer] = None
         self.started: Optional[float] = None
@@ -302,7 +302,7 @@ class Dialogs:
     def _armTimer(self, session: Session) -> None:
         if session.timer is not None:
             session.timer.cancel()
-        interval = session.interval or 0
+        interval = session.interval
         if session.refresher == "uac":
             # RFC 4028 10: BYE before the session expires
             delay = interval - min(32, interval / 3.0)

@@ -294,7 +294,8 @@ class InvitePipeline:
         value = request.headers.get("Min-SE")
         if value is not None and value.split(";")[0].strip().isdigit():
             theirMin = int(value.split(";")[0].strip())
-        interval = self.core.sessionExpires if asked is None else min(asked, self.core.sessionExpires)
+        ours = self.core.sessionExpires
+        interval = ours if asked is None else min(asked, ours)
         if interval < theirMin:
             interval = theirMin if asked is None else min(asked, theirMin)
         supported = any(o.strip().lower() == "timer"
@@ -319,7 +320,7 @@ class InvitePipeline:
             if key is not None and key.expires > start:
                 # SIP-based procedure: our Ks_NAF goes with it as the MUK (Annex I.2)
                 keyInfo = mbms_xml.NafKeyInfo(session.ueAddress, key.ksNaf, key.expires,
-                                              key.btid, self.core.nafFqdn)
+                                              key.btid, self.core.nafFqdn or "")
             d = self.core.client.authorize(session.impu, [session.serviceId], session.ueAddress,
                                            session.interval + self.core.authorizationMargin,
                                            **({"keyInfo": keyInfo} if keyInfo is not None else {}))

@@ -11,7 +11,6 @@ import heapq
 from itertools import count
 from typing import Any, Callable, List, Optional, Tuple
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 __all__ = ["Sweep", "Timer"]
 
@@ -53,12 +52,13 @@ class Sweep:
     # rebuild the heap once cancelled timers are most of it
     COMPACT_AT = 64
 
-    def __init__(self, clock: IReactorTime) -> None:
+    # an IReactorTime and its IDelayedCall (Any: zope interfaces are not types)
+    def __init__(self, clock: Any) -> None:
         self.clock = clock
         self._heap: List[Tuple[float, int, Timer]] = []
         self._order = count()
         self._cancelled = 0
-        self.call: Optional[IDelayedCall] = None
+        self.call: Any = None
 
     def __len__(self) -> int:
         """The timers still to fire."""
