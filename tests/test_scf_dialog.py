@@ -194,3 +194,50 @@ class SweepTests(SynchronousTestCase):
         self.assertEqual(len(self.sweep), 50)
         self.clock.advance(2000)
         self.assertEqual([n for n, _ in self.fired], list(range(150, 200)))
+
+
+class OutcomeLineTests(Harness):
+    """One info line per procedure outcome on the SCF path, the rest debug."""
+
+    def lines(self, events):
+        return [(e["log_level"], e["log_format"]) for e in events
+                if e.get("log_namespace") == "mbmsd.scf"
+                and e["log_level"] >= LogLevel.info]
+
+    def test_acceptedThenEnded(self):
+        with capturedLog() as events:
+            ok = self.established()
+            self.clock.advance(T1)          # one 2xx retransmission: debug at most
+            self.receive(in_dialog("ACK", ok, 1, "z9hG4bK-ack"))
+            self.receive(in_dialog("BYE", ok, 2, "z9hG4bK-bye"))
+        lines = self.lines(events)
+        self.assertEqual([level for level, _ in lines], [LogLevel.info, LogLevel.info])
+        self.assertIn("authorized for", lines[0][1])
+        self.assertIn("ended ({reason})", lines[1][1])
+
+    def test_noAckEndsWithOneLine(self):
+        with capturedLog() as events:
+            self.established()
+            self.clock.pump([1.0] * 70)
+        lines = self.lines(events)
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("ended ({reason})", lines[1][1])
+
+    def test_refusedWithTheBmscDetail(self):
+        from mbmsd.roles.scf.bmsc import BmscUnavailable
+        self.client.auto = BmscUnavailable("no answer within 5s")
+        with capturedLog() as events:
+            self.receive(invite())
+        [(level, _)] = self.lines(events)
+        [event] = [e for e in events if e.get("result") == "bmsc_timeout"]
+        self.assertEqual(level, LogLevel.warn)      # the BM-SC failed us
+        self.assertEqual(event["detail"], ": the BM-SC did not answer: no answer within 5s")
+        self.assertEqual([m.status for m in self.finals()], [504])
+
+    def test_userRefusedIsInfo(self):
+        with capturedLog() as events:
+            self.receive(invite(pai=None))
+        [(level, fmt)] = self.lines(events)
+        self.assertEqual(level, LogLevel.info)
+        [event] = [e for e in events if e.get("result") == "no_identity"]
+        self.assertEqual(event["status"], 403)

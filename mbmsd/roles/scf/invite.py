@@ -69,9 +69,10 @@ class InvitePipeline:
         self.core.invites.labels(reject.result).inc()
         request = txn.request
         detail = ": %s" % (reject.detail,) if reject.detail else ""
-        log.info("INVITE {callid}: {status} ({result}{detail})", callid=request.call_id,
-                 status=reject.status, result=reject.result, detail=detail,
-                 procedure="invite")
+        # a peer that failed us (BM-SC, BSF) is a warning, a refused user not
+        emit = log.warn if reject.status >= 500 and reject.detail else log.info
+        emit("INVITE {callid}: {status} ({result}{detail})", callid=request.call_id,
+             status=reject.status, result=reject.result, detail=detail, procedure="invite")
         self.core.answer(txn, reject.status, reject.reason, reject.headers)
 
     @inlineCallbacks
