@@ -129,6 +129,16 @@ class RetransmissionTests(Harness):
         gc.collect()
         self.assertEqual([r for r in sessions if r() is not None], [])
 
+    def test_stopLeavesNoTimer(self):
+        ok = self.established()
+        self.receive(in_dialog("BYE", ok, 2, "z9hG4bK-bye"))    # ended, before its ACK
+        self.assertEqual(len(self.core.dialog.ended), 1)
+        self.receive(invite(callid="c2", branch="z9hG4bK-2"))
+        self.assertEqual(len(self.core.dialogs), 1)
+        self.core.stop()
+        self.assertEqual((self.core.dialogs, self.core.dialog.ended), ({}, {}))
+        self.assertEqual(ours(self.clock), [])
+
     def test_oneDelayedCallForAllSessions(self):
         for i in range(20):
             self.receive(invite(callid="c%d" % i, branch="z9hG4bK-%d" % i,
@@ -185,6 +195,15 @@ class SweepTests(SynchronousTestCase):
         self.sweep.callLater(1, lambda: self.sweep.callLater(0, self.at("now")))
         self.clock.advance(1)
         self.assertEqual(self.fired, [("now", 1)])
+
+    def test_cancelAll(self):
+        self.sweep.callLater(1, self.at("a"))
+        self.sweep.callLater(2, self.at("b"))
+        self.sweep.cancelAll()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(self.sweep), 0)
+        self.clock.advance(3)
+        self.assertEqual(self.fired, [])
 
     def test_compaction(self):
         timers = [self.sweep.callLater(1000 + i, self.at(i)) for i in range(200)]

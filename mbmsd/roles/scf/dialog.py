@@ -424,6 +424,9 @@ class Dialogs:
             d = self.end(session, "shutdown", sendBye=True, pending=pending)
             if d is not None:
                 pending.append(d)
+        # no timer outlives the role (a late ACK then finds nothing to match)
+        self.ended.clear()
+        self.sweep.cancelAll()
         return DeferredList(pending, consumeErrors=True)
 
     # ------------------------------------------------------------ our requests

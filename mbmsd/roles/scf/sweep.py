@@ -73,6 +73,14 @@ class Sweep:
             self._arm()
         return timer
 
+    def cancelAll(self) -> None:
+        """Cancel every timer (the role stops): no DelayedCall is left."""
+        for _, _, timer in self._heap:
+            timer.fn, timer.args, timer.sweep = None, (), None
+        self._heap = []
+        self._cancelled = 0
+        self._arm()
+
     def _cancelledOne(self) -> None:
         self._cancelled += 1
         if self._cancelled >= self.COMPACT_AT and 2 * self._cancelled > len(self._heap):
