@@ -39,6 +39,24 @@ def _modules(root):
     return found
 
 
+def _runtime_nodes(tree):
+    """
+    The nodes of C{tree} that can run: all but the bodies of
+    C{if TYPE_CHECKING:} (names for annotations, never imported at run time).
+    """
+    import ast
+
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.dump(child.test):
+                todo.extend(child.orelse)
+                continue
+            todo.append(child)
+
+
 def import_graph(root):
     """
     {module: the set of the package's modules it imports}, read from the
@@ -59,7 +77,7 @@ def import_graph(root):
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         edges = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             if isinstance(node, ast.Import):
                 edges.update(known(a.name) for a in node.names
                              if a.name == top or a.name.startswith(top + "."))

@@ -63,8 +63,8 @@ from zope.interface import implementer
 from mbmsd.interfaces import ITransactionUser
 from mbmsd.logs import Logger
 from mbmsd.protocols import gba
-from mbmsd.roles.scf.dialog import ALLOW, END_REASONS, SUPPORTED, Dialogs, Session
-from mbmsd.roles.scf.invite import RESULTS, InvitePipeline, Reject
+from mbmsd.roles.scf.dialog import ALLOW, END_REASONS, SUPPORTED, Dialogs, Reject, Session
+from mbmsd.roles.scf.invite import RESULTS, InvitePipeline
 from mbmsd.sip.message import Request, Response, make_response
 from mbmsd.sip.transaction import TimerSettings, TransactionError, TransactionLayer
 

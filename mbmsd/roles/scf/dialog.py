@@ -26,7 +26,7 @@ from mbmsd.sip.message import (
 if TYPE_CHECKING:
     from mbmsd.roles.scf.core import ScfCore
 
-__all__ = ["Dialogs", "Session", "END_REASONS", "ALLOW", "SUPPORTED"]
+__all__ = ["Dialogs", "Reject", "Session", "END_REASONS", "ALLOW", "SUPPORTED"]
 
 log = Logger(namespace="mbmsd.scf")
 
@@ -42,6 +42,23 @@ CONFIRMED = "confirmed"
 ENDED = "ended"
 
 DialogId = Tuple[str, str, str]     # (Call-ID, our tag, the UE's tag)
+
+
+class Reject(Exception):
+    """
+    An initial INVITE is answered with an error: C{status}, C{result} (the
+    metric label), C{reason} (the phrase), C{headers}; C{detail}, when set,
+    goes into the one log line of the outcome.
+    """
+
+    def __init__(self, status: int, result: str, reason: Optional[str] = None,
+                 headers: Iterable[Tuple[str, str]] = (), detail: Optional[str] = None) -> None:
+        Exception.__init__(self, status, result)
+        self.status = status
+        self.result = result
+        self.reason = reason
+        self.headers = list(headers)
+        self.detail = detail
 
 
 class Session:
@@ -270,7 +287,6 @@ class Dialogs:
 
     def _refresh(self, request: Request, txn: Any, session: Session) -> None:
         """A re-INVITE or UPDATE from the UE: a session refresh (RFC 4028 7.4)."""
-        from mbmsd.roles.scf.invite import Reject
         if request.method == "INVITE" and session.awaitingAck is not None:
             self.core.answer(txn, 500, headers=[("Retry-After", "1")])   # RFC 3261 14.2
             return

@@ -17,7 +17,7 @@ from mbmsd.logs import Logger
 from mbmsd.protocols import gba, mbms_xml, sdp
 from mbmsd.protocols.identity import normalize_impu
 from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable
-from mbmsd.roles.scf.dialog import Session
+from mbmsd.roles.scf.dialog import Reject, Session
 from mbmsd.sip.message import (
     Request, SipParseError, make_tag, parse_media_type, parse_multipart, parse_name_addr,
     parse_params)
@@ -25,7 +25,7 @@ from mbmsd.sip.message import (
 if TYPE_CHECKING:
     from mbmsd.roles.scf.core import ScfCore
 
-__all__ = ["InvitePipeline", "Reject", "RESULTS"]
+__all__ = ["InvitePipeline", "RESULTS"]
 
 log = Logger(namespace="mbmsd.scf")
 
@@ -34,23 +34,6 @@ RESULTS = ("ok", "untrusted_source", "bad_extension", "no_identity", "unknown_se
            "not_subscribed", "bad_contact", "bad_offer", "interval_too_small", "bad_request",
            "merged", "unknown_btid", "zn_timeout", "zn_error",
            "bmsc_timeout", "bmsc_forbidden", "bmsc_error", "cancelled", "internal_error")
-
-
-class Reject(Exception):
-    """
-    An initial INVITE is answered with an error: C{status}, C{result} (the
-    metric label), C{reason} (the phrase), C{headers}; C{detail}, when set,
-    goes into the one log line of the outcome.
-    """
-
-    def __init__(self, status: int, result: str, reason: Optional[str] = None,
-                 headers: Iterable[Tuple[str, str]] = (), detail: Optional[str] = None) -> None:
-        Exception.__init__(self, status, result)
-        self.status = status
-        self.result = result
-        self.reason = reason
-        self.headers = list(headers)
-        self.detail = detail
 
 
 class InvitePipeline:
