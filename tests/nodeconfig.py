@@ -4,6 +4,8 @@ its SQLite file in a work folder: one for the daemons the tests start
 (tests/daemon.py) and those the benchmarks start (bench/common.py).
 """
 
+from pathlib import Path
+
 from tests.ports import free_port
 
 ROLE_PORTS = ("ub", "zn", "metrics", "bmsc", "mikey", "pcscf", "scf", "media", "bearer",
@@ -68,7 +70,12 @@ def demo_services(ports):
 
 
 def with_demo_services(base, overlay, ports):
-    """C{overlay}, and the demo services on free ports when it runs etc/mbmsd.toml as they are."""
-    if base.name == "mbmsd.toml" and base.parent.name == "etc" and "[[bmsc.service]]" not in overlay:
+    """
+    C{overlay}, and the demo services on free ports when it runs over
+    etc/mbmsd.toml or a copy of it (its fixed streaming ports, 127.0.0.1:5004
+    and 5000, would clash between tests run side by side).
+    """
+    if "[[bmsc.service]]" not in overlay and \
+            'media_source = "127.0.0.1:5004"' in Path(base).read_text():
         return overlay + demo_services(ports)
     return overlay
