@@ -175,3 +175,42 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(table.load()), 1)
         self.assertEqual(table.liveFrom("udp", "127.0.0.1", 5080, 1000), [live])
         self.assertEqual(table.liveOf(live.impu, 1000), [live])
+
+
+class StartOrderTests(SynchronousTestCase):
+    def test_listenersOpenAfterTheBindingsAreLoaded(self):
+        """
+        The node awaits the P-CSCF's start: its SIP port opens, and the node
+        is ready, only once the bindings are restored from storage.
+        """
+        from twisted.internet.defer import Deferred
+
+        import mbmsd.node
+        from mbmsd.node import makeNode
+        from tests.fakes import UDPMemoryReactorClock
+        from tests.test_node import ControlledStorage, ControlledStorageFactory, demoConfig
+
+        reactor = UDPMemoryReactorClock()
+        storage = ControlledStorage([])
+        stored = binding(expires=reactor.seconds() + 600)
+        self.successResultOf(storage.sipRegistrations.putBinding(stored))
+        loading = Deferred()
+        real = storage.sipRegistrations.liveBindings
+        storage.sipRegistrations.liveBindings = lambda now: loading.addCallback(
+            lambda _: self.successResultOf(real(now)))
+        config = demoConfig()
+        factory = ControlledStorageFactory(storage)
+        self.patch(mbmsd.node, "storageFactories", lambda: {"memory": factory})
+        node = makeNode(config, reactor)
+        node.startService()
+        storage.opening.callback(None)
+        pcscf = [svc for svc in node.roles if svc.name == "pcscf"][0]
+        self.assertNotIn(5060, [p for p, _, _, _ in reactor.tcpServers])
+        self.assertNoResult(node.ready)
+        self.assertFalse(pcscf.running)
+        loading.callback(None)
+        self.successResultOf(node.ready)
+        self.assertIn(5060, [p for p, _, _, _ in reactor.tcpServers])
+        self.assertEqual(pcscf.store.liveFrom("UDP", "127.0.0.1", 5080, reactor.seconds()),
+                         [stored])
+        self.successResultOf(node.stopService())
