@@ -773,6 +773,15 @@ class ISipRegistrationStore(Interface):
             source is C{(transport, host, port)}, oldest registration first.
         """
 
+    def liveBindings(now):
+        """
+        Every live binding (C{expires > now}): what the P-CSCF loads into
+        memory at start (L{mbmsd.roles.pcscf.bindings}).
+
+        @return: Deferred firing with the list of live L{SipBinding}s, oldest
+            registration first.
+        """
+
     def countBindings(now):
         """
         @return: Deferred firing with the number of live bindings.

@@ -99,8 +99,11 @@ class NodeService(MultiService):
             log.info("node {node} stopped before it was ready", node=self.node.name)
             return
         for svc in self.exporters + self.roles:
-            svc.startService()
             self._started.append(svc)
+            # a role may restore its state before its listeners open (pcscf)
+            yield maybeDeferred(svc.startService)
+            if not self.running:
+                return
         log.info(
             "node {node} ready (mbmsd {v}): roles {roles}",
             node=self.node.name, v=__version__, roles=", ".join(s.name for s in self.roles),

@@ -18,6 +18,7 @@ from mbmsd import config as c
 from mbmsd.interfaces import IClientTransactionUser, IRoleFactory, ITransactionUser
 from mbmsd.metrics import Metrics
 from mbmsd.protocols import digest, milenage
+from mbmsd.roles.pcscf.bindings import BindingTable
 from mbmsd.roles.pcscf.config import PCSCF_SECTION, parse_next_hop, parse_udp_listen
 from mbmsd.roles.pcscf.plugin import PcscfRoleFactory
 from mbmsd.roles.pcscf.proxy import PcscfProxy, _Forward, loop_hash
@@ -110,13 +111,15 @@ class Harness:
             impi=IMPI, impus=tuple(impus), k=K, opc=OPC, amf=bytes.fromhex("b9b9"), sqn=SQN - 1))
         self.registry = CollectorRegistry()
         metrics = Metrics("test-node", self.registry).forRole("pcscf")
+        # the P-CSCF's bindings in memory, written through to storage
+        self.bindings = BindingTable(self.storage.sipRegistrations, self.clock)
         self.registrar = Registrar(
-            self.storage.subscribers, self.storage.sipRegistrations, self.clock, REALM,
+            self.storage.subscribers, self.bindings, self.clock, REALM,
             minExpires=minExpires, maxExpires=maxExpires, defaultExpires=3600,
             challengeLifetime=30, random=lambda n: RAND)
         self.net = FakeConnections(self.clock)
         self.proxy = PcscfProxy(
-            self.clock, self.registrar, self.storage.sipRegistrations, self.net,
+            self.clock, self.registrar, self.bindings, self.net,
             ("127.0.0.1", 5070, "UDP"), "127.0.0.1", {"UDP": 5060, "TCP": 5060}, metrics,
             trustedPeers=privacyTrusted)
 

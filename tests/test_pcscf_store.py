@@ -8,6 +8,8 @@ applies the same mixin.
 import shutil
 import tempfile
 
+import pytest
+
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -145,6 +147,17 @@ class SipRegistrationStoreContract(IssueChallengeContract):
             self.result(self.store.getBinding("sip:user1@home1.net", "sip:new@h")))
 
 
+    def test_liveBindings(self):
+        """What the P-CSCF loads at start: every live binding, oldest first."""
+        a = binding(registered=1000.0)
+        b = binding(impu="sip:user2@home1.net", registered=900.0)
+        gone = binding(contact="sip:old@h", expires=100.0)
+        for x in (a, b, gone):
+            self.result(self.store.putBinding(x))
+        self.assertEqual(self.result(self.store.liveBindings(100.0)), [b, a])
+        self.assertEqual(self.result(self.store.liveBindings(2000.0)), [])
+
+
 class MemorySipRegistrationStoreTests(SipRegistrationStoreContract, SynchronousTestCase):
     def makeStorage(self):
         return MemoryStorage()
@@ -165,3 +178,13 @@ class SqliteSipRegistrationStoreTests(SipRegistrationStoreContract, SynchronousT
         self.successResultOf(again.open())
         self.addCleanup(lambda: self.successResultOf(again.close()))
         self.assertEqual(self.successResultOf(again.sipRegistrations.bindings(b.impu, 0)), [b])
+
+
+@pytest.mark.external
+class PostgresSipRegistrationStoreTests(SipRegistrationStoreContract, SynchronousTestCase):
+    def makeStorage(self):
+        from tests.test_store_postgresql import postgres_storage
+
+        storage = postgres_storage(SyncReactor())
+        self.addCleanup(storage.close)
+        return storage

@@ -107,6 +107,9 @@ class MemorySipRegistrationStore:
         source = (transport.upper(), host, int(port))
         return succeed(self._live(now, lambda b: b.source == source))
 
+    def liveBindings(self, now):
+        return succeed(self._live(now, lambda b: True))
+
     def countBindings(self, now):
         return succeed(sum(1 for b in self._bindings.values() if b.expires > now))
 
@@ -206,6 +209,9 @@ class SqlSipRegistrationStore:
         return self.db.runInteraction(
             "sip_bindings_from_source", self._select_txn,
             "host = ? AND port = ? AND transport = ?", (host, int(port), transport.upper()), now)
+
+    def liveBindings(self, now):
+        return self.db.runInteraction("sip_live_bindings", self._select_txn, "1 = 1", (), now)
 
     @staticmethod
     def _select_txn(txn, where, args, now):

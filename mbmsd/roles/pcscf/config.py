@@ -82,6 +82,10 @@ PCSCF_SECTION = c.Section(
                                  "is sent despite 'Privacy: id' (RFC 3325 9.3)"),
         "max_message_size": c.Field(c.integer(1024, 65535), 65535,
                                     "bytes; larger messages are answered 413"),
+        "max_bindings": c.Field(c.integer(1, 10_000_000), 100_000,
+                                "registration bindings held in memory (and the dialogs "
+                                "remembered); a REGISTER for a new one beyond it is "
+                                "answered 503"),
         "prune_interval": c.Field(c.integer(1, 86400), 60,
                                   "seconds between removals of expired bindings"),
         "t1": c.Field(c.number(0.05, 10), 0.5, "RFC 3261 T1, seconds"),

@@ -24,17 +24,30 @@ Per request (RFC 3261 16.3 to 16.6):
   - our Via goes on top; responses come back through the client and server
     transactions (the top Via removed, 16.7); the ACK of a 2xx and strays
     are forwarded statelessly (16.11).
+
+The bindings are the in-memory L{BindingTable} (no storage read per
+request). The identity asserted for a UE's INVITE is kept with the dialog
+(Call-ID and the UE's tag, bound to its network path), so the UE's later
+requests in that dialog reuse it without reading the registration set. The
+state is a table here rather than a token in our Record-Route URI (which
+RFC 3261 16.6 step 4 and 16.12 would allow): the Record-Route goes to both
+ends, the remote one possibly outside the trust domain, where RFC 3325 9.3
+forbids the identity, and a token would need a key shared across restarts.
+The table is bounded (oldest dropped) and swept; an entry lost (restart,
+limit) falls back to the registration set, as before.
 """
 
 import hashlib
 import ipaddress
+from collections import OrderedDict
 
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from zope.interface import implementer
 
 from mbmsd.interfaces import IClientTransactionUser, ITransactionUser
 from mbmsd.logs import Logger
-from mbmsd.roles.pcscf.registrar import CHALLENGED, aor
+from mbmsd.roles.pcscf.bindings import BindingLimitReached
+from mbmsd.roles.pcscf.registrar import CHALLENGED, RegisterAnswer, aor
 from mbmsd.sip.message import (
     MAGIC_COOKIE, SipParseError, make_branch, make_cancel, make_response, parse_name_addr,
     parse_uri, parse_via, reason_phrase)
@@ -43,6 +56,13 @@ from mbmsd.sip.transaction import TransactionError, TransactionLayer, TimerSetti
 __all__ = ["PcscfProxy", "METHODS"]
 
 log = Logger(namespace="mbmsd.pcscf")
+
+# how long a dialog's asserted identity is remembered, seconds (beyond it
+# the registration set answers, as for a dialog never seen)
+DIALOG_LIFETIME = 12 * 3600
+# REGISTER refused at pcscf.max_bindings: its outcome label and Retry-After
+BINDING_LIMIT = "binding_limit"
+RETRY_AFTER_FULL = 60
 
 # Method label values (bounded); anything else counts as "other".
 METHODS = ("REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "UPDATE",
@@ -111,7 +131,8 @@ class PcscfProxy:
     """
     @param clock: IReactorTime.
     @param registrar: the L{Registrar}.
-    @param store: the L{ISipRegistrationStore} (live bindings by source).
+    @param store: the L{mbmsd.roles.pcscf.bindings.BindingTable} (live
+        bindings by IMPU and by network path, in memory).
     @param connections: C{transportFor(name, host, port)} -> Deferred of an
         ISipTransport; C{isOutbound(transport)} -> bool.
     @param scf: C{(host, port, transport)} of the next hop.
@@ -119,10 +140,11 @@ class PcscfProxy:
     @param ports: C{{'UDP': port, 'TCP': port}} we listen on.
     @param metrics: a L{mbmsd.metrics.RoleMetrics}.
     @param trustedPeers: IP addresses inside the trust domain besides the SCF.
+    @param maxDialogs: the most dialog identities remembered.
     """
 
     def __init__(self, clock, registrar, store, connections, scf, advertised, ports, metrics,
-                 trustedPeers=(), timers=None, onRegistration=None):
+                 trustedPeers=(), timers=None, onRegistration=None, maxDialogs=100_000):
         self.clock = clock
         self.registrar = registrar
         self.store = store
@@ -133,6 +155,9 @@ class PcscfProxy:
         self.ownHosts = {advertised}
         self.trustedPeers = set(trustedPeers)
         self.onRegistration = onRegistration
+        self.maxDialogs = maxDialogs
+        # (Call-ID, UE's tag) -> (network path, asserted IMPU, expiry), oldest first
+        self._dialogs = OrderedDict()
         if timers is None:
             timers = TimerSettings(trying_delay=0)
         self.layer = TransactionLayer(clock, self, timers)
@@ -209,7 +234,7 @@ class PcscfProxy:
         if mf == 0:
             self._answer(txn, 483, "too_many_hops")
             return
-        side, bindings = yield self._classify(request, txn.transport, txn.source)
+        side, bindings = self._classify(request, txn.transport, txn.source)
         if side is None:
             self._answer(txn, 403, "not_registered", "Forbidden: not registered from this address")
             return
@@ -223,14 +248,16 @@ class PcscfProxy:
                 self._answer(txn, 482, "loop_detected")
                 return
         try:
-            fwd, target = yield self._prepare(request, side, bindings, txn.transport, mine)
+            fwd, target = self._prepare(request, side, bindings, txn.transport, mine,
+                                        txn.source)
             transport = yield self.connections.transportFor(
                 target.transport, target.host, target.port)
         except ForwardFailed as e:
             self._answer(txn, e.status, "unroutable", e.reason)
             return
         except Exception as e:
-            log.info("P-CSCF: cannot reach the next hop for {method}: {e}", method=method, e=e)
+            # the 503's line below is the outcome at info
+            log.debug("P-CSCF: cannot reach the next hop for {method}: {e}", method=method, e=e)
             self._answer(txn, 503, "next_hop_unreachable")
             return
         self._fixVia(fwd, transport.name, mine)
@@ -242,7 +269,12 @@ class PcscfProxy:
 
     @inlineCallbacks
     def _register(self, request, txn):
-        answer = yield self.registrar.register(request, txn.transport.name, txn.source)
+        try:
+            answer = yield self.registrar.register(request, txn.transport.name, txn.source)
+        except BindingLimitReached:
+            # RFC 3261 21.5.4: a capacity condition of this P-CSCF
+            answer = RegisterAnswer(503, BINDING_LIMIT, None,
+                                    [("Retry-After", str(RETRY_AFTER_FULL))])
         self.registrations.labels(answer.outcome).inc()
         response = make_response(request, answer.status, answer.reason, to_tag=True)
         for name, value in answer.headers:
@@ -271,15 +303,14 @@ class PcscfProxy:
             return
         ctx.cancel()
 
-    @inlineCallbacks
     def _classify(self, request, transport, source):
         """
-        @return: Deferred of C{('ue', bindings)}, C{('network', None)} or
-            C{(None, None)} when the sender is neither.
+        @return: C{('ue', bindings)}, C{('network', None)} or C{(None, None)}
+            when the sender is neither.
         """
         if source is not None:
-            bindings = yield self.store.bindingsFromSource(
-                transport.name, source[0], source[1], self.clock.seconds())
+            bindings = self.store.liveFrom(transport.name, source[0], source[1],
+                                           self.clock.seconds())
             if bindings:
                 return "ue", bindings
         scf_host, scf_port, scf_transport = self.scf
@@ -302,8 +333,7 @@ class PcscfProxy:
         except SipParseError:
             return False
 
-    @inlineCallbacks
-    def _prepare(self, request, side, bindings, ingress, mine):
+    def _prepare(self, request, side, bindings, ingress, mine, source=None):
         """
         The copy to forward and its L{_Target}. Raises L{ForwardFailed}.
         """
@@ -311,7 +341,10 @@ class PcscfProxy:
         h = fwd.headers
         h.set("Max-Forwards", str(int(h.get("Max-Forwards").strip()) - 1))
         if side == "ue":
-            self._assertIdentity(fwd, bindings)
+            path = (ingress.name,) + tuple(source) if source is not None else None
+            self._assertIdentity(fwd, bindings, path)
+        if fwd.method == "BYE":
+            self._forgetDialog(fwd)
         # RFC 3261 16.4: remove the Route entries that name us
         while True:
             value = h.get("Route")
@@ -337,7 +370,7 @@ class PcscfProxy:
                 impu = aor(fwd.request_uri)
             except SipParseError:
                 raise ForwardFailed(416)
-            live = yield self.store.bindings(impu, self.clock.seconds())
+            live = self.store.liveOf(impu, self.clock.seconds())
             if not live:
                 raise ForwardFailed(404, "Not Found: not registered")
             b = live[-1]
@@ -348,7 +381,7 @@ class PcscfProxy:
             if side == "network":
                 # towards a UE: over the path it registered from (its TCP
                 # connection, its NAT binding), not to the Contact's address
-                flow = yield self._flowTo(fwd)
+                flow = self._flowTo(fwd)
                 if flow is not None:
                     target = flow
         if initial and fwd.method not in ("ACK", "CANCEL"):
@@ -361,7 +394,6 @@ class PcscfProxy:
             h.remove("P-Asserted-Identity")
         return fwd, target
 
-    @inlineCallbacks
     def _flowTo(self, request):
         """
         The registered network path of the UE a request is for: the live
@@ -372,7 +404,7 @@ class PcscfProxy:
             uri = request.request_uri
         except SipParseError:
             return None
-        live = yield self.store.bindings(impu, self.clock.seconds())
+        live = self.store.liveOf(impu, self.clock.seconds())
         for b in reversed(live):
             try:
                 contact = parse_uri(b.contact)
@@ -393,13 +425,20 @@ class PcscfProxy:
         port = uri.port if uri.port is not None else (5061 if transport == "TLS" else 5060)
         return _Target(transport, uri.host, port, self._trusted(uri.host, port))
 
-    def _assertIdentity(self, fwd, bindings):
+    def _assertIdentity(self, fwd, bindings, path=None):
         """RFC 3325 5 and TS 24.229 5.2.6.3: the asserted identity of a UE."""
         h = fwd.headers
         h.remove("P-Asserted-Identity")
         if fwd.method in ("ACK", "CANCEL"):
             h.remove("P-Preferred-Identity")
             return
+        inDialog = fwd.to_tag is not None
+        if inDialog and path is not None and h.get("P-Preferred-Identity") is None:
+            # the identity this dialog was set up with, when it was ours
+            known = self._dialogs.get((fwd.call_id, fwd.from_tag))
+            if known is not None and known[0] == path:
+                h.add("P-Asserted-Identity", "<%s>" % (known[1],))
+                return
         registered = []
         for b in bindings:
             for impu in b.associated:
@@ -417,6 +456,35 @@ class PcscfProxy:
                 break
         h.remove("P-Preferred-Identity")
         h.add("P-Asserted-Identity", "<%s>" % (chosen,))
+        if fwd.method == "INVITE" and not inDialog and path is not None:
+            self._rememberDialog(fwd, path, chosen)
+
+    # ------------------------------------------------------------ dialogs
+
+    def _rememberDialog(self, invite, path, impu):
+        key = (invite.call_id, invite.from_tag)
+        self._dialogs.pop(key, None)
+        while len(self._dialogs) >= self.maxDialogs:
+            self._dialogs.popitem(last=False)
+        self._dialogs[key] = (path, impu, self.clock.seconds() + DIALOG_LIFETIME)
+
+    def _forgetDialog(self, request):
+        """A BYE (either side) or a refused INVITE ends what we kept."""
+        try:
+            tags = (request.from_tag, request.to_tag)
+        except SipParseError:
+            return
+        for tag in tags:
+            if tag is not None:
+                self._dialogs.pop((request.call_id, tag), None)
+
+    def sweepDialogs(self, now):
+        """Drop the dialog identities that expired (the service's sweep)."""
+        while self._dialogs:
+            key, (_, _, expires) = next(iter(self._dialogs.items()))
+            if expires > now:
+                break
+            del self._dialogs[key]
 
     def _fixVia(self, fwd, transport, mine, branch=None):
         if branch is None:
@@ -433,13 +501,13 @@ class PcscfProxy:
     def _ack(self, request, transport, source):
         if int(request.headers.get("Max-Forwards").strip()) == 0:
             return
-        side, bindings = yield self._classify(request, transport, source)
+        side, bindings = self._classify(request, transport, source)
         if side is None:
             log.info("P-CSCF: ACK from an unknown source {source} dropped", source=_show(source))
             return
         mine = loop_hash(request)
         try:
-            fwd, target = yield self._prepare(request, side, bindings, transport, mine)
+            fwd, target = self._prepare(request, side, bindings, transport, mine, source)
         except ForwardFailed as e:
             log.info("P-CSCF: ACK not routable ({status})", status=e.status)
             return
@@ -500,9 +568,10 @@ class PcscfProxy:
         if start is not None:
             self.latency.labels(method).observe(max(0.0, self.clock.seconds() - start))
         if txn.request.method != "REGISTER":
-            # session set-ups and failures at info; the rest of a dialog at debug
-            level = (log.info if txn.request.method == "INVITE" or response.status >= 300
-                     else log.debug)
+            # one info line per procedure outcome: a session set up or
+            # refused (INVITE), released (BYE), any failure; the rest at debug
+            level = (log.info if txn.request.method in ("INVITE", "BYE")
+                     or response.status >= 300 else log.debug)
             level("{method} {callid} from {transport} {source}: {status}",
                   method=txn.request.method, callid=txn.request.call_id,
                   transport=txn.transport.name, source=_show(txn.source),
@@ -535,6 +604,8 @@ class _Forward:
             # RFC 3261 16.7 step 6: the next hop's 503 says nothing of this
             # P-CSCF; the UE gets 500 (its Retry-After kept, RFC 3261 20.33)
             up.status, up.reason = 500, reason_phrase(500)
+        if response.status >= 300 and self.server.request.method == "INVITE":
+            self.proxy._forgetDialog(self.server.request)
         if response.status >= 200:
             first = not self.final
             self.final = True

@@ -5,12 +5,14 @@ UEs' and ours to the SCF), the registrar, the proxy and the pruning timer.
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
+from twisted.internet.defer import inlineCallbacks
 from zope.interface import implementer
 
 from mbmsd import tls
 from mbmsd.interfaces import IReconfigurable
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, OverloadMetrics, SipAdmission
+from mbmsd.roles.pcscf.bindings import BindingTable
 from mbmsd.roles.pcscf.config import parse_next_hop
 from mbmsd.roles.pcscf.proxy import PcscfProxy
 from mbmsd.roles.pcscf.registrar import Registrar
@@ -34,7 +36,10 @@ class PcscfService(MultiService):
         self.scf = scf
         self.guard = AuthGuard.fromConfig(reactor, config, overloaded)
         self.clock = reactor
-        self.store = node.storage.sipRegistrations
+        # the bindings live here, written through to storage (bindings.py)
+        self.store = BindingTable(node.storage.sipRegistrations, reactor,
+                                  limit=config["max_bindings"])
+        self._stopping = False
         self.registrar = Registrar(
             node.storage.subscribers, self.store, reactor,
             realm=config["realm"] or node.homeDomain,
@@ -54,7 +59,7 @@ class PcscfService(MultiService):
             listen.ports,
             metrics, trustedPeers=config["trusted_peers"],
             timers=TimerSettings(t1=config["t1"], trying_delay=0),
-            onRegistration=self.updateGauge,
+            onRegistration=self.updateGauge, maxDialogs=config["max_bindings"],
         )
         # the SCF and trusted peers carry many users' requests: per listener only
         self.proxy.layer.admission = self.connections.admission = SipAdmission(
@@ -86,24 +91,40 @@ class PcscfService(MultiService):
 
         return apply
 
+    @inlineCallbacks
+    def startService(self):
+        """
+        Restore the bindings from storage, then open the listeners: no
+        request is served from an empty table. The node awaits this.
+        """
+        n = yield self.store.load()
+        if self._stopping:
+            return
+        log.info("P-CSCF: {n} registration bindings restored from storage", n=n)
+        self.updateGauge()
+        MultiService.startService(self)
+
     def stopService(self):
+        self._stopping = True
+        if not self.running:
+            return None
         self.connections.closeAll()
         return MultiService.stopService(self)
 
     def updateGauge(self):
-        d = self.store.countBindings(self.clock.seconds())
-        d.addCallback(self.bindingsGauge.set)
-        d.addErrback(lambda f: log.failure("counting bindings failed", f))
-        return d
+        # between sweeps this counts bindings expired but not yet swept
+        self.bindingsGauge.set(len(self.store))
 
     def prune(self):
-        d = self.store.prune(self.clock.seconds())
+        now = self.clock.seconds()
+        self.proxy.sweepDialogs(now)
+        d = self.store.prune(now)
 
         def done(n):
             if n:
                 self.pruned.inc(n)
                 log.info("pruned {n} expired registration entries", n=n)
-            return self.updateGauge()
+            self.updateGauge()
 
         d.addCallback(done)
         d.addErrback(lambda f: log.failure("pruning failed", f))
