@@ -129,6 +129,10 @@ class BindingTable:
     def takeChallenge(self, nonce):
         return self.store.takeChallenge(nonce)
 
+    def issueChallenge(self, impi, challengeFor):
+        # the SQN and the challenge made from it: one storage transaction
+        return self.store.issueChallenge(impi, challengeFor)
+
     def putBinding(self, binding):
         """
         Write C{binding} to storage, then to memory.
