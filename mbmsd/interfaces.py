@@ -600,7 +600,7 @@ class ILeaseStore(Interface):
 
 class IBootstrapLookup(Interface):
     """
-    Zn: what a NAF asks the BSF (TS 33.220 4.5.3, DESIGN 8.5).
+    Zn: what a NAF asks the BSF (TS 33.220 4.5.3, docs/design.md 7.6).
     """
 
     def getNafKey(btid, nafId, peer):
@@ -782,7 +782,7 @@ class ISipRegistrationStore(Interface):
 
 class IServiceAuthorizationClient(Interface):
     """
-    The SCF's port to the BM-SC.UPF (TS 26.237 10.2.3, DESIGN 8.3): always
+    The SCF's port to the BM-SC.UPF (TS 26.237 10.2.3, docs/design.md 7.4): always
     the HTTP POST C{/keymanagement?requesttype=authorize|deauthorize} with
     C{X-3GPP-Asserted-Identity}, also when both roles share a node.
     """

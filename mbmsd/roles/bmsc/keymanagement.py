@@ -2,7 +2,7 @@
 The BM-SC.UPF key management procedures, free of HTTP:
 
 - authorize / deauthorize from a trusted SCF (TS 26.237 10.2.3, 10.2.4;
-  body per DESIGN 8.3), the user named by X-3GPP-Asserted-Identity;
+  body per docs/design.md 7.4), the user named by X-3GPP-Asserted-Identity;
 - register / deregister / msk-request from UEs (TS 33.246 6.3.2.1A, 6.3.2.1B,
   6.3.2.2), authenticated with Digest over GBA, the user named by
   X-3GPP-Intended-Identity (TS 26.237 10.2.1), checked against the stored
@@ -91,7 +91,7 @@ class KeyManagement:
         """
         if source not in self.trustedScfs and not self.trustedScfNames & set(peerNames):
             # X-3GPP-Asserted-Identity is honoured from trusted SCFs only
-            # (DESIGN 8.3: by address and/or TLS client certificate)
+            # (docs/design.md 7.4: by address and/or TLS client certificate)
             return plain(403, "not a trusted SCF")
         impu = parse_identity_header(assertedIdentity)
         if impu is None:
