@@ -6,7 +6,8 @@ One module, so that a correction is a one-line change. Each value says
 VERIFIED (with its source), CORROBORATED (independent code agrees, the
 normative text itself was not read) or UNVERIFIED (ours, or our recollection
 of TS 33.246 clause 6.4, which could not be retrieved). Source tags
-[S..], [C..] resolve in shared/spec/sources.md.
+[S..], [C..] name the project's reading notes (not in this repository); the
+clause beside a tag is the citation.
 
 Plain integers only: this module imports nothing from mbmsd, so every layer
 (protocol libraries, roles, the UE) may import it.

@@ -1,7 +1,7 @@
 """
 Tests for mbmsd.protocols.mikey: RFC 3830 framing byte for byte against the
-payload tables of shared/spec/mbms-keys.md 5, the MIKEY-1 PRF against the
-self-computed example of mbms-keys.md 7 and against an independent
+payload tables of RFC 3830 6, the MIKEY-1 PRF (RFC 3830 4.1.2-4.1.4) against a
+self-computed example and against an independent
 re-implementation below, the MBMS profile messages, and the parsers' promise
 to raise only MikeyError on hostile input.
 """
