@@ -1,5 +1,5 @@
 """
-Singleton duties across the nodes that share one database (DESIGN 4/6): a
+Singleton duties across the nodes that share one database (docs/design.md 8.3): a
 duty (the MSK rotation of a service) runs only on the node that holds its
 lease in the L{ILeaseStore}, renewed on a timer; when that node dies its
 lease runs out and another node's next attempt takes it.

@@ -1,7 +1,7 @@
 """
 The node's HTTP client: one C{twisted.web.client.Agent} over one persistent
-C{HTTPConnectionPool}, shared by every role of the process (DESIGN 1, "one
-HTTP client pool"), reached as C{node.http}.
+C{HTTPConnectionPool}, shared by every role of the process (docs/design.md 1.3: one
+HTTP client pool), reached as C{node.http}.
 
     d = node.http.request("POST", "http://127.0.0.1:1234/keymanagement?requesttype=authorize",
                           {"Content-Type": "application/mbms-authorize+xml"}, body,
@@ -16,7 +16,7 @@ Every request is bounded:
   - at most C{retries} further attempts, and only after a connection-level
     failure (refused, unreachable, DNS, the request not sent, a pooled
     connection that closed before any answer): never once an answer began.
-    The callers of this client (authorize/deauthorize of DESIGN 8.3) are
+    The callers of this client (authorize/deauthorize, docs/design.md 7.4) are
     idempotent, which makes the last case safe to repeat; when the retries
     are used up the Deferred fails with L{HttpUnavailable};
   - answer bodies larger than C{maxBody} bytes fail with L{HttpError}.

@@ -600,7 +600,7 @@ class ILeaseStore(Interface):
 
 class IBootstrapLookup(Interface):
     """
-    Zn: what a NAF asks the BSF (TS 33.220 4.5.3, DESIGN 8.5).
+    Zn: what a NAF asks the BSF (TS 33.220 4.5.3, docs/design.md 7.6).
     """
 
     def getNafKey(btid, nafId, peer):
@@ -801,7 +801,7 @@ class ISipRegistrationStore(Interface):
 
 class IServiceAuthorizationClient(Interface):
     """
-    The SCF's port to the BM-SC.UPF (TS 26.237 10.2.3, DESIGN 8.3): the
+    The SCF's port to the BM-SC.UPF (TS 26.237 10.2.3, docs/design.md 7.4): the
     HTTP POST C{/keymanagement?requesttype=authorize|deauthorize} with
     C{X-3GPP-Asserted-Identity} (a split deployment), or, with
     C{scf.bmsc_url = "local"}, the L{IServiceAuthorization} of the bmsc role

@@ -45,7 +45,7 @@ class Node:
         self.reactor = reactor
         self.storage = storage
         self.metrics = metrics
-        # the one pooled HTTP client of the process (DESIGN 1)
+        # the one pooled HTTP client of the process (docs/design.md 1.3)
         self.http = http if http is not None else HttpClient(reactor)
         self._ports = {}
 

@@ -1,19 +1,20 @@
 """
 "mbmsd profile 1": every value of the MBMS procedures that the standards we
-could read did not confirm (DESIGN.md 8; spec/sources.md section 4).
+could read did not confirm (docs/design.md 7).
 
 One module, so that a correction is a one-line change. Each value says
 VERIFIED (with its source), CORROBORATED (independent code agrees, the
 normative text itself was not read) or UNVERIFIED (ours, or our recollection
 of TS 33.246 clause 6.4, which could not be retrieved). Source tags
-[S..], [C..] resolve in shared/spec/sources.md.
+[S..], [C..] name the project's reading notes (not in this repository); the
+clause beside a tag is the citation.
 
 Plain integers only: this module imports nothing from mbmsd, so every layer
 (protocol libraries, roles, the UE) may import it.
 """
 
 # ===========================================================================
-# MIKEY (RFC 3830 framing, TS 33.246 clause 6.4 MBMS profile; DESIGN.md 8.6)
+# MIKEY (RFC 3830 framing, TS 33.246 clause 6.4 MBMS profile; docs/design.md 7.7)
 # ===========================================================================
 
 # --- transport -------------------------------------------------------------
@@ -27,7 +28,7 @@ MSK_UDP_PORT = 4359
 # BM-SC retransmission of an unanswered MSK message (V=1): first retry after
 # RETRANSMIT_INITIAL seconds, each later delay multiplied by RETRANSMIT_FACTOR,
 # at most RETRANSMIT_MAX_TRIES transmissions in all (the first send included).
-# UNVERIFIED: ours (DESIGN.md 8.6 "1 s, 2 s, 4 s, ...; bounded"); TS 33.246
+# UNVERIFIED: ours (docs/design.md 7.7); TS 33.246
 # sets no schedule that we could read.
 RETRANSMIT_INITIAL = 1.0
 RETRANSMIT_FACTOR = 2
@@ -54,7 +55,7 @@ MSK_ID_LEN = 4
 MTK_ID_LEN = 2
 
 # CSB ID of MSK and MTK messages = the MSK ID read as a big-endian 32-bit
-# integer. UNVERIFIED: construction NOT FOUND (sources 4.4); DESIGN.md 8.6.
+# integer. UNVERIFIED: construction NOT FOUND (sources 4.4); docs/design.md 7.7.
 CSB_ID_IS_MSK_ID = True
 
 # --- common header (RFC 3830 6.1) ------------------------------------------
@@ -145,7 +146,7 @@ MAC_ALG = 1
 # Key data type of the MSK: 0 TGK. Of the MTK: 2 TEK, or 3 TEK+SALT when a
 # salt is sent. KV (key validity) type 1 = SPI/MKI, whose SPI carries the
 # MSK ID (MSK messages) or the MTK ID (MTK messages). All UNVERIFIED
-# (NOT FOUND, mbms-keys.md 6 and 8); DESIGN.md 8.6.
+# (NOT FOUND, mbms-keys.md 6 and 8); docs/design.md 7.7.
 MSK_KEY_TYPE = 0
 MTK_KEY_TYPE = 2
 MTK_KEY_TYPE_SALT = 3
@@ -171,8 +172,8 @@ VERIFICATION_MAC_INCLUDES_IDS = True
 
 # ===========================================================================
 # === BM-SC HTTP bodies ===
-# SCF -> BM-SC authorize (seed 10.2.3; DESIGN.md 8.3) and UE -> BM-SC Ua
-# (TS 33.246 6.3.2.1A/1B/2 over HTTP; DESIGN.md 8.4). The XML itself lives in
+# SCF -> BM-SC authorize (TS 26.237 10.2.3; docs/design.md 7.4) and UE -> BM-SC Ua
+# (TS 33.246 6.3.2.1A/1B/2 over HTTP; docs/design.md 7.5). The XML itself lives in
 # mbmsd/protocols/mbms_xml.py; every name it writes is here.
 # ===========================================================================
 
@@ -180,7 +181,7 @@ VERIFICATION_MAC_INCLUDES_IDS = True
 
 # Request-URI path and its "requesttype" values. "authorize" is the seed's
 # (10.2.3); "register", "deregister", "msk-request" UNVERIFIED (33.246 6.3.2
-# not read, mbms-keys.md 3); "deauthorize" is ours (DESIGN.md 7.4).
+# not read, mbms-keys.md 3); "deauthorize" is ours (docs/design.md 7.4).
 KEYMANAGEMENT_PATH = "/keymanagement"
 REQUESTTYPE_AUTHORIZE = "authorize"
 REQUESTTYPE_DEAUTHORIZE = "deauthorize"
@@ -211,7 +212,7 @@ CT_MSK_RESPONSE = "application/mbms-msk-response+xml"
 # reusing register-response is UNVERIFIED (mbms-keys.md 3, "presumably").
 CT_DEREGISTER_RESPONSE = CT_REGISTER_RESPONSE
 # Authorize request: named by the seed (10.2.3), NOT IANA-registered [C7];
-# ours/UNVERIFIED. Its response type is ours (DESIGN.md 8.3), UNVERIFIED.
+# ours/UNVERIFIED. Its response type is ours (docs/design.md 7.4), UNVERIFIED.
 CT_AUTHORIZE = "application/mbms-authorize+xml"
 CT_AUTHORIZE_RESPONSE = "application/mbms-authorize-response+xml"
 
@@ -220,14 +221,14 @@ CT_AUTHORIZE_RESPONSE = "application/mbms-authorize-response+xml"
 # Authorize and its response: ours (seed says "XML schema FFS"), UNVERIFIED.
 NS_AUTHORIZE = "urn:mbmsd:xml:ns:mbms-authorize:1"
 # Register, deregister, MSK request and the register response: ours per
-# DESIGN.md 8.4, UNVERIFIED; TS 26.346's namespaces for these were NOT FOUND
+# docs/design.md 7.5, UNVERIFIED; TS 26.346's namespaces for these were NOT FOUND
 # (mbms-keys.md 3).
 NS_REGISTER = "urn:mbmsd:xml:ns:mbms-register:1"
 # The answer to msk-request: VERIFIED (TS 26.346 Annex C.12, pointing to 11.8
 # and TS 33.246) [S7]. Its element names below are still ours (UNVERIFIED).
 NS_MSK_RESPONSE = "urn:3GPP:metadata:2005:MBMS:mskResponse"
 
-# --- element and attribute names (all ours, DESIGN.md 8.3/8.4; UNVERIFIED) -----
+# --- element and attribute names (all ours, docs/design.md 7.4/7.5; UNVERIFIED) --
 
 EL_AUTHORIZE = "mbmsAuthorize"
 EL_AUTHORIZE_RESPONSE = "mbmsAuthorizeResponse"
@@ -244,7 +245,7 @@ EL_MSK_ID = "mskId"
 ATTR_STATUS = "status"
 
 # Per-item status codes (HTTP-like). The TS 26.346 numeric codes were NOT
-# FOUND (mbms-keys.md 3); these are ours (DESIGN.md 8.3/8.4), UNVERIFIED.
+# FOUND (mbms-keys.md 3); these are ours (docs/design.md 7.4/7.5), UNVERIFIED.
 STATUS_OK = 200
 STATUS_NOT_AUTHORIZED = 403
 STATUS_UNKNOWN = 404

@@ -1,5 +1,5 @@
 """
-TLS for every role, in one place (pyOpenSSL through Twisted; DESIGN 1):
+TLS for every role, in one place (pyOpenSSL through Twisted; docs/design.md 1.3):
 
   - L{TLS_SECTION}: the C{[<role>.tls]} table naming PEM files (the
     certificate chain, its private key, the CA that signs peers' client

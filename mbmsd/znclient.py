@@ -1,7 +1,7 @@
 """
 Zn from a NAF of this node (the BM-SC.UPF, the SCF of the SIP-based
 procedure): the BSF role of the same node in-process, or a BSF elsewhere
-over the HTTP/JSON client of DESIGN 8.5, both behind L{IBootstrapLookup}.
+over the HTTP/JSON client of docs/design.md 7.6, both behind L{IBootstrapLookup}.
 The remote one goes through the node's L{mbmsd.httpclient.HttpClient}.
 """
 

@@ -7,7 +7,7 @@ Hypothesis settings profiles for the fuzz suites (tests/test_fuzz_*.py).
     machine.
   - C{deep}: random, 75 times the examples, for a long hunt by hand:
     C{HYPOTHESIS_PROFILE=deep .venv/bin/pytest -q tests/test_fuzz_*.py}
-    (see /work/notes/fuzz.md).
+    (the README's Hardening section).
 
 Pick one with the environment variable C{HYPOTHESIS_PROFILE}.
 """

@@ -2,7 +2,7 @@
 HTTP Digest / AKAv1-MD5.
 
 Vectors: RFC 2617 section 3.5 (Mufasa), and AKAv1-MD5 values computed here
-with hashlib straight from the formulas in /work/shared/spec/gba.md section 2
+with hashlib straight from the formulas of RFC 2617 3.2.2 and RFC 3310 3.3
 (RES = f2 of TS 35.208 test set 1).
 """
 

@@ -1,8 +1,9 @@
 """
 TS 33.220 Annex B KDF, NAF_Id, B-TID, Ub nonce and BootstrappingInfo XML.
 
-Expected values come from /work/shared/spec/gba.md section 3 (worked example)
-and section 2 (XML sample), never from this code.
+Expected values come from a worked example of TS 33.220 B.2/B.3 computed by
+hand for TS 35.208 test set 1, and the TS 24.109 C.1 XML sample, never from
+this code.
 """
 
 import base64

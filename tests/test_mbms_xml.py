@@ -1,6 +1,6 @@
 """
-The BM-SC XML bodies (DESIGN.md 8.3 and 8.4, "mbmsd profile 1"). The
-expected documents and values are written by hand from DESIGN.md, not
+The BM-SC XML bodies (docs/design.md 7.4 and 7.5, "mbmsd profile 1"). The
+expected documents and values are written by hand from docs/design.md, not
 produced by the module under test; hostile inputs (XXE, billion laughs,
 DTDs, oversize, garbage) may only ever raise MbmsXmlError.
 """
@@ -18,7 +18,7 @@ NS_REG = "urn:mbmsd:xml:ns:mbms-register:1"
 # TS 26.346 Annex C.12: the namespace of the MSK request's response
 NS_MSK_RESPONSE = "urn:3GPP:metadata:2005:MBMS:mskResponse"
 
-# DESIGN.md 8.3, the example body (annotations removed)
+# docs/design.md 7.4, the example body (annotations removed)
 DESIGN_AUTHORIZE = b"""<?xml version="1.0" encoding="UTF-8"?>
 <mbmsAuthorize xmlns="urn:mbmsd:xml:ns:mbms-authorize:1">
   <serviceId>urn:mbmsd:news</serviceId>
@@ -27,7 +27,7 @@ DESIGN_AUTHORIZE = b"""<?xml version="1.0" encoding="UTF-8"?>
 </mbmsAuthorize>
 """
 
-# DESIGN.md 8.3, the acknowledgement
+# docs/design.md 7.4, the acknowledgement
 DESIGN_AUTHORIZE_RESPONSE = (
     b'<mbmsAuthorizeResponse xmlns="urn:mbmsd:xml:ns:mbms-authorize:1">'
     b'<serviceId status="200">urn:mbmsd:news</serviceId></mbmsAuthorizeResponse>'
@@ -35,7 +35,7 @@ DESIGN_AUTHORIZE_RESPONSE = (
 
 
 # ---------------------------------------------------------------------------
-# profile constants, written out by hand from DESIGN.md / mbms-keys.md 3
+# profile constants, written out by hand from docs/design.md 7.4, 7.5
 
 
 def test_profile_names():
@@ -52,7 +52,7 @@ def test_profile_names():
 
 
 # ---------------------------------------------------------------------------
-# the documents of DESIGN.md
+# the documents of docs/design.md 7.4
 
 
 def test_parse_design_authorize_example():

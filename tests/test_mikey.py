@@ -1,7 +1,7 @@
 """
 Tests for mbmsd.protocols.mikey: RFC 3830 framing byte for byte against the
-payload tables of shared/spec/mbms-keys.md 5, the MIKEY-1 PRF against the
-self-computed example of mbms-keys.md 7 and against an independent
+payload tables of RFC 3830 6, the MIKEY-1 PRF (RFC 3830 4.1.2-4.1.4) against a
+self-computed example and against an independent
 re-implementation below, the MBMS profile messages, and the parsers' promise
 to raise only MikeyError on hostile input.
 """
@@ -223,7 +223,7 @@ def test_key_data_layouts():
 
 
 def test_msk_message_layout():
-    """The profile-1 MSK message of DESIGN 8.6, checked field by field."""
+    """The profile-1 MSK message of docs/design.md 7.7, checked field by field."""
     data = msk_message()
     ext_data = h("00 03") + KDID + h("01 04") + MSK_ID
     prefix = (
@@ -669,7 +669,7 @@ def test_error_messages_hide_keys():
 
 
 def _generic_msk_message(muk, kdid, msk_id, msk, counter, rand, idi, idr, v):
-    """The MSK message of DESIGN 8.6 through the generic payload encoder."""
+    """The MSK message of docs/design.md 7.7 through the generic payload encoder."""
     csb_id = int.from_bytes(msk_id, "big")
     header = Header(1, profile.MSK_DATA_TYPE, v, profile.PRF_FUNC, csb_id, profile.CS_COUNT,
                     profile.CS_ID_MAP_TYPE)

@@ -1,6 +1,6 @@
 """
 Every MIKEY message kind we send, decoded by an independent dissector:
-tshark's MIKEY dissector (shared/ANCHORS.md 8.1, TOOLING.md 5). The messages
+tshark's MIKEY dissector (Wireshark's packet-mikey.c). The messages
 are written into a pcap by the test itself (UDP to and from the MSK port), so
 no capture privileges are needed. tshark cannot check MACs or decrypt; it
 checks the RFC 3830 framing and shows each field, which must equal what we

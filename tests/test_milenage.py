@@ -1,6 +1,6 @@
 """
 Milenage against the TS 35.208 clause 4.3 conformance test sets 1-4
-(values copied from /work/shared/spec/gba.md section 8).
+(values copied from the published test data).
 """
 
 import pytest

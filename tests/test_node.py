@@ -105,7 +105,7 @@ def listening(reactor):
     return sorted((port, interface) for port, _, _, interface in reactor.tcpServers)
 
 
-# DESIGN 1: BM-SC key management 1234, P-CSCF SIP over TCP 5060, SCF SIP
+# docs/design.md 1.1: BM-SC key management 1234, P-CSCF SIP over TCP 5060, SCF SIP
 # over TCP 5070, Ub 8080, Zn 8081, metrics 9102
 DEMO_PORTS = [(1234, "127.0.0.1"), (5060, "127.0.0.1"), (5070, "127.0.0.1"),
               (8080, "127.0.0.1"), (8081, "127.0.0.1"), (9102, "127.0.0.1")]

@@ -1,11 +1,11 @@
 """
-The SCF role in-process (TS 26.237 10.2.3, DESIGN 8.2/8.3): the UAS core on
+The SCF role in-process (TS 26.237 10.2.3, docs/design.md 7.3/7.4): the UAS core on
 fake SIP transports and a Clock, the BM-SC behind a fake authorization
 client -- and, for the wire format, the real BM-SC key management Site
 reached through the real HttpClient and a fake agent.
 
 Independent truth: the expected messages are written out here from RFC 3261
-(12.1.1, 13.3.1.4), RFC 4028 (9, 10) and DESIGN 8.2/8.3, not computed by the
+(12.1.1, 13.3.1.4), RFC 4028 (9, 10) and docs/design.md 7.3/7.4, not computed by the
 code under test.
 """
 

@@ -1,5 +1,5 @@
 """
-Keys at rest (issue 6, DESIGN 4): K, OPc, XRES/CK/IK, Ks and MSKs are sealed
+Keys at rest (issue 6, docs/design.md 5.4): K, OPc, XRES/CK/IK, Ks and MSKs are sealed
 under the node key. The independent truth is the database itself: its dump
 (sqlite3's iterdump, PostgreSQL's pg_dump) and its raw files must not hold
 any of the keys we stored, in hex or as raw bytes, while the stores still

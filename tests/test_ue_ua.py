@@ -7,7 +7,7 @@ Independent truth: the fake BM-SC checks the Digest exchange with its own
 hashlib implementation of RFC 2617 3.2.2 (request-digest) and 3.2.3
 (rspauth), parses the Authorization header with its own regular expression,
 reads the request bodies with the standard library's ElementTree and writes
-its answers by hand from DESIGN.md 8.4. The Ks_NAF and B-TID are the worked
+its answers by hand from docs/design.md 7.5. The Ks_NAF and B-TID are the worked
 example of spec/gba.md 3.
 """
 
@@ -54,7 +54,7 @@ def _h(request, name):
 
 class FakeBmsc(Resource):
     """
-    The server side of Ua as DESIGN.md 8.4 describes it, deliberately small.
+    The server side of Ua as docs/design.md 7.5 describes it, deliberately small.
     """
 
     isLeaf = True

@@ -1,8 +1,8 @@
 """
 The XML bodies of the BM-SC's HTTP interfaces, "mbmsd profile 1":
-SCF -> BM-SC authorize/deauthorize (DESIGN.md 8.3; the seed leaves the schema
+SCF -> BM-SC authorize/deauthorize (docs/design.md 7.4; the seed leaves the schema
 FFS) and UE -> BM-SC register / deregister / msk-request with their answers
-(DESIGN.md 8.4; TS 26.346's schemas could not be read). Every element name,
+(docs/design.md 7.5; TS 26.346's schemas could not be read). Every element name,
 namespace and content type comes from the "BM-SC HTTP bodies" section of
 L{mbmsd.profile}, so a correction there is a one-line change.
 
@@ -277,7 +277,7 @@ def _parse_service_statuses(body, ns, root_name) -> list[tuple[str, int]]:
 
 
 # ---------------------------------------------------------------------------
-# authorize / deauthorize (SCF -> BM-SC, DESIGN.md 8.3)
+# authorize / deauthorize (SCF -> BM-SC, docs/design.md 7.4)
 
 
 @dataclass
@@ -366,7 +366,7 @@ def parse_authorize_response(body: bytes) -> list[tuple[str, int]]:
 
 
 # ---------------------------------------------------------------------------
-# register / deregister (UE -> BM-SC, DESIGN.md 8.4)
+# register / deregister (UE -> BM-SC, docs/design.md 7.5)
 
 
 def build_register(serviceIds: list[str]) -> bytes:
@@ -411,7 +411,7 @@ def parse_register_response(body: bytes) -> list[tuple[str, int]]:
 
 
 # ---------------------------------------------------------------------------
-# msk-request (UE -> BM-SC, DESIGN.md 8.4)
+# msk-request (UE -> BM-SC, docs/design.md 7.5)
 
 
 def build_msk_request(keyDomainId: bytes, mskIds: list[bytes]) -> bytes:

@@ -1,6 +1,6 @@
 """
 MIKEY (RFC 3830) framing and pre-shared-key crypto, and the MBMS messages of
-"mbmsd profile 1" (DESIGN.md 8.6): MSK message, verification message, MTK
+"mbmsd profile 1" (docs/design.md 7.7): MSK message, verification message, MTK
 message.
 
 Pure functions on bytes; no Twisted, no I/O. Every value that TS 33.246 could
@@ -683,7 +683,7 @@ def _check_mac(expected_input, auth_key, mac):
 
 
 # ---------------------------------------------------------------------------
-# mbmsd profile 1 (DESIGN.md 8.6; values in mbmsd.profile)
+# mbmsd profile 1 (docs/design.md 7.7; values in mbmsd.profile)
 # ---------------------------------------------------------------------------
 
 
@@ -743,7 +743,7 @@ def _need_counter(counter):
 
 
 def csb_id_for(msk_id):
-    """CSB ID of MSK and MTK messages: the MSK ID as a 32-bit integer (DESIGN 8.6)."""
+    """CSB ID of MSK and MTK messages: the MSK ID as a 32-bit integer (docs/design.md 7.7)."""
     return int.from_bytes(_need(msk_id, profile.MSK_ID_LEN, "MSK ID"), "big")
 
 
@@ -862,7 +862,7 @@ def _protected_message_and_auth(psk, header, payloads, key_items, counter, rand)
 def build_msk_message(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr, v=profile.MSK_V_DEFAULT,
                       streaming=False):
     """
-    The MSK message (BM-SC -> UE) of DESIGN 8.6: HDR, EXT (Key ID: Key
+    The MSK message (BM-SC -> UE) of docs/design.md 7.7: HDR, EXT (Key ID: Key
     Domain ID, MSK ID; RFC 4563 4), T (COUNTER), RAND, IDi, IDr, KEMAC
     carrying the MSK as TGK with KV = SPI = MSK ID, protected with keys
     derived from the MUK. With C{streaming}, the SRTP policy (SP, see
@@ -877,7 +877,7 @@ def build_msk_message(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr, 
 class ExpectedVerification:
     """
     What the verification of one MSK message must show (RFC 3830 5.2,
-    DESIGN 8.6), kept by the sender so that L{check_expected_verification}
+    docs/design.md 7.7), kept by the sender so that L{check_expected_verification}
     neither re-opens its own MSK message nor derives its keys again.
 
     C{message} is the one byte string that passes: every field of the
@@ -895,7 +895,7 @@ class ExpectedVerification:
 
 class MskMessageTemplate:
     """
-    The MSK messages of one MSK from one BM-SC (DESIGN 8.6), with what is the
+    The MSK messages of one MSK from one BM-SC (docs/design.md 7.7), with what is the
     same for every UE (HDR, EXT Key ID, IDi, the key data to encrypt) encoded
     once; L{build} fills in T, RAND, IDr and the KEMAC for one UE's MUK. A
     rotation pushes one MSK to every registered UE, so this is its hot path.
@@ -946,7 +946,7 @@ class MskMessageTemplate:
         if len(body) + 20 > MAX_MESSAGE_SIZE:
             raise MikeyError("message longer than %d bytes" % (MAX_MESSAGE_SIZE,))
         ids = self._idi + idr if profile.VERIFICATION_MAC_INCLUDES_IDS else b""
-        # RFC 3830 5.2 as DESIGN 8.6 reads it (see _verification_mac_input)
+        # RFC 3830 5.2 as docs/design.md 7.7 reads it (see _verification_mac_input)
         answer = self._answerHead + struct.pack("!BB", PT_V, profile.TS_TYPE) + t[2:] + self._answerVHead
         answer += _hmac_sha1(auth, answer + ids + t[2:])
         return (body + _hmac_sha1(auth, body),
@@ -1067,7 +1067,7 @@ def _parse_msk_message_and_auth(muk, data, last_counter=None):
 
 
 def _verification_mac_input(unsigned_body, delivery, t_bytes):
-    # RFC 3830 5.2 as DESIGN 8.6 reads it: message up to the MAC || IDi data
+    # RFC 3830 5.2 as docs/design.md 7.7 reads it: message up to the MAC || IDi data
     # || IDr data || TS value of the MSK message (UNVERIFIED order, profile).
     ids = delivery.idi + delivery.idr if profile.VERIFICATION_MAC_INCLUDES_IDS else b""
     return unsigned_body + ids + t_bytes
@@ -1125,7 +1125,7 @@ def check_expected_verification(expected, verification):
         raise MikeyError("verification message must use HMAC-SHA-1-160")
     sent_t = Timestamp(profile.TS_TYPE, expected.counter).value_bytes()
     verification = bytes(verification)
-    # RFC 3830 5.2 as DESIGN 8.6 reads it (see _verification_mac_input)
+    # RFC 3830 5.2 as docs/design.md 7.7 reads it (see _verification_mac_input)
     _check_mac(verification[:-20] + expected.ids + sent_t, expected.auth_key, vs[0].mac)
     hdr = msg.header
     want = (
@@ -1146,7 +1146,7 @@ def check_expected_verification(expected, verification):
 
 def build_mtk_message(msk, key_domain_id, msk_id, mtk_id, mtk, salt, counter, rand):
     """
-    The MTK message of DESIGN 8.6 (V=0): HDR, EXT (Key ID: Key Domain ID,
+    The MTK message of docs/design.md 7.7 (V=0): HDR, EXT (Key ID: Key Domain ID,
     MSK ID, MTK ID; RFC 4563 4), T (COUNTER per MSK), RAND, KEMAC carrying
     the MTK as TEK (TEK+SALT when C{salt} is given) with KV = SPI = MTK ID,
     protected with keys derived from the MSK.

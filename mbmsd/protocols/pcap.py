@@ -1,7 +1,7 @@
 """
 A tiny libpcap writer for tests: UDP datagrams wrapped in Ethernet + IPv4 or
 IPv6 headers, so that tshark can decode what we send without a live capture
-(shared/TOOLING.md 5.1, ANCHORS.md 8.1).
+(libpcap's file format, pcap-savefile(5)).
 """
 
 import ipaddress

@@ -1,5 +1,5 @@
 """
-PostgreSQL, for nodes that share state (DESIGN 4): the same queries and
+PostgreSQL, for nodes that share state (docs/design.md 8): the same queries and
 schema files as SQLite through the engine, psycopg (3) through adbapi.
 
 Connection loss is retried with backoff by L{Database}; a migration takes a

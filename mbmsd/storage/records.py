@@ -56,7 +56,7 @@ class BootstrapSession:
 @dataclass(frozen=True)
 class NafKey:
     """
-    What Zn answers a NAF (TS 33.220 4.5.3, DESIGN 8.5).
+    What Zn answers a NAF (TS 33.220 4.5.3, docs/design.md 7.6).
     """
 
     btid: str

@@ -1,5 +1,5 @@
 """
-Keys at rest (DESIGN 4): K, OPc, the AKA vectors' XRES/CK/IK, Ks and MSKs
+Keys at rest (docs/design.md 5.4): K, OPc, the AKA vectors' XRES/CK/IK, Ks and MSKs
 are sealed with AES-256-GCM under the node key before they reach a database
 file or server, so a dump or a stolen backup shows no key in clear.
 

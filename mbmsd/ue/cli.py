@@ -52,7 +52,7 @@ def build_parser():
              "for their MSKs over MIKEY")
     _add_ub_options(m)
     m.add_argument("--bmsc", default="http://127.0.0.1:1234",
-                   help="base URL of the BM-SC key management (DESIGN 8.4)")
+                   help="base URL of the BM-SC key management (docs/design.md 7.5)")
     m.add_argument("--naf", default="bmsc.home1.net", help="the BM-SC's NAF FQDN")
     _add_ua_id_option(m)
     m.add_argument("--impu", default=DEMO_IMPU, help="sent as X-3GPP-Intended-Identity")
@@ -94,7 +94,7 @@ def build_parser():
     _add_sip_options(w)
     _add_invite_options(w)
     w.add_argument("--bmsc", default="http://127.0.0.1:1234",
-                   help="base URL of the BM-SC key management (DESIGN 8.4)")
+                   help="base URL of the BM-SC key management (docs/design.md 7.5)")
     w.add_argument("--naf", default="bmsc.home1.net", help="the BM-SC's NAF FQDN")
     _add_ua_id_option(w)
     w.add_argument("--listen", default=None,
@@ -294,7 +294,7 @@ def _msk_step(reactor, args, http, boot, ksNaf, registerStep="register", during=
     services = args.service or [DEMO_SERVICE]
     port = None
     try:
-        # the MIKEY port, bound before registering (DESIGN 8.6: MUK = Ks_NAF, GBA_ME)
+        # the MIKEY port, bound before registering (docs/design.md 7.7: MUK = Ks_NAF, GBA_ME)
         arrived = {}  # (key domain id, MSK id) -> MskDelivery
         early = []  # deliveries before the register answer was printed
         state = {"registered": False, "need": None, "done": Deferred()}

@@ -1,5 +1,5 @@
 """
-The UE's MIKEY port (DESIGN.md 8.6): receives MSK messages pushed by the
+The UE's MIKEY port (docs/design.md 7.7): receives MSK messages pushed by the
 BM-SC over UDP, opens them with the MUK, enforces the per-MUK counter and
 answers those with V set with the verification message, sent back to the
 address the datagram came from.
@@ -17,7 +17,7 @@ __all__ = ["MikeyReceiver"]
 
 class MikeyReceiver(DatagramProtocol):
     """
-    @param muk: the MBMS User Key (DESIGN.md 8.6: Ks_NAF for GBA_ME).
+    @param muk: the MBMS User Key (docs/design.md 7.7: Ks_NAF for GBA_ME).
     @param onDelivery: called with each accepted L{mikey.MskDelivery},
         after its verification message (if V was set) has been written.
     @param lastCounter: the highest MSK-message counter already accepted

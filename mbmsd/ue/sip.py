@@ -1,7 +1,7 @@
 """
 The UE's SIP side (TS 24.229 5.1, RFC 3261, RFC 3310, TS 26.237 10.2.1):
 IMS registration with Digest AKAv1-MD5 at the P-CSCF, and the INVITE of an
-MBMS user service (DESIGN.md 8.2) with its dialog (ACK, BYE, the requests
+MBMS user service (docs/design.md 7.3) with its dialog (ACK, BYE, the requests
 the network sends inside it).
 
   - L{SipUserAgent}: the transaction user over one
@@ -20,7 +20,7 @@ the network sends inside it).
     12.2.1.1, loose routing), again for each retransmitted 2xx; C{bye} ends
     it. A BYE from the network ends it too (C{ended} fires).
 
-The layer stands on the protocol libraries alone (DESIGN.md 2): no role is
+The layer stands on the protocol libraries alone (docs/design.md 1.2): no role is
 imported.
 """
 
@@ -110,7 +110,7 @@ def parse_pcscf(text):
 
 def service_uri(serviceId, serviceDomain):
     """
-    The Request-URI of an MBMS user service (DESIGN.md 8.2, TS 26.237
+    The Request-URI of an MBMS user service (docs/design.md 7.3, TS 26.237
     14.1.1): the service ID, percent-encoded, as the user part.
 
     >>> service_uri("urn:mbmsd:news", "mbms.home1.net")
@@ -471,7 +471,7 @@ class SessionAnswer:
 
 class MbmsSession:
     """
-    One MBMS user service session (DESIGN.md 8.2), the UAC side of its
+    One MBMS user service session (docs/design.md 7.3), the UAC side of its
     dialog (RFC 3261 12, 13).
 
     @param ua: the L{SipUserAgent}.

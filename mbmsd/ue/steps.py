@@ -13,7 +13,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from mbmsd.protocols import gba, milenage
 
-# DESIGN 3: the demo subscriber holds the public TS 35.208 test set 1 keys.
+# docs/design.md 4.2: the demo subscriber holds the public TS 35.208 test set 1 keys.
 DEMO_IMPI = "user1@home1.net"
 DEMO_K = "465b5ce8b199b49faa5f0a2ee238a6bc"
 DEMO_OP = "cdc202d5123e20f62b6d676ac72cb318"

@@ -1,6 +1,6 @@
 """
 The UE's side of Ua towards the BM-SC (TS 33.246 6.3.2 over HTTP Digest,
-TS 24.109 5; DESIGN.md 8.4): MBMS User Service registration and
+TS 24.109 5; docs/design.md 7.5): MBMS User Service registration and
 deregistration, and the MSK request, each a POST to
 C{<bmsc>/keymanagement?requesttype=...} with an XML body.
 

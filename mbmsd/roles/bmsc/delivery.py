@@ -1,5 +1,5 @@
 """
-MSK delivery by MIKEY over UDP (TS 33.246 6.3.2.3.1, DESIGN 8.6).
+MSK delivery by MIKEY over UDP (TS 33.246 6.3.2.3.1, docs/design.md 7.7).
 
 Each MSK message is protected with the UE's MUK (= Ks_NAF, GBA_ME), carries
 V=1 and a COUNTER that never goes back for that MUK (persisted by the store),

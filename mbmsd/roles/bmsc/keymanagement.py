@@ -2,7 +2,7 @@
 The BM-SC.UPF key management procedures, free of HTTP:
 
 - authorize / deauthorize from a trusted SCF (TS 26.237 10.2.3, 10.2.4;
-  body per DESIGN 8.3), the user named by X-3GPP-Asserted-Identity; or
+  body per docs/design.md 7.4), the user named by X-3GPP-Asserted-Identity; or
   from the SCF of the same node, in-process (L{LocalServiceAuthorization},
   the node's L{IServiceAuthorization}), with the same checks, storage,
   metrics and log line;
@@ -108,7 +108,7 @@ class KeyManagement:
         """
         if source not in self.trustedScfs and not self.trustedScfNames & set(peerNames):
             # X-3GPP-Asserted-Identity is honoured from trusted SCFs only
-            # (DESIGN 8.3: by address and/or TLS client certificate)
+            # (docs/design.md 7.4: by address and/or TLS client certificate)
             return plain(403, "not a trusted SCF")
         impu = parse_identity_header(assertedIdentity)
         if impu is None:

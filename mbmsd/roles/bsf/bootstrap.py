@@ -222,7 +222,7 @@ class Bootstrapper:
 
     @inlineCallbacks
     def _failed(self, impi, outcome, source=None):
-        # a wrong RES is a fresh 401 until the limit (DESIGN 8.1), then 403
+        # a wrong RES is a fresh 401 until the limit (docs/design.md 7.1), then 403
         if self.guard.failed(impi, source):
             return plainAnswer(403, LOCKED, "too many failed authentications; try later")
         answer = yield self._challenge(impi, outcome, source=source)

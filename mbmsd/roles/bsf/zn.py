@@ -2,7 +2,7 @@
 Zn (TS 33.220 4.5.3): a NAF presents a B-TID and its NAF_Id and gets Ks_NAF.
 
 L{ZnLookup} is the logic and the in-process port (L{IBootstrapLookup}) for a
-BM-SC on the same node; L{ZnResource} serves it as HTTP/JSON (DESIGN 8.5)::
+BM-SC on the same node; L{ZnResource} serves it as HTTP/JSON (docs/design.md 7.6)::
 
     POST /zn/v1/naf-keys {"btid": "...", "nafId": "<hex>"}
     200 {"impi", "ksNaf" (base64), "expiresAt" (RFC 3339), "gbaType"}
@@ -51,7 +51,7 @@ class ZnLookup:
         if peer is not None:
             address, names = peer if isinstance(peer, Peer) else (peer, ())
             known = fqdn.lower() in self.nafs
-            # DESIGN 8.5: a configured NAF, by address or by its verified
+            # docs/design.md 7.6: a configured NAF, by address or by its verified
             # TLS client certificate for its FQDN
             if not known or (address not in self.nafs[fqdn.lower()]
                              and fqdn.lower() not in names):

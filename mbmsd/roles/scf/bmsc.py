@@ -1,5 +1,5 @@
 """
-The SCF's port to the BM-SC.UPF (TS 26.237 10.2.3, DESIGN 8.3), over the
+The SCF's port to the BM-SC.UPF (TS 26.237 10.2.3, docs/design.md 7.4), over the
 node's pooled HTTP client:
 
     POST <bmsc_url>/keymanagement?requesttype=authorize HTTP/1.1

@@ -1,5 +1,5 @@
 """
-The SCF's UAS core (TS 26.237 10.2.3), a transaction
+The SCF's UAS core (TS 26.237 10.2.3, docs/design.md 6 and 7.3), a transaction
 user over L{mbmsd.sip.transaction.TransactionLayer}: no socket of its own
 (it sends its own in-dialog requests through C{connections.transportFor}),
 and the BM-SC behind an L{IServiceAuthorizationClient}. It dispatches: the
