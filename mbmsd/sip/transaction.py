@@ -15,9 +15,8 @@ C{twisted.internet.task.Clock}.
 
 
 from mbmsd.logs import Logger
-from mbmsd.sip.message import (
-    MAGIC_COOKIE, Request, make_ack, make_branch,
-    make_response, parse_via)
+from mbmsd.sip.grammar import parse_via
+from mbmsd.sip.message import MAGIC_COOKIE, Request, make_ack, make_branch, make_response
 
 __all__ = [
     "TimerSettings", "TransactionLayer", "ClientInviteTransaction",

@@ -65,9 +65,9 @@ from mbmsd.logs import Logger
 from mbmsd.protocols import gba, mbms_xml, sdp
 from mbmsd.protocols.identity import normalize_impu
 from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable
-from mbmsd.sip.message import (
-    Request, SipParseError, make_branch, make_response, make_tag, parse_media_type,
-    parse_multipart, parse_name_addr, parse_params)
+from mbmsd.sip.grammar import SipParseError, parse_media_type, parse_name_addr, parse_params
+from mbmsd.sip.message import Request, make_branch, make_response, make_tag
+from mbmsd.sip.multipart import parse_multipart
 from mbmsd.sip.transaction import TimerSettings, TransactionError, TransactionLayer
 
 __all__ = ["ScfCore", "Session", "RESULTS", "ALLOW"]
