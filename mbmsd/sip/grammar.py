@@ -7,9 +7,15 @@ Every failure to parse is a L{SipParseError} carrying the status code and the
 reason phrase to answer with.
 """
 
+from __future__ import annotations
+
 import functools
 import re
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar, Union
 from urllib.parse import unquote
+
+if TYPE_CHECKING:  # the message imports the grammar, never the reverse at run time
+    from mbmsd.sip.message import Request, Response
 
 __all__ = [
     "SipParseError", "SipUri", "NameAddr", "Via", "parse_uri",
@@ -30,18 +36,20 @@ class SipParseError(ValueError):
         the connection should be closed.
     """
 
-    def __init__(self, status, reason, partial=None, fatal=False):
+    def __init__(self, status: int, reason: str,
+                 partial: Optional[Union[Request, Response]] = None,
+                 fatal: bool = False) -> None:
         ValueError.__init__(self, status, reason)
         self.status = status
         self.reason = reason
         self.partial = partial
         self.fatal = fatal
 
-    def __str__(self):
+    def __str__(self) -> str:
         return "%d %s" % (self.status, self.reason)
 
 
-def _bad(what, partial=None):
+def _bad(what: str, partial: Optional[Union[Request, Response]] = None) -> SipParseError:
     return SipParseError(400, "Bad Request: " + what, partial)
 
 
@@ -75,29 +83,33 @@ _DIGITS_RE = re.compile(r"[0-9]+\Z")
 _CACHE_SIZE = 4096
 _CACHE_TEXT = 512
 
+_T = TypeVar("_T")
+Params = dict[str, Optional[str]]   # ordered; a flag's value is None
 
-def _cached(parse):
+
+def _cached(parse: Callable[[str], _T]) -> Callable[[str], _T]:
     """C{parse} remembered by its exact text; the result must not escape."""
     remember = functools.lru_cache(maxsize=_CACHE_SIZE)(parse)
 
-    def lookup(text):
+    def lookup(text: str) -> _T:
         if type(text) is str and len(text) <= _CACHE_TEXT:
             return remember(text)
         return parse(text)
 
-    lookup.cache_clear = remember.cache_clear
-    lookup.cache_info = remember.cache_info
+    lookup.cache_clear = remember.cache_clear  # type: ignore[attr-defined]
+    lookup.cache_info = remember.cache_info  # type: ignore[attr-defined]
     return lookup
+
 
 _SPECIALS = {sep: re.compile(r'["<>\\%s]' % (re.escape(sep),)) for sep in ",;"}
 
 
-def _split_outside_quotes(value, sep):
+def _split_outside_quotes(value: str, sep: str) -> list[str]:
     """Split at C{sep} outside quoted strings and C{<...>}."""
     if '"' not in value and "<" not in value:
         return value.split(sep)
     # visit only the characters that matter (quotes, brackets, escapes, sep)
-    out = []
+    out: list[str] = []
     start = 0
     in_quote = False
     angle = 0
@@ -128,13 +140,13 @@ def _split_outside_quotes(value, sep):
     return out
 
 
-def parse_params(text):
+def parse_params(text: str) -> Params:
     """
     Parse C{;name=value;flag} parameters (C{text} without the leading
     semicolon) into an ordered dict; names lower-cased; a flag's value is
     None; quoted values keep their quotes.
     """
-    params = {}
+    params: Params = {}
     if not text.strip():
         return params
     for item in _split_outside_quotes(text, ";"):
@@ -146,12 +158,12 @@ def parse_params(text):
     return params
 
 
-def _format_params(params):
+def _format_params(params: Params) -> str:
     return "".join(";%s" % (k,) if v is None else ";%s=%s" % (k, v)
                    for k, v in params.items())
 
 
-def unquote_string(value):
+def unquote_string(value: Optional[str]) -> Optional[str]:
     """The content of a quoted-string (backslash escapes resolved)."""
     if value is None or len(value) < 2 or value[0] != '"' or value[-1] != '"':
         return value
@@ -165,7 +177,7 @@ _PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*\Z")
 _TEL_RE = re.compile(r"[0-9A-Fa-f*#+\-.()pPwW]+\Z")
 
 
-def _parse_hostport(hostport):
+def _parse_hostport(hostport: str) -> tuple[str, Optional[int]]:
     if hostport.startswith("["):
         end = hostport.find("]")
         if end < 0:
@@ -182,14 +194,14 @@ def _parse_hostport(hostport):
             port = None
         if not _HOST_RE.match(host):
             raise _bad("malformed host")
-    if port is not None:
-        if not _DIGITS_RE.match(port) or int(port) > 65535 or len(port) > 5:
-            raise _bad("malformed port")
-        port = int(port)
-    return host, port
+    if port is None:
+        return host, None
+    if not _DIGITS_RE.match(port) or int(port) > 65535 or len(port) > 5:
+        raise _bad("malformed port")
+    return host, int(port)
 
 
-def _format_host(host):
+def _format_host(host: str) -> str:
     return "[%s]" % (host,) if ":" in host else host
 
 
@@ -204,8 +216,10 @@ class SipUri:
     lower-cased), C{headers} the raw part after C{?} (or None).
     """
 
-    def __init__(self, scheme, user=None, password=None, host="", port=None,
-                 params=None, headers=None):
+    def __init__(self, scheme: str, user: Optional[str] = None,
+                 password: Optional[str] = None, host: str = "",
+                 port: Optional[int] = None, params: Optional[Params] = None,
+                 headers: Optional[str] = None) -> None:
         self.scheme = scheme.lower()
         self.user = user
         self.password = password
@@ -214,7 +228,7 @@ class SipUri:
         self.params = dict(params or {})
         self.headers = headers
 
-    def _copy(self):
+    def _copy(self) -> SipUri:
         """A copy sharing nothing mutable (params is the only mutable part)."""
         c = SipUri.__new__(SipUri)
         d = self.__dict__.copy()
@@ -223,10 +237,10 @@ class SipUri:
         return c
 
     @property
-    def user_unquoted(self):
+    def user_unquoted(self) -> Optional[str]:
         return None if self.user is None else unquote(self.user)
 
-    def __str__(self):
+    def __str__(self) -> str:
         if self.scheme == "tel":
             s = "tel:" + (self.user or "")
         else:
@@ -244,24 +258,24 @@ class SipUri:
             s += "?" + self.headers
         return s
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "SipUri(%r)" % (str(self),)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, SipUri):
             return NotImplemented
         return str(self) == str(other)
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(str(self))
 
 
-def parse_uri(text):
+def parse_uri(text: str) -> SipUri:
     """Parse a sip:, sips: or tel: URI into a L{SipUri}; SipParseError else."""
     return _uri_template(text)._copy()
 
 
-def _parse_uri(text):
+def _parse_uri(text: str) -> SipUri:
     text = text.strip()
     m = _SCHEME_RE.match(text)
     if m is None:
@@ -290,9 +304,8 @@ def _parse_uri(text):
             raise _bad("malformed user part")
         if password is not None and not _PASSWORD_RE.match(password):
             raise _bad("malformed password")
-    rest, q, headers = rest.partition("?")
-    if not q:
-        headers = None
+    rest, q, query = rest.partition("?")
+    headers = query if q else None
     hostport, _, params = rest.partition(";")
     host, port = _parse_hostport(hostport)
     return SipUri(scheme, user, password, host, port, parse_params(params),
@@ -309,12 +322,13 @@ class NameAddr:
     C{uri} a L{SipUri}; C{params} the header parameters (C{tag}...).
     """
 
-    def __init__(self, display_name, uri, params=None):
+    def __init__(self, display_name: Optional[str], uri: SipUri,
+                 params: Optional[Params] = None) -> None:
         self.display_name = display_name
         self.uri = uri
         self.params = dict(params or {})
 
-    def _copy(self):
+    def _copy(self) -> NameAddr:
         """A copy sharing nothing mutable (the uri and params are copied)."""
         c = NameAddr.__new__(NameAddr)
         d = self.__dict__.copy()
@@ -324,21 +338,21 @@ class NameAddr:
         return c
 
     @property
-    def tag(self):
+    def tag(self) -> Optional[str]:
         return self.params.get("tag")
 
-    def __str__(self):
+    def __str__(self) -> str:
         s = ""
         if self.display_name:
             s = '"%s" ' % (self.display_name.replace("\\", "\\\\")
                            .replace('"', '\\"'),)
         return s + "<%s>%s" % (self.uri, _format_params(self.params))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "NameAddr(%r)" % (str(self),)
 
 
-def parse_name_addr(text):
+def parse_name_addr(text: str) -> NameAddr:
     """
     Parse C{"Name" <sip:x>;tag=1}, C{Name <sip:x>;tag=1}, C{<sip:x>} or a
     bare C{sip:x;tag=1} (whose parameters are header parameters, RFC 3261
@@ -347,12 +361,12 @@ def parse_name_addr(text):
     return _name_addr_template(text)._copy()
 
 
-def _parse_name_addr(text):
+def _parse_name_addr(text: str) -> NameAddr:
     text = text.strip()
     display = None
     if text.startswith('"'):
         i = 1
-        buf = []
+        buf: list[str] = []
         while i < len(text):
             ch = text[i]
             if ch == "\\" and i + 1 < len(text):
@@ -399,13 +413,14 @@ class Via:
     C{params} is an ordered dict (branch, received, rport, maddr, ttl...).
     """
 
-    def __init__(self, transport, host, port=None, params=None):
+    def __init__(self, transport: str, host: str, port: Optional[int] = None,
+                 params: Optional[Params] = None) -> None:
         self.transport = transport.upper()
         self.host = host
         self.port = port
         self.params = dict(params or {})
 
-    def _copy(self):
+    def _copy(self) -> Via:
         """A copy sharing nothing mutable (params is the only mutable part)."""
         c = Via.__new__(Via)
         d = self.__dict__.copy()
@@ -413,11 +428,16 @@ class Via:
         c.__dict__ = d
         return c
 
-    branch = property(lambda self: self.params.get("branch"))
-    received = property(lambda self: self.params.get("received"))
+    @property
+    def branch(self) -> Optional[str]:
+        return self.params.get("branch")
 
     @property
-    def rport(self):
+    def received(self) -> Optional[str]:
+        return self.params.get("received")
+
+    @property
+    def rport(self) -> Union[None, bool, int]:
         """None when absent, True when requested (no value), else an int."""
         if "rport" not in self.params:
             return None
@@ -427,22 +447,22 @@ class Via:
         return int(value) if _DIGITS_RE.match(value) else True
 
     @property
-    def default_port(self):
+    def default_port(self) -> int:
         return 5061 if self.transport in ("TLS", "WSS") else 5060
 
     @property
-    def sent_by(self):
+    def sent_by(self) -> tuple[str, int]:
         """C{(host lower-cased, port)} with the transport's default port."""
         port = self.port if self.port is not None else self.default_port
         return (self.host.lower(), port)
 
-    def __str__(self):
+    def __str__(self) -> str:
         s = "SIP/2.0/%s %s" % (self.transport, _format_host(self.host))
         if self.port is not None:
             s += ":%d" % (self.port,)
         return s + _format_params(self.params)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Via(%r)" % (str(self),)
 
 
@@ -450,12 +470,12 @@ _VIA_RE = re.compile(r"\s*SIP\s*/\s*2\.0\s*/\s*(%s)\s+(\S[^;]*?)\s*(;.*)?\Z"
                      % (_TOKEN,), re.I | re.S)
 
 
-def parse_via(text):
+def parse_via(text: str) -> Via:
     """Parse one Via value into a L{Via}; SipParseError when malformed."""
     return _via_template(text)._copy()
 
 
-def _parse_via(text):
+def _parse_via(text: str) -> Via:
     m = _VIA_RE.match(text)
     if m is None:
         raise _bad("malformed Via")
@@ -469,12 +489,12 @@ def _parse_via(text):
 _via_template = _cached(_parse_via)
 
 
-def parse_cseq(text):
+def parse_cseq(text: str) -> tuple[int, str]:
     """Parse a CSeq value into C{(number, method)}; SipParseError else."""
     return _cseq(text)
 
 
-def _parse_cseq(text):
+def _parse_cseq(text: str) -> tuple[int, str]:
     parts = text.split()
     if (len(parts) != 2 or not _DIGITS_RE.match(parts[0])
             or len(parts[0]) > 10 or int(parts[0]) >= 2 ** 31
@@ -486,7 +506,7 @@ def _parse_cseq(text):
 _cseq = _cached(_parse_cseq)     # a tuple: nothing to copy
 
 
-def split_comma_list(value):
+def split_comma_list(value: str) -> list[str]:
     """
     Split C{value} at top-level commas: commas inside quoted strings (with
     backslash escapes) or inside C{<...>} do not split. Empty items dropped.
@@ -503,7 +523,7 @@ def split_comma_list(value):
 # --------------------------------------------------------------------------
 
 
-def parse_media_type(text):
+def parse_media_type(text: str) -> tuple[str, Params]:
     """C{"multipart/mixed;boundary=x"} -> C{("multipart/mixed", {...})}."""
     mtype, _, params = text.partition(";")
     mtype = mtype.strip().lower()

@@ -3,7 +3,13 @@ SIP headers (RFC 3261 7.3, 20): names case-insensitive with their compact
 forms (7.3.3), order kept, multi-valued, comma lists split (7.3.1).
 """
 
+from __future__ import annotations
+
 import functools
+from typing import Iterable, Iterator, Optional, TypeVar, Union, overload
+
+_D = TypeVar("_D")
+Entry = tuple[str, str, str]    # (lower-case key, canonical name, value)
 
 __all__ = ["Headers", "canonical_name", "COMPACT_FORMS", "MULTI_VALUE_HEADERS",
            "EMPTY_ALLOWED_HEADERS"]
@@ -20,7 +26,7 @@ COMPACT_FORMS = {
     "d": "Request-Disposition", "b": "Referred-By",
 }
 
-_CANONICAL = {}
+_CANONICAL: dict[str, str] = {}
 for _name in (
         "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language",
         "Alert-Info", "Allow", "Allow-Events", "Authentication-Info",
@@ -70,7 +76,7 @@ EMPTY_ALLOWED_HEADERS = frozenset(n.lower() for n in (
 ))
 
 
-def canonical_name(name):
+def canonical_name(name: str) -> str:
     """The usual spelling of header C{name}; compact forms expanded."""
     low = name.lower()
     if low in COMPACT_FORMS and len(name) == 1:
@@ -84,7 +90,7 @@ def canonical_name(name):
 _NAME_CACHE_TEXT = 64
 
 
-def _canonical_pair(name):
+def _canonical_pair(name: str) -> tuple[str, str]:
     cname = canonical_name(name)
     return cname.lower(), cname
 
@@ -92,14 +98,14 @@ def _canonical_pair(name):
 _cached_pair = functools.lru_cache(maxsize=1024)(_canonical_pair)
 
 
-def _names(name):
+def _names(name: str) -> tuple[str, str]:
     """C{(key, canonical name)} of header C{name}: an entry's first two parts."""
     if len(name) > _NAME_CACHE_TEXT:
         return _canonical_pair(name)
     return _cached_pair(name)
 
 
-def _key(name):
+def _key(name: str) -> str:
     """The case-insensitive key of header C{name} (compact forms expanded)."""
     return _names(name)[0]
 
@@ -113,21 +119,21 @@ class Headers:
     lower-case key beside them, so lookups compare without re-lowering.
     """
 
-    def __init__(self, items=()):
-        self._items = []  # (key, name, value)
+    def __init__(self, items: Iterable[tuple[str, object]] = ()) -> None:
+        self._items: list[Entry] = []
         for name, value in items:
             self.add(name, value)
 
     @staticmethod
-    def _entry(name, value):
+    def _entry(name: str, value: object) -> Entry:
         key, name = _names(name)
         return (key, name, str(value))
 
-    def add(self, name, value):
+    def add(self, name: str, value: object) -> None:
         """Append one value of C{name}."""
         self._items.append(self._entry(name, value))
 
-    def prepend(self, name, value):
+    def prepend(self, name: str, value: object) -> None:
         """
         Insert C{value} as the first value of C{name} (a proxy's own Via or
         Record-Route), before any existing entry of that name, or at the top.
@@ -139,7 +145,13 @@ class Headers:
                 return
         self._items.insert(0, entry)
 
-    def get(self, name, default=None):
+    @overload
+    def get(self, name: str) -> Optional[str]: ...
+
+    @overload
+    def get(self, name: str, default: _D) -> Union[str, _D]: ...
+
+    def get(self, name: str, default: object = None) -> object:
         """The first value of C{name}, or C{default}."""
         key = _key(name)
         for k, _, v in self._items:
@@ -147,12 +159,12 @@ class Headers:
                 return v
         return default
 
-    def get_all(self, name):
+    def get_all(self, name: str) -> list[str]:
         """All values of C{name}, in order (an empty list when absent)."""
         key = _key(name)
         return [v for k, _, v in self._items if k == key]
 
-    def set(self, name, value):
+    def set(self, name: str, value: object) -> None:
         """Replace every value of C{name} by C{value} (at the first's place)."""
         entry = self._entry(name, value)
         for i, (k, _, _) in enumerate(self._items):
@@ -162,7 +174,7 @@ class Headers:
                 return
         self._items.append(entry)
 
-    def set_first(self, name, value):
+    def set_first(self, name: str, value: object) -> None:
         """Replace only the first value of C{name} (or add it)."""
         key = _key(name)
         for i, (k, n, _) in enumerate(self._items):
@@ -171,14 +183,14 @@ class Headers:
                 return
         self.add(name, value)
 
-    def remove(self, name):
+    def remove(self, name: str) -> int:
         """Remove every value of C{name}; return how many were removed."""
         key = _key(name)
         before = len(self._items)
         self._items = [e for e in self._items if e[0] != key]
         return before - len(self._items)
 
-    def pop_first(self, name):
+    def pop_first(self, name: str) -> Optional[str]:
         """Remove and return the first value of C{name} (C{None} if absent)."""
         key = _key(name)
         for i, (k, _, v) in enumerate(self._items):
@@ -187,41 +199,41 @@ class Headers:
                 return v
         return None
 
-    def __contains__(self, name):
+    def __contains__(self, name: str) -> bool:
         return self.get(name) is not None
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> str:
         value = self.get(name)
         if value is None:
             raise KeyError(name)
         return value
 
-    def __setitem__(self, name, value):
+    def __setitem__(self, name: str, value: object) -> None:
         self.set(name, value)
 
-    def __delitem__(self, name):
+    def __delitem__(self, name: str) -> None:
         if not self.remove(name):
             raise KeyError(name)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self.items())
 
-    def items(self):
+    def items(self) -> list[tuple[str, str]]:
         return [(n, v) for _, n, v in self._items]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._items)
 
-    def copy(self):
+    def copy(self) -> Headers:
         h = Headers()
         h._items = list(self._items)
         return h
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
         return ([(k, v) for k, _, v in self._items]
                 == [(k, v) for k, _, v in other._items])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Headers(%r)" % (self.items(),)

@@ -20,20 +20,25 @@ headers could be read, the partially parsed message (C{partial}) so that a
 transport can build the error response.
 """
 
+from __future__ import annotations
+
 import re
 import secrets
+from typing import Callable, Iterable, Optional, Union, cast
 
 from mbmsd.sip.grammar import (
-    _DIGITS_RE, _SCHEME_RE, _TOKEN_RE, SipParseError, _bad, _name_addr_template,
-    _uri_template, _via_template, parse_cseq, parse_name_addr, parse_uri, parse_via,
-    split_comma_list)
-from mbmsd.sip.headers import EMPTY_ALLOWED_HEADERS, MULTI_VALUE_HEADERS, Headers, _names
+    _DIGITS_RE, _SCHEME_RE, _TOKEN_RE, NameAddr, SipParseError, SipUri, Via, _bad,
+    _name_addr_template, _uri_template, _via_template, parse_cseq, parse_name_addr, parse_uri,
+    parse_via, split_comma_list)
+from mbmsd.sip.headers import EMPTY_ALLOWED_HEADERS, MULTI_VALUE_HEADERS, Entry, Headers, _names
 
 __all__ = [
     "Request", "Response", "parse_message", "SipStreamParser", "serialize",
     "make_branch", "make_tag", "make_response", "make_ack", "make_cancel",
     "reason_phrase", "REASON_PHRASES", "MAGIC_COOKIE", "DEFAULT_MAX_SIZE",
 ]
+
+BytesLike = Union[bytes, bytearray, memoryview]
 
 MAGIC_COOKIE = "z9hG4bK"
 DEFAULT_MAX_SIZE = 65535
@@ -80,7 +85,7 @@ _CLASS_REASONS = {1: "Provisional", 2: "Success", 3: "Redirection",
                   4: "Client Error", 5: "Server Error", 6: "Global Failure"}
 
 
-def reason_phrase(status):
+def reason_phrase(status: int) -> str:
     """The standard reason phrase of C{status}, or a generic one by class."""
     try:
         return REASON_PHRASES[status]
@@ -95,7 +100,8 @@ def reason_phrase(status):
 class _Message:
     version = "SIP/2.0"
 
-    def __init__(self, headers=None, body=b""):
+    def __init__(self, headers: Optional[Union[Headers, Iterable[tuple[str, object]]]] = None,
+                 body: Union[str, BytesLike] = b"") -> None:
         if headers is None:
             headers = Headers()
         elif not isinstance(headers, Headers):
@@ -107,64 +113,68 @@ class _Message:
 
     # Convenience accessors; they parse on demand and raise SipParseError.
     @property
-    def call_id(self):
+    def call_id(self) -> Optional[str]:
         return self.headers.get("Call-ID")
 
     @property
-    def cseq(self):
+    def cseq(self) -> tuple[int, str]:
         """C{(number, method)} of the CSeq header."""
         return parse_cseq(self.headers.get("CSeq", ""))
 
     @property
-    def vias(self):
+    def vias(self) -> list[Via]:
         return [parse_via(v) for v in self.headers.get_all("Via")]
 
     @property
-    def top_via(self):
+    def top_via(self) -> Optional[Via]:
         value = self.headers.get("Via")
         return None if value is None else parse_via(value)
 
     @property
-    def from_(self):
+    def from_(self) -> NameAddr:
         return parse_name_addr(self.headers.get("From", ""))
 
     @property
-    def to(self):
+    def to(self) -> NameAddr:
         return parse_name_addr(self.headers.get("To", ""))
 
     # read-only uses below look at the cached template (no copy to make)
     @property
-    def from_tag(self):
+    def from_tag(self) -> Optional[str]:
         return _name_addr_template(self.headers.get("From", "")).params.get("tag")
 
     @property
-    def to_tag(self):
+    def to_tag(self) -> Optional[str]:
         return _name_addr_template(self.headers.get("To", "")).params.get("tag")
 
-    def __bytes__(self):
-        return serialize(self)
+    def __bytes__(self) -> bytes:
+        return serialize(cast("Message", self))
 
 
 class Request(_Message):
     """A SIP request. C{uri} is the Request-URI as a string."""
 
-    def __init__(self, method, uri, headers=None, body=b""):
+    _uri_error: Optional[SipParseError]     # set by the parser only
+
+    def __init__(self, method: str, uri: object,
+                 headers: Optional[Union[Headers, Iterable[tuple[str, object]]]] = None,
+                 body: Union[str, BytesLike] = b"") -> None:
         _Message.__init__(self, headers, body)
         self.method = method
         self.uri = str(uri)
 
     @property
-    def request_uri(self):
+    def request_uri(self) -> SipUri:
         """The Request-URI parsed into a L{SipUri}."""
         return parse_uri(self.uri)
 
-    def start_line(self):
+    def start_line(self) -> str:
         return "%s %s %s" % (self.method, self.uri, self.version)
 
-    def copy(self):
+    def copy(self) -> Request:
         return Request(self.method, self.uri, self.headers.copy(), self.body)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Request %s %s Call-ID=%s>" % (self.method, self.uri,
                                               self.call_id)
 
@@ -177,24 +187,29 @@ class Response(_Message):
 
     local = False
 
-    def __init__(self, status, reason=None, headers=None, body=b""):
+    def __init__(self, status: int, reason: Optional[str] = None,
+                 headers: Optional[Union[Headers, Iterable[tuple[str, object]]]] = None,
+                 body: Union[str, BytesLike] = b"") -> None:
         _Message.__init__(self, headers, body)
         self.status = int(status)
         self.reason = reason_phrase(self.status) if reason is None else reason
 
-    def start_line(self):
+    def start_line(self) -> str:
         return "%s %d %s" % (self.version, self.status, self.reason)
 
-    def copy(self):
+    def copy(self) -> Response:
         return Response(self.status, self.reason, self.headers.copy(),
                         self.body)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Response %d %s Call-ID=%s>" % (self.status, self.reason,
                                                self.call_id)
 
 
-def serialize(msg):
+Message = Union[Request, Response]
+
+
+def serialize(msg: Message) -> bytes:
     """
     The wire form of C{msg}: start line, headers one value per line, a
     Content-Length equal to the body's length in bytes (replacing any given
@@ -226,7 +241,7 @@ _RAW_CL_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*\r?$"
                         re.I | re.M)
 
 
-def _parse_head(head):
+def _parse_head(head: bytes) -> Message:
     """
     Parse the start line and the headers (C{head}: bytes up to, excluding,
     the empty line). Returns a L{Request} or L{Response} with no body.
@@ -277,9 +292,9 @@ def _parse_head(head):
     return msg
 
 
-def _unfold(lines):
+def _unfold(lines: list[str]) -> list[str]:
     """Join continuation lines (starting with a space or tab) to their header."""
-    unfolded = []
+    unfolded: list[str] = []
     for line in lines:
         if line[:1] in (" ", "\t"):
             if not unfolded:
@@ -290,7 +305,7 @@ def _unfold(lines):
     return unfolded
 
 
-def _parse_start_line(line):
+def _parse_start_line(line: str) -> tuple[Message, Optional[SipParseError]]:
     """Returns (message, deferred error) for one start line."""
     if not line:
         raise _bad("empty start line")
@@ -325,7 +340,7 @@ def _parse_start_line(line):
     return req, version_error
 
 
-def _check_version(version):
+def _check_version(version: str) -> Optional[SipParseError]:
     m = _VERSION_RE.match(version)
     if m is None:
         raise _bad("malformed SIP version")
@@ -334,7 +349,7 @@ def _check_version(version):
     return None
 
 
-def _content_length(msg):
+def _content_length(msg: Message) -> Optional[int]:
     """The Content-Length of C{msg} as an int, or None when absent."""
     values = msg.headers.get_all("Content-Length")
     if not values:
@@ -350,10 +365,10 @@ def _content_length(msg):
     return lengths.pop()
 
 
-def _validate(msg):
+def _validate(msg: Message) -> None:
     """RFC 3261 8.2.2 / 16.3 sanity checks of a parsed message."""
     # one pass over the headers collects what the checks look at
-    seen = {"to": [], "from": [], "cseq": [], "call-id": [],
+    seen: dict[str, list[str]] = {"to": [], "from": [], "cseq": [], "call-id": [],
             "max-forwards": [], "via": []}
     for key, _, value in msg.headers._items:
         if key in seen:
@@ -377,7 +392,7 @@ def _validate(msg):
     except SipParseError as e:
         e.partial = msg
         raise
-    if request and method != msg.method:
+    if isinstance(msg, Request) and method != msg.method:
         raise _bad("CSeq method does not match the request method", msg)
     if request:
         mf = seen["max-forwards"][0].strip()
@@ -395,7 +410,7 @@ def _validate(msg):
             raise _bad("malformed Via", msg)
 
 
-def _strip_leading_crlf(data):
+def _strip_leading_crlf(data: bytes) -> bytes:
     i = 0
     n = len(data)
     while i < n and data[i] in (13, 10):
@@ -403,7 +418,7 @@ def _strip_leading_crlf(data):
     return data[i:]
 
 
-def parse_message(data, max_size=DEFAULT_MAX_SIZE):
+def parse_message(data: BytesLike, max_size: int = DEFAULT_MAX_SIZE) -> Message:
     """
     Parse one datagram (RFC 3261 18.3, unreliable transport) into a
     L{Request} or L{Response}.
@@ -465,8 +480,10 @@ class SipStreamParser:
     caller; the remaining bytes are processed on the next C{feed}).
     """
 
-    def __init__(self, callback, error_callback, max_size=DEFAULT_MAX_SIZE,
-                 ping_callback=None):
+    def __init__(self, callback: Callable[[Message], object],
+                 error_callback: Callable[[SipParseError], object],
+                 max_size: int = DEFAULT_MAX_SIZE,
+                 ping_callback: Optional[Callable[[], object]] = None) -> None:
         self.callback = callback
         self.error_callback = error_callback
         self.ping_callback = ping_callback
@@ -477,7 +494,7 @@ class SipStreamParser:
         self._skip = 0          # body bytes of a refused message to drop
         self._crlfs = 0         # consecutive CRLFs between messages
 
-    def feed(self, data):
+    def feed(self, data: BytesLike) -> None:
         """Give the parser more bytes from the stream."""
         if self.broken:
             return
@@ -487,14 +504,14 @@ class SipStreamParser:
 
     dataReceived = feed
 
-    def _fail(self, error):
+    def _fail(self, error: SipParseError) -> bool:
         error.fatal = True
         self.broken = True
         self._buf = b""
         self.error_callback(error)
         return False
 
-    def _step(self):
+    def _step(self) -> bool:
         """Handle what the buffer holds; return True to be called again."""
         if self._skip:
             n = min(self._skip, len(self._buf))
@@ -564,7 +581,7 @@ class SipStreamParser:
         self.callback(msg)
         return True
 
-    def _consume_refused(self, head_len, length):
+    def _consume_refused(self, head_len: int, length: int) -> None:
         self._buf = self._buf[head_len:]
         self._scan = 0
         self._skip = length
@@ -575,17 +592,18 @@ class SipStreamParser:
 # --------------------------------------------------------------------------
 # Building messages
 
-def make_branch():
+def make_branch() -> str:
     """A new RFC 3261 branch: the magic cookie and 64 random bits in hex."""
     return MAGIC_COOKIE + secrets.token_hex(8)
 
 
-def make_tag():
+def make_tag() -> str:
     """A new From/To tag (48 random bits in hex)."""
     return secrets.token_hex(6)
 
 
-def make_response(request, status, reason=None, to_tag=None):
+def make_response(request: Request, status: int, reason: Optional[str] = None,
+                  to_tag: Union[None, bool, str] = None) -> Response:
     """
     A response to C{request} (RFC 3261 8.2.6): Via (all values, in order),
     From, To, Call-ID and CSeq copied; Timestamp copied into a 100. When
@@ -594,7 +612,8 @@ def make_response(request, status, reason=None, to_tag=None):
     """
     resp = Response(status, reason)
     # one pass over the request's headers: every Via, the first of the others
-    vias, first = [], {}
+    vias: list[Entry] = []
+    first: dict[str, str] = {}
     for key, _, value in request.headers._items:
         if key == "via":
             vias.append(("via", "Via", value))
@@ -618,7 +637,7 @@ def make_response(request, status, reason=None, to_tag=None):
     return resp
 
 
-def make_ack(invite, response):
+def make_ack(invite: Request, response: Response) -> Request:
     """
     The ACK of a non-2xx final C{response} to C{invite}, as the INVITE
     client transaction sends it (RFC 3261 17.1.1.3): same Request-URI,
@@ -638,7 +657,7 @@ def make_ack(invite, response):
     return ack
 
 
-def make_cancel(invite):
+def make_cancel(invite: Request) -> Request:
     """The CANCEL of C{invite} (RFC 3261 9.1)."""
     cancel = Request("CANCEL", invite.uri)
     h = invite.headers

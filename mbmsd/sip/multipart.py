@@ -3,7 +3,10 @@ Multipart bodies (RFC 2046 5.1) of SIP messages: a MIKEY body beside an SDP
 one (TS 33.246), read into and built from C{(Headers, bytes)} parts.
 """
 
+from __future__ import annotations
+
 import secrets
+from typing import Iterable, Optional, Union
 
 from mbmsd.sip.grammar import _TOKEN_RE, _bad, parse_media_type, unquote_string
 from mbmsd.sip.headers import Headers
@@ -12,7 +15,7 @@ from mbmsd.sip.message import _HEAD_END_RE, _LINE_RE
 __all__ = ["parse_multipart", "build_multipart"]
 
 
-def parse_multipart(content_type, body):
+def parse_multipart(content_type: str, body: bytes) -> list[tuple[Headers, bytes]]:
     """
     Split a multipart (RFC 2046) C{body} into a list of C{(Headers, bytes)}
     parts. Preamble and epilogue are ignored. Raises SipParseError(400).
@@ -32,7 +35,7 @@ def parse_multipart(content_type, body):
         if pos < 0:
             raise _bad("multipart boundary not found")
         pos += 1
-    parts = []
+    parts: list[tuple[Headers, bytes]] = []
     while not body.startswith(b"--", pos + len(delim)):
         eol = body.find(b"\n", pos + len(delim))
         if eol < 0:
@@ -47,7 +50,7 @@ def parse_multipart(content_type, body):
     return parts
 
 
-def _parse_part(part):
+def _parse_part(part: bytes) -> tuple[Headers, bytes]:
     m = _HEAD_END_RE.search(part)
     if part.startswith(b"\r\n") or part.startswith(b"\n"):
         return Headers(), part[2 if part.startswith(b"\r\n") else 1:]
@@ -70,7 +73,8 @@ def _parse_part(part):
     return headers, part[m.end():]
 
 
-def build_multipart(parts, boundary=None, subtype="mixed"):
+def build_multipart(parts: Iterable[tuple[Union[str, Headers], Union[str, bytes]]],
+                    boundary: Optional[str] = None, subtype: str = "mixed") -> tuple[str, bytes]:
     """
     Build a multipart body from C{(content_type, bytes)} pairs (or
     C{(Headers, bytes)}). Returns C{(content_type, body)}.
@@ -78,7 +82,7 @@ def build_multipart(parts, boundary=None, subtype="mixed"):
     if boundary is None:
         boundary = "mbmsd-" + secrets.token_hex(8)
     delim = b"--" + boundary.encode("ascii")
-    out = []
+    out: list[bytes] = []
     for head, data in parts:
         if isinstance(head, str):
             head = Headers([("Content-Type", head)])
