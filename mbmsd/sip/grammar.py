@@ -30,10 +30,11 @@ class SipParseError(ValueError):
 
     @ivar status: the SIP status code to answer with (400, 413, 416, 505).
     @ivar reason: a reason phrase for the response line.
-    @ivar partial: the L{Request}/L{Response} as far as it was parsed (start
-        line and headers), or C{None} when not even that was possible.
-    @ivar fatal: set by L{SipStreamParser} when the stream framing is lost and
-        the connection should be closed.
+    @ivar partial: the L{mbmsd.sip.message.Request}/C{Response} as far as it
+        was parsed (start line and headers), or C{None} when not even that was
+        possible.
+    @ivar fatal: set by L{mbmsd.sip.message.SipStreamParser} when the stream
+        framing is lost and the connection should be closed.
     """
 
     def __init__(self, status: int, reason: str,
