@@ -22,10 +22,12 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from mbmsd.sip.message import (
-    MULTI_VALUE_HEADERS, NameAddr, Request, Response, SipParseError, SipStreamParser,
-    SipUri, Via, parse_cseq, parse_media_type, parse_message, parse_multipart,
-    parse_name_addr, parse_params, parse_uri, parse_via, serialize)
+from mbmsd.sip.grammar import (
+    NameAddr, SipParseError, SipUri, Via, parse_cseq, parse_media_type, parse_name_addr,
+    parse_params, parse_uri, parse_via)
+from mbmsd.sip.headers import MULTI_VALUE_HEADERS
+from mbmsd.sip.message import Request, Response, SipStreamParser, parse_message, serialize
+from mbmsd.sip.multipart import parse_multipart
 from mbmsd.sip.testing import FakeDatagramTransport, RecordingUser
 from mbmsd.sip.transaction import TransactionLayer
 from mbmsd.sip.transport import SipDatagramProtocol, SipStreamProtocol

@@ -19,7 +19,8 @@ from mbmsd.protocols.identity import is_impi, is_impu, normalize_impu, same_impu
 from mbmsd.roles.pcscf.registrar import CHALLENGED, FOREIGN_IMPU
 from mbmsd.roles.scf import config as scfconfig
 from mbmsd.roles.scf.core import ScfCore
-from mbmsd.sip.message import parse_message, parse_uri
+from mbmsd.sip.grammar import parse_uri
+from mbmsd.sip.message import parse_message
 from mbmsd.sip.testing import FakeSipTransport
 from mbmsd.sip.transaction import TimerSettings
 from mbmsd.storage.records import Subscriber

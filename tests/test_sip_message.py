@@ -8,12 +8,14 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from mbmsd.sip.grammar import (
+    NameAddr, SipParseError, SipUri, Via, parse_cseq, parse_media_type, parse_name_addr, parse_uri,
+    parse_via, split_comma_list)
+from mbmsd.sip.headers import COMPACT_FORMS, MULTI_VALUE_HEADERS, Headers
 from mbmsd.sip.message import (
-    COMPACT_FORMS, MAGIC_COOKIE, MULTI_VALUE_HEADERS, Headers, NameAddr, Request, Response,
-    SipParseError, SipStreamParser, SipUri, Via, build_multipart, make_ack,
-    make_branch, make_cancel, make_response, make_tag, parse_cseq,
-    parse_media_type, parse_message, parse_multipart, parse_name_addr,
-    parse_uri, parse_via, reason_phrase, serialize, split_comma_list)
+    MAGIC_COOKIE, Request, Response, SipStreamParser, make_ack, make_branch, make_cancel,
+    make_response, make_tag, parse_message, reason_phrase, serialize)
+from mbmsd.sip.multipart import build_multipart, parse_multipart
 
 
 def msg(start, headers, body=b"", length="auto"):
@@ -889,7 +891,7 @@ class SplitOutsideQuotesTests(SynchronousTestCase):
     def test_agrees_with_the_reference(self):
         from hypothesis import given, strategies as st
 
-        from mbmsd.sip.message import SipParseError, _split_outside_quotes
+        from mbmsd.sip.grammar import SipParseError, _split_outside_quotes
 
         @given(st.text(alphabet='ab,;"<>\\ =:@', max_size=40), st.sampled_from(",;"))
         def check(value, sep):
@@ -919,7 +921,7 @@ class SplitOutsideQuotesTests(SynchronousTestCase):
         check()
 
     def test_examples(self):
-        from mbmsd.sip.message import _split_outside_quotes
+        from mbmsd.sip.grammar import _split_outside_quotes
 
         self.assertEqual(_split_outside_quotes('"a\\",b" <sip:x;y>;tag=1,c', ","),
                          ['"a\\",b" <sip:x;y>;tag=1', "c"])
@@ -1073,7 +1075,7 @@ class ParseCacheTests(SynchronousTestCase):
 
 
 def test_long_header_names_are_not_cached():
-    from mbmsd.sip import message as m
+    from mbmsd.sip import headers as m
     long_name = "X-" + "a" * 200
     before = m._cached_pair.cache_info().currsize
     h = m.Headers([(long_name, "1")])

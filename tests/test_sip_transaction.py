@@ -8,8 +8,8 @@ from zope.interface.verify import verifyObject
 
 from mbmsd.interfaces import (
     IClientTransactionUser, ISipTransport, ITransactionUser)
-from mbmsd.sip.message import (
-    Request, make_response, parse_message, parse_via, serialize)
+from mbmsd.sip.grammar import parse_via
+from mbmsd.sip.message import Request, make_response, parse_message, serialize
 from mbmsd.sip.testing import FakeSipTransport, RecordingUser
 from mbmsd.sip.transaction import (
     ClientInviteTransaction, ServerInviteTransaction,
@@ -570,7 +570,8 @@ class SlimFinishedTests(Base):
                 for v in table.values()]
 
     def assertSlim(self):
-        from mbmsd.sip.message import Headers, Response
+        from mbmsd.sip.headers import Headers
+        from mbmsd.sip.message import Response
         from mbmsd.sip.transaction import _Transaction
         import types
         records = self.finishedRecords()

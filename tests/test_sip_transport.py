@@ -12,8 +12,8 @@ from zope.interface.verify import verifyObject
 
 from mbmsd.sip.echo import EchoUAS
 from mbmsd.interfaces import ISipTransport, ITransactionUser
-from mbmsd.sip.message import (
-    Response, SipParseError, SipStreamParser, parse_message)
+from mbmsd.sip.grammar import SipParseError
+from mbmsd.sip.message import Response, SipStreamParser, parse_message
 from mbmsd.sip.testing import FakeDatagramTransport, RecordingUser
 from mbmsd.sip.transaction import TransactionLayer
 from mbmsd.sip.transport import (

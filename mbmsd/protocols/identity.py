@@ -25,13 +25,9 @@ Pure functions, no I/O; they know no role, storage or node.
 from __future__ import annotations
 
 import re
-from typing import Callable, Union
+from typing import Union
 
-from mbmsd.sip import message
-from mbmsd.sip.message import SipParseError, SipUri
-
-# typed here until mbmsd/sip/message.py is annotated
-parse_uri: Callable[[str], SipUri] = message.parse_uri
+from mbmsd.sip.grammar import SipParseError, SipUri, parse_uri
 
 __all__ = ["NAI", "PUBLIC_ID", "is_impi", "is_impu", "normalize_impu", "same_impu"]
 
@@ -71,7 +67,7 @@ def normalize_impu(value: Union[str, SipUri]) -> str:
     C{SIP:User1@HOME1.net:5070;transport=tcp} and C{tel:+4912345} for
     C{tel:+49-123-45;phone-context=x}.
 
-    @param value: a URI string or an L{mbmsd.sip.message.SipUri}.
+    @param value: a URI string or an L{mbmsd.sip.grammar.SipUri}.
     @return: the normalized IMPU.
     @raise ValueError: not a sip:, sips: or tel: URI.
     """

@@ -23,14 +23,10 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
-from mbmsd.sip import message
-from mbmsd.sip.message import SipParseError
-
-# typed here until mbmsd/sip/message.py is annotated
-parse_media_type: Callable[[str], tuple[str, dict[str, str]]] = message.parse_media_type
-parse_multipart: Callable[[str, bytes], list[tuple[Any, bytes]]] = message.parse_multipart
+from mbmsd.sip.grammar import SipParseError, parse_media_type
+from mbmsd.sip.multipart import parse_multipart
 
 __all__ = ["SdpError", "MediaLine", "offer_from_body", "parse_media", "answer", "offer",
            "receive_offer", "summary"]

@@ -23,9 +23,9 @@ import weakref
 
 
 from mbmsd.logs import Logger
+from mbmsd.sip.grammar import parse_via
 from mbmsd.sip.message import (
-    MAGIC_COOKIE, Request, make_ack, make_branch,
-    make_response, parse_message, parse_via, serialize)
+    MAGIC_COOKIE, Request, make_ack, make_branch, make_response, parse_message, serialize)
 
 __all__ = [
     "TimerSettings", "TransactionLayer", "ClientInviteTransaction",

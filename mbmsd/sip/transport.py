@@ -17,9 +17,9 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 
 from mbmsd.interfaces import ISipTransport
 from mbmsd.logs import Logger
+from mbmsd.sip.grammar import SipParseError, parse_cseq, parse_via
 from mbmsd.sip.message import (
-    DEFAULT_MAX_SIZE, Request, SipParseError, SipStreamParser, make_response,
-    parse_cseq, parse_message, parse_via, serialize)
+    DEFAULT_MAX_SIZE, Request, SipStreamParser, make_response, parse_message, serialize)
 from mbmsd.sip.transaction import response_address
 
 __all__ = ["SipDatagramProtocol", "SipStreamProtocol", "SipStreamFactory",

@@ -38,9 +38,9 @@ from mbmsd.logs import Logger
 from mbmsd.protocols import digest, gba, milenage
 from mbmsd.protocols.sdp import receive_offer as sdp_offer
 from mbmsd.protocols.sdp import summary as sdp_summary
-from mbmsd.sip.message import (
-    Request, SipParseError, build_multipart, make_branch, make_response, make_tag,
-    parse_name_addr, parse_uri)
+from mbmsd.sip.grammar import SipParseError, parse_name_addr, parse_uri
+from mbmsd.sip.message import Request, make_branch, make_response, make_tag
+from mbmsd.sip.multipart import build_multipart
 from mbmsd.sip.transaction import TimerSettings, TransactionError, TransactionLayer
 
 __all__ = [

@@ -23,7 +23,8 @@ from mbmsd.interfaces import IServiceAuthorization
 from mbmsd.logs import Logger
 from mbmsd.protocols import gba, mbms_xml
 from mbmsd.protocols.identity import normalize_impu, same_impu
-from mbmsd.sip.message import SipParseError, parse_media_type, parse_multipart
+from mbmsd.sip.grammar import SipParseError, parse_media_type
+from mbmsd.sip.multipart import parse_multipart
 from mbmsd.storage.records import Authorization, MskRegistration
 
 log = Logger(namespace="mbmsd.bmsc")

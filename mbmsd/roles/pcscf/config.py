@@ -29,7 +29,7 @@ def parse_next_hop(value):
 
     @raise c.Invalid: anything else.
     """
-    from mbmsd.sip.message import SipParseError, parse_uri
+    from mbmsd.sip.grammar import SipParseError, parse_uri
 
     if not isinstance(value, str):
         raise c.Invalid("must be a string such as 'sip:127.0.0.1:5070'")

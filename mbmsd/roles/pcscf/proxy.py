@@ -48,9 +48,8 @@ from mbmsd.interfaces import IClientTransactionUser, ITransactionUser
 from mbmsd.logs import Logger
 from mbmsd.roles.pcscf.bindings import BindingLimitReached
 from mbmsd.roles.pcscf.registrar import CHALLENGED, RegisterAnswer, aor
-from mbmsd.sip.message import (
-    MAGIC_COOKIE, SipParseError, make_branch, make_cancel, make_response, parse_name_addr,
-    parse_uri, parse_via, reason_phrase)
+from mbmsd.sip.grammar import SipParseError, parse_name_addr, parse_uri, parse_via
+from mbmsd.sip.message import MAGIC_COOKIE, make_branch, make_cancel, make_response, reason_phrase
 from mbmsd.sip.transaction import TransactionError, TransactionLayer, TimerSettings
 
 __all__ = ["PcscfProxy", "METHODS"]

@@ -42,7 +42,7 @@ from mbmsd.protocols.identity import normalize_impu, same_impu
 from mbmsd.roles import aka as procedure
 from mbmsd.roles.aka import AUTS_REJECTED, BAD_REQUEST, CHALLENGED, LOCKED, RESYNCHRONISED
 from mbmsd.roles.aka import SOURCE_LOCKED, STALE_NONCE, UNKNOWN_USER, WRONG_RESPONSE
-from mbmsd.sip.message import SipParseError, parse_name_addr
+from mbmsd.sip.grammar import SipParseError, parse_name_addr
 from mbmsd.storage.sipreg import SipBinding
 
 __all__ = ["Registrar", "RegisterAnswer", "aor", "OUTCOMES"]

@@ -39,7 +39,7 @@ from mbmsd.interfaces import IServiceAuthorization, IServiceAuthorizationClient
 from mbmsd.logs import Logger
 from mbmsd.protocols import mbms_xml
 from mbmsd.roles.scf.config import LOCAL_BMSC, effective_bmsc_url
-from mbmsd.sip.message import build_multipart
+from mbmsd.sip.multipart import build_multipart
 
 __all__ = ["HttpServiceAuthorizationClient", "LocalServiceAuthorizationClient",
            "BmscUnavailable", "BmscRefused", "service_authorization_client"]

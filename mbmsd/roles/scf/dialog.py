@@ -19,9 +19,9 @@ from zope.interface import implementer
 from mbmsd.interfaces import IClientTransactionUser
 from mbmsd.logs import Logger
 from mbmsd.roles.scf.sweep import Sweep, Timer
+from mbmsd.sip.grammar import SipParseError, parse_name_addr
 from mbmsd.sip.message import (
-    Request, Response, SipParseError, make_branch, make_response, parse_message,
-    parse_name_addr, serialize)
+    Request, Response, make_branch, make_response, parse_message, serialize)
 
 if TYPE_CHECKING:
     from mbmsd.roles.scf.core import ScfCore

@@ -18,9 +18,9 @@ from mbmsd.protocols import gba, mbms_xml, sdp
 from mbmsd.protocols.identity import normalize_impu
 from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable
 from mbmsd.roles.scf.dialog import Reject, Session
-from mbmsd.sip.message import (
-    Request, SipParseError, make_tag, parse_media_type, parse_multipart, parse_name_addr,
-    parse_params)
+from mbmsd.sip.grammar import SipParseError, parse_media_type, parse_name_addr, parse_params
+from mbmsd.sip.message import Request, make_tag
+from mbmsd.sip.multipart import parse_multipart
 
 if TYPE_CHECKING:
     from mbmsd.roles.scf.core import ScfCore
