@@ -8,7 +8,7 @@ A call run is closed-loop: C{-l LIMIT} calls at most in progress and a rate
 far above what any side reaches (C{-r}), so sipp starts a call as soon as
 one ends. The rate is sipp's SuccessfulCall(C) over the run's duration
 (CurrentTime - StartTime of the last C{-trace_stat} row); a run counts only
-with exit code 0 and FailedCall(C) = 0 (TOOLING 3.3).
+with exit code 0 (sipp -h: every call successful) and FailedCall(C) = 0.
 """
 
 import shutil

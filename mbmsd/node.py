@@ -153,7 +153,7 @@ class NodeService(MultiService):
 
     @inlineCallbacks
     def _drain(self):
-        # Dependence order (STYLE 5): the roles end their sessions while
+        # Dependence order (docs/design.md 2.3): the roles end their sessions while
         # every listener still carries them, within node.stop_grace.
         clock = self.node.reactor
         grace = self.node.config["node"]["stop_grace"]

@@ -5,9 +5,8 @@ could read did not confirm (docs/design.md 7).
 One module, so that a correction is a one-line change. Each value says
 VERIFIED (with its source), CORROBORATED (independent code agrees, the
 normative text itself was not read) or UNVERIFIED (ours, or our recollection
-of TS 33.246 clause 6.4, which could not be retrieved). Source tags
-[S..], [C..] name the project's reading notes (not in this repository); the
-clause beside a tag is the citation.
+of TS 33.246 clause 6.4, which could not be retrieved). Each value
+cites the clause or registry it was read in.
 
 Plain integers only: this module imports nothing from mbmsd, so every layer
 (protocol libraries, roles, the UE) may import it.
@@ -21,8 +20,8 @@ Plain integers only: this module imports nothing from mbmsd, so every layer
 
 # UDP port the BM-SC pushes MSK messages to on the UE. UNVERIFIED as the
 # TS 33.246 MSK port (the clause was not read); IANA names UDP 4359
-# "omabcastltkm" (OMA BCAST long-term key messages) [S19]. Value from the
-# design brief.
+# "omabcastltkm" (OMA BCAST long-term key messages). The value is ours
+# (docs/design.md 7.7).
 MSK_UDP_PORT = 4359
 
 # BM-SC retransmission of an unanswered MSK message (V=1): first retry after
@@ -46,23 +45,23 @@ def verification_waits():
 
 # --- identifiers -----------------------------------------------------------
 
-# Key Domain ID = MCC || MNC, 3 bytes. VERIFIED [S16][S17] (TS 31.102 4.2.80).
+# Key Domain ID = MCC || MNC, 3 bytes. VERIFIED (TS 31.102 4.2.80).
 KEY_DOMAIN_ID_LEN = 3
-# MSK ID, 4 bytes (bytes 0-1 = Key Group). VERIFIED [S16][S17].
+# MSK ID, 4 bytes (bytes 0-1 = Key Group). VERIFIED (TS 31.102 4.2.80).
 MSK_ID_LEN = 4
-# MTK ID, 2 bytes. UNVERIFIED (our recollection of TS 33.246; sources 4.4):
+# MTK ID, 2 bytes. UNVERIFIED (our recollection of TS 33.246 6.4, not read):
 # RFC 4563 Table 2 names the type but gives no length.
 MTK_ID_LEN = 2
 
 # CSB ID of MSK and MTK messages = the MSK ID read as a big-endian 32-bit
-# integer. UNVERIFIED: construction NOT FOUND (sources 4.4); docs/design.md 7.7.
+# integer. UNVERIFIED: construction NOT FOUND (TS 33.246 6.4 not read); docs/design.md 7.7.
 CSB_ID_IS_MSK_ID = True
 
 # --- common header (RFC 3830 6.1) ------------------------------------------
 
 # MSK and MTK messages are PSK I_MESSAGEs (data type 0), the UE's answer a
 # PSK verification message (data type 1). The numbers are VERIFIED
-# (RFC 3830 6.1 [S18]); their use for MBMS is UNVERIFIED (mbms-keys.md 6).
+# (RFC 3830 6.1); their use for MBMS is UNVERIFIED (TS 33.246 6.4 not read).
 MSK_DATA_TYPE = 0
 MTK_DATA_TYPE = 0
 VERIFICATION_DATA_TYPE = 1
@@ -71,7 +70,8 @@ VERIFICATION_DATA_TYPE = 1
 PRF_FUNC = 0
 
 # V flag: MSK messages ask for a verification message (set by the BM-SC,
-# VERIFIED behaviour [S17]); MTK messages never (broadcast; inferred).
+# VERIFIED behaviour: TS 31.102, as the Symbian SDK's RMobilePhone MBMS
+# classes restate it); MTK messages never (broadcast; inferred).
 MSK_V_DEFAULT = True
 MTK_V = False
 
@@ -85,7 +85,7 @@ CS_COUNT = 0
 
 # --- payload chains (next-payload numbers, RFC 3830 6.1 table) --------------
 # 21 EXT, 5 T, 11 RAND, 6 ID, 1 KEMAC, 9 V. The numbers are VERIFIED; the
-# orders are UNVERIFIED (TS 33.246 6.4 not read; mbms-keys.md 6).
+# orders are UNVERIFIED (TS 33.246 6.4 not read).
 
 # MSK message: HDR, EXT(Key ID), T, RAND, IDi, IDr, KEMAC.
 MSK_MESSAGE_PAYLOADS = (21, 5, 11, 6, 6, 1)
@@ -117,7 +117,7 @@ KEY_ID_ORDER = (KEY_ID_TYPE_KEY_DOMAIN_ID, KEY_ID_TYPE_MSK_ID, KEY_ID_TYPE_MTK_I
 
 # TS type 2 = COUNTER (32 bits), one counter per MUK (MSK messages) and one
 # per MSK (MTK messages); a receiver accepts only a strictly larger counter.
-# Inferred from the 4-byte TS counters in EF_MUK / EF_MSK [S16]; "strictly
+# Inferred from the 4-byte TS counters in EF_MUK / EF_MSK (TS 31.102 4.2.80, 4.2.81); "strictly
 # larger" UNVERIFIED.
 TS_TYPE = 2
 
@@ -125,14 +125,14 @@ TS_TYPE = 2
 
 # RAND length in MSK and MTK messages. RFC 3830 asks for at least 128 bits;
 # exactly 16 is ours. UNVERIFIED for MTK messages (which RAND feeds the PRF
-# there is NOT FOUND, sources 4.4: we carry one in every MTK message).
+# there is NOT FOUND, TS 33.246 6.4 not read: we carry one in every MTK message).
 RAND_LEN = 16
 
 # --- ID payloads (RFC 3830 6.7) ----------------------------------------------
 
 # IDi = the BM-SC's NAF FQDN as ID type 1 (URI); IDr = the UE's B-TID as ID
 # type 0 (NAI). Type numbers VERIFIED (RFC 3830 6.7); the mapping and the
-# chosen types UNVERIFIED (mbms-keys.md 1 and 6).
+# chosen types UNVERIFIED (TS 33.246 6.4 not read).
 IDI_TYPE = 1
 IDR_TYPE = 0
 
@@ -146,7 +146,7 @@ MAC_ALG = 1
 # Key data type of the MSK: 0 TGK. Of the MTK: 2 TEK, or 3 TEK+SALT when a
 # salt is sent. KV (key validity) type 1 = SPI/MKI, whose SPI carries the
 # MSK ID (MSK messages) or the MTK ID (MTK messages). All UNVERIFIED
-# (NOT FOUND, mbms-keys.md 6 and 8); docs/design.md 7.7.
+# (NOT FOUND: TS 33.246 6.3.3 and 6.4 not read); docs/design.md 7.7.
 MSK_KEY_TYPE = 0
 MTK_KEY_TYPE = 2
 MTK_KEY_TYPE_SALT = 3
@@ -179,9 +179,9 @@ VERIFICATION_MAC_INCLUDES_IDS = True
 
 # --- request line and headers ----------------------------------------------
 
-# Request-URI path and its "requesttype" values. "authorize" is the seed's
-# (10.2.3); "register", "deregister", "msk-request" UNVERIFIED (33.246 6.3.2
-# not read, mbms-keys.md 3); "deauthorize" is ours (docs/design.md 7.4).
+# Request-URI path and its "requesttype" values. "authorize" is TS 26.237
+# 10.2.3's; "register", "deregister", "msk-request" UNVERIFIED (TS 33.246
+# 6.3.2 not read); "deauthorize" is ours (docs/design.md 7.4).
 KEYMANAGEMENT_PATH = "/keymanagement"
 REQUESTTYPE_AUTHORIZE = "authorize"
 REQUESTTYPE_DEAUTHORIZE = "deauthorize"
@@ -190,42 +190,42 @@ REQUESTTYPE_DEREGISTER = "deregister"
 REQUESTTYPE_MSK_REQUEST = "msk-request"
 
 # The UE's identity header (value: the IMPU in double quotes). VERIFIED
-# [S12] (TS 24.109 7); its use on Ua to the BM-SC.UPF is the seed's (10.2.1).
+# (TS 24.109 7); its use on Ua to the BM-SC.UPF is TS 26.237 10.2.1's.
 INTENDED_IDENTITY_HEADER = "X-3GPP-Intended-Identity"
-# The SCF's assertion of the IMPU on authorize: the seed's (10.2.3).
+# The SCF's assertion of the IMPU on authorize: TS 26.237 10.2.3's.
 ASSERTED_IDENTITY_HEADER = "X-3GPP-Asserted-Identity"
-# Ua Digest realm = prefix || NAF FQDN. VERIFIED [S12] (gba.md 4).
+# Ua Digest realm = prefix || NAF FQDN. VERIFIED (TS 24.109 7).
 UA_REALM_PREFIX = "3GPP-bootstrapping@"
-# User-Agent product token of a GBA-aware UE. VERIFIED [S12] (gba.md 4).
+# User-Agent product token of a GBA-aware UE. VERIFIED (TS 24.109 7).
 UA_PRODUCT_TOKEN = "3gpp-gba"
 
 # --- content types -----------------------------------------------------------
 
-# IANA-registered, "published specification TS 26.346". VERIFIED [S6][C7]
-# (mbms-keys.md 3).
+# IANA-registered, "published specification TS 26.346". VERIFIED (the IANA
+# media types registry).
 CT_REGISTER = "application/mbms-register+xml"
 CT_REGISTER_RESPONSE = "application/mbms-register-response+xml"
 CT_DEREGISTER = "application/mbms-deregister+xml"
 CT_MSK_REQUEST = "application/mbms-msk+xml"
 CT_MSK_RESPONSE = "application/mbms-msk-response+xml"
-# Deregistration answer: no deregister-response type exists at IANA [C7];
-# reusing register-response is UNVERIFIED (mbms-keys.md 3, "presumably").
+# Deregistration answer: no deregister-response type exists at IANA;
+# reusing register-response is UNVERIFIED (TS 33.246 6.3.2.1B not read).
 CT_DEREGISTER_RESPONSE = CT_REGISTER_RESPONSE
-# Authorize request: named by the seed (10.2.3), NOT IANA-registered [C7];
+# Authorize request: named by TS 26.237 10.2.3, NOT IANA-registered;
 # ours/UNVERIFIED. Its response type is ours (docs/design.md 7.4), UNVERIFIED.
 CT_AUTHORIZE = "application/mbms-authorize+xml"
 CT_AUTHORIZE_RESPONSE = "application/mbms-authorize-response+xml"
 
 # --- namespaces ----------------------------------------------------------------
 
-# Authorize and its response: ours (seed says "XML schema FFS"), UNVERIFIED.
+# Authorize and its response: ours (TS 26.237 10.2.3: "XML schema FFS"), UNVERIFIED.
 NS_AUTHORIZE = "urn:mbmsd:xml:ns:mbms-authorize:1"
 # Register, deregister, MSK request and the register response: ours per
 # docs/design.md 7.5, UNVERIFIED; TS 26.346's namespaces for these were NOT FOUND
-# (mbms-keys.md 3).
+# (TS 26.346 11 not read).
 NS_REGISTER = "urn:mbmsd:xml:ns:mbms-register:1"
 # The answer to msk-request: VERIFIED (TS 26.346 Annex C.12, pointing to 11.8
-# and TS 33.246) [S7]. Its element names below are still ours (UNVERIFIED).
+# and TS 33.246). Its element names below are still ours (UNVERIFIED).
 NS_MSK_RESPONSE = "urn:3GPP:metadata:2005:MBMS:mskResponse"
 
 # --- element and attribute names (all ours, docs/design.md 7.4/7.5; UNVERIFIED) --
@@ -245,7 +245,7 @@ EL_MSK_ID = "mskId"
 ATTR_STATUS = "status"
 
 # Per-item status codes (HTTP-like). The TS 26.346 numeric codes were NOT
-# FOUND (mbms-keys.md 3); these are ours (docs/design.md 7.4/7.5), UNVERIFIED.
+# FOUND (TS 33.246 6.3.2.4 not read); these are ours (docs/design.md 7.4/7.5), UNVERIFIED.
 STATUS_OK = 200
 STATUS_NOT_AUTHORIZED = 403
 STATUS_UNKNOWN = 404
@@ -303,7 +303,7 @@ SIP_SECURITY_IDI_IS_NAF_FQDN = True
 # ===========================================================================
 
 # Key Domain ID = MCC || MNC of the BM-SC's network, 3 octets: VERIFIED
-# [S16][S17]. The octet coding below is that of a PLMN identity, TS 24.008
+# (TS 31.102 4.2.80). The octet coding below is that of a PLMN identity, TS 24.008
 # 10.5.1.3 (BCD digits, MCC digit 1 in the low nibble of octet 1, a 2-digit
 # MNC padded with F): UNVERIFIED for MBMS (TS 33.246 6.3.2.1 not read).
 def key_domain_id(mcc, mnc):

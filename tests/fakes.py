@@ -1,5 +1,5 @@
 """
-Fakes shared by the unit tests (STYLE 8 and 9): no threads, no sockets, no
+Fakes shared by the unit tests (docs/design.md 1.3 and 3): no threads, no sockets, no
 real time. Each fake is proved by tests/test_fakes.py.
 
 L{NonThreadPool} and L{SyncReactor} make C{twisted.enterprise.adbapi} run
@@ -181,7 +181,7 @@ class FakeUDPPort:
 
 class UDPMemoryReactorClock(MemoryReactorClock):
     """
-    MemoryReactorClock has no UDP (STYLE 8): this one records UDP ports too.
+    MemoryReactorClock provides no IReactorUDP: this one records UDP ports too.
     """
 
     def __init__(self):

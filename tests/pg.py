@@ -1,8 +1,8 @@
 """
 A real PostgreSQL server for the tests: a throwaway cluster under /tmp,
 started once per test run on a free loopback port and stopped at exit
-(TOOLING.md 7). MBMSD_TEST_PG_DSN points the tests at an existing server
-instead. No server binaries: skip, or fail under MBMSD_REQUIRE_EXTERNAL=1.
+(initdb and pg_ctl run as postgres: the server refuses root).
+MBMSD_TEST_PG_DSN points the tests at an existing server instead. No server binaries: skip, or fail under MBMSD_REQUIRE_EXTERNAL=1.
 """
 
 import atexit

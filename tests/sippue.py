@@ -1,6 +1,7 @@
 """
 SIPp as the UE of a scenario, against the P-CSCF of a twistd node
-(tests/daemon.py): wrapped in coreutils timeout (TOOLING.md 3), its error,
+(tests/daemon.py): wrapped in coreutils timeout (SIPp 3.6.1's -timeout did not
+stop a UAC whose calls hung), its error,
 log and message files in the test's folder, run again once when, and only
 when, sipp's own AKA flaw (a RES with a zero byte) made its REGISTER fail.
 """

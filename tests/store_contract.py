@@ -1,5 +1,5 @@
 """
-The contract every storage backend keeps (STYLE 7): mixins without a TestCase
+The contract every storage backend keeps (docs/design.md 3.3): mixins without a TestCase
 base, applied to the in-memory reference (tests/test_store_memory.py) and to
 SQLite (tests/test_store_sqlite.py); a PostgreSQL module applies the same.
 

@@ -2,8 +2,8 @@
 The BM-SC.UPF in-process: the real twisted.web Site, Zn served by the BSF's
 lookup over memory storage, MIKEY over a fake UDP port, a Clock.
 
-Independent truth: the B-TID and Ks_NAF (= MUK) of the worked example in
-spec/gba.md 3 (Ua id 01 00 00 00 01), and Ks_NAF for 01 00 00 00 03 derived in
+Independent truth: the B-TID and Ks_NAF (= MUK) computed outside mbmsd from
+TS 35.208 4.3 test set 1 by TS 33.220 B.3 (Ua id 01 00 00 00 01), and Ks_NAF for 01 00 00 00 03 derived in
 this file from the TS 33.220 Annex B KDF written out with hmac; the Digest answers are computed in this file from the RFC 2617
 formula with hashlib; MIKEY messages are checked by the UE-side parser and,
 in tests/test_mikey_tshark.py, by tshark.
@@ -44,7 +44,8 @@ BTID = "I1U8vpY3qJ0hiuZNrke/NQ==@bsf.home1.net"
 # TS 33.220 H.3: TS 26.237's HTTP-based procedure, and TS 33.246 alone
 UA_HTTP = bytes.fromhex("0100000003")
 UA_33246 = bytes.fromhex("0100000001")
-# gba.md 3 worked example: Ks_NAF for NAF_Id = bmsc.home1.net || 01 00 00 00 01
+# computed from TS 35.208 4.3 test set 1 by TS 33.220 B.3:
+# Ks_NAF for NAF_Id = bmsc.home1.net || 01 00 00 00 01
 KS_NAF_01 = bytes.fromhex("9e7f591d867c2c51bcf388beffa209771eed795d08db4a470895468faff293cb")
 
 

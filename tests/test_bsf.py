@@ -1,8 +1,8 @@
 """
 The BSF over Ub and Zn, in-process: the real twisted.web Site, the UE
 simulator as the peer, memory storage, a Clock. Independent truth: the nonce,
-B-TID and Ks_NAF of the worked example in spec/gba.md 3 (TS 35.208 test set 1
-keys), which no code of ours produced.
+B-TID and Ks_NAF computed outside mbmsd from TS 35.208 4.3 test set 1 by
+TS 33.220 4.5.2 and B.3 (not an official vector), which no code of ours produced.
 """
 
 import base64
@@ -24,7 +24,7 @@ from mbmsd.storage.records import Subscriber
 from mbmsd.ue.ub import BootstrapFailed, UbClient, Usim
 from tests.webfake import SiteRequester, exchange, make_site, request_bytes
 
-# TS 35.208 test set 1 (spec/gba.md 8)
+# TS 35.208 4.3 test set 1
 K = bytes.fromhex("465b5ce8b199b49faa5f0a2ee238a6bc")
 OP = bytes.fromhex("cdc202d5123e20f62b6d676ac72cb318")
 OPC = bytes.fromhex("cd63cb71954a9f4e48a5994e37a02baf")
@@ -33,7 +33,7 @@ SQN = 0xFF9BB4D0B607
 RES = bytes.fromhex("a54211d5e3ba50bf")
 CK = bytes.fromhex("b40ba9a3c58b2a05bbf0d987b21bf8cb")
 IK = bytes.fromhex("f769bcd751044604127672711c6d3441")
-# spec/gba.md 3, worked example
+# computed from test set 1: B-TID (TS 33.220 4.5.2), nonce (TS 24.109 A.4), Ks_NAF (B.3)
 IMPI = "user1_private@home1.net"
 NONCE = "I1U8vpY3qJ0hiuZNrke/NVXzKLQ1d7m5Sp/6w1Tfr7M="
 BTID = "I1U8vpY3qJ0hiuZNrke/NQ==@bsf.home1.net"
@@ -101,8 +101,8 @@ class UbTests(SynchronousTestCase):
     def test_challenge_is_the_ts_35208_vector(self):
         """
         The first 401 carries nonce = base64(RAND || AUTN) for test set 1
-        (SQN ff9bb4d0b607, AMF b9b9): the value spec/gba.md computed
-        independently, with algorithm AKAv1-MD5 and qop auth-int.
+        (SQN ff9bb4d0b607, AMF b9b9): the value computed outside
+        mbmsd (TS 35.205 f1, f5 on test set 1), with algorithm AKAv1-MD5 and qop auth-int.
         """
         h = Harness()
         c = challenge_of(h.get(initial()))

@@ -1,5 +1,5 @@
 """
-Config errors are a user interface (STYLE 4): every problem at once, one line
+Config errors are a user interface (docs/design.md 4.1): every problem at once, one line
 each naming the file and the key path; secrets never shown; C{--check}
 starts nothing.
 """

@@ -114,7 +114,7 @@ def test_md5_sess_independent():
                                 "n", "00000001", "c", "auth", algorithm=alg) == expected
 
 
-# --- AKAv1-MD5 (RFC 3310, gba.md section 2) --------------------------------
+# --- AKAv1-MD5 (RFC 3310 3.3, TS 24.109 A.4) --------------------------------
 
 RES = bytes.fromhex("a54211d5e3ba50bf")  # TS 35.208 set 1 f2
 IMPI = "user1_private@home1.net"
@@ -126,7 +126,7 @@ BODY = b""
 
 
 def aka_expected(method, body, password=RES, qop="auth-int"):
-    # gba.md: HA1 = MD5(username ":" realm ":" RES), RES raw bytes
+    # RFC 3310 3.3, RFC 2617 3.2.2.2: HA1 = MD5(username ":" realm ":" RES), RES raw bytes
     ha1 = md5hex(IMPI.encode() + b":" + REALM.encode() + b":" + password)
     if qop == "auth-int":
         ha2 = md5hex((method + ":/:" + md5hex(body)).encode())
@@ -169,7 +169,7 @@ def test_rspauth_empty_method():
     body = b'<?xml version="1.0"?><BootstrappingInfo/>'
     r = compute_rspauth(RES, IMPI, REALM, "/", NONCE, NC, CNONCE, "auth-int", body,
                         algorithm="AKAv1-MD5")
-    # gba.md: HA2 = MD5(":" uri ":" hex(MD5(body)))
+    # RFC 2617 3.2.3: HA2 = MD5(":" uri ":" hex(MD5(body)))
     assert r == aka_expected("", body)
     # RFC 2617 3.5 values with empty method, computed independently
     ha1 = md5hex(b"Mufasa:testrealm@host.com:Circle Of Life")

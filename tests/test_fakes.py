@@ -1,5 +1,5 @@
 """
-The fakes of tests/fakes.py prove themselves (STYLE 9): they provide the
+The fakes of tests/fakes.py prove themselves (docs/design.md 3): they provide the
 interfaces they stand in for, their signatures match the real thing, and
 adbapi over them really is synchronous and really reports errors.
 """

@@ -37,7 +37,7 @@ from mbmsd.protocols.gba import (
 
 h = bytes.fromhex
 
-# gba.md section 3 worked example (TS 35.208 test set 1 CK || IK)
+# computed outside mbmsd by TS 33.220 B.2/B.3 from TS 35.208 4.3 test set 1 CK || IK
 KS = h("b40ba9a3c58b2a05bbf0d987b21bf8cb" "f769bcd751044604127672711c6d3441")
 RAND = h("23553cbe9637a89d218ae64dae47bf35")
 AUTN = h("55f328b43577b9b94a9ffac354dfafb3")
@@ -49,7 +49,7 @@ KS_NAF_02 = h("ae2898c09b51b29493a5a0406339b8a720fcc9297e6269fbc9df0c6beb7de6b9"
 BTID = "I1U8vpY3qJ0hiuZNrke/NQ==@bsf.home1.net"
 NONCE = "I1U8vpY3qJ0hiuZNrke/NVXzKLQ1d7m5Sp/6w1Tfr7M="
 
-# S field by field, as printed in gba.md
+# S field by field (TS 33.220 B.2: FC || P0 || L0 || ... || P3 || L3)
 S_HEX = (
     "01"
     "6762612d6d65" "0006"
@@ -93,7 +93,7 @@ def test_naf_id_rejects_empty_fqdn():
 
 
 def test_kdf_s_construction_against_hex_s():
-    # kdf() must build exactly the S printed in gba.md.
+    # kdf() must build exactly the S written out above.
     expected = hmac.new(KS, h(S_HEX), hashlib.sha256).digest()
     got = kdf(KS, 0x01, b"gba-me", RAND, IMPI.encode(), naf_id(NAF_FQDN, UA_PROTOCOL_MBMS))
     assert got == expected

@@ -1,5 +1,5 @@
 """
-One table of (object, interface) pairs (STYLE 9): every provider mbmsd ships,
+One table of (object, interface) pairs (docs/design.md 3): every provider mbmsd ships,
 and every plugin the node can find, passes C{verifyObject}.
 """
 

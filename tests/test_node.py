@@ -1,5 +1,5 @@
 """
-The node's service tree (STYLE 5): storage first, then the exporters and the
+The node's service tree (docs/design.md 2): storage first, then the exporters and the
 roles in start order; nothing listens before storage is usable; stop in
 reverse, each step awaited, storage last.
 """

@@ -5,7 +5,8 @@ Digest AKAv1-MD5 computed by sipp's own Milenage from the TS 35.208 test set
 sipp stands in for the SCF and asserts, with regexp actions, what reaches it
 (P-Asserted-Identity = the registered IMPU, the UE's forged value gone).
 The verdict is each side's exit code; the assertions live on the UAS side
-and its exit code is read (TOOLING 3.3).
+and its exit code is read (SIPp 3.6.1: a UAS whose regexp check fails still
+sends its scripted 200, so the UAC passes).
 
 Scenarios: tests/sipp/pcscf_*.xml. Over UDP and over TCP.
 """

@@ -41,7 +41,7 @@ def wire(message):
 
 
 class FakesTests(SynchronousTestCase):
-    """The fakes prove themselves (STYLE.md 9)."""
+    """The fakes prove themselves (docs/design.md 3)."""
 
     def test_interfaces(self):
         clock = Clock()

@@ -7,8 +7,8 @@ Independent truth: the fake BM-SC checks the Digest exchange with its own
 hashlib implementation of RFC 2617 3.2.2 (request-digest) and 3.2.3
 (rspauth), parses the Authorization header with its own regular expression,
 reads the request bodies with the standard library's ElementTree and writes
-its answers by hand from docs/design.md 7.5. The Ks_NAF and B-TID are the worked
-example of spec/gba.md 3.
+its answers by hand from docs/design.md 7.5. The Ks_NAF and B-TID are those
+of tests/test_bsf.py (TS 35.208 4.3 test set 1, TS 33.220 B.3).
 """
 
 import base64
@@ -26,7 +26,7 @@ from tests.helpers import md5, parse_digest
 from tests.test_bmsc import UA_HTTP, ks_naf
 from tests.webfake import SiteRequester, make_site
 
-# spec/gba.md 3, worked example (TS 35.208 test set 1 keys): Ks_NAF for
+# computed from TS 35.208 4.3 test set 1 by TS 33.220 B.3: Ks_NAF for
 # NAF_Id = bmsc.home1.net || 01 00 00 00 01
 BTID = "I1U8vpY3qJ0hiuZNrke/NQ==@bsf.home1.net"
 KS_NAF = bytes.fromhex("9e7f591d867c2c51bcf388beffa209771eed795d08db4a470895468faff293cb")
@@ -504,7 +504,7 @@ class MikeyReceiverTests(SynchronousTestCase):
 
 # ---------------------------------------------------------------------------
 # mbms-ue msk-register, in-process: the real BSF site of tests/test_bsf.py
-# (spec/gba.md worked example), the fake BM-SC above, a Clock with UDP.
+# (TS 35.208 test set 1), the fake BM-SC above, a Clock with UDP.
 
 
 class FakeUdpPort:

@@ -1,6 +1,6 @@
 """
 The XML bodies of the BM-SC's HTTP interfaces, "mbmsd profile 1":
-SCF -> BM-SC authorize/deauthorize (docs/design.md 7.4; the seed leaves the schema
+SCF -> BM-SC authorize/deauthorize (docs/design.md 7.4; TS 26.237 10.2.3 leaves the schema
 FFS) and UE -> BM-SC register / deregister / msk-request with their answers
 (docs/design.md 7.5; TS 26.346's schemas could not be read). Every element name,
 namespace and content type comes from the "BM-SC HTTP bodies" section of

@@ -1,7 +1,8 @@
 """
 SIP messages (RFC 3261 section 7, 18.3, 20), parsed from and written to bytes.
 
-Unlike C{twisted.protocols.sip} (TOOLING.md 1.2), everything here counts in
+Unlike C{twisted.protocols.sip} (Twisted 26.10 decodes a body as UTF-8 and
+counts its Content-Length in characters), everything here counts in
 bytes: the start line and headers are decoded as UTF-8, the body is kept as
 C{bytes} and framed by its Content-Length in bytes.
 

@@ -22,7 +22,7 @@ from mbmsd.protocols import digest, mbms_xml
 
 __all__ = ["UaClient", "UaFailed", "USER_AGENT"]
 
-# TS 24.109 5.2.1 / gba.md 4: a GBA-aware UE names the 3gpp-gba token.
+# TS 24.109 5.2.1 and 7: a GBA-aware UE names the 3gpp-gba token.
 USER_AGENT = "mbms-ue; " + profile.UA_PRODUCT_TOKEN
 
 _ALGORITHMS = ("md5", "md5-sess")
