@@ -198,6 +198,32 @@ class SqliteSchemaTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(query(storage, "PRAGMA synchronous")), [(2,)])
         self.close(storage)
 
+    def test_telImpusOfEarlierSchemasNormalized(self):
+        """
+        Schema 10: subscriptions written before it with a tel: IMPU that kept
+        its visual separators (RFC 3966 4) come out in the one comparable form
+        the SCF looks up, a duplicate of a row already in that form merges,
+        and sip: rows are left alone.
+        """
+        storage = self.open()
+        rows = [("tel:+358-50-123", "urn:a"), ("tel:+35850123", "urn:b"),
+                ("tel:(0)12.3a", "urn:a"), ("tel:+358-50-123", "urn:b"),
+                ("sip:User1@home1.net", "urn:a")]
+        for impu, sid in rows:
+            self.successResultOf(query(
+                storage, "INSERT INTO subscriptions (impu, service_id) VALUES (?, ?)", (impu, sid)))
+        self.successResultOf(query(storage, "DELETE FROM schema_version WHERE version = 10"))
+        self.close(storage)
+        again = self.open()
+        got = self.successResultOf(query(
+            again, "SELECT impu, service_id FROM subscriptions ORDER BY impu, service_id"))
+        self.assertEqual(got, [("sip:User1@home1.net", "urn:a"), ("tel:+35850123", "urn:a"),
+                               ("tel:+35850123", "urn:b"), ("tel:0123A", "urn:a")])
+        from mbmsd.protocols.identity import normalize_impu
+        self.assertEqual({normalize_impu(i) for i, _ in got if i.startswith("tel:")},
+                         {i for i, _ in got if i.startswith("tel:")})
+        self.close(again)
+
     def test_failedMigrationLeavesNothing(self):
         """
         A schema file that fails half-way is rolled back whole: no table of it
