@@ -138,7 +138,8 @@ class BmscService(MultiService):
                                # one node of those sharing the database rotates
                                leases=node.storage.leases, holder=holder_id(node.name),
                                leaseDuration=config["lease_duration"],
-                               leaseRenewal=lease_renewal(config))
+                               leaseRenewal=lease_renewal(config),
+                               shards=config["rotation_shards"])
         self.msks.push = self.push
         self.km = KeyManagement(store, node.storage.subscribers, self.ua, self.msks, self.push,
                                 reactor, services, config["trusted_scfs"],
