@@ -10,14 +10,18 @@ worker. Their state is in storage, so any worker serves any request.
 """
 
 import os
+import re
 import signal
 import socket
 import sys
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ProcessDone
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError, ProcessDone
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import ProcessProtocol
+from zope.interface import implementer
 
 from mbmsd.logs import Logger
 
@@ -43,6 +47,9 @@ def _reusable(family, kind, host, port):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        raise CannotListenError(host, port, e) from None
     except BaseException:
         sock.close()
         raise
@@ -79,6 +86,75 @@ def listen_udp_shared(reactor, port, protocol, interface="", maxPacketSize=8192)
         return reactor.adoptDatagramPort(sock.fileno(), family, protocol, maxPacketSize)
     finally:
         sock.close()
+
+
+_COLON = re.compile(r"(?<!\\):")
+
+
+def _split_tcp(description):
+    """
+    C{tcp:PORT[:interface=HOST][:backlog=N]} as (port, interface, backlog),
+    or None for any other endpoint (ssl:, unix:, systemd:, ...).
+    """
+    parts = [p.replace("\\:", ":") for p in _COLON.split(description)]
+    if parts[0] != "tcp" or len(parts) < 2:
+        return None
+    args, kw = [], {}
+    for part in parts[1:]:
+        key, eq, value = part.partition("=")
+        if eq:
+            kw[key] = value
+        else:
+            args.append(part)
+    if set(kw) - {"port", "interface", "backlog"} or len(args) > 1:
+        return None
+    port = kw.get("port", args[0] if args else None)
+    if port is None or not str(port).isdigit():
+        return None
+    return int(port), kw.get("interface", ""), int(kw.get("backlog", 50))
+
+
+@implementer(IStreamServerEndpoint)
+class SharedTCPEndpoint:
+    """A TCP server endpoint whose port the node's workers share (SO_REUSEPORT)."""
+
+    def __init__(self, reactor, port, interface="", backlog=50):
+        self.reactor = reactor
+        self.port = port
+        self.interface = interface
+        self.backlog = backlog
+
+    def listen(self, factory):
+        return maybeDeferred(listen_tcp_shared, self.reactor, self.port, factory,
+                             self.interface, self.backlog)
+
+
+def server_endpoint(reactor, description, worker=None):
+    """
+    C{serverFromString}, except in a worker (C{worker} a number): a C{tcp:}
+    listener is then shared with the other workers. Other endpoints stay as
+    they are (systemd sockets: give the unit C{ReusePort=yes}).
+    """
+    if worker is not None:
+        tcp = _split_tcp(description)
+        if tcp is not None:
+            return SharedTCPEndpoint(reactor, *tcp)
+    return serverFromString(reactor, description)
+
+
+def worker_description(description, worker):
+    """
+    A C{tcp:} description moved to port + C{worker}: each worker's own
+    port (its metrics exporter), next to the node's.
+    """
+    tcp = _split_tcp(description) if worker is not None else None
+    if tcp is None or tcp[0] == 0:
+        return description
+    port, interface, backlog = tcp
+    out = "tcp:%d" % (port + worker,)
+    if interface:
+        out += ":interface=" + interface.replace(":", "\\:")
+    return out + ":backlog=%d" % (backlog,)
 
 
 # ---------------------------------------------------------------- supervisor
@@ -205,3 +281,59 @@ class Supervisor(service.Service):
         d = self._stopping
         self.signal(signal.SIGTERM)
         return d
+
+
+def worker_argv(serverOptions, configPaths, executable=sys.executable):
+    """
+    The command of a worker: this twistd's, in the foreground, without a
+    pidfile (the supervisor has it), logging where the supervisor does.
+    """
+    argv = [executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "--nodaemon", "--pidfile="]
+    logfile = serverOptions.get("logfile")
+    if logfile is None and not serverOptions.get("nodaemon"):
+        logfile = "twistd.log"  # twistd's default for a daemon
+    if logfile is not None:
+        argv.append("--logfile=" + logfile)
+    if serverOptions.get("syslog"):
+        argv.append("--syslog")
+    argv.append("mbmsd")
+    for path in configPaths:
+        argv += ["--config", os.path.abspath(path)]
+    return argv
+
+
+def makeSupervisor(reactor, count, serverOptions, configPaths):
+    """
+    The service of C{twistd mbmsd} when C{node.workers} > 1: the workers,
+    SIGHUP passed on to them, exit 1 when they cannot start.
+    """
+
+    def failedStart():
+        reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        reactor.stop()
+
+    supervisor = Supervisor(reactor, count, argv=worker_argv(serverOptions, configPaths),
+                            failedStart=failedStart)
+
+    def onSighup(*_):
+        reactor.callFromThread(supervisor.signal, signal.SIGHUP)
+
+    reactor.callWhenRunning(signal.signal, signal.SIGHUP, onSighup)
+    return supervisor
+
+
+def die_with_supervisor():
+    """
+    In a worker (Linux): be sent SIGTERM when the supervisor dies, even by
+    SIGKILL, so that no orphan worker keeps the node's ports.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError) as e:
+        log.warn("worker: cannot follow the supervisor's death: {e}", e=str(e))

@@ -175,3 +175,53 @@ class WorkersConfigTests(SynchronousTestCase):
     def test_workersWithSqlite(self):
         _, load = self.load("workers = 2", 'backend = "sqlite"\npath = "x.sqlite3"')
         self.assertEqual(load()["node"]["workers"], 2)
+
+
+class EndpointTests(SynchronousTestCase):
+    def test_tcpSharedInAWorkerOnly(self):
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+        from twisted.internet.testing import MemoryReactor
+
+        from mbmsd.workers import SharedTCPEndpoint, server_endpoint
+
+        r = MemoryReactor()
+        self.assertIsInstance(server_endpoint(r, "tcp:8080:interface=127.0.0.1"),
+                              TCP4ServerEndpoint)
+        e = server_endpoint(r, "tcp:8080:interface=127.0.0.1", worker=1)
+        self.assertIsInstance(e, SharedTCPEndpoint)
+        self.assertEqual((e.port, e.interface, e.backlog), (8080, "127.0.0.1", 50))
+        e = server_endpoint(r, "tcp:port=80:interface=\\:\\:1:backlog=7", worker=0)
+        self.assertEqual((e.port, e.interface, e.backlog), (80, "::1", 7))
+        self.assertNotIsInstance(server_endpoint(r, "unix:/tmp/x.sock", worker=0),
+                                 SharedTCPEndpoint)
+
+    def test_workerDescriptionOffsetsThePort(self):
+        from mbmsd.workers import worker_description
+
+        self.assertEqual(worker_description("tcp:9100:interface=127.0.0.1", 2),
+                         "tcp:9102:interface=127.0.0.1:backlog=50")
+        self.assertEqual(worker_description("tcp:9100", None), "tcp:9100")
+        self.assertEqual(worker_description("tcp:0", 1), "tcp:0")
+
+
+class WorkerLogTests(SynchronousTestCase):
+    def event(self):
+        return {"log_namespace": "mbmsd.bsf", "log_level": __import__(
+            "twisted.logger", fromlist=["LogLevel"]).LogLevel.info,
+            "log_format": "bootstrap {result}", "result": "ok", "log_time": 1_800_000_000.0}
+
+    def test_textLineCarriesTheWorker(self):
+        from mbmsd.logs import formatText, workerText
+
+        plain = formatText(self.event())
+        tagged = workerText(3)(self.event())
+        self.assertIn("[mbmsd.bsf#info] bootstrap ok", tagged)
+        self.assertEqual(tagged.replace(" [worker 3]", "", 1), plain)
+
+    def test_jsonLineCarriesTheWorker(self):
+        import json
+
+        from mbmsd.logs import jsonFormatter
+
+        self.assertEqual(json.loads(jsonFormatter("n", 2)(self.event()))["worker"], 2)
+        self.assertNotIn("worker", json.loads(jsonFormatter("n")(self.event())))

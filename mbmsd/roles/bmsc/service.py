@@ -85,7 +85,10 @@ class _Streaming(Service):
     def startService(self):
         Service.startService(self)
         from mbmsd.roles.bmsc.streaming import MediaPort
+        from mbmsd.workers import worker_number
 
+        if worker_number() not in (None, 0):
+            return  # one content port and MTK schedule per stream: worker 0's
         for stream, bearer, source, interface in self.streams:
             self.ports.append(self.reactor.listenUDP(0, bearer, interface=interface))
             self.ports.append(self.reactor.listenUDP(source[1], MediaPort(stream),
@@ -94,7 +97,7 @@ class _Streaming(Service):
 
     def stopService(self):
         Service.stopService(self)
-        for stream, _, _, _ in self.streams:
+        for stream, _, _, _ in self.streams if self.ports else ():
             stream.stop()
         ports, self.ports = self.ports, []
         return DeferredList([maybeDeferred(p.stopListening) for p in ports])
