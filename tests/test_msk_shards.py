@@ -173,3 +173,30 @@ class SqliteShardedRotationTests(ShardedRotationMixin, SynchronousTestCase):
         self.successResultOf(storage.open())
         self.addCleanup(storage.close)
         return storage.bmsc, storage.leases
+
+
+class ShardConfigTests(SynchronousTestCase):
+    def load(self, bmsc):
+        from mbmsd.node import load_config
+
+        tmp = tempfile.mkdtemp(prefix="mbmsd-config-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "node.toml")
+        with open(path, "w") as f:
+            f.write('[node]\nhome_domain = "home1.net"\nroles = ["bsf", "bmsc"]\n'
+                    '[storage]\nbackend = "memory"\n[bmsc]\n%s\n'
+                    '[[bmsc.service]]\nid = "urn:mbmsd:news"\n' % (bmsc,))
+        return path, lambda: load_config([path])
+
+    def test_defaultOneShard(self):
+        _, load = self.load("")
+        self.assertEqual(load()["bmsc"]["rotation_shards"], 1)
+
+    def test_zeroShardsNamed(self):
+        from mbmsd import config as c
+
+        path, load = self.load("rotation_shards = 0")
+        e = self.assertRaises(c.ConfigError, load)
+        self.assertEqual(len(e.lines), 1, e.lines)
+        self.assertTrue(e.lines[0].startswith("%s: bmsc.rotation_shards: must be >= 1"
+                                              % (path,)), e.lines)
