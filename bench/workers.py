@@ -55,7 +55,8 @@ def pg_storage(tmp):
 @defer.inlineCallbacks
 def one_round(reactor, args, workers, storage, tmp):
     work = tempfile.mkdtemp(prefix="w%d-" % (workers,), dir=tmp)
-    overlay = '[node]\nroles = ["bsf"]\nworkers = %d\n\n' % (workers,) + subscribers_overlay(args.ues)
+    overlay = ('[node]\nroles = ["bsf"]\nworkers = %d\n\n' % (workers,)
+               + subscribers_overlay(args.ues))
     settings = {"storage": dict(storage)} if storage else {}
     if storage and storage.get("backend") == "postgresql":
         base = os.path.join(tmp, "pg.toml")
