@@ -45,10 +45,15 @@ class Lease:
     @param clock: IReactorTime.
     @param onAcquired: called with no argument when the lease becomes ours.
     @param onLost: called with no argument when it stops being ours (another
-        holder has it, or it ran out before a renewal succeeded).
+        holder has it, or it ran out before a renewal succeeded, or we
+        handed it over).
+    @param wanted: optional, called before each attempt: when it returns
+        False the lease is not taken, or released when ours (handed over
+        to another holder, to balance shards).
     """
 
-    def __init__(self, store, clock, name, holder, duration, renewal, onAcquired, onLost):
+    def __init__(self, store, clock, name, holder, duration, renewal, onAcquired, onLost,
+                 wanted=None):
         if not 0 < renewal < duration:
             raise ValueError("the renewal interval must be shorter than the lease")
         self.store = store
@@ -59,6 +64,7 @@ class Lease:
         self.renewal = renewal
         self.onAcquired = onAcquired
         self.onLost = onLost
+        self.wanted = wanted
         self._until = None  # our lease's expiry on our clock, None when not ours
         self._loop = None
 
@@ -78,6 +84,14 @@ class Lease:
         now = self.clock.seconds()
         if self._until is not None and now >= self._until:
             self._lose("it ran out before a renewal succeeded")
+        if self.wanted is not None and not self.wanted():
+            if self._until is None:
+                return None
+            self._lose("handed over")
+            d = self.store.release(self.name, self.holder)
+            d.addErrback(lambda f: log.warn("lease {name}: release failed: {e}", name=self.name,
+                                            e=f.getErrorMessage()))
+            return d
         d = self.store.acquire(self.name, self.holder, now, self.duration)
         d.addCallbacks(self._answered, self._failed, callbackArgs=(now,))
         return d  # the loop waits for it: attempts never pile up

@@ -593,6 +593,29 @@ class ILeaseStore(Interface):
         @return: Deferred firing with the holder (str) of lease C{name} still
             running at C{now}, or None.
         """
+    def holders(prefix, now):
+        """
+        @return: Deferred firing with the sorted distinct holders (str) of
+            the leases named C{prefix}... still running at C{now}.
+        """
+
+    def mark(name, value):
+        """
+        Keep C{value} (str) for lease C{name}, whoever holds it, so the next
+        holder reads what the last one did (the MSK ID a rotation shard
+        pushed last). @return: Deferred firing when stored.
+        """
+
+    def markIfAbsent(name, value):
+        """
+        Like L{mark}, unless lease C{name} has a value already (atomic).
+        @return: Deferred firing when done.
+        """
+
+    def marked(name):
+        """
+        @return: Deferred firing with the value kept for lease C{name}, or None.
+        """
 
 
 # ---------------------------------------------------------------- ports

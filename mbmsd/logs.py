@@ -211,7 +211,18 @@ def _jsonValue(value):
     return escape(str(value))
 
 
-def jsonFormatter(node):
+def workerText(worker):
+    """L{formatText} with C{[worker k]} after the timestamp (C{node.workers} > 1)."""
+    tag = " [worker %d] [" % (worker,)
+
+    def format(event):
+        text = formatText(event)
+        return text.replace(" [", tag, 1) if text else text
+
+    return format
+
+
+def jsonFormatter(node, worker=None):
     """
     A formatter of one JSON object per line: C{time} (RFC 3339, UTC),
     C{level}, C{node}, C{namespace}, C{role} (for a role's events),
@@ -220,6 +231,7 @@ def jsonFormatter(node):
     message names, and the other fields holding a string, number or
     boolean. A failure adds C{error} and C{traceback}. Every string is
     escaped as in the text format, so a line is always valid JSON.
+    C{worker}: the worker number (C{node.workers} > 1), a C{worker} key.
     """
 
     def format(event):
@@ -236,6 +248,8 @@ def jsonFormatter(node):
             "node": node,
             "namespace": escape(namespace),
         }
+        if worker is not None:
+            record["worker"] = worker
         role = _role(namespace)
         if role is not None:
             record["role"] = role
@@ -289,9 +303,14 @@ def nodeObserver():
     options): the node's observer in the format L{installObserver} chose,
     writing where twistd would (C{--logfile}, C{--nodaemon}).
     """
+    from mbmsd.workerid import worker_number
+
     options = _installed["options"]
+    worker = worker_number()
     if _installed["format"] == "json":
-        formatter = jsonFormatter(_installed["node"])
+        formatter = jsonFormatter(_installed["node"], worker)
+    elif worker is not None:
+        formatter = workerText(worker)
     else:
         formatter = formatText
     return FileLogObserver(_logFile(options), formatter)

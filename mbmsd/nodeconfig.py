@@ -61,6 +61,9 @@ NODE_SECTION = c.Section(
         "log_format": c.Field(c.choice(*logs.FORMATS), "text",
                               "text (twistd's lines) or json (one object per line, "
                               "the event's fields as keys)"),
+        "workers": c.Field(c.integer(1, 64), 1,
+                           "processes of this node sharing its listeners (SO_REUSEPORT, "
+                           "Linux); more than 1 needs a shared store (sqlite, postgresql)"),
         "http_access_log": c.Field(c.boolean(), False,
                                    "an access-log line per HTTP request on Ub, Zn and Ua "
                                    "(each procedure's outcome is logged anyway)"),
@@ -133,6 +136,11 @@ def load_config(paths):
             problem = check_key_file(out["storage"]["key_file"])
             if problem:
                 errors.append("%s: %s" % (where(("storage", "key_file")), problem))
+
+    if (out["node"].get("workers") or 1) > 1 and out["storage"].get("backend") == "memory":
+        errors.append("%s: node.workers: %d workers need a shared store: the memory backend "
+                      "keeps each worker's state to itself (use sqlite or postgresql)"
+                      % (where(("node", "workers")), out["node"]["workers"]))
 
     metrics = _table(data, "metrics", errors, where)
     names = metrics.pop("exporters", ["prometheus"])

@@ -72,6 +72,15 @@ def makeService(options, reactor=None):
         reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
         reactor.callWhenRunning(reactor.stop)
 
+    from mbmsd.workerid import worker_number
+    from mbmsd.workers import die_with_supervisor, makeSupervisor
+
+    workers = options["node_config"]["node"]["workers"]
+    if workers > 1 and worker_number() is None:
+        # this process supervises the workers; they run the node
+        return makeSupervisor(reactor, workers, options.parent or {}, options["config"])
+    if worker_number() is not None:
+        die_with_supervisor()
     try:
         service = makeNode(options["node_config"], reactor, onStartupFailure=startupFailed)
     except (KeyFileError, StartupError) as e:

@@ -4,7 +4,6 @@ writing an answer. Protocol decisions stay in the roles.
 """
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -99,7 +98,11 @@ def listener(reactor, description, factory, name, tls=None, key=None):
         from mbmsd.tls import wrapServer
 
         factory = wrapServer(tls, factory)
-    svc = _Listener(serverFromString(reactor, description), factory)
+    from mbmsd.workerid import worker_number
+    from mbmsd.workers import server_endpoint
+
+    # in a worker, a tcp: port is shared with the node's other workers
+    svc = _Listener(server_endpoint(reactor, description, worker_number()), factory)
     svc._raiseSynchronously = True
     svc.key = key or name
     svc.description = description

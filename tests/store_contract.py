@@ -982,6 +982,32 @@ class LeaseStoreContract(_StorageFixture):
         self.assertIsNone(self.result(self.store.holder("rotate:a", 100.0)))
         self.assertIs(self.result(self.store.acquire("rotate:a", "node-2", 101.0, 10.0)), True)
 
+    def test_holdersOfRunningLeasesByPrefix(self):
+        self.result(self.store.acquire("members:1", "node-1", 100.0, 10.0))
+        self.result(self.store.acquire("members:2", "node-2", 100.0, 5.0))
+        self.result(self.store.acquire("members:3", "node-1", 100.0, 10.0))
+        self.result(self.store.acquire("other:4", "node-4", 100.0, 10.0))
+        self.assertEqual(self.result(self.store.holders("members:", 101.0)),
+                         ["node-1", "node-2"])
+        self.assertEqual(self.result(self.store.holders("members:", 105.0)), ["node-1"])
+        self.assertEqual(self.result(self.store.holders("nothing", 101.0)), [])
+
+    def test_marksOutliveTheirHolders(self):
+        """
+        A mark is kept per lease name whoever holds it; markIfAbsent keeps
+        the first value.
+        """
+        self.assertIsNone(self.result(self.store.marked("rotate:a")))
+        self.result(self.store.markIfAbsent("rotate:a", "0007"))
+        self.result(self.store.markIfAbsent("rotate:a", "0008"))
+        self.assertEqual(self.result(self.store.marked("rotate:a")), "0007")
+        self.result(self.store.mark("rotate:a", "0009"))
+        self.assertEqual(self.result(self.store.marked("rotate:a")), "0009")
+        self.result(self.store.acquire("rotate:a", "node-1", 100.0, 10.0))
+        self.result(self.store.release("rotate:a", "node-1"))
+        self.assertEqual(self.result(self.store.marked("rotate:a")), "0009")
+        self.assertIsNone(self.result(self.store.marked("rotate:b")))
+
     def test_releaseByAnotherDoesNothing(self):
         self.result(self.store.acquire("rotate:a", "node-1", 100.0, 10.0))
         self.assertIs(self.result(self.store.release("rotate:a", "node-2")), False)

@@ -66,5 +66,10 @@ class PrometheusExporterFactory:
     )
 
     def makeService(self, config, registry, reactor, health=None):
-        return listener(reactor, config["listen"], makeSite(_Root(registry, health), reactor),
+        from mbmsd.workerid import worker_number
+        from mbmsd.workers import worker_description
+
+        # each worker exports its own metrics, on the node's port + its number
+        return listener(reactor, worker_description(config["listen"], worker_number()),
+                        makeSite(_Root(registry, health), reactor),
                         "prometheus", key="metrics.prometheus.listen")

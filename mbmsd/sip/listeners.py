@@ -11,13 +11,15 @@ import re
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, serverFromString
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from mbmsd import config as c
 from mbmsd.errors import listenFailed
+from mbmsd.workerid import worker_number
+from mbmsd.workers import listen_udp_shared, server_endpoint
 from mbmsd.sip.transport import SipDatagramProtocol, SipStreamFactory, SipStreamProtocol
 
 __all__ = ["Connections", "SipListenSettings", "parse_udp_listen", "udp_listen_field",
@@ -316,8 +318,12 @@ class _UdpListener(_Listener):
     def startService(self):
         Service.startService(self)
         try:
-            self.listening = self.reactor.listenUDP(self.port, self.protocol,
-                                                    interface=self.host)
+            if worker_number() is None:
+                self.listening = self.reactor.listenUDP(self.port, self.protocol,
+                                                        interface=self.host)
+            else:  # the node's workers share the port
+                self.listening = listen_udp_shared(self.reactor, self.port, self.protocol,
+                                                   self.host)
         except CannotListenError as e:
             raise listenFailed(self.key, self.description, e) from None
         self.onBound(self.listening.getHost().port)
@@ -333,7 +339,7 @@ class _StreamListener(_Listener):
 
     def startService(self):
         Service.startService(self)
-        d = serverFromString(self.reactor, self.description).listen(self.factory)
+        d = server_endpoint(self.reactor, self.description, worker_number()).listen(self.factory)
         result = []
         d.addBoth(result.append)
         if not result:

@@ -115,6 +115,10 @@ BMSC_SECTION = c.Section(
         "lease_duration": c.Field(c.number(1, 3600), 30.0,
                                   "seconds a node holds a service's MSK rotation lease in the "
                                   "database without renewing it (the takeover time when it dies)"),
+        "rotation_shards": c.Field(c.integer(1, 4096), 1,
+                                   "shards of each service's registered UEs, each with its own "
+                                   "rotation lease, so several nodes push one rotation (the "
+                                   "same on every node of a database)"),
         "lease_renewal": c.Field(c.number(0.1, 3600), None,
                                  "seconds between renewals (default lease_duration / 3)"),
         "ua_ids": c.Field(c.array(_ua_id, minimum=1), [bytes.fromhex("0100000003")],

@@ -85,7 +85,10 @@ class _Streaming(Service):
     def startService(self):
         Service.startService(self)
         from mbmsd.roles.bmsc.streaming import MediaPort
+        from mbmsd.workerid import worker_number
 
+        if worker_number() not in (None, 0):
+            return  # one content port and MTK schedule per stream: worker 0's
         for stream, bearer, source, interface in self.streams:
             self.ports.append(self.reactor.listenUDP(0, bearer, interface=interface))
             self.ports.append(self.reactor.listenUDP(source[1], MediaPort(stream),
@@ -94,7 +97,7 @@ class _Streaming(Service):
 
     def stopService(self):
         Service.stopService(self)
-        for stream, _, _, _ in self.streams:
+        for stream, _, _, _ in self.streams if self.ports else ():
             stream.stop()
         ports, self.ports = self.ports, []
         return DeferredList([maybeDeferred(p.stopListening) for p in ports])
@@ -139,7 +142,8 @@ class BmscService(MultiService):
                                # one node of those sharing the database rotates
                                leases=node.storage.leases, holder=holder_id(node.name),
                                leaseDuration=config["lease_duration"],
-                               leaseRenewal=lease_renewal(config))
+                               leaseRenewal=lease_renewal(config),
+                               shards=config["rotation_shards"])
         self.km = KeyManagement(store, node.storage.subscribers, self.ua, self.msks, self.pusher,
                                 reactor, services, config["trusted_scfs"],
                                 config["authorization_lifetime"], keyDomainId,

@@ -1,0 +1,18 @@
+"""
+Which worker of its node this process is (C{node.workers} > 1): the number
+the supervisor (L{mbmsd.workers}) gives each worker in its environment. Its
+own module, importing nothing of mbmsd, so that the logs can name the worker
+and the workers can log.
+"""
+
+import os
+
+__all__ = ["WORKER_ENV", "worker_number"]
+
+WORKER_ENV = "MBMSD_WORKER"  # the worker number, 0 .. N - 1, in a worker process
+
+
+def worker_number(environ=os.environ):
+    """@return: this process's worker number, or None in a node without workers."""
+    value = environ.get(WORKER_ENV)
+    return int(value) if value is not None and value.isdigit() else None
