@@ -3,8 +3,8 @@ SDP (RFC 4566) and its offer/answer (RFC 3264) for an MBMS user service
 (TS 26.237 8.2.2), one reading for the SCF and the UE.
 
 The SCF's answer to the UE's offer is built from the service's
-configuration ([[scf.service]] table, a mapping). One m= line of the offer is accepted: the first with the service's media
-type and transport protocol and (for RTP) a format in common; it gets the
+configuration ([[scf.service]] table, a mapping). One m= line of the
+offer is accepted: the first with the service's media type and transport protocol and (for RTP) a format in common; it gets the
 service's port, connection address, formats and attributes, and
 C{a=sendonly} unless the configuration names a direction (the network
 sends, the UE receives). Every other m= line is refused with port 0, as
