@@ -4,11 +4,16 @@ implementation (each query written once for SQLite and PostgreSQL).
 """
 
 
+from typing import TYPE_CHECKING
+
 from twisted.internet.defer import fail, succeed
 from zope.interface import implementer
 
 from mbmsd.interfaces import IBmscStore
 from mbmsd.storage.records import Authorization, Msk, MskRegistration
+
+if TYPE_CHECKING:
+    from mbmsd.storage.sql import Database
 
 MSK_RETENTION = 86400  # an expired MSK is kept a day for late msk-requests
 
@@ -105,7 +110,7 @@ class MemoryBmscStore:
         return succeed(removed)
 
 
-def msk_context(keyDomainId, mskId):
+def msk_context(keyDomainId: bytes, mskId: bytes) -> str:
     return "bmsc_msks.msk:%s%s" % (bytes(keyDomainId).hex(), bytes(mskId).hex())
 
 
@@ -134,7 +139,7 @@ def _registration(txn, r):
 
 @implementer(IBmscStore)
 class SqlBmscStore:
-    def __init__(self, db):
+    def __init__(self, db: "Database") -> None:
         self.db = db
 
     def putAuthorization(self, a):

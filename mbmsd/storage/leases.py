@@ -9,10 +9,15 @@ locked by the statement, so two nodes racing for a free lease cannot both
 win.
 """
 
+from typing import TYPE_CHECKING
+
 from twisted.internet.defer import succeed
 from zope.interface import implementer
 
 from mbmsd.interfaces import ILeaseStore
+
+if TYPE_CHECKING:
+    from mbmsd.storage.sql import Database
 
 
 @implementer(ILeaseStore)
@@ -41,7 +46,7 @@ class MemoryLeaseStore:
 
 @implementer(ILeaseStore)
 class SqlLeaseStore:
-    def __init__(self, db):
+    def __init__(self, db: "Database") -> None:
         self.db = db
 
     def acquire(self, name, holder, now, duration):

@@ -8,6 +8,7 @@ reads on its next request: nothing is cached.
 """
 
 import json
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import succeed
 from zope.interface import implementer
@@ -21,6 +22,9 @@ from mbmsd.storage.records import (
     SessionSummary,
     SubscriberState,
 )
+
+if TYPE_CHECKING:
+    from mbmsd.storage.sql import Database
 
 __all__ = ["MemoryProvisioningStore", "SqlProvisioningStore"]
 
@@ -119,7 +123,7 @@ def _sdp(service):
 
 @implementer(IProvisioningStore)
 class SqlProvisioningStore:
-    def __init__(self, db):
+    def __init__(self, db: "Database") -> None:
         self.db = db
 
     def addService(self, service):

@@ -9,6 +9,7 @@ CK, IK, expiry), the same record the BSF keeps for Ub.
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import succeed
 from zope.interface import implementer
@@ -20,6 +21,9 @@ from mbmsd.storage.challenges import (
     put_challenge_txn,
     take_challenge_txn,
 )
+
+if TYPE_CHECKING:
+    from mbmsd.storage.sql import Database, SqlSubscriberStore
 
 __all__ = ["SipBinding", "MemorySipRegistrationStore", "SqlSipRegistrationStore"]
 
@@ -138,7 +142,7 @@ class SqlSipRegistrationStore:
     Over a L{mbmsd.storage.sql.Database}; every transaction named.
     """
 
-    def __init__(self, db, subscribers):
+    def __init__(self, db: "Database", subscribers: "SqlSubscriberStore") -> None:
         """
         @param subscribers: the L{mbmsd.storage.sql.SqlSubscriberStore} of
             the same database (the SQN that L{issueChallenge} advances).
