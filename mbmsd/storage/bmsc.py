@@ -33,7 +33,7 @@ def _checkCounts(counts):
 
 @implementer(IBmscStore)
 class MemoryBmscStore:
-    def __init__(self):
+    def __init__(self) -> None:
         self._auth = {}
         self._reg = {}
         self._msks = {}

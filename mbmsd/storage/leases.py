@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 @implementer(ILeaseStore)
 class MemoryLeaseStore:
-    def __init__(self):
+    def __init__(self) -> None:
         self._rows = {}  # name -> (holder, expires)
 
     def acquire(self, name, holder, now, duration):

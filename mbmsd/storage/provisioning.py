@@ -24,6 +24,7 @@ from mbmsd.storage.records import (
 )
 
 if TYPE_CHECKING:
+    from mbmsd.storage.memory import MemoryStorage
     from mbmsd.storage.sql import Database
 
 __all__ = ["MemoryProvisioningStore", "SqlProvisioningStore"]
@@ -53,7 +54,7 @@ class MemoryProvisioningStore:
         stores L{subscriberState} reads.
     """
 
-    def __init__(self, storage=None):
+    def __init__(self, storage: "MemoryStorage | None" = None) -> None:
         self._storage = storage
         self._services = {}
         self._subscriptions = {}     # IMPU -> set of service IDs

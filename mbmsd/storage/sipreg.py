@@ -23,6 +23,7 @@ from mbmsd.storage.challenges import (
 )
 
 if TYPE_CHECKING:
+    from mbmsd.storage.memory import MemorySubscriberStore
     from mbmsd.storage.sql import Database, SqlSubscriberStore
 
 __all__ = ["SipBinding", "MemorySipRegistrationStore", "SqlSipRegistrationStore"]
@@ -66,7 +67,7 @@ class MemorySipRegistrationStore:
         whose SQNs L{issueChallenge} advances.
     """
 
-    def __init__(self, subscribers=None):
+    def __init__(self, subscribers: "MemorySubscriberStore | None" = None) -> None:
         self._subscribers = subscribers
         self._challenges = {}
         self._bindings = {}     # (impu, contact) -> SipBinding, insertion order
