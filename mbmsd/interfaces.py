@@ -581,14 +581,14 @@ class IBmscStore(Interface):
             int) or None when it has none yet.
         """
 
-    def nextCounter(mukId: bytes) -> Deferred[int]:
+    def nextCounter(mukId: str) -> Deferred[int]:
         """
         Atomically advance and return the MIKEY timestamp COUNTER of a MUK
         (TS 33.246: the UE rejects a counter that does not grow), starting at 1.
         @return: Deferred firing with the new counter (int).
         """
 
-    def reserveCounters(counts: Mapping[bytes, int]) -> Deferred[dict[bytes, int]]:
+    def reserveCounters(counts: Mapping[str, int]) -> Deferred[dict[str, int]]:
         """
         Reserve a block of MIKEY COUNTERs for each of several MUKs in one
         atomic step: each MUK's counter advances by its count (>= 1), and
