@@ -24,7 +24,7 @@ from mbmsd.storage.challenges import (
 
 if TYPE_CHECKING:
     from mbmsd.storage.memory import MemorySubscriberStore
-    from mbmsd.storage.sql import Database, SqlSubscriberStore
+    from mbmsd.storage.sql import Database, Row, SqlSubscriberStore
 
 __all__ = ["SipBinding", "MemorySipRegistrationStore", "SqlSipRegistrationStore"]
 
@@ -128,7 +128,7 @@ _BINDING_COLUMNS = ("impu, contact, impi, associated, transport, host, port, exp
                     "call_id, cseq, registered")
 
 
-def _binding(row):
+def _binding(row: "Row") -> "SipBinding":
     return SipBinding(
         impu=row[0], contact=row[1], impi=row[2],
         associated=tuple(row[3].split("\n")) if row[3] else (),
