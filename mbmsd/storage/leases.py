@@ -17,29 +17,31 @@ from zope.interface import implementer
 from mbmsd.interfaces import ILeaseStore
 
 if TYPE_CHECKING:
-    from mbmsd.storage.sql import Database
+    from twisted.internet.defer import Deferred
+
+    from mbmsd.storage.sql import Database, _Txn
 
 
 @implementer(ILeaseStore)
 class MemoryLeaseStore:
     def __init__(self) -> None:
-        self._rows = {}  # name -> (holder, expires)
+        self._rows: dict[str, tuple[str, float]] = {}  # name -> (holder, expires)
 
-    def acquire(self, name, holder, now, duration):
+    def acquire(self, name: str, holder: str, now: float, duration: float) -> "Deferred[bool]":
         row = self._rows.get(name)
         if row is not None and row[0] != holder and row[1] > now:
             return succeed(False)
         self._rows[name] = (holder, now + duration)
         return succeed(True)
 
-    def release(self, name, holder):
+    def release(self, name: str, holder: str) -> "Deferred[bool]":
         row = self._rows.get(name)
         if row is None or row[0] != holder:
             return succeed(False)
         del self._rows[name]
         return succeed(True)
 
-    def holder(self, name, now):
+    def holder(self, name: str, now: float) -> "Deferred[str | None]":
         row = self._rows.get(name)
         return succeed(row[0] if row is not None and row[1] > now else None)
 
@@ -49,12 +51,12 @@ class SqlLeaseStore:
     def __init__(self, db: "Database") -> None:
         self.db = db
 
-    def acquire(self, name, holder, now, duration):
+    def acquire(self, name: str, holder: str, now: float, duration: float) -> "Deferred[bool]":
         return self.db.runInteraction("acquire_lease", self._acquire_txn, name, holder, now,
                                       duration)
 
     @staticmethod
-    def _acquire_txn(txn, name, holder, now, duration):
+    def _acquire_txn(txn: "_Txn", name: str, holder: str, now: float, duration: float) -> bool:
         row = txn.execute(
             "INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?) "
             "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
@@ -64,19 +66,19 @@ class SqlLeaseStore:
             (name, holder, now + duration, now)).fetchone()
         return row is not None
 
-    def release(self, name, holder):
+    def release(self, name: str, holder: str) -> "Deferred[bool]":
         return self.db.runInteraction("release_lease", self._release_txn, name, holder)
 
     @staticmethod
-    def _release_txn(txn, name, holder):
+    def _release_txn(txn: "_Txn", name: str, holder: str) -> bool:
         return txn.execute("DELETE FROM leases WHERE name = ? AND holder = ?",
                            (name, holder)).rowcount > 0
 
-    def holder(self, name, now):
+    def holder(self, name: str, now: float) -> "Deferred[str | None]":
         return self.db.runInteraction("lease_holder", self._holder_txn, name, now)
 
     @staticmethod
-    def _holder_txn(txn, name, now):
+    def _holder_txn(txn: "_Txn", name: str, now: float) -> str | None:
         row = txn.execute("SELECT holder FROM leases WHERE name = ? AND expires > ?",
                           (name, now)).fetchone()
         return row[0] if row is not None else None
