@@ -33,7 +33,10 @@ check: venv
 system-deps:
 	scripts/system-deps
 
+# lint and types first (a few seconds; configured in pyproject.toml), then every test
 test: system-deps venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 clean:

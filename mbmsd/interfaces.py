@@ -12,8 +12,40 @@ Records (Subscriber, BootstrapSession, ...) are the frozen dataclasses of
 L{mbmsd.storage.records}.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    # types only: the contracts import nothing at run time
+    from prometheus_client import CollectorRegistry
+    from twisted.application.service import IService
+    from twisted.internet.defer import Deferred
+
+    from mbmsd.protocols.mbms_xml import NafKeyInfo
+    from mbmsd.roles.bmsc.keymanagement import KmAnswer
+    from mbmsd.sip.message import Request, Response
+    from mbmsd.storage.records import (
+        Authorization,
+        BootstrapSession,
+        Challenge,
+        MbmsService,
+        Msk,
+        MskRegistration,
+        NafKey,
+        Subscriber,
+        SubscriberState,
+        SubscriberSummary,
+    )
+    from mbmsd.storage.sipreg import SipBinding
+    from mbmsd.tls import Peer
+
+# a validated config table
+Config = dict[str, Any]
 
 
 # ---------------------------------------------------------------- plugins
@@ -41,7 +73,7 @@ class IRoleFactory(IPlugin):
         "A change of any other key needs a restart, and the reload is refused."
     )
 
-    def checkNode(config):
+    def checkNode(config: Config) -> list[str]:
         """
         Checks that need the whole node config (other roles, subscribers).
 
@@ -49,7 +81,7 @@ class IRoleFactory(IPlugin):
         @return: a list of error lines C{"<key path>: <problem>"}; empty when fine.
         """
 
-    def makeService(node, config):
+    def makeService(node: INode, config: Config) -> IService:
         """
         Build the role.
 
@@ -67,7 +99,7 @@ class IStorageFactory(IPlugin):
     name = Attribute("The backend's name, e.g. 'sqlite'.")
     configSchema = Attribute("The L{mbmsd.config.Section} for its keys in [storage].")
 
-    def open(config, reactor):
+    def open(config: Config, reactor: Any) -> IStorage:
         """
         Create (not yet open) the storage.
 
@@ -85,7 +117,7 @@ class IMetricsExporterFactory(IPlugin):
     name = Attribute("The exporter's name, e.g. 'prometheus'.")
     configSchema = Attribute("The L{mbmsd.config.Section} for [metrics.<name>].")
 
-    def makeService(config, registry, reactor):
+    def makeService(config: Config, registry: CollectorRegistry, reactor: Any) -> IService:
         """
         @param config: the validated [metrics.<name>] table.
         @param registry: the node's C{prometheus_client.CollectorRegistry}.
@@ -99,7 +131,11 @@ class IHealthExporterFactory(IMetricsExporterFactory):
     (C{GET /healthz}, C{GET /readyz}).
     """
 
-    def makeService(config, registry, reactor, health):
+    # the node passes such an exporter the health too: a wider signature
+    # than its base's, by design
+    def makeService(  # type: ignore[override]
+        config: Config, registry: CollectorRegistry, reactor: Any, health: IHealth,
+    ) -> IService:
         """
         Like L{IMetricsExporterFactory.makeService}.
 
@@ -119,7 +155,7 @@ class IReconfigurable(Interface):
     applied.
     """
 
-    def prepareReconfigure(config):
+    def prepareReconfigure(config: Config) -> Callable[[], None]:
         """
         Build what the role's new config table needs (TLS contexts from the
         files, read again even when their paths are the same: a renewed
@@ -144,7 +180,7 @@ class IDrainable(Interface):
     only then stops the roles in reverse start order.
     """
 
-    def drain():
+    def drain() -> Deferred[object]:
         """
         End the work that needs the other roles (no new work is refused:
         the role still serves until its stopService).
@@ -177,13 +213,13 @@ class INode(Interface):
         "Closed by the node after its roles stopped."
     )
 
-    def provide(interface, provider):
+    def provide(interface: type[Interface], provider: object) -> None:
         """
         Offer an in-process port (for example Zn, L{IBootstrapLookup}) to the
         roles that start after this one.
         """
 
-    def lookup(interface):
+    def lookup(interface: type[Interface]) -> Any:
         """
         @return: the provider offered for C{interface}, or None.
         """
@@ -195,7 +231,7 @@ class IHealth(Interface):
     roles through C{INode.lookup(IHealth)}.
     """
 
-    def addCheck(name, check):
+    def addCheck(name: str, check: Callable[[], Deferred[object]]) -> None:
         """
         Add a readiness condition.
 
@@ -205,7 +241,7 @@ class IHealth(Interface):
             and message are the reason) when it does not.
         """
 
-    def check():
+    def check() -> Deferred[tuple[bool, dict[str, str]]]:
         """
         Evaluate every condition now (every role started, storage, the
         added checks), each bounded in time.
@@ -230,7 +266,7 @@ class IStorage(Interface):
     leases = Attribute("The L{ILeaseStore}: singleton duties shared by nodes.")
     provisioning = Attribute("The L{IProvisioningStore}: services and subscriptions.")
 
-    def open():
+    def open() -> Deferred[None]:
         """
         Open the backend and apply pending schema migrations.
 
@@ -238,12 +274,12 @@ class IStorage(Interface):
             or fails (the node then does not start).
         """
 
-    def close():
+    def close() -> Deferred[None]:
         """
         Release connections. @return: a Deferred firing when done.
         """
 
-    def ping():
+    def ping() -> Deferred[None]:
         """
         One trivial round trip to the backend, never retried (readiness).
 
@@ -257,7 +293,7 @@ class ISubscriberStore(Interface):
     The subscriber data an HSS would hold (Zh stands in-process).
     """
 
-    def provision(subscriber):
+    def provision(subscriber: Subscriber) -> Deferred[None]:
         """
         Create or update a L{Subscriber} from configuration. K, OPc, AMF and
         IMPUs are replaced; a stored SQN is kept when it is ahead of the
@@ -266,12 +302,12 @@ class ISubscriberStore(Interface):
         @return: Deferred firing with None.
         """
 
-    def get(impi):
+    def get(impi: str) -> Deferred[Subscriber | None]:
         """
         @return: Deferred firing with the L{Subscriber} or None if unknown.
         """
 
-    def create(subscriber):
+    def create(subscriber: Subscriber) -> Deferred[bool]:
         """
         Store a new L{Subscriber}, as L{provision} would.
 
@@ -279,7 +315,7 @@ class ISubscriberStore(Interface):
             the IMPI is already stored.
         """
 
-    def update(subscriber):
+    def update(subscriber: Subscriber) -> Deferred[bool]:
         """
         Replace a stored subscriber's IMPUs, K, OPc and AMF as L{provision}
         does (a stored SQN ahead is kept).
@@ -287,13 +323,15 @@ class ISubscriberStore(Interface):
         @return: Deferred firing with True, or False for an unknown IMPI.
         """
 
-    def remove(impi):
+    def remove(impi: str) -> Deferred[bool]:
         """
         @return: Deferred firing with True if the subscriber was removed,
             False if it was unknown.
         """
 
-    def page(after, limit, withKeys=False):
+    def page(
+        after: str | None, limit: int, withKeys: bool = False,
+    ) -> Deferred[list[SubscriberSummary] | list[Subscriber]]:
         """
         A page of subscribers in IMPI order, without their keys.
 
@@ -306,7 +344,9 @@ class ISubscriberStore(Interface):
             after C{after}.
         """
 
-    def provisionBatch(subscribers):
+    def provisionBatch(
+        subscribers: Iterable[Subscriber],
+    ) -> Deferred[tuple[int, int, int]]:
         """
         Provision many L{Subscriber}s in one transaction, as L{provision}
         does each; a subscriber whose stored data is the same (and whose
@@ -315,7 +355,7 @@ class ISubscriberStore(Interface):
         @return: Deferred firing with C{(created, updated, unchanged)}.
         """
 
-    def nextSqn(impi):
+    def nextSqn(impi: str) -> Deferred[int | None]:
         """
         Atomically advance the subscriber's SQN by one and return it.
 
@@ -323,7 +363,7 @@ class ISubscriberStore(Interface):
             is unknown.
         """
 
-    def resynchronise(impi, sqnMs):
+    def resynchronise(impi: str, sqnMs: int) -> Deferred[None]:
         """
         Set the subscriber's SQN to C{sqnMs} (from a verified AUTS, TS 33.102
         6.3.5) so that the next vector uses SQN_MS + 1.
@@ -340,7 +380,7 @@ class IProvisioningStore(Interface):
     are in the SCF's normalized form. Reached as C{storage.provisioning}.
     """
 
-    def addService(service):
+    def addService(service: MbmsService) -> Deferred[bool]:
         """
         Store a new L{mbmsd.storage.records.MbmsService}.
 
@@ -348,46 +388,46 @@ class IProvisioningStore(Interface):
             its ID is already stored.
         """
 
-    def putService(service):
+    def putService(service: MbmsService) -> Deferred[None]:
         """
         Create or replace a service. @return: Deferred firing with None.
         """
 
-    def getService(serviceId):
+    def getService(serviceId: str) -> Deferred[MbmsService | None]:
         """
         @return: Deferred firing with the L{MbmsService} or None.
         """
 
-    def services():
+    def services() -> Deferred[list[MbmsService]]:
         """
         @return: Deferred firing with every L{MbmsService}, by ID.
         """
 
-    def removeService(serviceId):
+    def removeService(serviceId: str) -> Deferred[bool]:
         """
         Remove a service and every subscription to it.
 
         @return: Deferred firing with True, or False if it was unknown.
         """
 
-    def setSubscriptions(impu, serviceIds):
+    def setSubscriptions(impu: str, serviceIds: Iterable[str]) -> Deferred[None]:
         """
         Replace the services C{impu} is subscribed to (none: unsubscribed).
 
         @return: Deferred firing with None.
         """
 
-    def subscriptions(impu):
+    def subscriptions(impu: str) -> Deferred[list[str]]:
         """
         @return: Deferred firing with the sorted list of service IDs.
         """
 
-    def isSubscribed(impu, serviceId):
+    def isSubscribed(impu: str, serviceId: str) -> Deferred[bool]:
         """
         @return: Deferred firing with True or False.
         """
 
-    def subscriberState(impi, now):
+    def subscriberState(impi: str, now: float) -> Deferred[SubscriberState | None]:
         """
         An operator's live view of one subscriber, nothing secret in it.
 
@@ -404,14 +444,16 @@ class IBootstrapStore(Interface):
     GBA state of the BSF: outstanding Ub challenges and bootstrapping sessions.
     """
 
-    def putChallenge(challenge):
+    def putChallenge(challenge: Challenge) -> Deferred[None]:
         """
         Store an outstanding L{Challenge}, keyed by its nonce.
 
         @return: Deferred firing with None.
         """
 
-    def issueChallenge(impi, challengeFor):
+    def issueChallenge(
+        impi: str, challengeFor: Callable[[Subscriber], Challenge],
+    ) -> Deferred[Challenge | None]:
         """
         In one transaction: advance the subscriber's SQN (as
         L{ISubscriberStore.nextSqn} does), call C{challengeFor(subscriber)}
@@ -424,7 +466,10 @@ class IBootstrapStore(Interface):
             unknown IMPI (nothing changed).
         """
 
-    def takeChallenge(nonce, sessionFor=None):
+    def takeChallenge(
+        nonce: str,
+        sessionFor: Callable[[Challenge], BootstrapSession | None] | None = None,
+    ) -> Deferred[Challenge | None]:
         """
         Remove and return the challenge for C{nonce}; a nonce answers once.
         With C{sessionFor}, in the same transaction: call
@@ -436,19 +481,19 @@ class IBootstrapStore(Interface):
             already used.
         """
 
-    def putSession(session):
+    def putSession(session: BootstrapSession) -> Deferred[None]:
         """
         Store a L{BootstrapSession} (replacing one with the same B-TID).
 
         @return: Deferred firing with None once durable.
         """
 
-    def getSession(btid):
+    def getSession(btid: str) -> Deferred[BootstrapSession | None]:
         """
         @return: Deferred firing with the L{BootstrapSession} or None.
         """
 
-    def prune(now):
+    def prune(now: float) -> Deferred[int]:
         """
         Delete sessions and challenges that expired at or before C{now}
         (POSIX seconds).
@@ -464,30 +509,32 @@ class IBmscStore(Interface):
     replay counter of each MUK.
     """
 
-    def putAuthorization(authorization):
+    def putAuthorization(authorization: Authorization) -> Deferred[None]:
         """
         Store an L{Authorization} (replacing the one for the same IMPU and
         MBMS User Service ID). @return: Deferred firing with None once durable.
         """
 
-    def getAuthorization(impu, serviceId):
+    def getAuthorization(impu: str, serviceId: str) -> Deferred[Authorization | None]:
         """
         @return: Deferred firing with the L{Authorization} or None.
         """
 
-    def removeAuthorization(impu, serviceId):
+    def removeAuthorization(impu: str, serviceId: str) -> Deferred[bool]:
         """
         Remove the authorization and the MSK registration it allowed.
         @return: Deferred firing with True if an authorization was removed.
         """
 
-    def putRegistration(registration):
+    def putRegistration(registration: MskRegistration) -> Deferred[None]:
         """
         Store an L{MskRegistration} (replacing the one for the same IMPU and
         service). @return: Deferred firing with None once durable.
         """
 
-    def putSipAuthorization(authorization, registration):
+    def putSipAuthorization(
+        authorization: Authorization, registration: MskRegistration,
+    ) -> Deferred[MskRegistration | None]:
         """
         The SIP-based procedure (TS 26.237 Annex I.2): store an
         L{Authorization} and the L{MskRegistration} the SCF made with it
@@ -497,51 +544,51 @@ class IBmscStore(Interface):
             when there was none) once both are durable.
         """
 
-    def removeRegistration(impu, serviceId):
+    def removeRegistration(impu: str, serviceId: str) -> Deferred[bool]:
         """
         @return: Deferred firing with True if a registration was removed.
         """
 
-    def registrationsFor(serviceId):
+    def registrationsFor(serviceId: str) -> Deferred[list[MskRegistration]]:
         """
         @return: Deferred firing with the list of L{MskRegistration}s of a service.
         """
 
-    def getRegistration(impu, serviceId):
+    def getRegistration(impu: str, serviceId: str) -> Deferred[MskRegistration | None]:
         """
         @return: Deferred firing with the L{MskRegistration} or None.
         """
 
-    def putMsk(msk):
+    def putMsk(msk: Msk) -> Deferred[None]:
         """
         Store a new L{Msk}. @return: Deferred firing with None once durable.
         """
 
-    def currentMsk(serviceId, now):
+    def currentMsk(serviceId: str, now: float) -> Deferred[Msk | None]:
         """
         @return: Deferred firing with the newest L{Msk} of the service still
             valid at C{now}, or None.
         """
 
-    def getMsk(keyDomainId, mskId):
+    def getMsk(keyDomainId: bytes, mskId: bytes) -> Deferred[Msk | None]:
         """
         @return: Deferred firing with the L{Msk} or None.
         """
 
-    def lastMskNumber(serviceId):
+    def lastMskNumber(serviceId: str) -> Deferred[int | None]:
         """
         @return: Deferred firing with the highest MSK ID of the service (an
             int) or None when it has none yet.
         """
 
-    def nextCounter(mukId):
+    def nextCounter(mukId: str) -> Deferred[int]:
         """
         Atomically advance and return the MIKEY timestamp COUNTER of a MUK
         (TS 33.246: the UE rejects a counter that does not grow), starting at 1.
         @return: Deferred firing with the new counter (int).
         """
 
-    def reserveCounters(counts):
+    def reserveCounters(counts: Mapping[str, int]) -> Deferred[dict[str, int]]:
         """
         Reserve a block of MIKEY COUNTERs for each of several MUKs in one
         atomic step: each MUK's counter advances by its count (>= 1), and
@@ -553,7 +600,7 @@ class IBmscStore(Interface):
         @return: Deferred firing with {MUK ID: last value reserved}.
         """
 
-    def prune(now):
+    def prune(now: float) -> Deferred[int]:
         """
         Remove authorizations and MSK registrations that expired at or before
         C{now}, and MSKs expired more than a day before.
@@ -569,7 +616,7 @@ class ILeaseStore(Interface):
     clocks must agree (NTP) to well within a lease's duration.
     """
 
-    def acquire(name, holder, now, duration):
+    def acquire(name: str, holder: str, now: float, duration: float) -> Deferred[bool]:
         """
         Take the lease C{name} for C{holder} until C{now + duration}, or
         renew it when C{holder} already holds it. It is taken only when
@@ -580,7 +627,7 @@ class ILeaseStore(Interface):
             lease, False when another holder's lease is still running.
         """
 
-    def release(name, holder):
+    def release(name: str, holder: str) -> Deferred[bool]:
         """
         Give the lease up (a clean stop), so another node takes it at once
         instead of after it expires. Does nothing unless C{holder} holds it.
@@ -588,31 +635,32 @@ class ILeaseStore(Interface):
         @return: Deferred firing with True when a lease was released.
         """
 
-    def holder(name, now):
+    def holder(name: str, now: float) -> Deferred[str | None]:
         """
         @return: Deferred firing with the holder (str) of lease C{name} still
             running at C{now}, or None.
         """
-    def holders(prefix, now):
+
+    def holders(prefix: str, now: float) -> Deferred[list[str]]:
         """
         @return: Deferred firing with the sorted distinct holders (str) of
             the leases named C{prefix}... still running at C{now}.
         """
 
-    def mark(name, value):
+    def mark(name: str, value: str) -> Deferred[None]:
         """
         Keep C{value} (str) for lease C{name}, whoever holds it, so the next
         holder reads what the last one did (the MSK ID a rotation shard
         pushed last). @return: Deferred firing when stored.
         """
 
-    def markIfAbsent(name, value):
+    def markIfAbsent(name: str, value: str) -> Deferred[None]:
         """
         Like L{mark}, unless lease C{name} has a value already (atomic).
         @return: Deferred firing when done.
         """
 
-    def marked(name):
+    def marked(name: str) -> Deferred[str | None]:
         """
         @return: Deferred firing with the value kept for lease C{name}, or None.
         """
@@ -626,7 +674,7 @@ class IBootstrapLookup(Interface):
     Zn: what a NAF asks the BSF (TS 33.220 4.5.3, docs/design.md 7.6).
     """
 
-    def getNafKey(btid, nafId, peer):
+    def getNafKey(btid: str, nafId: bytes, peer: str | Peer | None) -> Deferred[NafKey]:
         """
         @param btid: the B-TID the UE presented.
         @param nafId: NAF_Id bytes (NAF FQDN || Ua security protocol id).
@@ -654,7 +702,7 @@ class ISipTransport(Interface):
         "True for stream transports (TCP, TLS): transactions then skip "
         "retransmissions and wait-states (RFC 3261 17).")
 
-    def send(message, address):
+    def send(message: Request | Response, address: tuple[str, int]) -> None:
         """
         Serialize and send C{message} (a Request or Response) to C{address},
         a C{(host, port)} tuple. A connection-bound transport may ignore the
@@ -669,14 +717,16 @@ class ITransactionUser(Interface):
     layer hands up (RFC 3261 17).
     """
 
-    def request_received(request, transaction):
+    def request_received(request: Request, transaction: Any) -> None:
         """
         A new request (not a retransmission) arrived. C{transaction} is the
         server transaction created for it: answer with
         C{transaction.respond(response)}. Returns None.
         """
 
-    def ack_received(request, transport, source):
+    def ack_received(
+        request: Request, transport: ISipTransport, source: tuple[str, int],
+    ) -> None:
         """
         An ACK that matches no server transaction (the ACK of a 2xx, RFC 3261
         13.3.1.4 / 17.2.3), or one passed up by an INVITE server transaction
@@ -684,14 +734,16 @@ class ITransactionUser(Interface):
         Returns None.
         """
 
-    def stray_response_received(response, transport, source):
+    def stray_response_received(
+        response: Response, transport: ISipTransport, source: tuple[str, int],
+    ) -> None:
         """
         A response that matches no client transaction (for example a
         retransmitted 2xx after the transaction ended; a proxy forwards it
         statelessly, RFC 3261 16.7 / RFC 6026). Returns None.
         """
 
-    def transaction_failed(transaction, reason):
+    def transaction_failed(transaction: Any, reason: str) -> None:
         """
         A server transaction ended without delivering its response:
         C{reason} is 'timeout' (Timer H: no ACK for a non-2xx final response)
@@ -703,7 +755,7 @@ class ITransactionUser(Interface):
 class IClientTransactionUser(Interface):
     """Who sent a request through a client transaction."""
 
-    def response_received(response, transaction):
+    def response_received(response: Response, transaction: Any) -> None:
         """
         A response for the request: each provisional, the final one, and in
         the INVITE 'Accepted' state every 2xx retransmission (RFC 6026).
@@ -725,14 +777,16 @@ class ISipRegistrationStore(Interface):
     Reached as C{storage.sipRegistrations}.
     """
 
-    def putChallenge(challenge):
+    def putChallenge(challenge: Challenge) -> Deferred[None]:
         """
         Store an outstanding REGISTER L{Challenge}, keyed by its nonce.
 
         @return: Deferred firing with None.
         """
 
-    def issueChallenge(impi, challengeFor):
+    def issueChallenge(
+        impi: str, challengeFor: Callable[[Subscriber], Challenge],
+    ) -> Deferred[Challenge | None]:
         """
         In one transaction, as L{IBootstrapStore.issueChallenge}: advance
         the subscriber's SQN, call C{challengeFor(subscriber)} (pure) and
@@ -742,7 +796,7 @@ class ISipRegistrationStore(Interface):
             unknown IMPI (nothing changed).
         """
 
-    def takeChallenge(nonce):
+    def takeChallenge(nonce: str) -> Deferred[Challenge | None]:
         """
         Remove and return the challenge for C{nonce}; a nonce answers once
         (a replayed nonce finds nothing).
@@ -751,7 +805,7 @@ class ISipRegistrationStore(Interface):
             already used.
         """
 
-    def putBinding(binding):
+    def putBinding(binding: SipBinding) -> Deferred[None]:
         """
         Create or replace the L{SipBinding} of C{(binding.impu,
         binding.contact)}.
@@ -759,33 +813,35 @@ class ISipRegistrationStore(Interface):
         @return: Deferred firing with None once durable.
         """
 
-    def getBinding(impu, contact):
+    def getBinding(impu: str, contact: str) -> Deferred[SipBinding | None]:
         """
         @return: Deferred firing with the L{SipBinding} of C{(impu, contact)}
             (expired or not), or None.
         """
 
-    def removeBinding(impu, contact):
+    def removeBinding(impu: str, contact: str) -> Deferred[int]:
         """
         Remove the binding of C{(impu, contact)} (de-registration).
 
         @return: Deferred firing with the number of rows removed (0 or 1).
         """
 
-    def removeBindings(impu):
+    def removeBindings(impu: str) -> Deferred[int]:
         """
         Remove every binding of C{impu} (C{Contact: *}, RFC 3261 10.2.2).
 
         @return: Deferred firing with the number of rows removed.
         """
 
-    def bindings(impu, now):
+    def bindings(impu: str, now: float) -> Deferred[list[SipBinding]]:
         """
         @return: Deferred firing with the list of live bindings of C{impu}
             (C{expires > now}), oldest registration first.
         """
 
-    def bindingsFromSource(transport, host, port, now):
+    def bindingsFromSource(
+        transport: str, host: str, port: int, now: float,
+    ) -> Deferred[list[SipBinding]]:
         """
         The live bindings registered from one network path: what the P-CSCF
         checks an initial request against (the source is the identity, not
@@ -796,7 +852,7 @@ class ISipRegistrationStore(Interface):
             source is C{(transport, host, port)}, oldest registration first.
         """
 
-    def liveBindings(now):
+    def liveBindings(now: float) -> Deferred[list[SipBinding]]:
         """
         Every live binding (C{expires > now}): what the P-CSCF loads into
         memory at start (L{mbmsd.roles.pcscf.bindings}).
@@ -805,12 +861,12 @@ class ISipRegistrationStore(Interface):
             registration first.
         """
 
-    def countBindings(now):
+    def countBindings(now: float) -> Deferred[int]:
         """
         @return: Deferred firing with the number of live bindings.
         """
 
-    def prune(now):
+    def prune(now: float) -> Deferred[int]:
         """
         Delete bindings and challenges that expired at or before C{now}
         (POSIX seconds).
@@ -831,7 +887,10 @@ class IServiceAuthorizationClient(Interface):
     of the same node, in-process; the same outcomes either way.
     """
 
-    def authorize(impu, serviceIds, ueAddress, lifetime, keyInfo=None):
+    def authorize(
+        impu: str, serviceIds: Sequence[str], ueAddress: str, lifetime: int | None,
+        keyInfo: NafKeyInfo | None = None,
+    ) -> Deferred[list[tuple[str, int]]]:
         """
         Tell the BM-SC that C{impu} may receive the keys of C{serviceIds}
         at C{ueAddress}, and wait for its acknowledgement.
@@ -854,7 +913,9 @@ class IServiceAuthorizationClient(Interface):
             C{code} attribute holds the HTTP status, 0 for a malformed one).
         """
 
-    def deauthorize(impu, serviceIds, ueAddress):
+    def deauthorize(
+        impu: str, serviceIds: Sequence[str], ueAddress: str,
+    ) -> Deferred[list[tuple[str, int]]]:
         """
         Withdraw the authorization (the session ended: BYE, CANCEL, session
         timer).
@@ -885,7 +946,10 @@ class IServiceAuthorization(Interface):
     is 200, else None.
     """
 
-    def authorize(impu, serviceIds, ueAddress, lifetime, keyInfo=None):
+    def authorize(
+        impu: str, serviceIds: Sequence[str], ueAddress: str, lifetime: int | None,
+        keyInfo: NafKeyInfo | None = None,
+    ) -> Deferred[KmAnswer]:
         """
         Store the authorization of C{impu} for C{serviceIds} at C{ueAddress}
         for C{lifetime} seconds (None: C{bmsc.authorization_lifetime}); with
@@ -895,7 +959,7 @@ class IServiceAuthorization(Interface):
         @return: Deferred firing with the L{KmAnswer} (see the interface).
         """
 
-    def deauthorize(impu, serviceIds, ueAddress):
+    def deauthorize(impu: str, serviceIds: Sequence[str], ueAddress: str) -> Deferred[KmAnswer]:
         """
         Remove the authorization (and a SIP-based registration) of C{impu}
         for C{serviceIds}.
@@ -915,7 +979,7 @@ class IMskPush(Interface):
     given at construction (L{mbmsd.roles.bmsc.delivery.MskPush}).
     """
 
-    def pushMsk(registration, msk):
+    def pushMsk(registration: MskRegistration, msk: Msk) -> Deferred[bool]:
         """
         @param registration: the UE's L{mbmsd.storage.records.MskRegistration}
             (its address, B-TID, and the MUK or the Ua id that gives it).
@@ -935,7 +999,7 @@ class IBearer(Interface):
     for the SRTP packets and one for the MTK messages.
     """
 
-    def sendMedia(packets):
+    def sendMedia(packets: Sequence[bytes]) -> int:
         """
         Send SRTP packets (a list of bytes, at most 64 and 65 507 octets in
         all: one reactor iteration's), in order, one datagram each, to the
@@ -945,7 +1009,7 @@ class IBearer(Interface):
             (counted by the caller, never raised).
         """
 
-    def sendKey(message):
+    def sendKey(message: bytes) -> bool:
         """
         Send one MTK message (bytes) to the bearer's key port.
 
@@ -960,8 +1024,8 @@ class IMediaSink(Interface):
     or written to a file).
     """
 
-    def deliver(packet):
+    def deliver(packet: bytes) -> None:
         """Take one plain RTP packet (bytes). @return: None."""
 
-    def close():
+    def close() -> None:
         """Flush and release. @return: None."""

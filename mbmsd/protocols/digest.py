@@ -85,11 +85,15 @@ _QUOTED_PAIR = re.compile(r"\\(.)")
 
 
 def _skip_ws(s: str, i: int) -> int:
-    return _WS_AT.match(s, i).end()
+    m = _WS_AT.match(s, i)
+    assert m is not None  # "*": matches the empty string
+    return m.end()
 
 
 def _token(s: str, i: int) -> tuple[str, int]:
-    j = _TOKEN_AT.match(s, i).end()
+    m = _TOKEN_AT.match(s, i)
+    assert m is not None  # "*": matches the empty string
+    j = m.end()
     return s[i:j], j
 
 
@@ -106,7 +110,7 @@ def _quoted_string(s: str, i: int) -> tuple[str, int]:
 
 def _quoted_string_error(s: str, i: int) -> tuple[str, int]:
     """Walk a quoted-string that the expression refused, to name the fault."""
-    out = []
+    out: list[str] = []
     i += 1
     n = len(s)
     while i < n:
@@ -144,7 +148,9 @@ def _parse_params(s: str, i: int) -> dict[str, str]:
     # which decides the same and names the fault.
     params: dict[str, str] = {}
     n = len(s)
-    i = _SEPARATORS_AT.match(s, i).end()
+    sep = _SEPARATORS_AT.match(s, i)
+    assert sep is not None  # "*": matches the empty string
+    i = sep.end()
     while i < n:
         m = _PARAM_AT.match(s, i)
         if m is None:
@@ -549,6 +555,7 @@ def _digest(
         return _md5hex(ha1.encode() + b":" + _b(nonce, "nonce") + b":" + ha2.encode())
     if nc is None or cnonce is None:
         raise DigestError("qop needs nc and cnonce")
+    assert qop is not None  # q is qop, lowercased
     # RFC 2617 3.2.2.1: KD(H(A1), nonce:nc:cnonce:qop:H(A2))
     return _md5hex(
         ha1.encode() + b":" + _b(nonce, "nonce") + b":" + _b(nc, "nc") + b":"

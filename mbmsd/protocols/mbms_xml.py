@@ -21,9 +21,10 @@ import base64
 import binascii
 import ipaddress
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional, Protocol, overload
 from xml.etree.ElementTree import ParseError
 from xml.sax.saxutils import escape as _escape
 
@@ -32,6 +33,20 @@ import defusedxml.ElementTree as _det
 
 from mbmsd import profile
 from mbmsd.protocols import gba
+
+if TYPE_CHECKING:
+
+    class Element(Protocol):
+        """What the readers use of a parsed element (no stdlib parser import)."""
+
+        tag: str
+        text: str | None
+
+        def get(self, key: str) -> str | None: ...
+
+        def __len__(self) -> int: ...
+
+        def __iter__(self) -> Iterator[Element]: ...
 
 __all__ = [
     "MbmsXmlError",
@@ -80,7 +95,7 @@ _LIFETIME_RE = re.compile(r"[0-9]{1,7}\Z")
 _HEX_RE = re.compile(r"[0-9a-fA-F]+\Z")
 
 
-def _q(ns, name):
+def _q(ns: str, name: str) -> str:
     return "{%s}%s" % (ns, name)
 
 
@@ -88,7 +103,7 @@ def _q(ns, name):
 # validation shared by builders and parsers
 
 
-def _service_id(value) -> str:
+def _service_id(value: object) -> str:
     """1..256 printable, non-space US-ASCII characters (a URI in practice)."""
     if not isinstance(value, str):
         raise MbmsXmlError("serviceId must be a str")
@@ -99,40 +114,40 @@ def _service_id(value) -> str:
     return value
 
 
-def _status(value) -> int:
+def _status(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
         raise MbmsXmlError("status must be an integer 100..599")
     return value
 
 
-def _count(n, at_least_one):
+def _count(n: int, at_least_one: bool) -> None:
     if n > MAX_ITEMS:
         raise MbmsXmlError("more than %d items" % (MAX_ITEMS,))
     if at_least_one and n == 0:
         raise MbmsXmlError("at least one item is required")
 
 
-def _unique(values, what):
+def _unique(values: Sequence[object], what: str) -> None:
     if len(set(values)) != len(values):
         raise MbmsXmlError("duplicate %s" % (what,))
 
 
-def _service_ids(values) -> list[str]:
+def _service_ids(values: Iterable[object]) -> list[str]:
     if isinstance(values, (str, bytes)):
         raise MbmsXmlError("serviceIds must be a list of str")
-    values = [_service_id(v) for v in values]
-    _count(len(values), True)
-    _unique(values, "serviceId")
-    return values
+    ids = [_service_id(v) for v in values]
+    _count(len(ids), True)
+    _unique(ids, "serviceId")
+    return ids
 
 
-def _fixed_bytes(value, length, what) -> bytes:
+def _fixed_bytes(value: object, length: int, what: str) -> bytes:
     if not isinstance(value, (bytes, bytearray)) or len(value) != length:
         raise MbmsXmlError("%s must be %d bytes" % (what, length))
     return bytes(value)
 
 
-def _ue_address(value) -> str:
+def _ue_address(value: object) -> str:
     if not isinstance(value, str):
         raise MbmsXmlError("ueAddress must be a str")
     try:
@@ -144,7 +159,7 @@ def _ue_address(value) -> str:
     return str(address)
 
 
-def _lifetime(value) -> Optional[int]:
+def _lifetime(value: object) -> Optional[int]:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIFETIME:
@@ -152,7 +167,7 @@ def _lifetime(value) -> Optional[int]:
     return value
 
 
-def _hex_bytes(text, length, what) -> bytes:
+def _hex_bytes(text: str, length: int, what: str) -> bytes:
     if len(text) != 2 * length or not _HEX_RE.match(text):
         raise MbmsXmlError("%s must be %d hex digits" % (what, 2 * length))
     return bytes.fromhex(text)
@@ -162,21 +177,21 @@ def _hex_bytes(text, length, what) -> bytes:
 # writing
 
 
-def _document(ns, root, lines) -> bytes:
+def _document(ns: str, root: str, lines: Iterable[str]) -> bytes:
     body = "".join("  %s\n" % (line,) for line in lines)
     return ('<?xml version="1.0" encoding="UTF-8"?>\n<%s xmlns="%s">\n%s</%s>\n'
             % (root, _escape(ns, {'"': "&quot;"}), body, root)).encode("utf-8")
 
 
-def _element(name, text, status=None) -> str:
+def _element(name: str, text: str, status: Optional[int] = None) -> str:
     attr = "" if status is None else ' %s="%d"' % (profile.ATTR_STATUS, status)
     return "<%s%s>%s</%s>" % (name, attr, _escape(text), name)
 
 
-def _service_statuses(statuses) -> list[tuple[str, int]]:
+def _service_statuses(statuses: Iterable[Any]) -> list[tuple[str, int]]:
     if isinstance(statuses, (str, bytes)):
         raise MbmsXmlError("statuses must be a list of (serviceId, status)")
-    out = []
+    out: list[tuple[str, int]] = []
     for item in statuses:
         try:
             sid, status = item
@@ -188,10 +203,10 @@ def _service_statuses(statuses) -> list[tuple[str, int]]:
     return out
 
 
-def _msk_statuses(statuses) -> list[tuple[bytes, int]]:
+def _msk_statuses(statuses: Iterable[Any]) -> list[tuple[bytes, int]]:
     if isinstance(statuses, (str, bytes)):
         raise MbmsXmlError("statuses must be a list of (mskId, status)")
-    out = []
+    out: list[tuple[bytes, int]] = []
     for item in statuses:
         try:
             mid, status = item
@@ -207,7 +222,7 @@ def _msk_statuses(statuses) -> list[tuple[bytes, int]]:
 # reading
 
 
-def _parse(body, ns, root_name):
+def _parse(body: object, ns: str, root_name: Optional[str]) -> Element:
     """Parse safely; return the root element after checking its name."""
     if isinstance(body, (bytearray, memoryview)):
         body = bytes(body)
@@ -228,20 +243,28 @@ def _parse(body, ns, root_name):
     return root
 
 
-def _children(root, ns, name):
+def _children(root: Element, ns: str, name: str) -> list[Element]:
     """Direct children named {ns}name, at most MAX_ITEMS of them."""
     found = [e for e in root if e.tag == _q(ns, name)]
     _count(len(found), False)
     return found
 
 
-def _text(elem, what) -> str:
+def _text(elem: Element, what: str) -> str:
     if len(elem):
         raise MbmsXmlError("%s must not contain elements" % (what,))
     return (elem.text or "").strip()
 
 
-def _one(root, ns, name, required=True):
+@overload
+def _one(root: Element, ns: str, name: str, required: Literal[True] = ...) -> str: ...
+
+
+@overload
+def _one(root: Element, ns: str, name: str, required: bool) -> Optional[str]: ...
+
+
+def _one(root: Element, ns: str, name: str, required: bool = True) -> Optional[str]:
     found = _children(root, ns, name)
     if len(found) > 1:
         raise MbmsXmlError("more than one %s" % (name,))
@@ -252,7 +275,7 @@ def _one(root, ns, name, required=True):
     return _text(found[0], name)
 
 
-def _status_attr(elem) -> int:
+def _status_attr(elem: Element) -> int:
     raw = elem.get(profile.ATTR_STATUS)
     if raw is None:
         raise MbmsXmlError("item without a status attribute")
@@ -262,14 +285,14 @@ def _status_attr(elem) -> int:
     return int(raw)
 
 
-def _parse_service_list(body, root_name) -> list[str]:
+def _parse_service_list(body: object, root_name: str) -> list[str]:
     ns = profile.NS_REGISTER
     root = _parse(body, ns, root_name)
     ids = [_text(e, profile.EL_SERVICE_ID) for e in _children(root, ns, profile.EL_SERVICE_ID)]
     return _service_ids(ids)
 
 
-def _parse_service_statuses(body, ns, root_name) -> list[tuple[str, int]]:
+def _parse_service_statuses(body: object, ns: str, root_name: str) -> list[tuple[str, int]]:
     root = _parse(body, ns, root_name)
     out = [(_text(e, profile.EL_SERVICE_ID), _status_attr(e))
            for e in _children(root, ns, profile.EL_SERVICE_ID)]
@@ -475,12 +498,12 @@ MUK_LENGTH = 32  # Ks_NAF (TS 33.220 B.3)
 _BTID_RE = re.compile(r"[!-~]{1,%d}\Z" % (gba.MAX_BTID_LENGTH,))
 
 
-def is_xml_media_type(mtype) -> bool:
+def is_xml_media_type(mtype: str) -> bool:
     """application/xml or any +xml type (RFC 7303), lower-case, no parameters."""
     return mtype == "application/xml" or mtype.endswith("+xml")
 
 
-def xml_part(parts, ns):
+def xml_part(parts: Iterable[tuple[str, bytes]], ns: str) -> Optional[bytes]:
     """
     The body part of a multipart body that holds a document in namespace
     C{ns}: taken by the namespace of its root under an XML media type
@@ -498,7 +521,7 @@ def xml_part(parts, ns):
     return None
 
 
-def build_btid_document(btids) -> bytes:
+def build_btid_document(btids: Iterable[object]) -> bytes:
     """
     Annex I.1: C{<mbmsAuthorizedSecurityRegister xmlns=NS_BTID>} with one
     C{<btid>} each. @raise MbmsXmlError: no B-TID, or one that is not
@@ -512,7 +535,7 @@ def build_btid_document(btids) -> bytes:
                      [_element(profile.EL_BTID, b) for b in values])
 
 
-def _btid(value) -> str:
+def _btid(value: object) -> str:
     if not isinstance(value, str) or not _BTID_RE.match(value):
         raise MbmsXmlError("btid must be 1..%d printable characters" % (gba.MAX_BTID_LENGTH,))
     return value
@@ -592,13 +615,13 @@ def check_naf_key_info(info: NafKeyInfo) -> NafKeyInfo:
     return NafKeyInfo(address, muk, expires, _btid(info.btid), _fqdn(info.nafFqdn))
 
 
-def _fqdn(value) -> str:
+def _fqdn(value: object) -> str:
     if not isinstance(value, str) or not _FQDN_RE.match(value):
         raise MbmsXmlError("nafFqdn must be a host name")
     return value
 
 
-def _b64(text, what) -> bytes:
+def _b64(text: str, what: str) -> bytes:
     try:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):

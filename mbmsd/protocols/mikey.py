@@ -15,7 +15,9 @@ message or a repr.
 import hmac
 import math
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar, Union, cast
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -187,7 +189,7 @@ class Timestamp:
     ts_type: int
     value: int
 
-    def value_bytes(self):
+    def value_bytes(self) -> bytes:
         """The TS value field as it is on the wire (8 or 4 bytes)."""
         if self.ts_type not in _TS_LEN:
             raise MikeyError("unsupported TS type %r" % (self.ts_type,))
@@ -231,7 +233,7 @@ class KeyData:
     key_type: int
     kv_type: int
     key: bytes = field(repr=False)
-    salt: bytes = field(default=None, repr=False)
+    salt: bytes | None = field(default=None, repr=False)
     kv_data: bytes = b""
 
 
@@ -261,19 +263,24 @@ class Error:
     reserved: bytes = b"\x00\x00"
 
 
+# what a Message carries, in wire order
+Payload = Union[Ext, Timestamp, Rand, Id, SecurityPolicy, Kemac, Verification, Error]
+_P = TypeVar("_P", Ext, Timestamp, Rand, Id, SecurityPolicy, Kemac, Verification, Error)
+
+
 @dataclass
 class Message:
     """A MIKEY message: the header and the payloads in wire order."""
 
     header: Header
-    payloads: list
+    payloads: list[Payload]
 
-    def find(self, cls):
+    def find(self, cls: type[_P]) -> list[_P]:
         """All payloads of class C{cls}, in order."""
         return [p for p in self.payloads if isinstance(p, cls)]
 
 
-_PAYLOAD_TYPE = {
+_PAYLOAD_TYPE: dict[type[Payload], int] = {
     Kemac: PT_KEMAC,
     Timestamp: PT_T,
     Id: PT_ID,
@@ -290,19 +297,19 @@ _PAYLOAD_TYPE = {
 # ---------------------------------------------------------------------------
 
 
-def _u8(value, what):
+def _u8(value: object, what: str) -> int:
     if not isinstance(value, int) or not 0 <= value <= 0xFF:
         raise MikeyError("%s must be 0..255" % (what,))
     return value
 
 
-def _u16len(data, what):
+def _u16len(data: bytes, what: str) -> int:
     if len(data) > 0xFFFF:
         raise MikeyError("%s longer than 65535 bytes" % (what,))
     return len(data)
 
 
-def _encode_header(h, next_payload):
+def _encode_header(h: Header, next_payload: int) -> bytes:
     # RFC 3830 6.1: version, data type, next payload, V|PRF, CSB ID, #CS,
     # CS ID map type, CS ID map info.
     if not 0 <= h.csb_id <= 0xFFFFFFFF:
@@ -328,9 +335,10 @@ def _encode_header(h, next_payload):
     )
 
 
-def _encode_payload(p, next_payload):
+def _encode_payload(p: Payload, next_payload: int) -> bytes:
     if isinstance(p, Ext):  # RFC 3830 6.15
-        head = struct.pack("!BBH", next_payload, _u8(p.type, "EXT type"), _u16len(p.data, "EXT data"))
+        head = struct.pack("!BBH", next_payload, _u8(p.type, "EXT type"),
+                           _u16len(p.data, "EXT data"))
         return head + p.data
     if isinstance(p, Timestamp):  # RFC 3830 6.6
         if p.ts_type not in _TS_LEN:
@@ -344,7 +352,8 @@ def _encode_payload(p, next_payload):
             raise MikeyError("RAND length must be 1..255")
         return struct.pack("!BB", next_payload, len(p.value)) + p.value
     if isinstance(p, Id):  # RFC 3830 6.7
-        head = struct.pack("!BBH", next_payload, _u8(p.id_type, "ID type"), _u16len(p.data, "ID data"))
+        head = struct.pack("!BBH", next_payload, _u8(p.id_type, "ID type"),
+                           _u16len(p.data, "ID data"))
         return head + p.data
     if isinstance(p, SecurityPolicy):  # RFC 3830 6.10
         return (
@@ -358,7 +367,8 @@ def _encode_payload(p, next_payload):
         if p.mac_alg not in _MAC_LEN or len(p.mac) != _MAC_LEN[p.mac_alg]:
             raise MikeyError("KEMAC MAC does not match its MAC algorithm")
         return (
-            struct.pack("!BBH", next_payload, _u8(p.encr_alg, "encr alg"), _u16len(p.encrypted, "encr data"))
+            struct.pack("!BBH", next_payload, _u8(p.encr_alg, "encr alg"),
+                        _u16len(p.encrypted, "encr data"))
             + p.encrypted
             + bytes([p.mac_alg])
             + p.mac
@@ -374,7 +384,7 @@ def _encode_payload(p, next_payload):
     raise MikeyError("cannot encode payload %s" % (type(p).__name__,))
 
 
-def encode(message):
+def encode(message: Message) -> bytes:
     """
     Encode a L{Message}; the next-payload fields are set from the order of
     C{message.payloads}. MAC fields are written as given (see the builders
@@ -383,8 +393,9 @@ def encode(message):
     types = [_PAYLOAD_TYPE.get(type(p)) for p in message.payloads]
     if None in types:
         raise MikeyError("cannot encode payload of unknown kind")
-    nexts = types[1:] + [PT_LAST]
-    out = [_encode_header(message.header, types[0] if types else PT_LAST)]
+    codes = cast("list[int]", types)  # no None: refused above
+    nexts = codes[1:] + [PT_LAST]
+    out = [_encode_header(message.header, codes[0] if codes else PT_LAST)]
     for p, nxt in zip(message.payloads, nexts):
         out.append(_encode_payload(p, nxt))
     data = b"".join(out)
@@ -393,14 +404,15 @@ def encode(message):
     return data
 
 
-def encode_key_data(items):
+def encode_key_data(items: Sequence[KeyData]) -> bytes:
     """Encode a list of L{KeyData} sub-payloads (RFC 3830 6.13), chained."""
-    out = []
+    out: list[bytes] = []
     for i, k in enumerate(items):
         nxt = PT_KEY_DATA if i + 1 < len(items) else PT_LAST
         if not 0 <= k.key_type <= 0xF or not 0 <= k.kv_type <= 0xF:
             raise MikeyError("key data type and KV must be 4-bit values")
-        b = struct.pack("!BBH", nxt, (k.key_type << 4) | k.kv_type, _u16len(k.key, "key data")) + k.key
+        b = struct.pack("!BBH", nxt, (k.key_type << 4) | k.kv_type,
+                        _u16len(k.key, "key data")) + k.key
         if k.key_type in _SALTED:
             if k.salt is None:
                 raise MikeyError("key data type with salt needs a salt")
@@ -423,7 +435,7 @@ def encode_key_data(items):
     return b"".join(out)
 
 
-def _check_interval(raw):
+def _check_interval(raw: bytes) -> None:
     r = _Reader(raw, "KV interval")
     r.take(r.u8())
     r.take(r.u8())
@@ -438,36 +450,36 @@ def _check_interval(raw):
 class _Reader:
     """A bounds-checked cursor; every overrun is a MikeyError."""
 
-    def __init__(self, data, what):
+    def __init__(self, data: bytes, what: str) -> None:
         self.data = data
         self.pos = 0
         self.what = what
 
-    def take(self, n):
+    def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
             raise MikeyError("truncated %s" % (self.what,))
         b = self.data[self.pos : self.pos + n]
         self.pos += n
         return b
 
-    def u8(self):
+    def u8(self) -> int:
         return self.take(1)[0]
 
-    def u16(self):
+    def u16(self) -> int:
         return int.from_bytes(self.take(2), "big")
 
-    def u32(self):
+    def u32(self) -> int:
         return int.from_bytes(self.take(4), "big")
 
-    def remaining(self):
+    def remaining(self) -> int:
         return len(self.data) - self.pos
 
-    def done(self):
+    def done(self) -> None:
         if self.pos != len(self.data):
             raise MikeyError("%d trailing bytes after %s" % (len(self.data) - self.pos, self.what))
 
 
-def _parse_header(r):
+def _parse_header(r: _Reader) -> tuple[Header, int]:
     version = r.u8()
     if version != VERSION:
         raise MikeyError("unsupported MIKEY version %d" % (version,))
@@ -487,11 +499,12 @@ def _parse_header(r):
         info = b""
     else:
         raise MikeyError("unsupported CS ID map type %d" % (map_type,))
-    hdr = Header(version, data_type, bool(vprf & 0x80), vprf & 0x7F, csb_id, cs_count, map_type, info)
+    hdr = Header(version, data_type, bool(vprf & 0x80), vprf & 0x7F, csb_id, cs_count, map_type,
+                 info)
     return hdr, next_payload
 
 
-def _parse_payload(ptype, r):
+def _parse_payload(ptype: int, r: _Reader) -> tuple[Payload, int]:
     """Parse one payload of type C{ptype}; returns (payload, next payload)."""
     nxt = r.u8()
     if ptype == PT_EXT:  # RFC 3830 6.15
@@ -539,7 +552,7 @@ def _parse_payload(ptype, r):
     raise MikeyError("unsupported payload type %d" % (ptype,))
 
 
-def parse_message(data):
+def parse_message(data: object) -> Message:
     """
     Parse a MIKEY message strictly: walk the next-payload chain from the
     header to a 0, refuse unknown or unsupported payloads, lengths that do
@@ -553,7 +566,7 @@ def parse_message(data):
         raise MikeyError("message longer than %d bytes" % (MAX_MESSAGE_SIZE,))
     r = _Reader(data, "MIKEY message")
     header, nxt = _parse_header(r)
-    payloads = []
+    payloads: list[Payload] = []
     while nxt != PT_LAST:
         if r.remaining() == 0:
             raise MikeyError("payload chain does not end (truncated message)")
@@ -563,10 +576,10 @@ def parse_message(data):
     return Message(header, payloads)
 
 
-def parse_key_data(data):
+def parse_key_data(data: bytes) -> list[KeyData]:
     """Parse the (decrypted) KEMAC encr data: a chain of Key data sub-payloads."""
     r = _Reader(bytes(data), "key data")
-    items = []
+    items: list[KeyData] = []
     nxt = PT_KEY_DATA
     while nxt != PT_LAST:
         if nxt != PT_KEY_DATA:
@@ -599,23 +612,23 @@ def parse_key_data(data):
 # ---------------------------------------------------------------------------
 
 
-def _hmac_sha1(key, data):
+def _hmac_sha1(key: bytes, data: bytes) -> bytes:
     # hmac.digest: OpenSSL's one-shot HMAC, several times faster than hmac.new()
     return hmac.digest(key, data, "sha1")
 
 
-def _p(s, label, m):
+def _p(s: bytes, label: bytes, m: int) -> bytes:
     # RFC 3830 4.1.2: A_0 = label, A_i = HMAC(s, A_{i-1}); output the
     # concatenation of HMAC(s, A_i || label) for i = 1..m.
     a = label
-    out = []
+    out: list[bytes] = []
     for _ in range(m):
         a = _hmac_sha1(s, a)
         out.append(_hmac_sha1(s, a + label))
     return b"".join(out)
 
 
-def prf(inkey, label, out_bits):
+def prf(inkey: bytes, label: bytes, out_bits: int) -> bytes:
     """
     The MIKEY-1 PRF (RFC 3830 4.1.2): split C{inkey} into 256-bit blocks
     (the last may be shorter), run the P-function with each and XOR the
@@ -633,7 +646,7 @@ def prf(inkey, label, out_bits):
     return acc[: out_bits // 8]
 
 
-def derive_psk_keys(psk, csb_id, rand):
+def derive_psk_keys(psk: bytes, csb_id: int, rand: bytes) -> tuple[bytes, bytes, bytes]:
     """
     The KEMAC keys from a pre-shared key (RFC 3830 4.1.4): label = constant
     || 0xFF || CSB ID || RAND. Returns (encr_key 16 bytes, auth_key 20 bytes,
@@ -646,7 +659,7 @@ def derive_psk_keys(psk, csb_id, rand):
     return encr, auth, salt
 
 
-def aes_cm_iv(salt_key, csb_id, t_value):
+def aes_cm_iv(salt_key: bytes, csb_id: int, t_value: int) -> bytes:
     """
     The AES-CM-128 IV of RFC 3830 4.2.3: (salt XOR (0x0000 || CSB ID || T))
     || 0x0000, with T the 8-byte TS value (a 32-bit COUNTER right-aligned).
@@ -661,14 +674,14 @@ def aes_cm_iv(salt_key, csb_id, t_value):
     return (int.from_bytes(salt_key, "big") ^ mask).to_bytes(14, "big") + b"\x00\x00"
 
 
-def aes_cm(encr_key, salt_key, csb_id, t_value, data):
+def aes_cm(encr_key: bytes, salt_key: bytes, csb_id: int, t_value: int, data: bytes) -> bytes:
     """AES-CM-128 (counter mode) over C{data}; encryption and decryption alike."""
     iv = aes_cm_iv(salt_key, csb_id, t_value)
     ctx = Cipher(algorithms.AES(encr_key), modes.CTR(iv)).encryptor()
     return ctx.update(data) + ctx.finalize()
 
 
-def _mac_last(unsigned, auth_key):
+def _mac_last(unsigned: bytes, auth_key: bytes) -> bytes:
     """
     Replace the trailing 20 placeholder MAC bytes of C{unsigned} by the
     HMAC-SHA-1-160 over everything before them (RFC 3830 5.1, 6.2).
@@ -677,7 +690,7 @@ def _mac_last(unsigned, auth_key):
     return body + _hmac_sha1(auth_key, body)
 
 
-def _check_mac(expected_input, auth_key, mac):
+def _check_mac(expected_input: bytes, auth_key: bytes, mac: bytes) -> None:
     if not hmac.compare_digest(_hmac_sha1(auth_key, expected_input), mac):
         raise MacError("MAC verification failed")
 
@@ -696,7 +709,7 @@ class KeyId:
 
     key_domain_id: bytes
     msk_id: bytes
-    mtk_id: bytes = None
+    mtk_id: bytes | None = None
 
 
 @dataclass
@@ -713,7 +726,7 @@ class MskDelivery:
     csb_id: int
     v: bool
     # a streaming service's SRTP policy (RFC 4563 7), None for download
-    policy: SecurityPolicy = None
+    policy: SecurityPolicy | None = None
 
 
 @dataclass
@@ -724,25 +737,25 @@ class MtkDelivery:
     msk_id: bytes
     mtk_id: bytes
     mtk: bytes = field(repr=False)
-    salt: bytes = field(repr=False)
+    salt: bytes | None = field(repr=False)
     counter: int
     rand: bytes
     csb_id: int
 
 
-def _need(value, size, what):
+def _need(value: object, size: int, what: str) -> bytes:
     if not isinstance(value, (bytes, bytearray)) or len(value) != size:
         raise MikeyError("%s must be %d bytes" % (what, size))
     return bytes(value)
 
 
-def _need_counter(counter):
+def _need_counter(counter: object) -> int:
     if not isinstance(counter, int) or not 0 <= counter <= 0xFFFFFFFF:
         raise MikeyError("counter must be a 32-bit value")
     return counter
 
 
-def csb_id_for(msk_id):
+def csb_id_for(msk_id: bytes) -> int:
     """CSB ID of MSK and MTK messages: the MSK ID as a 32-bit integer (docs/design.md 7.7)."""
     return int.from_bytes(_need(msk_id, profile.MSK_ID_LEN, "MSK ID"), "big")
 
@@ -755,7 +768,7 @@ _KEY_IDS = {
 }
 
 
-def encode_key_id(key_domain_id, msk_id, mtk_id=None):
+def encode_key_id(key_domain_id: bytes, msk_id: bytes, mtk_id: bytes | None = None) -> bytes:
     """
     The EXT data of Key ID information (RFC 4563 4, Figure 2): a Key ID Type
     sub-payload, Key ID Type (8 bits) || Key ID Length (8 bits) || Key ID,
@@ -767,7 +780,7 @@ def encode_key_id(key_domain_id, msk_id, mtk_id=None):
         profile.KEY_ID_TYPE_MSK_ID: msk_id,
         profile.KEY_ID_TYPE_MTK_ID: mtk_id,
     }
-    out = []
+    out: list[bytes] = []
     for key_id_type in profile.KEY_ID_ORDER:
         value = values[key_id_type]
         if value is None:
@@ -777,7 +790,7 @@ def encode_key_id(key_domain_id, msk_id, mtk_id=None):
     return b"".join(out)
 
 
-def parse_key_id(data, need_mtk_id=None):
+def parse_key_id(data: bytes, need_mtk_id: bool | None = None) -> KeyId:
     """
     Parse the EXT data of Key ID information (RFC 4563 4) into a L{KeyId}:
     Key ID Type sub-payloads in any order, each type at most once, only the
@@ -786,7 +799,7 @@ def parse_key_id(data, need_mtk_id=None):
     (an MTK message), False refuses it (an MSK message), None takes either.
     """
     r = _Reader(bytes(data), "Key ID information")
-    seen = {}
+    seen: dict[int, bytes] = {}
     while r.remaining():
         key_id_type = r.u8()
         if r.remaining() == 0:
@@ -814,7 +827,7 @@ def parse_key_id(data, need_mtk_id=None):
                  seen.get(profile.KEY_ID_TYPE_MTK_ID))
 
 
-def _profile_header(data_type, v, csb_id, streaming=False):
+def _profile_header(data_type: int, v: bool, csb_id: int, streaming: bool = False) -> Header:
     if streaming:
         # RFC 3830 6.1.1 SRTP-ID map naming the SP payload (profile, UNVERIFIED)
         return Header(VERSION, data_type, v, profile.PRF_FUNC, csb_id, profile.STREAMING_CS_COUNT,
@@ -835,7 +848,7 @@ _SRTP_MAP_INFO = struct.pack("!BII", profile.SRTP_POLICY_NO, profile.SRTP_MAP_SS
                              profile.SRTP_MAP_ROC)
 
 
-def srtp_policy():
+def srtp_policy() -> SecurityPolicy:
     """
     The SP payload (RFC 3830 6.10) of a streaming service's MSK message:
     protocol type SRTP and the profile's SRTP parameters (RFC 3830 6.10.1,
@@ -845,12 +858,18 @@ def srtp_policy():
     return SecurityPolicy(profile.SRTP_POLICY_NO, profile.SRTP_PROT_TYPE, params)
 
 
-def _protected_message(psk, header, payloads, key_items, counter, rand):
+def _protected_message(
+    psk: bytes, header: Header, payloads: list[Payload], key_items: Sequence[KeyData],
+    counter: int, rand: bytes,
+) -> bytes:
     """Encode HDR + payloads + KEMAC(AES-CM-128 of key_items, HMAC-SHA-1-160)."""
     return _protected_message_and_auth(psk, header, payloads, key_items, counter, rand)[0]
 
 
-def _protected_message_and_auth(psk, header, payloads, key_items, counter, rand):
+def _protected_message_and_auth(
+    psk: bytes, header: Header, payloads: list[Payload], key_items: Sequence[KeyData],
+    counter: int, rand: bytes,
+) -> tuple[bytes, bytes]:
     """L{_protected_message}, and the auth key it was MACed with."""
     encr, auth, salt = derive_psk_keys(psk, header.csb_id, rand)
     plain = encode_key_data(key_items)
@@ -859,8 +878,10 @@ def _protected_message_and_auth(psk, header, payloads, key_items, counter, rand)
     return _mac_last(encode(Message(header, payloads + [kemac])), auth), auth
 
 
-def build_msk_message(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr, v=profile.MSK_V_DEFAULT,
-                      streaming=False):
+def build_msk_message(
+    muk: bytes, key_domain_id: bytes, msk_id: bytes, msk: bytes, counter: int, rand: bytes,
+    idi: bytes, idr: bytes, v: bool = profile.MSK_V_DEFAULT, streaming: bool = False,
+) -> bytes:
     """
     The MSK message (BM-SC -> UE) of docs/design.md 7.7: HDR, EXT (Key ID: Key
     Domain ID, MSK ID; RFC 4563 4), T (COUNTER), RAND, IDi, IDr, KEMAC
@@ -901,7 +922,10 @@ class MskMessageTemplate:
     rotation pushes one MSK to every registered UE, so this is its hot path.
     """
 
-    def __init__(self, key_domain_id, msk_id, msk, idi, v=profile.MSK_V_DEFAULT, streaming=False):
+    def __init__(
+        self, key_domain_id: bytes, msk_id: bytes, msk: bytes, idi: bytes,
+        v: bool = profile.MSK_V_DEFAULT, streaming: bool = False,
+    ) -> None:
         msk_id = _need(msk_id, profile.MSK_ID_LEN, "MSK ID")
         msk = _need(msk, 16, "MSK")
         self.csb_id = csb_id_for(msk_id)
@@ -927,7 +951,9 @@ class MskMessageTemplate:
             _profile_header(profile.VERIFICATION_DATA_TYPE, False, self.csb_id), PT_T)
         self._answerVHead = struct.pack("!BB", PT_LAST, MAC_HMAC_SHA1_160)
 
-    def build(self, muk, counter, rand, idr):
+    def build(
+        self, muk: bytes, counter: int, rand: bytes, idr: bytes,
+    ) -> tuple[bytes, ExpectedVerification]:
         """
         @return: (the MSK message for C{idr} under C{muk}, its
             L{ExpectedVerification}).
@@ -947,14 +973,17 @@ class MskMessageTemplate:
             raise MikeyError("message longer than %d bytes" % (MAX_MESSAGE_SIZE,))
         ids = self._idi + idr if profile.VERIFICATION_MAC_INCLUDES_IDS else b""
         # RFC 3830 5.2 as docs/design.md 7.7 reads it (see _verification_mac_input)
-        answer = self._answerHead + struct.pack("!BB", PT_V, profile.TS_TYPE) + t[2:] + self._answerVHead
+        answer = (self._answerHead + struct.pack("!BB", PT_V, profile.TS_TYPE) + t[2:]
+                  + self._answerVHead)
         answer += _hmac_sha1(auth, answer + ids + t[2:])
         return (body + _hmac_sha1(auth, body),
                 ExpectedVerification(self.csb_id, counter, ids, auth, answer))
 
 
-def build_msk_message_expecting(muk, key_domain_id, msk_id, msk, counter, rand, idi, idr,
-                                v=profile.MSK_V_DEFAULT, streaming=False):
+def build_msk_message_expecting(
+    muk: bytes, key_domain_id: bytes, msk_id: bytes, msk: bytes, counter: int, rand: bytes,
+    idi: bytes, idr: bytes, v: bool = profile.MSK_V_DEFAULT, streaming: bool = False,
+) -> tuple[bytes, ExpectedVerification]:
     """
     L{build_msk_message}, and the L{ExpectedVerification} of the UE's answer:
     C{check_expected_verification(expected, data)} then decides exactly as
@@ -964,13 +993,17 @@ def build_msk_message_expecting(muk, key_domain_id, msk_id, msk, counter, rand, 
         muk, counter, rand, idr)
 
 
-def _expect_chain(message, chain, what):
+def _expect_chain(message: Message, chain: Iterable[int], what: str) -> None:
     got = tuple(_PAYLOAD_TYPE[type(p)] for p in message.payloads)
     if got != tuple(chain):
         raise MikeyError("%s payload order %r is not the profile's %r" % (what, got, tuple(chain)))
 
 
-def _open_protected(psk, data, chain, data_type, what, last_counter, need_mtk_id, streamingChain=None):
+def _open_protected(
+    psk: bytes, data: bytes, chain: Sequence[int], data_type: int, what: str,
+    last_counter: int | None, need_mtk_id: bool | None,
+    streamingChain: Sequence[int] | None = None,
+) -> tuple[Message, KeyId, int, bytes, KeyData, bytes]:
     """
     Common checks of MSK and MTK messages: framing, MAC first, then the
     profile's header and payload chain, the counter, decryption and the
@@ -982,9 +1015,9 @@ def _open_protected(psk, data, chain, data_type, what, last_counter, need_mtk_id
     data = bytes(data)
     # The MAC needs RAND (key derivation) and the trailing KEMAC.
     rands = msg.find(Rand)
-    if len(rands) != 1 or not msg.payloads or not isinstance(msg.payloads[-1], Kemac):
+    kemac = msg.payloads[-1] if msg.payloads else None
+    if len(rands) != 1 or not isinstance(kemac, Kemac):
         raise MikeyError("%s needs one RAND and a final KEMAC" % (what,))
-    kemac = msg.payloads[-1]
     if kemac.mac_alg != MAC_HMAC_SHA1_160:
         raise MikeyError("%s must be protected with HMAC-SHA-1-160" % (what,))
     hdr = msg.header
@@ -994,12 +1027,14 @@ def _open_protected(psk, data, chain, data_type, what, last_counter, need_mtk_id
 
     if streamingChain is not None and hdr.cs_id_map_type == profile.STREAMING_CS_ID_MAP_TYPE:
         # a streaming service's MSK: the SRTP-ID map and its SP (RFC 4563 7)
-        counts, chain = (profile.STREAMING_CS_COUNT, profile.STREAMING_CS_ID_MAP_TYPE), streamingChain
+        counts = (profile.STREAMING_CS_COUNT, profile.STREAMING_CS_ID_MAP_TYPE)
+        chain = streamingChain
         if hdr.cs_id_map_info != _SRTP_MAP_INFO:
             raise MikeyError("%s SRTP-ID map does not follow the profile" % (what,))
     else:
         counts = (profile.CS_COUNT, profile.CS_ID_MAP_TYPE)
-    if (hdr.data_type, hdr.prf, hdr.cs_count, hdr.cs_id_map_type) != (data_type, profile.PRF_FUNC) + counts:
+    profiled = (data_type, profile.PRF_FUNC) + counts
+    if (hdr.data_type, hdr.prf, hdr.cs_count, hdr.cs_id_map_type) != profiled:
         raise MikeyError("%s header does not follow the profile" % (what,))
     _expect_chain(msg, chain, what)
     ext = msg.find(Ext)[0]
@@ -1025,7 +1060,7 @@ def _open_protected(psk, data, chain, data_type, what, last_counter, need_mtk_id
     return msg, key_id, t.value, rand, items[0], auth
 
 
-def parse_msk_message(muk, data, last_counter=None):
+def parse_msk_message(muk: bytes, data: bytes, last_counter: int | None = None) -> MskDelivery:
     """
     Verify and open an MSK message with the MUK. The MAC is checked first
     (L{MacError}); a counter not larger than C{last_counter} raises
@@ -1035,7 +1070,9 @@ def parse_msk_message(muk, data, last_counter=None):
     return _parse_msk_message_and_auth(muk, data, last_counter)[0]
 
 
-def _parse_msk_message_and_auth(muk, data, last_counter=None):
+def _parse_msk_message_and_auth(
+    muk: bytes, data: bytes, last_counter: int | None = None,
+) -> tuple[MskDelivery, bytes]:
     """L{parse_msk_message}, and the auth key derived to check it."""
     msg, key_id, counter, rand, key, auth = _open_protected(
         muk, data, profile.MSK_MESSAGE_PAYLOADS, profile.MSK_DATA_TYPE, "MSK message", last_counter,
@@ -1066,14 +1103,14 @@ def _parse_msk_message_and_auth(muk, data, last_counter=None):
     ), auth
 
 
-def _verification_mac_input(unsigned_body, delivery, t_bytes):
+def _verification_mac_input(unsigned_body: bytes, delivery: MskDelivery, t_bytes: bytes) -> bytes:
     # RFC 3830 5.2 as docs/design.md 7.7 reads it: message up to the MAC || IDi data
     # || IDr data || TS value of the MSK message (UNVERIFIED order, profile).
     ids = delivery.idi + delivery.idr if profile.VERIFICATION_MAC_INCLUDES_IDS else b""
     return unsigned_body + ids + t_bytes
 
 
-def build_verification(muk, msk_message):
+def build_verification(muk: bytes, msk_message: bytes) -> bytes:
     """
     The UE's verification message for C{msk_message} (which is verified
     first): HDR (data type 1, same CSB ID), T (echo), V (HMAC-SHA-1-160).
@@ -1081,7 +1118,9 @@ def build_verification(muk, msk_message):
     return _verification_for(*_parse_msk_message_and_auth(muk, msk_message))
 
 
-def answer_msk_message(muk, data, last_counter=None):
+def answer_msk_message(
+    muk: bytes, data: bytes, last_counter: int | None = None,
+) -> tuple[MskDelivery, bytes | None]:
     """
     What a UE does with an MSK message: L{parse_msk_message}, and, when V
     is set, the verification message that L{build_verification} builds,
@@ -1092,7 +1131,7 @@ def answer_msk_message(muk, data, last_counter=None):
     return delivery, (_verification_for(delivery, auth) if delivery.v else None)
 
 
-def _verification_for(delivery, auth):
+def _verification_for(delivery: MskDelivery, auth: bytes) -> bytes:
     t = Timestamp(profile.TS_TYPE, delivery.counter)
     header = _profile_header(profile.VERIFICATION_DATA_TYPE, False, delivery.csb_id)
     unsigned = encode(Message(header, [t, Verification(MAC_HMAC_SHA1_160, bytes(20))]))
@@ -1100,7 +1139,7 @@ def _verification_for(delivery, auth):
     return body + _hmac_sha1(auth, _verification_mac_input(body, delivery, t.value_bytes()))
 
 
-def check_verification(muk, msk_message, verification):
+def check_verification(muk: bytes, msk_message: bytes, verification: bytes) -> None:
     """
     Check the UE's answer to C{msk_message}: L{MacError} when the V MAC is
     wrong, L{MikeyError} when the message is malformed or does not echo the
@@ -1112,7 +1151,7 @@ def check_verification(muk, msk_message, verification):
                                 verification)
 
 
-def check_expected_verification(expected, verification):
+def check_expected_verification(expected: ExpectedVerification, verification: bytes) -> None:
     """
     L{check_verification} against an L{ExpectedVerification} (from
     L{build_msk_message_expecting}): same checks, same errors.
@@ -1144,7 +1183,10 @@ def check_expected_verification(expected, verification):
         raise MikeyError("verification message does not echo the MSK message's T")
 
 
-def build_mtk_message(msk, key_domain_id, msk_id, mtk_id, mtk, salt, counter, rand):
+def build_mtk_message(
+    msk: bytes, key_domain_id: bytes, msk_id: bytes, mtk_id: bytes, mtk: bytes,
+    salt: bytes | None, counter: int, rand: bytes,
+) -> bytes:
     """
     The MTK message of docs/design.md 7.7 (V=0): HDR, EXT (Key ID: Key Domain ID,
     MSK ID, MTK ID; RFC 4563 4), T (COUNTER per MSK), RAND, KEMAC carrying
@@ -1160,7 +1202,7 @@ def build_mtk_message(msk, key_domain_id, msk_id, mtk_id, mtk, salt, counter, ra
     counter = _need_counter(counter)
     msk = _need(msk, 16, "MSK")
     header = _profile_header(profile.MTK_DATA_TYPE, profile.MTK_V, csb_id_for(msk_id))
-    payloads = [
+    payloads: list[Payload] = [
         Ext(profile.EXT_TYPE_KEY_ID, encode_key_id(key_domain_id, msk_id, mtk_id)),
         Timestamp(profile.TS_TYPE, counter),
         Rand(rand),
@@ -1170,7 +1212,7 @@ def build_mtk_message(msk, key_domain_id, msk_id, mtk_id, mtk, salt, counter, ra
     return _protected_message(msk, header, payloads, [key], counter, rand)
 
 
-def parse_mtk_message(msk, data, last_counter=None):
+def parse_mtk_message(msk: bytes, data: bytes, last_counter: int | None = None) -> MtkDelivery:
     """
     Verify and open an MTK message with the MSK (errors as in
     L{parse_msk_message}). Returns an L{MtkDelivery}.
@@ -1187,6 +1229,7 @@ def parse_mtk_message(msk, data, last_counter=None):
         raise MikeyError("MTK key data does not match the Key ID")
     if len(key.key) != 16 or (key.salt is not None and len(key.salt) != 14):
         raise MikeyError("MTK must be 16 bytes, its salt 14")
+    assert key_id.mtk_id is not None  # need_mtk_id
     return MtkDelivery(
         key_domain_id=key_id.key_domain_id,
         msk_id=key_id.msk_id,
@@ -1199,7 +1242,7 @@ def parse_mtk_message(msk, data, last_counter=None):
     )
 
 
-def peek_key_id(data):
+def peek_key_id(data: bytes) -> KeyId:
     """
     The Key ID of an (unverified) MSK or MTK message, so that a receiver can
     pick the MUK or MSK to verify it with. Nothing returned is authenticated.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 __all__ = [
     "MilenageError",
@@ -81,7 +81,7 @@ def _rot(x: bytes, r: int) -> bytes:
     return x[r:] + x[:r]
 
 
-def _aes_ecb_encryptor(k: bytes):
+def _aes_ecb_encryptor(k: bytes) -> CipherContext:
     return Cipher(algorithms.AES(k), modes.ECB()).encryptor()
 
 

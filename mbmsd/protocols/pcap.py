@@ -6,6 +6,7 @@ IPv6 headers, so that tshark can decode what we send without a live capture
 
 import ipaddress
 import struct
+from collections.abc import Iterable
 
 __all__ = ["write_pcap", "udp_frame"]
 
@@ -16,23 +17,23 @@ _ETH_SRC = b"\x02\x00\x00\x00\x00\x01"  # locally administered
 _ETH_DST = b"\x02\x00\x00\x00\x00\x02"
 
 
-def _checksum(data):
+def _checksum(data: bytes) -> int:
     # RFC 1071 ones' complement sum.
     if len(data) % 2:
         data += b"\x00"
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    s: int = sum(struct.unpack("!%dH" % (len(data) // 2), data))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return (~s) & 0xFFFF
 
 
-def _port(value):
+def _port(value: object) -> int:
     if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
         raise ValueError("UDP port must be 0..65535")
     return value
 
 
-def udp_frame(src_ip, src_port, dst_ip, dst_port, payload):
+def udp_frame(src_ip: str, src_port: int, dst_ip: str, dst_port: int, payload: bytes) -> bytes:
     """One Ethernet frame carrying C{payload} in UDP over IPv4 or IPv6."""
     src = ipaddress.ip_address(src_ip)
     dst = ipaddress.ip_address(dst_ip)
@@ -62,7 +63,11 @@ def udp_frame(src_ip, src_port, dst_ip, dst_port, payload):
     return _ETH_DST + _ETH_SRC + struct.pack("!H", ethertype) + ip + udp
 
 
-def write_pcap(path, datagrams, start_time=1_700_000_000):
+def write_pcap(
+    path: str,
+    datagrams: Iterable[tuple[str, int, str, int, bytes]],
+    start_time: int = 1_700_000_000,
+) -> None:
     """
     Write C{datagrams}, a list of (src_ip, src_port, dst_ip, dst_port,
     payload) tuples, to a libpcap file at C{path} (Ethernet link type), one

@@ -20,7 +20,10 @@ class RtpHeader:
 
     __slots__ = ("header_len", "payload_type", "seq", "timestamp", "ssrc", "marker")
 
-    def __init__(self, header_len, payload_type, seq, timestamp, ssrc, marker):
+    def __init__(
+        self, header_len: int, payload_type: int, seq: int, timestamp: int, ssrc: int,
+        marker: bool,
+    ) -> None:
         self.header_len = header_len
         self.payload_type = payload_type
         self.seq = seq
@@ -29,7 +32,7 @@ class RtpHeader:
         self.marker = marker
 
 
-def parse_header(data):
+def parse_header(data: bytes) -> RtpHeader:
     """
     Check the RTP header of C{data} (RFC 3550 5.1 and 5.3.1): version 2, the
     CSRC list, the header extension and the padding inside the packet, a
@@ -59,7 +62,7 @@ def parse_header(data):
     return RtpHeader(length, pt, seq, timestamp, ssrc, bool(b1 & 0x80))
 
 
-def is_plain(data):
+def is_plain(data: bytes) -> bool:
     """
     The common case, decided from two octets: version 2, no padding, no
     header extension, no CSRC, a payload type that is not RTCP, and at

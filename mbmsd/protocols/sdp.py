@@ -3,14 +3,15 @@ SDP (RFC 4566) and its offer/answer (RFC 3264) for an MBMS user service
 (TS 26.237 8.2.2), one reading for the SCF and the UE.
 
 The SCF's answer to the UE's offer is built from the service's
-configuration ([[scf.service]] table, a mapping). One m= line of the offer is accepted: the first with the service's media
-type and transport protocol and (for RTP) a format in common; it gets the
-service's port, connection address, formats and attributes, and
-C{a=sendonly} unless the configuration names a direction (the network
-sends, the UE receives). Every other m= line is refused with port 0, as
-RFC 3264 6 requires an answer to keep the offer's m= lines in order. When
-nothing fits there is no answer (the SCF says 488). An INVITE without an
-offer gets the service's description as the offer in the 200 (RFC 3264 5).
+configuration ([[scf.service]] table, a mapping). One m= line of the
+offer is accepted: the first with the service's media type and transport
+protocol and (for RTP) a format in common; it gets the service's port,
+connection address, formats and attributes, and C{a=sendonly} unless the
+configuration names a direction (the network sends, the UE receives).
+Every other m= line is refused with port 0, as RFC 3264 6 requires an
+answer to keep the offer's m= lines in order. When nothing fits there is
+no answer (the SCF says 488). An INVITE without an offer gets the
+service's description as the offer in the 200 (RFC 3264 5).
 
 The UE's side: L{receive_offer} (the offer to receive a service) and
 L{summary} (a lenient reading of the answer for display).

@@ -31,7 +31,7 @@ class ReplayError(SrtpError):
     """The packet's index was seen already or is too old (RFC 3711 3.3.2)."""
 
 
-def _policy(key, salt, ssrcType):
+def _policy(key: bytes, salt: bytes, ssrcType: int) -> pylibsrtp.Policy:
     if len(key) != profile.SRTP_MASTER_KEY_LEN or len(salt) != profile.SRTP_MASTER_SALT_LEN:
         raise ValueError("SRTP master key must be %d bytes and its salt %d"
                          % (profile.SRTP_MASTER_KEY_LEN, profile.SRTP_MASTER_SALT_LEN))
@@ -51,14 +51,14 @@ class Protector:
 
     __slots__ = ("_session", "protectFast")
 
-    def __init__(self, key, salt):
+    def __init__(self, key: bytes, salt: bytes) -> None:
         self._session = pylibsrtp.Session(_policy(key, salt, pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
         self.protectFast = self._session.protect
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Protector>"
 
-    def protect(self, rtp):
+    def protect(self, rtp: bytes) -> bytes:
         """@return: the SRTP packet of the RTP packet C{rtp} (bytes)."""
         try:
             return self._session.protect(rtp)
@@ -77,13 +77,13 @@ class Unprotector:
 
     __slots__ = ("_session",)
 
-    def __init__(self, key, salt):
+    def __init__(self, key: bytes, salt: bytes) -> None:
         self._session = pylibsrtp.Session(_policy(key, salt, pylibsrtp.Policy.SSRC_ANY_INBOUND))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Unprotector>"
 
-    def unprotect(self, srtp):
+    def unprotect(self, srtp: bytes) -> bytes:
         """
         @return: the RTP packet (bytes). @raise AuthError: the tag did not
         verify. @raise ReplayError: a replayed or too old packet.

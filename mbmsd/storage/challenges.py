@@ -3,17 +3,42 @@ Outstanding AKA challenges in SQL, shared by the BSF (Ub) and the P-CSCF
 (SIP REGISTER): the same columns, each in its own table.
 """
 
+from __future__ import annotations
+
 import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, overload
 
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 
-from mbmsd.storage.records import Challenge
+from mbmsd.storage.records import Challenge, Subscriber
+
+if TYPE_CHECKING:
+    from mbmsd.storage.memory import MemorySubscriberStore
+    from mbmsd.storage.sql import _Txn
+
+    class _SubscribersTxn(Protocol):
+        """What issue_challenge_txn asks of the subscriber store, in a transaction."""
+
+        @staticmethod
+        def _nextSqn_txn(txn: _Txn, impi: str) -> int | None: ...
+
+        @staticmethod
+        def _get_txn(txn: _Txn, impi: str) -> Subscriber | None: ...
 
 # SQN wraps at 2^48 (TS 33.102 C.1.1)
 SQN_MODULUS = 1 << 48
 
 
-def _b(value):
+@overload
+def _b(value: bytes) -> bytes: ...
+
+
+@overload
+def _b(value: None) -> None: ...
+
+
+def _b(value: bytes | None) -> bytes | None:
     return bytes(value) if value is not None else None
 
 
@@ -21,7 +46,7 @@ def _b(value):
 CHALLENGE_TABLES = ("ub_challenges", "sip_challenges")
 
 
-def put_challenge_txn(txn, table, c):
+def put_challenge_txn(txn: _Txn, table: str, c: Challenge) -> None:
     assert table in CHALLENGE_TABLES
     txn.execute(
         "INSERT INTO %s (nonce, impi, rand, xres, ck, ik, expires) "
@@ -33,7 +58,7 @@ def put_challenge_txn(txn, table, c):
     )
 
 
-def take_challenge_txn(txn, table, nonce):
+def take_challenge_txn(txn: _Txn, table: str, nonce: str) -> Challenge | None:
     # DELETE ... RETURNING: a nonce is answered at most once, even with
     # several nodes on one database.
     assert table in CHALLENGE_TABLES
@@ -52,7 +77,10 @@ def take_challenge_txn(txn, table, nonce):
     )
 
 
-def issue_challenge_txn(txn, subscribers, table, impi, challengeFor):
+def issue_challenge_txn(
+    txn: _Txn, subscribers: _SubscribersTxn, table: str, impi: str,
+    challengeFor: Callable[[Subscriber], Challenge],
+) -> Challenge | None:
     """
     L{mbmsd.interfaces.IBootstrapStore.issueChallenge} in SQL: the SQN
     advance and the challenge made from it in one transaction, one commit.
@@ -62,12 +90,17 @@ def issue_challenge_txn(txn, subscribers, table, impi, challengeFor):
     """
     if subscribers._nextSqn_txn(txn, impi) is None:
         return None
-    challenge = challengeFor(subscribers._get_txn(txn, impi))
+    subscriber = subscribers._get_txn(txn, impi)
+    assert subscriber is not None  # its SQN was just advanced
+    challenge = challengeFor(subscriber)
     put_challenge_txn(txn, table, challenge)
     return challenge
 
 
-def issue_challenge_memory(subscribers, challenges, impi, challengeFor):
+def issue_challenge_memory(
+    subscribers: MemorySubscriberStore | None, challenges: dict[str, Challenge], impi: str,
+    challengeFor: Callable[[Subscriber], Challenge],
+) -> Deferred[Challenge | None]:
     """
     The same in memory: C{subscribers} a L{MemorySubscriberStore},
     C{challenges} the nonce -> L{Challenge} dict; all or nothing.

@@ -3,6 +3,8 @@ The C{memory} backend as a plugin (tests and throwaway labs: nothing survives
 a restart).
 """
 
+from typing import Any
+
 from zope.interface import implementer
 
 from mbmsd import config as c
@@ -15,5 +17,5 @@ class MemoryStorageFactory:
     name = "memory"
     configSchema = c.Section()
 
-    def open(self, config, reactor):
+    def open(self, config: dict[str, Any], reactor: Any) -> MemoryStorage:
         return MemoryStorage()

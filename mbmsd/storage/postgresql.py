@@ -6,6 +6,9 @@ Connection loss is retried with backoff by L{Database}; a migration takes a
 transaction-scoped advisory lock, so nodes starting together migrate once.
 """
 
+from typing import Any
+
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mbmsd import config as c
@@ -21,18 +24,18 @@ MIGRATION_LOCK = 0x6D626D7364
 class PostgresEngine(Engine):
     name = "postgresql"
     placeholder = "%s"
-    types = {"BLOB": "BYTEA"}
+    types: dict[str, str] = {"BLOB": "BYTEA"}
     group_commit = False  # a pool of connections; the server groups commits
 
-    def sql(self, query):
+    def sql(self, query: str) -> str:
         # psycopg's paramstyle is format: a literal % must be doubled first
         return query.replace("%", "%%").replace("?", "%s")
 
-    def begin_schema_change(self, cursor):
+    def begin_schema_change(self, cursor: Any) -> None:
         # DDL is transactional in PostgreSQL; serialise migrating nodes
         cursor.execute("SELECT pg_advisory_xact_lock(%d)" % (MIGRATION_LOCK,))
 
-    def is_connection_error(self, failure):
+    def is_connection_error(self, failure: Failure) -> bool:
         import psycopg
         from twisted.enterprise.adbapi import ConnectionLost
 
@@ -43,7 +46,7 @@ class PostgresEngine(Engine):
         return not isinstance(failure.value, psycopg.errors.QueryCanceled)
 
 
-def _open_connection(conn):
+def _open_connection(conn: Any) -> None:
     conn.autocommit = False
 
 
@@ -62,7 +65,7 @@ class PostgresStorageFactory:
         }
     )
 
-    def open(self, config, reactor):
+    def open(self, config: dict[str, Any], reactor: Any) -> SqlStorage:
         try:
             import psycopg  # noqa: F401
         except ImportError:
@@ -79,7 +82,7 @@ class PostgresStorageFactory:
                           "postgresql:%s" % (_redact(config["dsn"]),))
 
 
-def _redact(dsn):
+def _redact(dsn: str) -> str:
     # never log a password that the DSN may carry
     head, sep, tail = dsn.partition("@")
     if not sep or ":" not in head.split("//", 1)[-1]:

@@ -3,7 +3,13 @@ The records that stores keep and return: immutable, with every key hidden from
 repr so that a record can never leak into a log line by accident.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mbmsd.storage.sipreg import SipBinding
 
 
 @dataclass(frozen=True)
@@ -15,7 +21,7 @@ class Subscriber:
     """
 
     impi: str
-    impus: tuple
+    impus: tuple[str, ...]
     k: bytes = field(repr=False)
     opc: bytes = field(repr=False)
     amf: bytes
@@ -100,9 +106,9 @@ class MskRegistration:
     ueAddress: str
     expires: float
     uaId: bytes = bytes.fromhex("0100000003")  # TS 26.237 HTTP-based
-    muk: bytes = field(default=None, repr=False)
-    mukExpires: float = None
-    nafFqdn: str = None
+    muk: bytes | None = field(default=None, repr=False)
+    mukExpires: float | None = None
+    nafFqdn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,7 @@ class SubscriberSummary:
     """
 
     impi: str
-    impus: tuple
+    impus: tuple[str, ...]
     amf: bytes
     sqn: int
     gbaType: str = "GBA_ME"
@@ -165,7 +171,7 @@ class SubscriberState:
     registrations (BM-SC), each a list.
     """
 
-    sessions: list
-    bindings: list
-    authorizations: list
-    registrations: list
+    sessions: list[SessionSummary]
+    bindings: list[SipBinding]
+    authorizations: list[Authorization]
+    registrations: list[MskRegistration]

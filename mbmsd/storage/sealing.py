@@ -32,19 +32,19 @@ class KeyFileError(ValueError):
 
 
 class Sealer:
-    def __init__(self, key):
+    def __init__(self, key: bytes) -> None:
         if len(key) != KEY_LENGTH:
             raise ValueError("the node key is %d bytes" % (KEY_LENGTH,))
         self._aead = AESGCM(key)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Sealer>"
 
-    def seal(self, plaintext, context):
+    def seal(self, plaintext: bytes, context: str) -> bytes:
         nonce = os.urandom(NONCE_LENGTH)
         return VERSION + nonce + self._aead.encrypt(nonce, plaintext, context.encode("utf-8"))
 
-    def unseal(self, blob, context):
+    def unseal(self, blob: bytes, context: str) -> bytes:
         blob = bytes(blob)
         if len(blob) < 1 + NONCE_LENGTH + 16 or blob[:1] != VERSION:
             raise SealError("not a sealed value (%s)" % (context.split(":", 1)[0],))
@@ -56,7 +56,7 @@ class Sealer:
                             % (context.split(":", 1)[0],)) from None
 
 
-def load_key(path, create=True):
+def load_key(path: str, create: bool = True) -> bytes:
     """
     Read the node key file (64 hex digits), creating it with mode 0600 when
     missing and C{create} is true.
@@ -72,7 +72,7 @@ def load_key(path, create=True):
         raise KeyFileError("storage.key_file: %s: %s" % (path, e.strerror or e)) from None
 
 
-def check_key_file(path):
+def check_key_file(path: str) -> str | None:
     """
     What L{load_key} would refuse at start, for C{--check}: a missing file
     passes (the start creates it).
@@ -88,7 +88,7 @@ def check_key_file(path):
     return None
 
 
-def _load_key(path, create):
+def _load_key(path: str, create: bool) -> bytes:
     try:
         with open(path, "r", encoding="ascii") as f:
             text = f.read().strip()

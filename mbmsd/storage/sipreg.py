@@ -9,6 +9,7 @@ CK, IK, expiry), the same record the BSF keeps for Ub.
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import succeed
 from zope.interface import implementer
@@ -20,6 +21,10 @@ from mbmsd.storage.challenges import (
     put_challenge_txn,
     take_challenge_txn,
 )
+
+if TYPE_CHECKING:
+    from mbmsd.storage.memory import MemorySubscriberStore
+    from mbmsd.storage.sql import Database, Row, SqlSubscriberStore
 
 __all__ = ["SipBinding", "MemorySipRegistrationStore", "SqlSipRegistrationStore"]
 
@@ -62,7 +67,7 @@ class MemorySipRegistrationStore:
         whose SQNs L{issueChallenge} advances.
     """
 
-    def __init__(self, subscribers=None):
+    def __init__(self, subscribers: "MemorySubscriberStore | None" = None) -> None:
         self._subscribers = subscribers
         self._challenges = {}
         self._bindings = {}     # (impu, contact) -> SipBinding, insertion order
@@ -126,7 +131,7 @@ _BINDING_COLUMNS = ("impu, contact, impi, associated, transport, host, port, exp
                     "call_id, cseq, registered")
 
 
-def _binding(row):
+def _binding(row: "Row") -> "SipBinding":
     return SipBinding(
         impu=row[0], contact=row[1], impi=row[2],
         associated=tuple(row[3].split("\n")) if row[3] else (),
@@ -141,7 +146,7 @@ class SqlSipRegistrationStore:
     Over a L{mbmsd.storage.sql.Database}; every transaction named.
     """
 
-    def __init__(self, db, subscribers):
+    def __init__(self, db: "Database", subscribers: "SqlSubscriberStore") -> None:
         """
         @param subscribers: the L{mbmsd.storage.sql.SqlSubscriberStore} of
             the same database (the SQN that L{issueChallenge} advances).

@@ -9,13 +9,18 @@ run in the database thread end in C{_txn}; every transaction has a name
 C{schema/}, applied in order at start-up and recorded in C{schema_version}.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import re
 import time
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
+from typing import Any, Concatenate, Generator, ParamSpec, TypeVar, cast, overload
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -25,14 +30,19 @@ from mbmsd.logs import Logger
 from mbmsd.storage.bmsc import SqlBmscStore, msk_context
 from mbmsd.storage.challenges import issue_challenge_txn, put_challenge_txn, take_challenge_txn
 from mbmsd.storage.leases import SqlLeaseStore
-from mbmsd.storage.sipreg import SqlSipRegistrationStore
 from mbmsd.storage.provisioning import SqlProvisioningStore
-from mbmsd.storage.records import BootstrapSession, Subscriber, SubscriberSummary
-from mbmsd.storage.sealing import SealError
+from mbmsd.storage.records import BootstrapSession, Challenge, Subscriber, SubscriberSummary
+from mbmsd.storage.sealing import Sealer, SealError
+from mbmsd.storage.sipreg import SqlSipRegistrationStore
 
 log = Logger(namespace="mbmsd.storage")
 
 SQN_MODULUS = 1 << 48
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+# a database row (PEP 249): column values in SELECT order
+Row = tuple[Any, ...]
 
 
 from mbmsd.errors import StartupError  # noqa: E402
@@ -51,18 +61,18 @@ class Engine:
 
     name = "sqlite"
     placeholder = "?"
-    types = {}
+    types: dict[str, str] = {}
     # group commit (see L{_GroupCommit}): for one connection whose every
     # commit waits for the disk; a PostgreSQL pool runs transactions side by
     # side and the server groups their commits itself
     group_commit = True
 
-    def sql(self, query):
+    def sql(self, query: str) -> str:
         if self.placeholder != "?":
             query = query.replace("?", self.placeholder)
         return query
 
-    def begin_schema_change(self, cursor):
+    def begin_schema_change(self, cursor: Any) -> None:
         """
         Open the transaction a migration runs in, so that a failed or
         interrupted one leaves nothing behind: Python's sqlite3 runs DDL
@@ -72,12 +82,12 @@ class Engine:
         if not cursor.connection.in_transaction:
             cursor.execute("BEGIN IMMEDIATE")
 
-    def ddl(self, statement):
+    def ddl(self, statement: str) -> str:
         for ours, theirs in self.types.items():
             statement = re.sub(r"\b%s\b" % ours, theirs, statement)
         return statement
 
-    def is_connection_error(self, failure):
+    def is_connection_error(self, failure: Failure) -> bool:
         """
         True when the interaction failed because the connection to the
         database was lost (its transaction was rolled back, so the whole
@@ -86,11 +96,11 @@ class Engine:
         return False
 
 
-def schema_files():
+def schema_files() -> list[tuple[int, str, str]]:
     """
     @return: [(version, name, text)] for every schema file, in order.
     """
-    out = []
+    out: list[tuple[int, str, str]] = []
     folder = resources.files("mbmsd.storage").joinpath("schema")
     for entry in folder.iterdir():
         m = re.fullmatch(r"(\d+)_(\w+)\.sql", entry.name)
@@ -100,7 +110,7 @@ def schema_files():
     return out
 
 
-def split_statements(text):
+def split_statements(text: str) -> list[str]:
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
     return [s.strip() for s in body.split(";") if s.strip()]
 
@@ -114,15 +124,21 @@ class Database:
 
     retryDelays = (0.1, 0.5, 1.0, 2.0, 5.0)
 
-    def __init__(self, engine, pool, sealer, clock=None):
+    def __init__(
+        self, engine: Engine, pool: adbapi.ConnectionPool, sealer: Sealer,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self.engine = engine
         self.pool = pool
         self.sealer = sealer
         self.clock = clock
         self.group = _GroupCommit(pool) if engine.group_commit else None
 
-    def runInteraction(self, desc, fn, *args, **kwargs):
-        def wrapped(cursor):
+    def runInteraction(
+        self, desc: str, fn: Callable[Concatenate[_Txn, _P], _T], *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> Deferred[_T]:
+        def wrapped(cursor: Any) -> _T:
             start = time.monotonic()
             try:
                 return fn(_Txn(self.engine, cursor, self.sealer), *args, **kwargs)
@@ -133,24 +149,27 @@ class Database:
 
         return self._run(desc, wrapped, 0)
 
-    def _run(self, desc, wrapped, attempt):
+    def _run(self, desc: str, wrapped: Callable[[Any], _T], attempt: int) -> Deferred[_T]:
+        d: Deferred[_T]
         if self.group is not None:
             d = self.group.run(wrapped)
         else:
             d = self.pool.runInteraction(wrapped)
 
-        def retry(failure):
+        def retry(failure: Failure) -> Any:  # the failure, or the Deferred of a retry
             if (self.clock is None or attempt >= len(self.retryDelays)
                     or not self.engine.is_connection_error(failure)):
                 return failure
             delay = self.retryDelays[attempt]
             log.warn("{desc}: database connection lost ({e}); retrying in {delay}s",
                      desc=desc, e=failure.getErrorMessage(), delay=delay)
-            return deferLater(self.clock, delay, self._run, desc, wrapped, attempt + 1)
+            # deferLater's Deferred of the retry's Deferred fires with its result
+            return cast("Deferred[_T]", deferLater(self.clock, delay, self._run, desc, wrapped,
+                                                   attempt + 1))
 
         return d.addErrback(retry)
 
-    def close(self):
+    def close(self) -> None:
         self.pool.close()
 
 
@@ -169,26 +188,27 @@ class _GroupCommit:
 
     maxBatch = 64
 
-    def __init__(self, pool):
+    def __init__(self, pool: adbapi.ConnectionPool) -> None:
         self.pool = pool
-        self.waiting = []
+        self.waiting: list[tuple[Callable[[Any], Any], Deferred[Any]]] = []
         self.busy = False
         self.transactions = 0  # committed or not: for tests and curiosity
 
-    def run(self, wrapped):
-        d = Deferred()
+    def run(self, wrapped: Callable[[Any], _T]) -> Deferred[_T]:
+        d: Deferred[_T] = Deferred()
         self.waiting.append((wrapped, d))
         if not self.busy:
             self._next()
         return d
 
-    def _next(self):
+    def _next(self) -> None:
         if not self.waiting:
             self.busy = False
             return
         self.busy = True
         batch, self.waiting = self.waiting[:self.maxBatch], self.waiting[self.maxBatch:]
         self.transactions += 1
+        d: Deferred[Any]
         if len(batch) == 1:
             d = self.pool.runInteraction(batch[0][0])
             d.addCallback(lambda result: [(True, result)])
@@ -197,10 +217,12 @@ class _GroupCommit:
         d.addBoth(self._done, [waiting for _, waiting in batch])
 
     @staticmethod
-    def _together(cursor, interactions):
+    def _together(
+        cursor: Any, interactions: Iterable[Callable[[Any], Any]],
+    ) -> list[tuple[bool, Any]]:
         # in the database thread; adbapi commits after, or rolls back on raise
         cursor.execute("BEGIN")  # savepoints nest in it; RELEASE would commit otherwise
-        outcomes = []
+        outcomes: list[tuple[bool, Any]] = []
         for wrapped in interactions:
             cursor.execute("SAVEPOINT interaction")
             try:
@@ -213,7 +235,9 @@ class _GroupCommit:
             cursor.execute("RELEASE SAVEPOINT interaction")
         return outcomes
 
-    def _done(self, outcomes, deferreds):
+    def _done(
+        self, outcomes: list[tuple[bool, Any]] | Failure, deferreds: list[Deferred[Any]],
+    ) -> None:
         if isinstance(outcomes, Failure):
             outcomes = [(False, outcomes)] * len(deferreds)
         try:
@@ -227,34 +251,39 @@ class _GroupCommit:
 
 
 class _Txn:
-    def __init__(self, engine, cursor, sealer):
+    def __init__(self, engine: Engine, cursor: Any, sealer: Sealer) -> None:
         self.engine = engine
         self.cursor = cursor
         self.sealer = sealer
 
-    def seal(self, value, context):
+    def seal(self, value: bytes, context: str) -> bytes:
         """A key as stored: sealed under the node key, bound to C{context}."""
         return self.sealer.seal(value, context)
 
-    def unseal(self, value, context):
+    def unseal(self, value: bytes, context: str) -> bytes:
         return self.sealer.unseal(value, context)
 
-    def execute(self, query, args=()):
+    def execute(self, query: str, args: Iterable[object] = ()) -> _Txn:
         self.cursor.execute(self.engine.sql(query), tuple(args))
         return self
 
-    def fetchone(self):
-        return self.cursor.fetchone()
+    def fetchone(self) -> Row | None:
+        row: Row | None = self.cursor.fetchone()
+        return row
 
-    def fetchall(self):
-        return self.cursor.fetchall()
+    def fetchall(self) -> list[Row]:
+        rows: list[Row] = self.cursor.fetchall()
+        return rows
 
     @property
-    def rowcount(self):
-        return self.cursor.rowcount
+    def rowcount(self) -> int:
+        count: int = self.cursor.rowcount
+        return count
 
 
-def migrate_txn(txn, files):
+def migrate_txn(
+    txn: _Txn, files: Sequence[tuple[int, str, str]],
+) -> tuple[list[int], list[int]]:
     """
     Apply every schema file not yet recorded in schema_version, in order.
 
@@ -279,7 +308,15 @@ def migrate_txn(txn, files):
     return applied, sorted(set(applied) | set(known))
 
 
-def _b(value):
+@overload
+def _b(value: bytes) -> bytes: ...
+
+
+@overload
+def _b(value: None) -> None: ...
+
+
+def _b(value: bytes | None) -> bytes | None:
     return bytes(value) if value is not None else None
 
 
@@ -295,7 +332,7 @@ SEALED_COLUMNS = (
 )
 
 
-def seal_clear_rows_txn(txn):
+def seal_clear_rows_txn(txn: _Txn) -> None:
     """
     Seal the keys of a database written before schema 4, where they were
     stored in clear.
@@ -315,7 +352,7 @@ def seal_clear_rows_txn(txn):
                     (txn.seal(_b(key), context), keyDomainId, mskNumber))
 
 
-def key_opens(sealer, sealed):
+def key_opens(sealer: Sealer, sealed: bytes) -> bool:
     """Does C{sealer}'s node key open the sealed check value C{sealed}?"""
     try:
         return sealer.unseal(sealed, "node_key_check") == KEY_CHECK
@@ -323,7 +360,7 @@ def key_opens(sealer, sealed):
         return False
 
 
-def check_node_key_txn(txn):
+def check_node_key_txn(txn: _Txn) -> None:
     """
     The first node to open the database seals a known value; every later
     start proves that its key file opens this database's keys.
@@ -359,54 +396,58 @@ _PROVISION = (
 
 @implementer(ISubscriberStore)
 class SqlSubscriberStore:
-    def __init__(self, db):
+    def __init__(self, db: Database) -> None:
         self.db = db
 
-    def provision(self, subscriber):
+    def provision(self, subscriber: Subscriber) -> Deferred[None]:
         return self.db.runInteraction("provision_subscriber", self._provision_txn, subscriber)
 
     @classmethod
-    def _provision_txn(cls, txn, s):
+    def _provision_txn(cls, txn: _Txn, s: Subscriber) -> None:
         txn.execute(_PROVISION, cls._provision_args(txn, s))
 
     @staticmethod
-    def _provision_args(txn, s):
+    def _provision_args(txn: _Txn, s: Subscriber) -> Row:
         return (s.impi, "\n".join(s.impus), txn.seal(s.k, "subscribers.k:" + s.impi),
                 txn.seal(s.opc, "subscribers.opc:" + s.impi), s.amf, s.sqn, s.gbaType)
 
-    def create(self, subscriber):
+    def create(self, subscriber: Subscriber) -> Deferred[bool]:
         return self.db.runInteraction("create_subscriber", self._create_txn, subscriber)
 
     @classmethod
-    def _create_txn(cls, txn, s):
+    def _create_txn(cls, txn: _Txn, s: Subscriber) -> bool:
         if txn.execute("SELECT 1 FROM subscribers WHERE impi = ?", (s.impi,)).fetchone():
             return False
         cls._provision_txn(txn, s)
         return True
 
-    def update(self, subscriber):
+    def update(self, subscriber: Subscriber) -> Deferred[bool]:
         return self.db.runInteraction("update_subscriber", self._update_txn, subscriber)
 
     @classmethod
-    def _update_txn(cls, txn, s):
+    def _update_txn(cls, txn: _Txn, s: Subscriber) -> bool:
         if not txn.execute("SELECT 1 FROM subscribers WHERE impi = ?", (s.impi,)).fetchone():
             return False
         cls._provision_txn(txn, s)
         return True
 
-    def remove(self, impi):
+    def remove(self, impi: str) -> Deferred[bool]:
         return self.db.runInteraction("remove_subscriber", self._remove_txn, impi)
 
     @staticmethod
-    def _remove_txn(txn, impi):
+    def _remove_txn(txn: _Txn, impi: str) -> bool:
         return txn.execute("DELETE FROM subscribers WHERE impi = ?", (impi,)).rowcount > 0
 
-    def page(self, after, limit, withKeys=False):
+    def page(
+        self, after: str | None, limit: int, withKeys: bool = False,
+    ) -> Deferred[list[SubscriberSummary] | list[Subscriber]]:
         return self.db.runInteraction("page_subscribers", self._page_txn, after, limit,
                                       withKeys)
 
     @classmethod
-    def _page_txn(cls, txn, after, limit, withKeys):
+    def _page_txn(
+        cls, txn: _Txn, after: str | None, limit: int, withKeys: bool,
+    ) -> list[SubscriberSummary] | list[Subscriber]:
         rows = txn.execute(
             "SELECT impi, impus, k, opc, amf, sqn, gba_type FROM subscribers WHERE impi > ? "
             "ORDER BY impi LIMIT ?" if withKeys else
@@ -417,21 +458,23 @@ class SqlSubscriberStore:
         return [SubscriberSummary(impi=r[0], impus=tuple(r[1].split("\n")) if r[1] else (),
                                   amf=_b(r[4]), sqn=int(r[5]), gbaType=r[6]) for r in rows]
 
-    def provisionBatch(self, subscribers):
+    def provisionBatch(
+        self, subscribers: Iterable[Subscriber],
+    ) -> Deferred[tuple[int, int, int]]:
         return self.db.runInteraction("provision_batch", self._provisionBatch_txn,
                                       list(subscribers))
 
     @classmethod
-    def _provisionBatch_txn(cls, txn, batch):
-        stored = {}
+    def _provisionBatch_txn(cls, txn: _Txn, batch: list[Subscriber]) -> tuple[int, int, int]:
+        stored: dict[str, Row] = {}
         for i in range(0, len(batch), 500):
             chunk = [s.impi for s in batch[i:i + 500]]
-            for row in txn.execute(
+            for found in txn.execute(
                     "SELECT impi, impus, k, opc, amf, sqn, gba_type FROM subscribers "
                     "WHERE impi IN (%s)" % (", ".join("?" * len(chunk)),), chunk).fetchall():
-                stored[row[0]] = row
+                stored[found[0]] = found
         created = updated = 0
-        writes = []
+        writes: list[Row] = []
         for s in batch:
             row = stored.get(s.impi)
             if row is not None:
@@ -448,11 +491,11 @@ class SqlSubscriberStore:
             txn.cursor.executemany(txn.engine.sql(_PROVISION), writes)
         return created, updated, len(batch) - created - updated
 
-    def get(self, impi):
+    def get(self, impi: str) -> Deferred[Subscriber | None]:
         return self.db.runInteraction("get_subscriber", self._get_txn, impi)
 
     @staticmethod
-    def _get_txn(txn, impi):
+    def _get_txn(txn: _Txn, impi: str) -> Subscriber | None:
         row = txn.execute(
             "SELECT impi, impus, k, opc, amf, sqn, gba_type FROM subscribers WHERE impi = ?",
             (impi,),
@@ -462,7 +505,7 @@ class SqlSubscriberStore:
         return SqlSubscriberStore._subscriber(txn, row)
 
     @staticmethod
-    def _subscriber(txn, row):
+    def _subscriber(txn: _Txn, row: Row) -> Subscriber:
         return Subscriber(
             impi=row[0],
             impus=tuple(row[1].split("\n")) if row[1] else (),
@@ -473,11 +516,11 @@ class SqlSubscriberStore:
             gbaType=row[6],
         )
 
-    def nextSqn(self, impi):
+    def nextSqn(self, impi: str) -> Deferred[int | None]:
         return self.db.runInteraction("next_sqn", self._nextSqn_txn, impi)
 
     @staticmethod
-    def _nextSqn_txn(txn, impi):
+    def _nextSqn_txn(txn: _Txn, impi: str) -> int | None:
         row = txn.execute(
             # SQN wraps at 2^48 (TS 33.102 C.1.1)
             "UPDATE subscribers SET sqn = CASE WHEN sqn >= ? THEN 0 ELSE sqn + 1 END "
@@ -486,33 +529,40 @@ class SqlSubscriberStore:
         ).fetchone()
         return int(row[0]) if row is not None else None
 
-    def resynchronise(self, impi, sqnMs):
+    def resynchronise(self, impi: str, sqnMs: int) -> Deferred[None]:
         return self.db.runInteraction("resync_sqn", self._resync_txn, impi, sqnMs)
 
     @staticmethod
-    def _resync_txn(txn, impi, sqnMs):
+    def _resync_txn(txn: _Txn, impi: str, sqnMs: int) -> None:
         txn.execute("UPDATE subscribers SET sqn = ? WHERE impi = ?", (sqnMs, impi))
 
 
 @implementer(IBootstrapStore)
 class SqlBootstrapStore:
-    def __init__(self, db):
+    def __init__(self, db: Database) -> None:
         self.db = db
 
-    def putChallenge(self, challenge):
+    def putChallenge(self, challenge: Challenge) -> Deferred[None]:
         return self.db.runInteraction("put_challenge", put_challenge_txn, "ub_challenges",
                                       challenge)
 
-    def issueChallenge(self, impi, challengeFor):
+    def issueChallenge(
+        self, impi: str, challengeFor: Callable[[Subscriber], Challenge],
+    ) -> Deferred[Challenge | None]:
         # one transaction, one commit: the SQN and the challenge it went into
         return self.db.runInteraction("issue_challenge", self._issueChallenge_txn, impi,
                                       challengeFor)
 
     @staticmethod
-    def _issueChallenge_txn(txn, impi, challengeFor):
+    def _issueChallenge_txn(
+        txn: _Txn, impi: str, challengeFor: Callable[[Subscriber], Challenge],
+    ) -> Challenge | None:
         return issue_challenge_txn(txn, SqlSubscriberStore, "ub_challenges", impi, challengeFor)
 
-    def takeChallenge(self, nonce, sessionFor=None):
+    def takeChallenge(
+        self, nonce: str,
+        sessionFor: Callable[[Challenge], BootstrapSession | None] | None = None,
+    ) -> Deferred[Challenge | None]:
         if sessionFor is None:
             return self.db.runInteraction("take_challenge", take_challenge_txn, "ub_challenges",
                                           nonce)
@@ -520,7 +570,9 @@ class SqlBootstrapStore:
         return self.db.runInteraction("redeem_challenge", self._redeem_txn, nonce, sessionFor)
 
     @classmethod
-    def _redeem_txn(cls, txn, nonce, sessionFor):
+    def _redeem_txn(
+        cls, txn: _Txn, nonce: str, sessionFor: Callable[[Challenge], BootstrapSession | None],
+    ) -> Challenge | None:
         challenge = take_challenge_txn(txn, "ub_challenges", nonce)
         if challenge is not None:
             session = sessionFor(challenge)
@@ -528,11 +580,11 @@ class SqlBootstrapStore:
                 cls._putSession_txn(txn, session)
         return challenge
 
-    def putSession(self, session):
+    def putSession(self, session: BootstrapSession) -> Deferred[None]:
         return self.db.runInteraction("put_session", self._putSession_txn, session)
 
     @staticmethod
-    def _putSession_txn(txn, s):
+    def _putSession_txn(txn: _Txn, s: BootstrapSession) -> None:
         txn.execute(
             "INSERT INTO bootstrap_sessions (btid, impi, rand, ks, created, expires, gba_type) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) "
@@ -543,11 +595,11 @@ class SqlBootstrapStore:
              s.created, s.expires, s.gbaType),
         )
 
-    def getSession(self, btid):
+    def getSession(self, btid: str) -> Deferred[BootstrapSession | None]:
         return self.db.runInteraction("get_session", self._getSession_txn, btid)
 
     @staticmethod
-    def _getSession_txn(txn, btid):
+    def _getSession_txn(txn: _Txn, btid: str) -> BootstrapSession | None:
         row = txn.execute(
             "SELECT btid, impi, rand, ks, created, expires, gba_type "
             "FROM bootstrap_sessions WHERE btid = ?",
@@ -561,11 +613,11 @@ class SqlBootstrapStore:
             created=float(row[4]), expires=float(row[5]), gbaType=row[6],
         )
 
-    def prune(self, now):
+    def prune(self, now: float) -> Deferred[int]:
         return self.db.runInteraction("prune_bootstrap", self._prune_txn, now)
 
     @staticmethod
-    def _prune_txn(txn, now):
+    def _prune_txn(txn: _Txn, now: float) -> int:
         removed = txn.execute("DELETE FROM ub_challenges WHERE expires <= ?", (now,)).rowcount
         removed += txn.execute(
             "DELETE FROM bootstrap_sessions WHERE expires <= ?", (now,)
@@ -579,7 +631,7 @@ class SqlStorage:
     The typed stores over one L{Database}; C{open} applies the schema.
     """
 
-    def __init__(self, db, description):
+    def __init__(self, db: Database, description: str) -> None:
         self.db = db
         self.description = description
         self.subscribers = SqlSubscriberStore(db)
@@ -590,7 +642,7 @@ class SqlStorage:
         self.provisioning = SqlProvisioningStore(db)
 
     @inlineCallbacks
-    def open(self):
+    def open(self) -> Generator[Deferred[Any], Any, None]:
         files = schema_files()
         try:
             before, after = yield self.db.runInteraction("migrate", migrate_txn, files)
@@ -611,22 +663,26 @@ class SqlStorage:
             log.info("{db}: schema up to date ({v})", db=self.description,
                      v=", ".join(map(str, after)))
 
-    def close(self):
+    def close(self) -> Deferred[None]:
         self.db.close()
         return succeed(None)
 
-    def ping(self):
+    def ping(self) -> Deferred[None]:
         # on the pool itself, not Database's retrying path: readiness wants
         # the backend's state now, not after the backoff
-        return self.db.pool.runInteraction(_ping_txn)
+        d: Deferred[None] = self.db.pool.runInteraction(_ping_txn)
+        return d
 
 
-def _ping_txn(cursor):
+def _ping_txn(cursor: Any) -> None:
     cursor.execute("SELECT 1")
     cursor.fetchall()
 
 
-def make_pool(reactor, module, *args, openfun=None, **kwargs):
+def make_pool(
+    reactor: Any, module: str, *args: Any, openfun: Callable[[Any], None] | None = None,
+    **kwargs: Any,
+) -> adbapi.ConnectionPool:
     return adbapi.ConnectionPool(
         module, *args, cp_reactor=reactor, cp_openfun=openfun, cp_noisy=False, **kwargs
     )

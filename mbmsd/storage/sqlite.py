@@ -10,6 +10,7 @@ that for speed).
 
 import os
 import sqlite3
+from typing import Any
 
 from zope.interface import implementer
 
@@ -38,7 +39,7 @@ class SqliteStorageFactory:
         }
     )
 
-    def open(self, config, reactor):
+    def open(self, config: dict[str, Any], reactor: Any) -> SqlStorage:
         if sqlite3.sqlite_version_info < (3, 35):
             raise RuntimeError(
                 "storage.backend = 'sqlite' needs SQLite 3.35 or newer (RETURNING); "
@@ -57,7 +58,7 @@ class SqliteStorageFactory:
                                    % (e.filename or path, e.strerror or e)) from None
         synchronous = config.get("synchronous", "FULL")
 
-        def openfun(conn):
+        def openfun(conn: sqlite3.Connection) -> None:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = %s" % (synchronous,))
             conn.execute("PRAGMA busy_timeout = 5000")
