@@ -197,7 +197,8 @@ class ReadyzResource(_Probe):
                 return
             body = {"status": "ready" if ready else "not ready", "checks": reasons}
             writeAnswer(request, 200 if ready else 503, [("Cache-Control", "no-store")],
-                        "application/json", json.dumps(body, sort_keys=True).encode("utf-8") + b"\n")
+                        "application/json",
+                        json.dumps(body, sort_keys=True).encode("utf-8") + b"\n")
 
         self.health.check().addCallback(answer)
         return NOT_DONE_YET

@@ -180,7 +180,8 @@ def load_config(paths):
         path = ("subscriber[%d]" % (i,),)
         sub = SUBSCRIBER_SECTION.validate(item, path, errors, where)
         if (sub.get("op") is None) == (sub.get("opc") is None):
-            errors.append("%s: %s: give exactly one of op and opc" % (where(("subscriber",)), path[0]))
+            errors.append("%s: %s: give exactly one of op and opc"
+                          % (where(("subscriber",)), path[0]))
         if sub.get("impi") is not None and sub["impi"] in seen:  # None: impi invalid, reported
             errors.append("%s: %s.impi: duplicate IMPI %r"
                           % (where(("subscriber",)), path[0], sub["impi"]))

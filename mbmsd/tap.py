@@ -54,7 +54,8 @@ class Options(usage.Options):
             node = self["node_config"]["node"]
             sys.stdout.write(
                 "mbmsd: config OK: node %s, roles %s, storage %s\n"
-                % (node["name"], ", ".join(node["roles"]), self["node_config"]["storage"]["backend"])
+                % (node["name"], ", ".join(node["roles"]),
+                   self["node_config"]["storage"]["backend"])
             )
             raise SystemExit(0)
         node = self["node_config"]["node"]

@@ -48,7 +48,7 @@ class RoleMetrics:
         self.role = role
 
     def _declare(self, cls, name, doc, labelnames, **kwargs):
-        bad = FORBIDDEN_LABELS.intersection(l.lower() for l in labelnames)
+        bad = FORBIDDEN_LABELS.intersection(name.lower() for name in labelnames)
         if bad:
             raise ValueError(
                 "metric %s: %s must not be a label (subscriber identifiers are "

@@ -28,7 +28,8 @@ def _hex(length):
         except ValueError:
             raise argparse.ArgumentTypeError("not hex") from None
         if len(raw) != length:
-            raise argparse.ArgumentTypeError("must be %d bytes (%d hex digits)" % (length, 2 * length))
+            raise argparse.ArgumentTypeError(
+                "must be %d bytes (%d hex digits)" % (length, 2 * length))
         return raw
 
     return parse

@@ -46,7 +46,8 @@ class AgentRequester:
 
         h = Headers({k.encode("ascii"): [v.encode("ascii")] for k, v in headers.items()})
         producer = FileBodyProducer(BytesIO(body)) if body is not None else None
-        response = yield self.agent.request(method.encode("ascii"), url.encode("ascii"), h, producer)
+        response = yield self.agent.request(method.encode("ascii"), url.encode("ascii"), h,
+                                            producer)
         data = yield readBody(response)
         names = {}
         for name, values in response.headers.getAllRawHeaders():

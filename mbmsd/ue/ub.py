@@ -55,7 +55,8 @@ class Usim:
         sqn = milenage.sqn_to_int(result.sqn)
         if self.sqnMs is not None and sqn <= self.sqnMs:
             # SQN not fresh (TS 33.102 6.3.3): send AUTS with SQN_MS.
-            return None, milenage.build_auts(self.k, self.opc, rand, milenage.int_to_sqn(self.sqnMs))
+            sqnMs = milenage.int_to_sqn(self.sqnMs)
+            return None, milenage.build_auts(self.k, self.opc, rand, sqnMs)
         self.sqnMs = sqn
         return result, None
 

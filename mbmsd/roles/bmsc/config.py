@@ -104,7 +104,8 @@ BMSC_SECTION = c.Section(
         "zn_timeout": c.Field(c.number(0.1, 60), 5.0, "seconds to wait for Zn"),
         "mikey_interface": c.Field(c.ip_address(), "127.0.0.1", "source address of MIKEY pushes"),
         "mikey_source_port": c.Field(c.integer(0, 65535), 0,
-                                     "UDP source port of MIKEY pushes (0: any); verifications come back here"),
+                                     "UDP source port of MIKEY pushes (0: any); "
+                                     "verifications come back here"),
         "ue_mikey_port": c.Field(c.integer(1, 65535), None,
                                  "UE UDP port for MSK messages (default: profile, 4359)"),
         "authorization_lifetime": c.Field(c.integer(10, 7 * 86400), 3600,
@@ -126,7 +127,8 @@ BMSC_SECTION = c.Section(
                           "Digest check accepts, tried in this order; add 0100000001 to also "
                           "serve UEs following TS 33.246 alone"),
         "nonce_lifetime": c.Field(c.integer(5, 3600), 60, "seconds a Ua Digest nonce is valid"),
-        "prune_interval": c.Field(c.integer(1, 86400), 60, "seconds between removals of expired state"),
+        "prune_interval": c.Field(c.integer(1, 86400), 60,
+                                  "seconds between removals of expired state"),
         **overload.concurrency_fields(maxConcurrent=1000, perPeer=100),
         **overload.auth_fields(perImpi=5, perSource=100, window=300),
     },

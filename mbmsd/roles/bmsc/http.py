@@ -48,7 +48,8 @@ class KeyManagementResource(Resource):
         elif request.method != b"POST":
             d = maybeDeferred(plain, 405, "key management takes POST", [("Allow", "POST")])
         elif requesttype not in REQUEST_TYPES:
-            d = maybeDeferred(plain, 400, "requesttype must be one of %s" % (", ".join(REQUEST_TYPES),))
+            d = maybeDeferred(plain, 400,
+                              "requesttype must be one of %s" % (", ".join(REQUEST_TYPES),))
         else:
             body = request.content.read(MAX_BODY + 1)
             if len(body) > MAX_BODY:

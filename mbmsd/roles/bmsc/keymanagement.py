@@ -217,7 +217,8 @@ class KeyManagement:
             return plain(auth.code, auth.reason, headers)
         impu = parse_identity_header(intendedIdentity)
         if impu is None:
-            return plain(400, "X-3GPP-Intended-Identity with the IMPU is required (TS 26.237 10.2.1)",
+            return plain(400,
+                         "X-3GPP-Intended-Identity with the IMPU is required (TS 26.237 10.2.1)",
                          user=auth.btid)
         subscriber = yield self.subscribers.get(auth.impi)
         owns = subscriber is not None and any(same_impu(impu, own) for own in subscriber.impus)

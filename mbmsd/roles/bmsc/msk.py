@@ -206,7 +206,8 @@ class MskManager:
             now = self.clock.seconds()
             live = [r for r in registrations
                     if r.expires > now and shard_of(r.impu, self.shards) == shard]
-            results = yield DeferredList([self.push.pushMsk(r, msk) for r in live], consumeErrors=True)
+            results = yield DeferredList([self.push.pushMsk(r, msk) for r in live],
+                                         consumeErrors=True)
             verified = sum(1 for ok, value in results if ok and value)
             yield self.leaseStore.mark(name, msk.mskId.hex())
             log.info("MSK {msk_id} of {service} shard {shard} pushed to {n} UE(s), {v} verified",

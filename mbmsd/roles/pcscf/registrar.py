@@ -314,7 +314,8 @@ class Registrar:
         live = yield self.store.bindings(impu, now)
         headers = []
         for b in live:
-            headers.append(("Contact", "<%s>;expires=%d" % (b.contact, max(0, int(b.expires - now)))))
+            left = max(0, int(b.expires - now))
+            headers.append(("Contact", "<%s>;expires=%d" % (b.contact, left)))
         if live:
             headers.append(("P-Associated-URI", ", ".join("<%s>" % (i,) for i in associated)))
         headers.append(("Date", formatdate(now, usegmt=True)))

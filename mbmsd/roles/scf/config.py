@@ -149,7 +149,8 @@ SCF_SECTION = c.Section(
                                    "address in our Contact and Via "
                                    "(default: the listen interface, 127.0.0.1 for 0.0.0.0)"),
         "service_domain": c.Field(c.fqdn(), None,
-                                  "domain of the services' Request-URIs (default mbms.<home_domain>)"),
+                                  "domain of the services' Request-URIs "
+                                  "(default mbms.<home_domain>)"),
         "bmsc_url": c.Field(_bmsc_urls(), DEFAULT_BMSC_URL,
                             "'local': the bmsc role of this node, in-process (the default "
                             "there); or the BM-SC.UPF key management base URL, or a list of "
