@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.nodeconfig import node_ports, node_tables, overlay_text, with_demo_services
+from tests.support.nodeconfig import node_ports, node_tables, overlay_text, with_demo_services
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -108,7 +108,7 @@ class Daemon:
     """
     One C{twistd -n mbmsd} subprocess: etc/mbmsd.toml plus an overlay that
     moves every listener to a free loopback port and the storage into
-    C{workdir} (as tests/daemon.py does).
+    C{workdir} (as tests/support/daemon.py does).
     """
 
     def __init__(self, workdir, overlay="", base=ROOT / "etc" / "mbmsd.toml", settings=None):

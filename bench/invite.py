@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 from bench import common, sippload
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 
 def measure_baseline(folder, users, args):

@@ -15,7 +15,7 @@ import time
 from twisted.logger import FileLogObserver, globalLogPublisher
 
 from mbmsd import logs
-from tests.test_pcscf import SCF, UE, Harness, invite_bytes
+from tests.unit.roles.pcscf.test_proxy import SCF, UE, Harness, invite_bytes
 
 
 def scf_answer(h, fwd, status):

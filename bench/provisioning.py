@@ -184,7 +184,7 @@ def pg_dsn():
     if os.environ.get("MBMSD_TEST_PG_DSN"):
         return os.environ["MBMSD_TEST_PG_DSN"], None
     try:
-        from tests import pg
+        from tests.support import pg
 
         url = pg.dsn()
         pg.reset(url)
@@ -259,7 +259,7 @@ def run(reactor, args):
             storage = {"path": None, "dsn": dsn, "key_file": str(tmp / "pg.key")}
             seconds, peak, summary = measured_import(
                 node(tmp / "pg", ["bsf"], storage, base), big)
-            from tests import pg
+            from tests.support import pg
 
             pg.reset(dsn)
             _, peakTenth, _ = measured_import(node(tmp / "pg10", ["bsf"], storage, base), tenth)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench import common
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import pylibsrtp
 
 from bench.common import Daemon, cpu_seconds
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 ROUNDS = 5
 RATE = 25  # packets per second of one stream (a video at 25 frames a second)

@@ -105,7 +105,7 @@ def run(reactor, args):
         for _ in range(args.rounds):
             for workers in (1, 2):
                 if storage:
-                    from tests import pg
+                    from tests.support import pg
 
                     pg.reset(storage["dsn"])
                 r = yield one_round(reactor, args, workers, storage, tmp)

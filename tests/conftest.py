@@ -1,12 +1,12 @@
 """
-Hypothesis settings profiles for the fuzz suites (tests/test_fuzz_*.py).
+Hypothesis settings profiles for the fuzz suites (tests/unit/**/test_*_fuzz.py).
 
   - C{ci} (the default): derandomized, so every run tries the same examples
     and CI cannot turn red by chance; a fixed budget of examples that keeps
     all the fuzz suites together well under a minute on a slow 2-core
     machine.
   - C{deep}: random, 75 times the examples, for a long hunt by hand:
-    C{HYPOTHESIS_PROFILE=deep .venv/bin/pytest -q tests/test_fuzz_*.py}
+    C{HYPOTHESIS_PROFILE=deep .venv/bin/pytest -q tests/unit/*_fuzz.py tests/unit/*/*_fuzz.py}
     (the README's Hardening section).
 
 Pick one with the environment variable C{HYPOTHESIS_PROFILE}.
