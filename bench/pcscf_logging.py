@@ -15,13 +15,13 @@ import time
 from twisted.logger import FileLogObserver, globalLogPublisher
 
 from mbmsd import logs
-from tests.unit.roles.pcscf.test_proxy import SCF, UE, Harness, invite_bytes
+from tests.unit.roles.pcscf.test_proxy import SCF, Harness, invite_bytes
 
 
 def scf_answer(h, fwd, status):
     lines = ["SIP/2.0 %d X" % status]
-    lines += ["Via: " + v for v in fwd.headers.get_all("Via")]
-    lines += ["Record-Route: " + v for v in fwd.headers.get_all("Record-Route")]
+    lines += ["Via: " + v for v in fwd.headers.getAll("Via")]
+    lines += ["Record-Route: " + v for v in fwd.headers.getAll("Record-Route")]
     lines += ["From: " + fwd.headers.get("From"),
               "To: %s;tag=scf1" % (fwd.headers.get("To"),),
               "Call-ID: " + fwd.headers.get("Call-ID"),

@@ -18,7 +18,6 @@ import time
 from twisted.internet import defer
 
 from bench import common
-
 from mbmsd.storage.records import MskRegistration
 from mbmsd.storage.sqlite import SqliteStorageFactory
 

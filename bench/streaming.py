@@ -70,8 +70,7 @@ def srtp_forward(n):
 
     from mbmsd import profile
     from mbmsd.metrics import Metrics
-    from mbmsd.roles.bmsc.streaming import (MediaPort, StreamingMetrics, StreamingService,
-                                            UdpBearer)
+    from mbmsd.roles.bmsc.streaming import MediaPort, StreamingMetrics, StreamingService, UdpBearer
     from mbmsd.storage.records import Msk
 
     class Msks:

@@ -18,9 +18,9 @@ import time
 from twisted.internet import defer, task
 
 from bench import common
+from mbmsd.protocols import milenage
 from mbmsd.ue.http import AgentRequester
 from mbmsd.ue.ub import UbClient, Usim
-from mbmsd.protocols import milenage
 
 
 def subscribers_overlay(n):

@@ -28,8 +28,7 @@ node, and tests inject a fake agent and a C{Clock}.
 from collections import namedtuple
 
 from twisted.internet import error as ierror
-from twisted.internet.defer import (
-    CancelledError, TimeoutError, inlineCallbacks, succeed)
+from twisted.internet.defer import CancelledError, TimeoutError, inlineCallbacks, succeed
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
@@ -40,11 +39,13 @@ from mbmsd import __version__
 from mbmsd.logs import Logger
 
 try:  # the names moved between Twisted releases; both spellings exist in 26
-    from twisted.web.client import (
-        RequestNotSent, RequestTransmissionFailed, ResponseNeverReceived)
+    from twisted.web.client import RequestNotSent, RequestTransmissionFailed, ResponseNeverReceived
 except ImportError:  # pragma: no cover
     from twisted.web._newclient import (
-        RequestNotSent, RequestTransmissionFailed, ResponseNeverReceived)
+        RequestNotSent,
+        RequestTransmissionFailed,
+        ResponseNeverReceived,
+    )
 
 __all__ = ["HttpClient", "HttpResponse", "HttpError", "HttpTimeout", "HttpUnavailable"]
 

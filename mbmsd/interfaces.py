@@ -717,14 +717,14 @@ class ITransactionUser(Interface):
     layer hands up (RFC 3261 17).
     """
 
-    def request_received(request: Request, transaction: Any) -> None:
+    def requestReceived(request: Request, transaction: Any) -> None:
         """
         A new request (not a retransmission) arrived. C{transaction} is the
         server transaction created for it: answer with
         C{transaction.respond(response)}. Returns None.
         """
 
-    def ack_received(
+    def ackReceived(
         request: Request, transport: ISipTransport, source: tuple[str, int],
     ) -> None:
         """
@@ -734,7 +734,7 @@ class ITransactionUser(Interface):
         Returns None.
         """
 
-    def stray_response_received(
+    def strayResponseReceived(
         response: Response, transport: ISipTransport, source: tuple[str, int],
     ) -> None:
         """
@@ -743,7 +743,7 @@ class ITransactionUser(Interface):
         statelessly, RFC 3261 16.7 / RFC 6026). Returns None.
         """
 
-    def transaction_failed(transaction: Any, reason: str) -> None:
+    def transactionFailed(transaction: Any, reason: str) -> None:
         """
         A server transaction ended without delivering its response:
         C{reason} is 'timeout' (Timer H: no ACK for a non-2xx final response)
@@ -755,7 +755,7 @@ class ITransactionUser(Interface):
 class IClientTransactionUser(Interface):
     """Who sent a request through a client transaction."""
 
-    def response_received(response: Response, transaction: Any) -> None:
+    def responseReceived(response: Response, transaction: Any) -> None:
         """
         A response for the request: each provisional, the final one, and in
         the INVITE 'Accepted' state every 2xx retransmission (RFC 6026).

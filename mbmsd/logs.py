@@ -28,10 +28,15 @@ import string
 import sys
 from datetime import datetime, timezone
 
-from twisted.logger import FileLogObserver, LogLevel
+from twisted.logger import (
+    FileLogObserver,
+    LogLevel,
+    formatEvent,
+    formatEventAsClassicLogText,
+    formatTime,
+    timeFormatRFC3339,
+)
 from twisted.logger import Logger as _TwistedLogger
-from twisted.logger import formatEvent, formatEventAsClassicLogText, formatTime
-from twisted.logger import timeFormatRFC3339
 
 LEVELS = ("debug", "info", "warn", "error")
 DEFAULT = "info"

@@ -14,15 +14,12 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import TimeoutError, inlineCallbacks, maybeDeferred
 from zope.interface import implementer
 
-from mbmsd import __version__
-from mbmsd import logs
-from mbmsd import sdnotify
-from mbmsd import tls
-from mbmsd.health import Health
+from mbmsd import __version__, logs, sdnotify, tls
 from mbmsd.admin import config as admin_config
-from mbmsd.interfaces import IDrainable, IHealth, IHealthExporterFactory, INode
 from mbmsd.errors import StartupError
+from mbmsd.health import Health
 from mbmsd.httpclient import HttpClient
+from mbmsd.interfaces import IDrainable, IHealth, IHealthExporterFactory, INode
 from mbmsd.logs import Logger
 from mbmsd.metrics import Metrics
 from mbmsd.nodeconfig import exporterFactories, roleFactories, storageFactories

@@ -8,8 +8,7 @@ L{mbmsd.config}; each role's section is its L{IRoleFactory}'s configSchema).
 from twisted.plugin import getPlugins
 
 from mbmsd import config as c
-from mbmsd import logs
-from mbmsd import tls
+from mbmsd import logs, tls
 from mbmsd.admin import config as admin_config
 from mbmsd.interfaces import IMetricsExporterFactory, IRoleFactory, IStorageFactory
 from mbmsd.protocols.identity import NAI, PUBLIC_ID

@@ -23,7 +23,6 @@ address, mbmsd.metrics):
 import math
 from collections import OrderedDict
 
-
 from mbmsd import config as c
 from mbmsd.logs import Logger
 

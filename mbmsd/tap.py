@@ -9,10 +9,8 @@ import sys
 
 from twisted.python import usage
 
-from mbmsd import __version__
+from mbmsd import __version__, gctune, logs
 from mbmsd import config as c
-from mbmsd import gctune
-from mbmsd import logs
 from mbmsd.errors import StartupError
 from mbmsd.node import makeNode
 from mbmsd.nodeconfig import load_config, roleFactories

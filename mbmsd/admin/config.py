@@ -19,7 +19,6 @@ from mbmsd import config as c
 from mbmsd import tls
 from mbmsd.sip.listeners import _stream_endpoint_or_off as endpoint_or_off
 
-
 ADMIN_SECTION = c.Section(
     fields={
         "listen": c.Field(endpoint_or_off(), "",

@@ -7,8 +7,7 @@ is unbounded and they are personal data).
 Names follow C{mbmsd_<role>_<what>_total} and C{..._seconds}.
 """
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client import ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
 FORBIDDEN_LABELS = frozenset(
     {"impi", "impu", "btid", "b_tid", "user", "subscriber", "imsi", "msisdn", "ip", "ue_ip"}

@@ -164,8 +164,16 @@ def metricsData(registry, now, start):
         C{_created} sample.
     """
     from opentelemetry.sdk.metrics.export import (
-        AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric,
-        MetricsData, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        AggregationTemporality,
+        Gauge,
+        Histogram,
+        HistogramDataPoint,
+        Metric,
+        MetricsData,
+        NumberDataPoint,
+        ResourceMetrics,
+        ScopeMetrics,
+        Sum,
     )
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope

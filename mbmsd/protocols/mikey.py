@@ -189,7 +189,7 @@ class Timestamp:
     ts_type: int
     value: int
 
-    def value_bytes(self) -> bytes:
+    def valueBytes(self) -> bytes:
         """The TS value field as it is on the wire (8 or 4 bytes)."""
         if self.ts_type not in _TS_LEN:
             raise MikeyError("unsupported TS type %r" % (self.ts_type,))
@@ -346,7 +346,7 @@ def _encode_payload(p: Payload, next_payload: int) -> bytes:
         size = _TS_LEN[p.ts_type]
         if not isinstance(p.value, int) or not 0 <= p.value < (1 << (8 * size)):
             raise MikeyError("TS value does not fit its %d bytes" % (size,))
-        return struct.pack("!BB", next_payload, p.ts_type) + p.value_bytes()
+        return struct.pack("!BB", next_payload, p.ts_type) + p.valueBytes()
     if isinstance(p, Rand):  # RFC 3830 6.11
         if not 1 <= len(p.value) <= 0xFF:
             raise MikeyError("RAND length must be 1..255")
@@ -1136,7 +1136,7 @@ def _verification_for(delivery: MskDelivery, auth: bytes) -> bytes:
     header = _profile_header(profile.VERIFICATION_DATA_TYPE, False, delivery.csb_id)
     unsigned = encode(Message(header, [t, Verification(MAC_HMAC_SHA1_160, bytes(20))]))
     body = unsigned[:-20]
-    return body + _hmac_sha1(auth, _verification_mac_input(body, delivery, t.value_bytes()))
+    return body + _hmac_sha1(auth, _verification_mac_input(body, delivery, t.valueBytes()))
 
 
 def check_verification(muk: bytes, msk_message: bytes, verification: bytes) -> None:
@@ -1162,7 +1162,7 @@ def check_expected_verification(expected: ExpectedVerification, verification: by
         raise MikeyError("verification message needs a final V payload")
     if vs[0].mac_alg != MAC_HMAC_SHA1_160:
         raise MikeyError("verification message must use HMAC-SHA-1-160")
-    sent_t = Timestamp(profile.TS_TYPE, expected.counter).value_bytes()
+    sent_t = Timestamp(profile.TS_TYPE, expected.counter).valueBytes()
     verification = bytes(verification)
     # RFC 3830 5.2 as docs/design.md 7.7 reads it (see _verification_mac_input)
     _check_mac(verification[:-20] + expected.ids + sent_t, expected.auth_key, vs[0].mac)

@@ -112,7 +112,7 @@ class Milenage:
         return "<Milenage>"
 
     @classmethod
-    def from_op(cls, k: bytes, op: bytes) -> "Milenage":
+    def fromOp(cls, k: bytes, op: bytes) -> "Milenage":
         """Build from OP rather than OPc (OPc computed per TS 35.206 4.1)."""
         return cls(k, compute_opc(k, op))
 
@@ -161,7 +161,7 @@ class Milenage:
         """AK* = OUT5[0..47] (TS 35.206 4.1). 6 octets."""
         return self._outk(self._temp(rand), _C5, _R5)[:6]
 
-    def generate_vector(self, rand: bytes, sqn: bytes, amf: bytes) -> "AuthVector":
+    def generateVector(self, rand: bytes, sqn: bytes, amf: bytes) -> "AuthVector":
         """
         Network side (TS 33.102 6.3.2): AUTN = SQN xor AK || AMF || MAC-A.
         Five AES calls in all (TEMP once).
@@ -174,7 +174,7 @@ class Milenage:
         return AuthVector(rand=bytes(rand), xres=res, ck=ck, ik=ik,
                           autn=_xor(sqn, ak) + amf + mac_a)
 
-    def ue_authenticate(self, rand: bytes, autn: bytes) -> "UeAuthResult":
+    def ueAuthenticate(self, rand: bytes, autn: bytes) -> "UeAuthResult":
         """See the module-level ue_authenticate()."""
         autn = _check("AUTN", autn, 16)
         temp = self._temp(rand)
@@ -185,7 +185,7 @@ class Milenage:
             raise MacFailure("AUTN MAC-A check failed")
         return UeAuthResult(sqn=sqn, res=res, ck=ck, ik=ik)
 
-    def build_auts(self, rand: bytes, sqn_ms: bytes) -> bytes:
+    def buildAuts(self, rand: bytes, sqn_ms: bytes) -> bytes:
         """See the module-level build_auts()."""
         sqn_ms = _check("SQN_MS", sqn_ms, 6)
         temp = self._temp(rand)
@@ -193,7 +193,7 @@ class Milenage:
         mac_s = self._out1(temp, sqn_ms, AMF_RESYNC)[8:]
         return _xor(sqn_ms, ak_star) + mac_s
 
-    def verify_auts(self, rand: bytes, auts: bytes) -> bytes:
+    def verifyAuts(self, rand: bytes, auts: bytes) -> bytes:
         """See the module-level verify_auts()."""
         auts = _check("AUTS", auts, 14)
         temp = self._temp(rand)
@@ -230,11 +230,11 @@ def generate_vector(k: bytes, opc: bytes, rand: bytes, sqn: bytes, amf: bytes) -
     Network side (TS 33.102 6.3.2): AUTN = SQN xor AK || AMF || MAC-A.
 
     For many vectors of one subscriber, keep a Milenage instance and call its
-    generate_vector() to reuse the AES context.
+    generateVector() to reuse the AES context.
 
     @raise MilenageError: (a ValueError) on any wrong-length input.
     """
-    return Milenage(k, opc).generate_vector(rand, sqn, amf)
+    return Milenage(k, opc).generateVector(rand, sqn, amf)
 
 
 def ue_authenticate(k: bytes, opc: bytes, rand: bytes, autn: bytes) -> UeAuthResult:
@@ -249,7 +249,7 @@ def ue_authenticate(k: bytes, opc: bytes, rand: bytes, autn: bytes) -> UeAuthRes
     @raise MacFailure: MAC-A does not verify.
     @raise MilenageError: wrong-length input.
     """
-    return Milenage(k, opc).ue_authenticate(rand, autn)
+    return Milenage(k, opc).ueAuthenticate(rand, autn)
 
 
 def build_auts(k: bytes, opc: bytes, rand: bytes, sqn_ms: bytes) -> bytes:
@@ -257,7 +257,7 @@ def build_auts(k: bytes, opc: bytes, rand: bytes, sqn_ms: bytes) -> bytes:
     AUTS = (SQN_MS xor AK*) || MAC-S, AK* = f5*(RAND),
     MAC-S = f1*(SQN_MS, RAND, AMF* = 0000) (TS 33.102 6.3.3). 14 octets.
     """
-    return Milenage(k, opc).build_auts(rand, sqn_ms)
+    return Milenage(k, opc).buildAuts(rand, sqn_ms)
 
 
 def verify_auts(k: bytes, opc: bytes, rand: bytes, auts: bytes) -> bytes:
@@ -268,7 +268,7 @@ def verify_auts(k: bytes, opc: bytes, rand: bytes, auts: bytes) -> bytes:
     @raise AutsMacFailure: MAC-S does not verify.
     @raise MilenageError: AUTS (or another input) has the wrong length.
     """
-    return Milenage(k, opc).verify_auts(rand, auts)
+    return Milenage(k, opc).verifyAuts(rand, auts)
 
 
 def sqn_to_int(b: bytes) -> int:

@@ -16,7 +16,6 @@ import sys
 
 from zope.interface import implementer
 
-
 from mbmsd.interfaces import ITransactionUser
 from mbmsd.logs import Logger
 from mbmsd.sip.message import make_response
@@ -37,7 +36,7 @@ class EchoUAS:
         self.pending_2xx = {}       # (Call-ID, CSeq number) -> DelayedCall
         self.counts = {}
 
-    def request_received(self, request, transaction):
+    def requestReceived(self, request, transaction):
         method = request.method
         self.counts[method] = self.counts.get(method, 0) + 1
         if method == "INVITE":
@@ -50,7 +49,7 @@ class EchoUAS:
                 response.body = request.body
             transaction.respond(response)
             if not transaction.reliable:
-                key = (request.call_id, request.cseq[0])
+                key = (request.callId, request.cseq[0])
                 self._retransmit(key, transaction, response, self.timers.t1,
                                  self.clock.seconds() + self.timers.timer_h)
             return
@@ -73,16 +72,16 @@ class EchoUAS:
                              min(2 * interval, self.timers.t2), deadline)
         self.pending_2xx[key] = self.clock.callLater(interval, again)
 
-    def ack_received(self, request, transport, source):
+    def ackReceived(self, request, transport, source):
         self.counts["ACK"] = self.counts.get("ACK", 0) + 1
-        call = self.pending_2xx.pop((request.call_id, request.cseq[0]), None)
+        call = self.pending_2xx.pop((request.callId, request.cseq[0]), None)
         if call is not None and call.active():
             call.cancel()
 
-    def stray_response_received(self, response, transport, source):
+    def strayResponseReceived(self, response, transport, source):
         pass
 
-    def transaction_failed(self, transaction, reason):
+    def transactionFailed(self, transaction, reason):
         log.info("transaction {txn!r} failed: {reason}", txn=transaction,
                  reason=reason)
 

@@ -69,10 +69,10 @@ _DIGITS_RE = re.compile(r"[0-9]+\Z")
 # parse_name_addr, parse_via and parse_cseq remember their result by the
 # exact input string (a bounded LRU). Callers see no difference:
 #   - parsing is a pure function of the text and the key is the text
-#     itself: a header changed with Headers.set/set_first/prepend is another
+#     itself: a header changed with Headers.set/setFirst/prepend is another
 #     string, so another entry; nothing can go stale;
 #   - callers mutate what they get (stamp_via adds received/rport to the
-#     top Via's params, send_request a branch): the cache keeps a private
+#     top Via's params, sendRequest a branch): the cache keeps a private
 #     template and every call returns a fresh copy (new Via, NameAddr,
 #     SipUri and params dicts), as a fresh parse did; CSeq is a tuple;
 #   - errors are not cached (lru_cache keeps no exceptions): a malformed
@@ -211,7 +211,7 @@ class SipUri:
     A sip:, sips: or tel: URI (RFC 3261 19.1, RFC 3966).
 
     C{user} and C{password} are kept as written (percent-escapes intact) so
-    that C{str()} reproduces them; C{user_unquoted} decodes them. C{host} has
+    that C{str()} reproduces them; C{userUnquoted} decodes them. C{host} has
     no IPv6 brackets; C{port} is an int or None. For tel: URIs the number is
     in C{user} and C{host} is empty. C{params} is an ordered dict (names
     lower-cased), C{headers} the raw part after C{?} (or None).
@@ -238,7 +238,7 @@ class SipUri:
         return c
 
     @property
-    def user_unquoted(self) -> Optional[str]:
+    def userUnquoted(self) -> Optional[str]:
         return None if self.user is None else unquote(self.user)
 
     def __str__(self) -> str:
@@ -448,13 +448,13 @@ class Via:
         return int(value) if _DIGITS_RE.match(value) else True
 
     @property
-    def default_port(self) -> int:
+    def defaultPort(self) -> int:
         return 5061 if self.transport in ("TLS", "WSS") else 5060
 
     @property
-    def sent_by(self) -> tuple[str, int]:
+    def sentBy(self) -> tuple[str, int]:
         """C{(host lower-cased, port)} with the transport's default port."""
-        port = self.port if self.port is not None else self.default_port
+        port = self.port if self.port is not None else self.defaultPort
         return (self.host.lower(), port)
 
     def __str__(self) -> str:

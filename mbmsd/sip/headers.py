@@ -159,7 +159,7 @@ class Headers:
                 return v
         return default
 
-    def get_all(self, name: str) -> list[str]:
+    def getAll(self, name: str) -> list[str]:
         """All values of C{name}, in order (an empty list when absent)."""
         key = _key(name)
         return [v for k, _, v in self._items if k == key]
@@ -174,7 +174,7 @@ class Headers:
                 return
         self._items.append(entry)
 
-    def set_first(self, name: str, value: object) -> None:
+    def setFirst(self, name: str, value: object) -> None:
         """Replace only the first value of C{name} (or add it)."""
         key = _key(name)
         for i, (k, n, _) in enumerate(self._items):
@@ -190,7 +190,7 @@ class Headers:
         self._items = [e for e in self._items if e[0] != key]
         return before - len(self._items)
 
-    def pop_first(self, name: str) -> Optional[str]:
+    def popFirst(self, name: str) -> Optional[str]:
         """Remove and return the first value of C{name} (C{None} if absent)."""
         key = _key(name)
         for i, (k, _, v) in enumerate(self._items):

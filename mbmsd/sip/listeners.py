@@ -18,9 +18,9 @@ from twisted.python.failure import Failure
 
 from mbmsd import config as c
 from mbmsd.errors import listenFailed
+from mbmsd.sip.transport import SipDatagramProtocol, SipStreamFactory, SipStreamProtocol
 from mbmsd.workerid import worker_number
 from mbmsd.workers import listen_udp_shared, server_endpoint
-from mbmsd.sip.transport import SipDatagramProtocol, SipStreamFactory, SipStreamProtocol
 
 __all__ = ["Connections", "SipListenSettings", "parse_udp_listen", "udp_listen_field",
            "tcp_listen_field", "tls_listen_field", "attach_listeners"]

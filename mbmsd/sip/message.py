@@ -28,9 +28,23 @@ import secrets
 from typing import Callable, Iterable, Optional, Union, cast
 
 from mbmsd.sip.grammar import (
-    _DIGITS_RE, _SCHEME_RE, _TOKEN_RE, NameAddr, SipParseError, SipUri, Via, _bad,
-    _name_addr_template, _uri_template, _via_template, parse_cseq, parse_name_addr, parse_uri,
-    parse_via, split_comma_list)
+    _DIGITS_RE,
+    _SCHEME_RE,
+    _TOKEN_RE,
+    NameAddr,
+    SipParseError,
+    SipUri,
+    Via,
+    _bad,
+    _name_addr_template,
+    _uri_template,
+    _via_template,
+    parse_cseq,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    split_comma_list,
+)
 from mbmsd.sip.headers import EMPTY_ALLOWED_HEADERS, MULTI_VALUE_HEADERS, Entry, Headers, _names
 
 __all__ = [
@@ -114,7 +128,7 @@ class _Message:
 
     # Convenience accessors; they parse on demand and raise SipParseError.
     @property
-    def call_id(self) -> Optional[str]:
+    def callId(self) -> Optional[str]:
         return self.headers.get("Call-ID")
 
     @property
@@ -124,10 +138,10 @@ class _Message:
 
     @property
     def vias(self) -> list[Via]:
-        return [parse_via(v) for v in self.headers.get_all("Via")]
+        return [parse_via(v) for v in self.headers.getAll("Via")]
 
     @property
-    def top_via(self) -> Optional[Via]:
+    def topVia(self) -> Optional[Via]:
         value = self.headers.get("Via")
         return None if value is None else parse_via(value)
 
@@ -141,11 +155,11 @@ class _Message:
 
     # read-only uses below look at the cached template (no copy to make)
     @property
-    def from_tag(self) -> Optional[str]:
+    def fromTag(self) -> Optional[str]:
         return _name_addr_template(self.headers.get("From", "")).params.get("tag")
 
     @property
-    def to_tag(self) -> Optional[str]:
+    def toTag(self) -> Optional[str]:
         return _name_addr_template(self.headers.get("To", "")).params.get("tag")
 
     def __bytes__(self) -> bytes:
@@ -165,11 +179,11 @@ class Request(_Message):
         self.uri = str(uri)
 
     @property
-    def request_uri(self) -> SipUri:
+    def requestUri(self) -> SipUri:
         """The Request-URI parsed into a L{SipUri}."""
         return parse_uri(self.uri)
 
-    def start_line(self) -> str:
+    def startLine(self) -> str:
         return "%s %s %s" % (self.method, self.uri, self.version)
 
     def copy(self) -> Request:
@@ -177,7 +191,7 @@ class Request(_Message):
 
     def __repr__(self) -> str:
         return "<Request %s %s Call-ID=%s>" % (self.method, self.uri,
-                                              self.call_id)
+                                              self.callId)
 
 
 class Response(_Message):
@@ -195,7 +209,7 @@ class Response(_Message):
         self.status = int(status)
         self.reason = reason_phrase(self.status) if reason is None else reason
 
-    def start_line(self) -> str:
+    def startLine(self) -> str:
         return "%s %d %s" % (self.version, self.status, self.reason)
 
     def copy(self) -> Response:
@@ -204,7 +218,7 @@ class Response(_Message):
 
     def __repr__(self) -> str:
         return "<Response %d %s Call-ID=%s>" % (self.status, self.reason,
-                                               self.call_id)
+                                               self.callId)
 
 
 Message = Union[Request, Response]
@@ -216,7 +230,7 @@ def serialize(msg: Message) -> bytes:
     Content-Length equal to the body's length in bytes (replacing any given
     one, at its place), an empty line and the body.
     """
-    lines = [msg.start_line()]
+    lines = [msg.startLine()]
     wrote_length = False
     length = len(msg.body)
     for _, name, value in msg.headers._items:
@@ -352,7 +366,7 @@ def _check_version(version: str) -> Optional[SipParseError]:
 
 def _content_length(msg: Message) -> Optional[int]:
     """The Content-Length of C{msg} as an int, or None when absent."""
-    values = msg.headers.get_all("Content-Length")
+    values = msg.headers.getAll("Content-Length")
     if not values:
         return None
     lengths = set()
@@ -653,7 +667,7 @@ def make_ack(invite: Request, response: Response) -> Request:
     ack.headers.add("To", response.headers.get("To"))
     ack.headers.add("Call-ID", h.get("Call-ID"))
     ack.headers.add("CSeq", "%d ACK" % (invite.cseq[0],))
-    for value in h.get_all("Route"):
+    for value in h.getAll("Route"):
         ack.headers.add("Route", value)
     return ack
 
@@ -668,6 +682,6 @@ def make_cancel(invite: Request) -> Request:
     cancel.headers.add("To", h.get("To"))
     cancel.headers.add("Call-ID", h.get("Call-ID"))
     cancel.headers.add("CSeq", "%d CANCEL" % (invite.cseq[0],))
-    for value in h.get_all("Route"):
+    for value in h.getAll("Route"):
         cancel.headers.add("Route", value)
     return cancel

@@ -5,13 +5,11 @@ interface and has its own tests (tests/test_sip_transaction.py,
 tests/test_sip_transport.py).
 """
 
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IUDPTransport
 from zope.interface import implementer
 
-from twisted.internet.interfaces import IUDPTransport
-from twisted.internet.address import IPv4Address
-
-from mbmsd.interfaces import (
-    IClientTransactionUser, ISipTransport, ITransactionUser)
+from mbmsd.interfaces import IClientTransactionUser, ISipTransport, ITransactionUser
 from mbmsd.sip.message import parse_message, serialize
 
 __all__ = ["FakeSipTransport", "RecordingUser", "FakeDatagramTransport"]
@@ -68,21 +66,21 @@ class RecordingUser:
         self.events = []
         self.on_request = None
 
-    def request_received(self, request, transaction):
+    def requestReceived(self, request, transaction):
         self.events.append(("request", request, transaction))
         if self.on_request is not None:
             self.on_request(request, transaction)
 
-    def ack_received(self, request, transport, source):
+    def ackReceived(self, request, transport, source):
         self.events.append(("ack", request, transport, source))
 
-    def stray_response_received(self, response, transport, source):
+    def strayResponseReceived(self, response, transport, source):
         self.events.append(("stray", response, transport, source))
 
-    def transaction_failed(self, transaction, reason):
+    def transactionFailed(self, transaction, reason):
         self.events.append(("failed", transaction, reason))
 
-    def response_received(self, response, transaction):
+    def responseReceived(self, response, transaction):
         self.events.append(("response", response, transaction))
 
     def kinds(self):

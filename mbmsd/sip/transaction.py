@@ -7,7 +7,7 @@ L{ISipTransport}: the UDP/TCP adapters of L{mbmsd.sip.transport}, or a fake)
 and a transaction user (L{ITransactionUser}). Transports call
 C{layer.receive(message, transport, source)}; the user answers requests with
 C{transaction.respond(response)} and sends requests with
-C{layer.send_request(request, transport, address, user)}.
+C{layer.sendRequest(request, transport, address, user)}.
 
 No socket, no global reactor: tests drive every timer with
 C{twisted.internet.task.Clock}.
@@ -21,11 +21,17 @@ send it, nothing else; one sweep per layer ends them.
 import collections
 import weakref
 
-
 from mbmsd.logs import Logger
 from mbmsd.sip.grammar import parse_via
 from mbmsd.sip.message import (
-    MAGIC_COOKIE, Request, make_ack, make_branch, make_response, parse_message, serialize)
+    MAGIC_COOKIE,
+    Request,
+    make_ack,
+    make_branch,
+    make_response,
+    parse_message,
+    serialize,
+)
 
 __all__ = [
     "TimerSettings", "TransactionLayer", "ClientInviteTransaction",
@@ -161,7 +167,7 @@ class _ClientTransaction(_Transaction):
         self.user = user
 
     def _deliver(self, response):
-        self.layer._call_user(self.user.response_received, response, self)
+        self.layer._call_user(self.user.responseReceived, response, self)
 
     def _fail(self, status):
         """Terminate and tell the TU with a locally generated response."""
@@ -195,7 +201,7 @@ class ClientInviteTransaction(_ClientTransaction):
         if self.state == CALLING:
             self._fail(408)
 
-    def receive_response(self, response):
+    def receiveResponse(self, response):
         status = response.status
         if self.state in (CALLING, PROCEEDING):
             self._cancel_timer("A")
@@ -252,7 +258,7 @@ class ClientNonInviteTransaction(_ClientTransaction):
         if self.state in (TRYING, PROCEEDING):
             self._fail(408)
 
-    def receive_response(self, response):
+    def receiveResponse(self, response):
         if self.state not in (TRYING, PROCEEDING):
             return          # Completed: retransmissions absorbed
         if response.status < 200:
@@ -275,7 +281,7 @@ class _ServerTransaction(_Transaction):
 
     def _transport_error(self):
         self._terminate()
-        self.layer._call_user(self.layer.tu.transaction_failed, self,
+        self.layer._call_user(self.layer.tu.transactionFailed, self,
                               "transport")
 
 
@@ -341,10 +347,10 @@ class ServerInviteTransaction(_ServerTransaction):
     def _timer_h(self):
         if self.state == COMPLETED:
             self._terminate()
-            self.layer._call_user(self.layer.tu.transaction_failed, self,
+            self.layer._call_user(self.layer.tu.transactionFailed, self,
                                   "timeout")
 
-    def receive_request(self, request, source):
+    def receiveRequest(self, request, source):
         """A retransmitted INVITE or the ACK of a non-2xx answer."""
         if request.method == "ACK":
             if self.state == COMPLETED:
@@ -354,7 +360,7 @@ class ServerInviteTransaction(_ServerTransaction):
                 self._wait_then_terminate(
                     "I", 0 if self.reliable else self.timers.t4)
             elif self.state == ACCEPTED:
-                self.layer._call_user(self.layer.tu.ack_received, request,
+                self.layer._call_user(self.layer.tu.ackReceived, request,
                                       self.transport, source)
             return
         if self.state == PROCEEDING:
@@ -396,7 +402,7 @@ class ServerNonInviteTransaction(_ServerTransaction):
         self._wait_then_terminate("J", 0 if self.reliable
                                   else self.timers.timer_j, resend=response)
 
-    def receive_request(self, request, source):
+    def receiveRequest(self, request, source):
         """A retransmission: absorbed in Trying, else the last answer."""
         if self.state in (PROCEEDING, COMPLETED):
             if not self._send(self.last_response):
@@ -455,11 +461,11 @@ def _server_key(request, via):
     method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch
     if branch and branch.startswith(MAGIC_COOKIE):
-        host, port = via.sent_by
+        host, port = via.sentBy
         return (branch, host, port, method)
     return ("rfc2543", request.uri if request.method != "ACK" else None,
-            request.call_id, request.cseq[0], request.from_tag,
-            via.sent_by, method)
+            request.callId, request.cseq[0], request.fromTag,
+            via.sentBy, method)
 
 
 def _client_key(message_branch, method):
@@ -569,13 +575,13 @@ class TransactionLayer:
         txn = record.txn()
         if txn is not None:
             txn.state = TERMINATED
-            self._call_user(self.tu.transaction_failed, txn, "transport")
+            self._call_user(self.tu.transactionFailed, txn, "transport")
 
     def _finishedRequest(self, record, request, source):
         """RFC 3261 17.2.1 (Confirmed), 17.2.2 (Completed), RFC 6026 7.1."""
         if request.method == "ACK":
             if record.accepted:
-                self._call_user(self.tu.ack_received, request,
+                self._call_user(self.tu.ackReceived, request,
                                 record.transport, source)
             return
         if record.data is not None and not record.resend():
@@ -606,10 +612,10 @@ class TransactionLayer:
             if type(txn) is _Finished:
                 self._finishedRequest(txn, request, source)
             else:
-                txn.receive_request(request, source)
+                txn.receiveRequest(request, source)
             return
         if request.method == "ACK":
-            self._call_user(self.tu.ack_received, request, transport, source)
+            self._call_user(self.tu.ackReceived, request, transport, source)
             return
         if self.admission is not None and not self.admission.roomFor(
                 len(self.server_transactions)):
@@ -632,30 +638,30 @@ class TransactionLayer:
                 txn.respond(response)
                 return
         txn.start()
-        self._call_user(self.tu.request_received, request, txn)
+        self._call_user(self.tu.requestReceived, request, txn)
 
     def _receive_response(self, response, transport, source):
-        via = response.top_via
+        via = response.topVia
         key = _client_key(via.branch if via else None, response.cseq[1])
         txn = self.client_transactions.get(key)
         if txn is None:
-            self._call_user(self.tu.stray_response_received, response,
+            self._call_user(self.tu.strayResponseReceived, response,
                             transport, source)
             return
         if type(txn) is _Finished:
             self._finishedResponse(txn, response)
         else:
-            txn.receive_response(response)
+            txn.receiveResponse(response)
 
     # -- outgoing
 
-    def send_request(self, request, transport, address, user):
+    def sendRequest(self, request, transport, address, user):
         """
         Send C{request} to C{address} through a new client transaction.
 
         The request's top Via is the sender's own; a branch is added when it
         has none. C{user} provides L{IClientTransactionUser}. ACK is never
-        sent this way (the ACK of a 2xx is the TU's: L{send_stateless}).
+        sent this way (the ACK of a 2xx is the TU's: L{sendStateless}).
         Returns the transaction.
         """
         if request.method == "ACK":
@@ -666,7 +672,7 @@ class TransactionLayer:
         via = parse_via(top)
         if not via.branch:
             via.params["branch"] = make_branch()
-            request.headers.set_first("Via", str(via))
+            request.headers.setFirst("Via", str(via))
         key = _client_key(via.branch, request.method)
         if key in self.client_transactions:
             raise ValueError("a client transaction with branch %s exists"
@@ -678,13 +684,13 @@ class TransactionLayer:
         txn.start()
         return txn
 
-    def send_stateless(self, message, transport, address):
+    def sendStateless(self, message, transport, address):
         """Send outside any transaction (ACK of a 2xx, stateless forwarding)."""
         transport.send(message, address)
 
-    def find_invite(self, cancel):
+    def findInvite(self, cancel):
         """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2)."""
-        via = cancel.top_via
+        via = cancel.topVia
         key = _server_key(cancel, via)
         key = key[:-1] + ("INVITE",)
         txn = self.server_transactions.get(key)
@@ -699,7 +705,7 @@ def stamp_via(request, source):
     Add C{received} (RFC 3261 18.2.1) and fill C{rport} (RFC 3581) in the
     top Via of a received request. Returns the (updated) top L{Via}.
     """
-    via = request.top_via
+    via = request.topVia
     changed = False
     if source is not None:
         host, port = source[0], source[1]
@@ -711,7 +717,7 @@ def stamp_via(request, source):
             via.params["received"] = host
             changed = True
     if changed:
-        request.headers.set_first("Via", str(via))
+        request.headers.setFirst("Via", str(via))
     return via
 
 
@@ -733,5 +739,5 @@ def response_address(via, transport, source):
             return (source[0], int(rport))
         except ValueError:
             pass
-    return (source[0], via.port if via.port is not None else via.default_port)
+    return (source[0], via.port if via.port is not None else via.defaultPort)
 

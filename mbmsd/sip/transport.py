@@ -11,15 +11,20 @@ dropped and logged. No exception escapes into the reactor, so a bad peer
 cannot kill a listener.
 """
 
-from zope.interface import implementer
-
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from zope.interface import implementer
 
 from mbmsd.interfaces import ISipTransport
 from mbmsd.logs import Logger
 from mbmsd.sip.grammar import SipParseError, parse_cseq, parse_via
 from mbmsd.sip.message import (
-    DEFAULT_MAX_SIZE, Request, SipStreamParser, make_response, parse_message, serialize)
+    DEFAULT_MAX_SIZE,
+    Request,
+    SipStreamParser,
+    make_response,
+    parse_message,
+    serialize,
+)
 from mbmsd.sip.transaction import response_address
 
 __all__ = ["SipDatagramProtocol", "SipStreamProtocol", "SipStreamFactory",

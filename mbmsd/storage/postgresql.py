@@ -31,11 +31,11 @@ class PostgresEngine(Engine):
         # psycopg's paramstyle is format: a literal % must be doubled first
         return query.replace("%", "%%").replace("?", "%s")
 
-    def begin_schema_change(self, cursor: Any) -> None:
+    def beginSchemaChange(self, cursor: Any) -> None:
         # DDL is transactional in PostgreSQL; serialise migrating nodes
         cursor.execute("SELECT pg_advisory_xact_lock(%d)" % (MIGRATION_LOCK,))
 
-    def is_connection_error(self, failure: Failure) -> bool:
+    def isConnectionError(self, failure: Failure) -> bool:
         import psycopg
         from twisted.enterprise.adbapi import ConnectionLost
 

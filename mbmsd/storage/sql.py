@@ -72,7 +72,7 @@ class Engine:
             query = query.replace("?", self.placeholder)
         return query
 
-    def begin_schema_change(self, cursor: Any) -> None:
+    def beginSchemaChange(self, cursor: Any) -> None:
         """
         Open the transaction a migration runs in, so that a failed or
         interrupted one leaves nothing behind: Python's sqlite3 runs DDL
@@ -87,7 +87,7 @@ class Engine:
             statement = re.sub(r"\b%s\b" % ours, theirs, statement)
         return statement
 
-    def is_connection_error(self, failure: Failure) -> bool:
+    def isConnectionError(self, failure: Failure) -> bool:
         """
         True when the interaction failed because the connection to the
         database was lost (its transaction was rolled back, so the whole
@@ -158,7 +158,7 @@ class Database:
 
         def retry(failure: Failure) -> Any:  # the failure, or the Deferred of a retry
             if (self.clock is None or attempt >= len(self.retryDelays)
-                    or not self.engine.is_connection_error(failure)):
+                    or not self.engine.isConnectionError(failure)):
                 return failure
             delay = self.retryDelays[attempt]
             log.warn("{desc}: database connection lost ({e}); retrying in {delay}s",
@@ -289,7 +289,7 @@ def migrate_txn(
 
     @return: (versions applied before, versions applied after), as sorted lists.
     """
-    txn.engine.begin_schema_change(txn.cursor)
+    txn.engine.beginSchemaChange(txn.cursor)
     txn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     applied = sorted(row[0] for row in txn.execute("SELECT version FROM schema_version").fetchall())
     known = [version for version, _, _ in files]
@@ -367,7 +367,7 @@ def check_node_key_txn(txn: _Txn) -> None:
     """
     # nodes starting together on one database: one at a time (the lock
     # migrations take), so exactly one seals and the others check
-    txn.engine.begin_schema_change(txn.cursor)
+    txn.engine.beginSchemaChange(txn.cursor)
     row = txn.execute("SELECT sealed FROM node_key_check WHERE id = 1").fetchone()
     if row is None:
         # the first start with sealing: rows from before schema 4 are sealed

@@ -16,9 +16,24 @@ from twisted.internet.task import react
 from mbmsd import __version__, profile
 from mbmsd.protocols import gba
 from mbmsd.ue.steps import (
-    DEMO_IMPI, DEMO_IMPU, DEMO_K, DEMO_SERVICE, _bootstrap_step, _bye_step, _closing, _describe,
-    _failed, _hold, _invite_step, _register_step, _requester, _sip_open, _usim, emit,
-    msk_record)
+    DEMO_IMPI,
+    DEMO_IMPU,
+    DEMO_K,
+    DEMO_SERVICE,
+    _bootstrap_step,
+    _bye_step,
+    _closing,
+    _describe,
+    _failed,
+    _hold,
+    _invite_step,
+    _register_step,
+    _requester,
+    _sip_open,
+    _usim,
+    emit,
+    msk_record,
+)
 
 
 def _hex(length):
@@ -286,7 +301,8 @@ def _msk_step(reactor, args, http, boot, ksNaf, registerStep="register", during=
     C{msks} is {(Key Domain ID, MSK ID): MskDelivery}, kept up to date.
     @return: Deferred of the exit status.
     """
-    from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+    from twisted.internet.defer import Deferred
+    from twisted.internet.defer import TimeoutError as DeferredTimeout
     from twisted.internet.error import CannotListenError
 
     from mbmsd.ue.mikey_receiver import MikeyReceiver

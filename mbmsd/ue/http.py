@@ -41,8 +41,9 @@ class AgentRequester:
 
     @inlineCallbacks
     def __call__(self, method, url, headers, body=None):
-        from twisted.web.client import FileBodyProducer
         from io import BytesIO
+
+        from twisted.web.client import FileBodyProducer
 
         h = Headers({k.encode("ascii"): [v.encode("ascii")] for k, v in headers.items()})
         producer = FileBodyProducer(BytesIO(body)) if body is not None else None

@@ -132,7 +132,7 @@ class _Final:
         self.onProvisional = onProvisional
         self.onRetransmission = onRetransmission
 
-    def response_received(self, response, transaction):
+    def responseReceived(self, response, transaction):
         if response.status < 200:
             if self.onProvisional is not None:
                 self.onProvisional(response)
@@ -206,48 +206,48 @@ class SipUserAgent:
             raise RuntimeError("no transport attached")
         request.headers.prepend("Via", self.via())
         user = _Final(onProvisional, onRetransmission)
-        self.layer.send_request(request, self.transport, self.proxy, user)
+        self.layer.sendRequest(request, self.transport, self.proxy, user)
         return user.final
 
     def sendStateless(self, request):
         """An ACK of a 2xx (RFC 3261 13.2.2.4): no transaction."""
         if request.headers.get("Via") is None:
             request.headers.prepend("Via", self.via())
-        self.layer.send_stateless(request, self.transport, self.proxy)
+        self.layer.sendStateless(request, self.transport, self.proxy)
 
     # -- ITransactionUser
 
-    def request_received(self, request, transaction):
-        key = (request.call_id, request.to_tag, request.from_tag)
+    def requestReceived(self, request, transaction):
+        key = (request.callId, request.toTag, request.fromTag)
         session = self.sessions.get(key)
         if session is not None:
             session.requestReceived(request, transaction)
             return
         self.unexpected.append(request)
-        if request.method == "OPTIONS" and request.to_tag is None:
+        if request.method == "OPTIONS" and request.toTag is None:
             response = make_response(request, 200, to_tag=True)
             response.headers.add("Allow", ALLOW)
         else:
             response = make_response(request, 481, to_tag=True)
         _respond(transaction, response)
 
-    def ack_received(self, request, transport, source):
+    def ackReceived(self, request, transport, source):
         pass  # the UE sends no 2xx to an INVITE
 
-    def stray_response_received(self, response, transport, source):
+    def strayResponseReceived(self, response, transport, source):
         # a 2xx retransmission after the INVITE client transaction ended
         # (Timer M): the dialog ACKs it again (RFC 3261 13.2.2.4)
         try:
             if response.cseq[1] != "INVITE" or not 200 <= response.status < 300:
                 return
-            key = (response.call_id, response.from_tag, response.to_tag)
+            key = (response.callId, response.fromTag, response.toTag)
         except SipParseError:
             return
         session = self.sessions.get(key)
         if session is not None:
             session.retransmitted2xx(response)
 
-    def transaction_failed(self, transaction, reason):
+    def transactionFailed(self, transaction, reason):
         log.info("UE: {method} response not delivered ({reason})",
                  method=transaction.request.method, reason=reason)
 
@@ -373,7 +373,7 @@ class ImsRegistration:
         return self.registration
 
     def _challenge(self, response):
-        values = response.headers.get_all("WWW-Authenticate")
+        values = response.headers.getAll("WWW-Authenticate")
         for value in values:
             try:
                 challenge = digest.parse_challenge(value)
@@ -399,7 +399,7 @@ class ImsRegistration:
     def _registered(self, response, resynchronised, rounds, asked):
         mine = self.ua.contact(self.user)
         expires = None
-        for value in response.headers.get_all("Contact"):
+        for value in response.headers.getAll("Contact"):
             try:
                 na = parse_name_addr(value)
             except SipParseError:
@@ -411,13 +411,13 @@ class ImsRegistration:
             expires = int(value) if value.isdigit() else (
                 self.expires if asked is None else asked)
         associated = []
-        for value in response.headers.get_all("P-Associated-URI"):
+        for value in response.headers.getAll("P-Associated-URI"):
             try:
                 associated.append(str(parse_name_addr(value).uri))
             except SipParseError:
                 continue
         return Registration(self.impu, self.impi, mine, expires, associated,
-                            list(response.headers.get_all("Service-Route")), resynchronised,
+                            list(response.headers.getAll("Service-Route")), resynchronised,
                             rounds)
 
     def keepAlive(self, margin=30):
@@ -569,9 +569,9 @@ class MbmsSession:
             raise InviteFailed("INVITE answered %d %s" % (response.status, response.reason),
                                response.status)
         # RFC 3261 12.1.2: the dialog from the 2xx
-        self.remoteTag = response.to_tag
+        self.remoteTag = response.toTag
         self.remoteUri = response.headers.get("To")
-        self.routeSet = list(reversed(response.headers.get_all("Record-Route")))
+        self.routeSet = list(reversed(response.headers.getAll("Record-Route")))
         contact = response.headers.get("Contact")
         try:
             self.remoteTarget = str(parse_name_addr(contact).uri) if contact else self.uri
@@ -611,7 +611,7 @@ class MbmsSession:
 
     def retransmitted2xx(self, response):
         """A 2xx again: our ACK was lost (RFC 3261 13.2.2.4); ACK it again."""
-        if self.ack is not None and response.to_tag == self.remoteTag:
+        if self.ack is not None and response.toTag == self.remoteTag:
             self._sendAck(response)
 
     @inlineCallbacks
@@ -700,8 +700,7 @@ def connect_tcp(reactor, proxy, localIp="127.0.0.1", localPort=0, timeout=10, ti
         P-CSCF verified against a CA): SIP over TLS (RFC 3261 26.2) instead.
     @return: Deferred of C{(ua, close)}.
     """
-    from twisted.internet.endpoints import (
-        TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS)
+    from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 
     from mbmsd.sip.transport import SipStreamFactory
 

@@ -25,10 +25,10 @@ import subprocess
 import pytest
 
 from mbmsd.protocols.milenage import compute_opc
+from tests.daemon.test_secret_hygiene import leaks
 from tests.support.daemon import ROOT, Daemon, run_ue, tool, whole_run
 from tests.support.helpers import TEST_SET_1_K, TEST_SET_1_OP, missing_external
 from tests.support.ports import free_port
-from tests.daemon.test_secret_hygiene import leaks
 
 pytestmark = pytest.mark.external
 

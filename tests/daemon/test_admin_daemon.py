@@ -28,9 +28,9 @@ from types import SimpleNamespace
 import pytest
 
 from mbmsd.protocols.milenage import compute_opc
+from tests.daemon.test_secret_hygiene import leaks
 from tests.support.daemon import Daemon, http, tool, wait_for, whole_run
 from tests.support.ports import free_port
-from tests.daemon.test_secret_hygiene import leaks
 
 pytestmark = pytest.mark.external
 

@@ -16,9 +16,9 @@ one is sent too and must be refused or escaped).
 
 import json
 import re
-from pathlib import Path
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 

@@ -29,7 +29,8 @@ from mbmsd.sip.message import parse_message
 from mbmsd.ue.http import HttpAnswer
 from mbmsd.ue.ub import BootstrapFailed, UbClient, Usim
 from tests.support.daemon import Daemon
-from tests.support.helpers import TEST_SET_1_K as K, TEST_SET_1_OPC as OPC
+from tests.support.helpers import TEST_SET_1_K as K
+from tests.support.helpers import TEST_SET_1_OPC as OPC
 
 IMPI = "user1@home1.net"
 IMPU = "sip:user1@home1.net"
@@ -167,7 +168,7 @@ def backoff():
 
 
 def contacts_of(response):
-    return {re.match(r"<([^>]*)>", v).group(1) for v in response.headers.get_all("Contact")}
+    return {re.match(r"<([^>]*)>", v).group(1) for v in response.headers.getAll("Contact")}
 
 
 # ---------------------------------------------------------------- the test

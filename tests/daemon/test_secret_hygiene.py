@@ -40,7 +40,9 @@ import pytest
 
 from mbmsd.protocols import digest, gba, mikey, milenage
 from tests.support.daemon import Daemon, http, lines_of, whole_run
-from tests.support.helpers import TEST_SET_1_K as K, TEST_SET_1_OP as OP, TEST_SET_1_OPC as OPC
+from tests.support.helpers import TEST_SET_1_K as K
+from tests.support.helpers import TEST_SET_1_OP as OP
+from tests.support.helpers import TEST_SET_1_OPC as OPC
 
 pytestmark = pytest.mark.external
 

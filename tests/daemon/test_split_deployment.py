@@ -29,7 +29,7 @@ import time
 
 import pytest
 
-from tests.support.daemon import Daemon, ROOT, http, metric, tool
+from tests.support.daemon import ROOT, Daemon, http, metric, tool
 from tests.support.helpers import missing_external
 from tests.support.ports import free_port
 

@@ -212,7 +212,7 @@ def test_every_message_the_bmsc_sends(tmp_path):
     retransmissions, a rotation push) and the UE's verification answers,
     decoded by tshark with the values our own parser reads back.
     """
-    from tests.unit.roles.bmsc.test_keymanagement import KS_NAF, Harness, UE_IP
+    from tests.unit.roles.bmsc.test_keymanagement import KS_NAF, UE_IP, Harness
 
     h = Harness()
     h.authorize()

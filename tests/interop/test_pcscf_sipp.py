@@ -11,13 +11,13 @@ sends its scripted 200, so the UAC passes).
 Scenarios: tests/support/sipp/pcscf_*.xml. Over UDP and over TCP.
 """
 
-from pathlib import Path
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from twisted.trial.unittest import SynchronousTestCase

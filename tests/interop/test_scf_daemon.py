@@ -12,12 +12,12 @@ P-Asserted-Identity) sending the INVITE straight to the SCF.
     answering, the SCF answers 504 within its bmsc_timeout.
 """
 
-from pathlib import Path
 import json
 import os
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 

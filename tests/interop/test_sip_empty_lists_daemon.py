@@ -12,10 +12,10 @@ with nothing after the colon; Require's list is not optional.
   - OPTIONS to the SCF with the three Accept headers empty: 200.
 """
 
-from pathlib import Path
 import os
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 

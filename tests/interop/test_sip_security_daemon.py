@@ -20,12 +20,12 @@ import pytest
 
 from mbmsd.protocols import mikey
 from mbmsd.protocols.pcap import write_pcap
+from tests.daemon.test_ue_run_daemon import SCENARIO as HTTP_SCENARIO
+from tests.interop.test_mikey_tshark import _tshark
 from tests.support.daemon import ROOT, Daemon, lines_of, metric, run_ue, wait_for
 from tests.support.helpers import require_tool
 from tests.support.ports import free_port
 from tests.support.sippue import SippUe
-from tests.interop.test_mikey_tshark import _tshark
-from tests.daemon.test_ue_run_daemon import SCENARIO as HTTP_SCENARIO
 
 pytestmark = pytest.mark.external
 

@@ -4,7 +4,6 @@ Interoperability: sipp's built-in UAC against the echo UAS of mbmsd.sip
 exit code (0: every call successful).
 """
 
-from pathlib import Path
 import os
 import select
 import shutil
@@ -12,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from twisted.trial.unittest import SynchronousTestCase

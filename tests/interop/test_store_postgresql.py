@@ -3,9 +3,8 @@ The PostgreSQL backend keeps the same storage contract as memory and SQLite,
 on a real PostgreSQL server (tests/support/pg.py), with adbapi made synchronous.
 """
 
-from twisted.trial.unittest import SynchronousTestCase
-
 import pytest
+from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.fakes import NonThreadPool, SyncReactor
 from tests.support.store_contract import (
@@ -85,6 +84,7 @@ class PostgresSchemaTests(SynchronousTestCase):
 
     def test_blob_columns_are_bytea(self):
         import psycopg
+
         from tests.support import pg
 
         storage = postgres_storage(SyncReactor())
@@ -105,6 +105,7 @@ class PostgresConnectionLossTests(SynchronousTestCase):
         and succeeds; what was written before is there.
         """
         import psycopg
+
         from tests.support import pg
 
         reactor = SyncReactor()

@@ -6,8 +6,12 @@ import base64
 import itertools
 
 from mbmsd.protocols.milenage import Milenage, compute_opc
-from tests.support.helpers import (TEST_SET_1_K, TEST_SET_1_OP, TEST_SET_1_OPC,
-                           sipp_answered_with_truncated_res)
+from tests.support.helpers import (
+    TEST_SET_1_K,
+    TEST_SET_1_OP,
+    TEST_SET_1_OPC,
+    sipp_answered_with_truncated_res,
+)
 
 
 def test_the_published_opc_is_the_one_computed():

@@ -4,11 +4,12 @@ the parsed response out. The Site's own HTTP parser is exercised, so malformed
 requests are as real as on a socket; no socket, no real time.
 """
 
+from urllib.parse import urlsplit
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import succeed
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
-from urllib.parse import urlsplit
 
 from mbmsd.ue.http import HttpAnswer
 

@@ -4,12 +4,12 @@ each naming the file and the key path; secrets never shown; C{--check}
 starts nothing.
 """
 
-from pathlib import Path
 import io
 import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase

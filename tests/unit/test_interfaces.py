@@ -14,6 +14,8 @@ from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
 from mbmsd import config as c
+from mbmsd import overload
+from mbmsd.health import Health
 from mbmsd.interfaces import (
     IBmscStore,
     IBootstrapLookup,
@@ -31,9 +33,7 @@ from mbmsd.interfaces import (
     IStorageFactory,
     ISubscriberStore,
 )
-from mbmsd.health import Health
 from mbmsd.metrics import Metrics
-from mbmsd import overload
 from mbmsd.metrics.prometheus import PrometheusExporterFactory
 from mbmsd.node import Node, makeNode
 from mbmsd.nodeconfig import exporterFactories, load_config, roleFactories, storageFactories

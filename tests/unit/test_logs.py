@@ -4,8 +4,8 @@ reach any observer; Twisted's own events are not touched.
 """
 
 import pytest
-from twisted.logger import LogLevel, LogPublisher
 from twisted.logger import Logger as TwistedLogger
+from twisted.logger import LogLevel, LogPublisher
 
 from mbmsd import logs
 

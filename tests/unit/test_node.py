@@ -4,23 +4,22 @@ roles in start order; nothing listens before storage is usable; stop in
 reverse, each step awaited, storage last.
 """
 
-from pathlib import Path
 import os
+from pathlib import Path
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from tests.support.fakes import UDPMemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 import mbmsd.node
 from mbmsd import config as c
-from mbmsd.interfaces import (
-    IBootstrapLookup, IDrainable, IRoleFactory, IStorage, IStorageFactory)
+from mbmsd.interfaces import IBootstrapLookup, IDrainable, IRoleFactory, IStorage, IStorageFactory
 from mbmsd.node import makeNode
 from mbmsd.nodeconfig import load_config
 from mbmsd.storage.memory import MemoryStorage
+from tests.support.fakes import UDPMemoryReactorClock
 
 ETC = os.path.join(str(Path(__file__).resolve().parents[2]), "etc", "mbmsd.toml")
 

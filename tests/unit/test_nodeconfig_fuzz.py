@@ -18,7 +18,8 @@ import tomllib
 from datetime import date, datetime, time
 from pathlib import Path
 
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from mbmsd import config as c
 from mbmsd.nodeconfig import load_config

@@ -6,10 +6,10 @@ names both core nodes' key management and is trusted by them, and all three
 share one PostgreSQL database. (tests/daemon/test_split_deployment.py runs them.)
 """
 
-from pathlib import Path
 import io
 import os
 import sys
+from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 

@@ -7,7 +7,11 @@ and fake SIP transports; no socket.
 """
 
 from prometheus_client import CollectorRegistry
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -15,23 +19,25 @@ from twisted.web.server import NOT_DONE_YET
 from mbmsd import config as c
 from mbmsd.metrics import Metrics
 from mbmsd.overload import (
-    CONNECTIONS, AuthGuard, ConcurrencyLimiter, FailureLimiter, OverloadMetrics, SipAdmission,
-    auth_fields, concurrency_fields)
+    CONNECTIONS,
+    AuthGuard,
+    ConcurrencyLimiter,
+    FailureLimiter,
+    OverloadMetrics,
+    SipAdmission,
+    auth_fields,
+    concurrency_fields,
+)
 from mbmsd.sip.listeners import Connections
 from mbmsd.sip.message import make_response
 from mbmsd.sip.testing import FakeSipTransport, RecordingUser
 from mbmsd.sip.transaction import TransactionLayer
 from mbmsd.web import makeSite
+from tests.support.webfake import parse_response, request_bytes
 from tests.unit.roles.bmsc import test_keymanagement as test_bmsc
 from tests.unit.roles.bsf import test_bootstrap as test_bsf
 from tests.unit.roles.pcscf import test_proxy as test_pcscf
 from tests.unit.sip.test_transaction import request
-from tests.support.webfake import parse_response, request_bytes
-
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 
 
 def role_metrics(role="bsf"):

@@ -7,12 +7,12 @@ The node is etc/mbmsd.toml on the memory backend and a memory reactor; the
 "files" a reload reads are configs the test hands the loader.
 """
 
-from pathlib import Path
 import contextlib
 import copy
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import fail

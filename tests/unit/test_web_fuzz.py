@@ -12,17 +12,18 @@ serves a good request as before.
 
 import json
 
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from mbmsd import profile
 from mbmsd.protocols import mbms_xml
-from tests.unit.roles.bmsc import test_keymanagement as test_bmsc
-from tests.unit.roles.bsf import test_bootstrap as test_bsf
 from tests.conftest import budget
+from tests.support.helpers import no_failure_logged
+from tests.support.webfake import exchange, request_bytes
 from tests.unit.protocols.test_digest_fuzz import untrusted as digest_garbage
 from tests.unit.protocols.test_mbms_xml_fuzz import untrusted as xml_garbage
-from tests.support.webfake import exchange, request_bytes
-from tests.support.helpers import no_failure_logged
+from tests.unit.roles.bmsc import test_keymanagement as test_bmsc
+from tests.unit.roles.bsf import test_bootstrap as test_bsf
 
 
 def header_value(value):

@@ -3,8 +3,7 @@ The C{bmsc} role's config schema: the [bmsc] section and its cross-key checks.
 """
 
 from mbmsd import config as c
-from mbmsd import overload
-from mbmsd import tls
+from mbmsd import overload, tls
 
 
 def udp_address(ipv4=False):

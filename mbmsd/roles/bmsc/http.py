@@ -56,7 +56,8 @@ class KeyManagementResource(Resource):
                 d = maybeDeferred(plain, 413, "body larger than %d bytes" % (MAX_BODY,))
             elif requesttype in SCF_REQUESTS:
                 d = maybeDeferred(self.km.scfRequest, requesttype, source,
-                                  header(b"x-3gpp-asserted-identity"), header(b"content-type"), body,
+                                  header(b"x-3gpp-asserted-identity"), header(b"content-type"),
+                                  body,
                                   peerNames=requestPeer(request).names)
             else:
                 authorization = request.requestHeaders.getRawHeaders(b"authorization") or []
@@ -64,7 +65,8 @@ class KeyManagementResource(Resource):
                     d = maybeDeferred(plain, 400, "more than one Authorization header")
                 else:
                     d = maybeDeferred(
-                        self.km.ueRequest, requesttype, "POST", request.uri.decode("ascii", "replace"),
+                        self.km.ueRequest, requesttype, "POST",
+                        request.uri.decode("ascii", "replace"),
                         source, authorization[0] if authorization else None,
                         header(b"x-3gpp-intended-identity"), header(b"content-type"), body)
 

@@ -15,12 +15,12 @@ from mbmsd.errors import ReloadRefused, listenFailed
 from mbmsd.interfaces import IBootstrapLookup, IHealth, IReconfigurable, IServiceAuthorization
 from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard, ConcurrencyLimiter, OverloadMetrics
+from mbmsd.roles.bmsc.config import lease_renewal, streaming, streams
 from mbmsd.roles.bmsc.counters import CounterReservations
 from mbmsd.roles.bmsc.delivery import MikeyDelivery, MskPush
 from mbmsd.roles.bmsc.http import KeyManagementResource
 from mbmsd.roles.bmsc.keymanagement import KeyManagement, KmAccounting, LocalServiceAuthorization
 from mbmsd.roles.bmsc.msk import MskManager
-from mbmsd.roles.bmsc.config import lease_renewal, streaming, streams
 from mbmsd.roles.bmsc.provisioning import StoredKeyGroups
 from mbmsd.roles.bmsc.ua import UaAuthenticator
 from mbmsd.web import listener, makeSite

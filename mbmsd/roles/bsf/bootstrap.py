@@ -17,8 +17,17 @@ from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard
 from mbmsd.protocols import aka, digest, gba
 from mbmsd.roles import aka as procedure
-from mbmsd.roles.aka import AUTS_REJECTED, BAD_REQUEST, CHALLENGED, LOCKED, RESYNCHRONISED
-from mbmsd.roles.aka import SOURCE_LOCKED, STALE_NONCE, UNKNOWN_USER, WRONG_RESPONSE
+from mbmsd.roles.aka import (
+    AUTS_REJECTED,
+    BAD_REQUEST,
+    CHALLENGED,
+    LOCKED,
+    RESYNCHRONISED,
+    SOURCE_LOCKED,
+    STALE_NONCE,
+    UNKNOWN_USER,
+    WRONG_RESPONSE,
+)
 from mbmsd.storage.records import BootstrapSession
 
 log = Logger(namespace="mbmsd.bsf.ub")

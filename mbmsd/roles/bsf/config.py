@@ -3,8 +3,7 @@ The C{bsf} role's config schema: the [bsf] section and its cross-key checks.
 """
 
 from mbmsd import config as c
-from mbmsd import overload
-from mbmsd import tls
+from mbmsd import overload, tls
 
 NAF_SECTION = c.Section(
     fields={

@@ -14,10 +14,13 @@ The C{pcscf} role's config schema: the [pcscf] section and its cross-key checks.
 import ipaddress
 
 from mbmsd import config as c
-from mbmsd import overload
-from mbmsd import tls
+from mbmsd import overload, tls
 from mbmsd.sip.listeners import (
-    parse_udp_listen, tcp_listen_field, tls_listen_field, udp_listen_field)
+    parse_udp_listen,
+    tcp_listen_field,
+    tls_listen_field,
+    udp_listen_field,
+)
 
 __all__ = ["PCSCF_SECTION", "check_node", "parse_next_hop", "parse_udp_listen"]
 

@@ -50,7 +50,7 @@ from mbmsd.roles.pcscf.bindings import BindingLimitReached
 from mbmsd.roles.pcscf.registrar import CHALLENGED, RegisterAnswer, aor
 from mbmsd.sip.grammar import SipParseError, parse_name_addr, parse_uri, parse_via
 from mbmsd.sip.message import MAGIC_COOKIE, make_branch, make_cancel, make_response, reason_phrase
-from mbmsd.sip.transaction import TransactionError, TransactionLayer, TimerSettings
+from mbmsd.sip.transaction import TimerSettings, TransactionError, TransactionLayer
 
 __all__ = ["PcscfProxy", "METHODS"]
 
@@ -92,13 +92,13 @@ def loop_hash(request):
     """
     h = request.headers
     try:
-        to_tag = request.to_tag or ""
-        from_tag = request.from_tag or ""
+        to_tag = request.toTag or ""
+        from_tag = request.fromTag or ""
     except SipParseError:
         to_tag = from_tag = ""
     parts = [request.uri, to_tag, from_tag, h.get("Call-ID", ""), h.get("CSeq", "").split()[0]
              if h.get("CSeq") else ""]
-    parts += h.get_all("Route") + h.get_all("Proxy-Require")
+    parts += h.getAll("Route") + h.getAll("Proxy-Require")
     return hashlib.md5("\n".join(parts).encode("utf-8")).hexdigest()[:10]
 
 
@@ -202,7 +202,7 @@ class PcscfProxy:
                                                 branch)
 
     def _isOurVia(self, via):
-        return via.host.lower() in self.ownHosts and via.sent_by[1] in self.ports.values()
+        return via.host.lower() in self.ownHosts and via.sentBy[1] in self.ports.values()
 
     def _trusted(self, host, port=None):
         scf_host, scf_port, _ = self.scf
@@ -210,7 +210,7 @@ class PcscfProxy:
 
     # ------------------------------------------------------------ TU: requests
 
-    def request_received(self, request, transaction):
+    def requestReceived(self, request, transaction):
         self._started[transaction] = self.clock.seconds()
         d = maybeDeferred(self._request, request, transaction)
         d.addErrback(self._internalError, transaction)
@@ -238,7 +238,7 @@ class PcscfProxy:
             self._answer(txn, 403, "not_registered", "Forbidden: not registered from this address")
             return
         mine = loop_hash(request)
-        for value in request.headers.get_all("Via")[1:]:
+        for value in request.headers.getAll("Via")[1:]:
             try:
                 via = parse_via(value)
             except SipParseError:
@@ -264,7 +264,7 @@ class PcscfProxy:
             return
         ctx = _Forward(self, txn, target)
         txn.forward = ctx
-        ctx.client = self.layer.send_request(fwd, transport, target.address, ctx)
+        ctx.client = self.layer.sendRequest(fwd, transport, target.address, ctx)
 
     @inlineCallbacks
     def _register(self, request, txn):
@@ -290,7 +290,7 @@ class PcscfProxy:
             self.onRegistration()
 
     def _cancel(self, cancel, txn):
-        invite = self.layer.find_invite(cancel)
+        invite = self.layer.findInvite(cancel)
         if invite is None:
             self._answer(txn, 481, "no_such_transaction")
             return
@@ -318,7 +318,7 @@ class PcscfProxy:
         if source is not None and source[0] == scf_host:
             if transport.name == "UDP" and source[1] == scf_port:
                 return "network", None
-            if transport.name != "UDP" and request.to_tag and self._topRouteIsMe(request):
+            if transport.name != "UDP" and request.toTag and self._topRouteIsMe(request):
                 # an in-dialog request of the SCF on a connection it opened
                 return "network", None
         return None, None
@@ -355,8 +355,8 @@ class PcscfProxy:
                 raise ForwardFailed(400, "Bad Request: malformed Route")
             if not self.isMe(uri):
                 break
-            h.pop_first("Route")
-        initial = fwd.to_tag is None
+            h.popFirst("Route")
+        initial = fwd.toTag is None
         route = h.get("Route")
         if route is not None:
             target = self._targetOf(parse_name_addr(route).uri)
@@ -366,7 +366,7 @@ class PcscfProxy:
         elif initial and side == "network":
             # a request for a registered user: to its binding (RFC 3261 16.5)
             try:
-                impu = aor(fwd.request_uri)
+                impu = aor(fwd.requestUri)
             except SipParseError:
                 raise ForwardFailed(416)
             live = self.store.liveOf(impu, self.clock.seconds())
@@ -376,7 +376,7 @@ class PcscfProxy:
             fwd.uri = b.contact
             target = _Target(b.transport, b.host, b.port, self._trusted(b.host, b.port))
         else:
-            target = self._targetOf(fwd.request_uri)
+            target = self._targetOf(fwd.requestUri)
             if side == "network":
                 # towards a UE: over the path it registered from (its TCP
                 # connection, its NAT binding), not to the Contact's address
@@ -400,7 +400,7 @@ class PcscfProxy:
         """
         try:
             impu = aor(request.to.uri)
-            uri = request.request_uri
+            uri = request.requestUri
         except SipParseError:
             return None
         live = self.store.liveOf(impu, self.clock.seconds())
@@ -431,10 +431,10 @@ class PcscfProxy:
         if fwd.method in ("ACK", "CANCEL"):
             h.remove("P-Preferred-Identity")
             return
-        inDialog = fwd.to_tag is not None
+        inDialog = fwd.toTag is not None
         if inDialog and path is not None and h.get("P-Preferred-Identity") is None:
             # the identity this dialog was set up with, when it was ours
-            known = self._dialogs.get((fwd.call_id, fwd.from_tag))
+            known = self._dialogs.get((fwd.callId, fwd.fromTag))
             if known is not None and known[0] == path:
                 h.add("P-Asserted-Identity", "<%s>" % (known[1],))
                 return
@@ -444,7 +444,7 @@ class PcscfProxy:
                 if impu not in registered:
                     registered.append(impu)
         chosen = registered[0]
-        for value in h.get_all("P-Preferred-Identity"):
+        for value in h.getAll("P-Preferred-Identity"):
             try:
                 wanted = aor(parse_name_addr(value).uri)
             except SipParseError:
@@ -461,7 +461,7 @@ class PcscfProxy:
     # ------------------------------------------------------------ dialogs
 
     def _rememberDialog(self, invite, path, impu):
-        key = (invite.call_id, invite.from_tag)
+        key = (invite.callId, invite.fromTag)
         self._dialogs.pop(key, None)
         while len(self._dialogs) >= self.maxDialogs:
             self._dialogs.popitem(last=False)
@@ -470,12 +470,12 @@ class PcscfProxy:
     def _forgetDialog(self, request):
         """A BYE (either side) or a refused INVITE ends what we kept."""
         try:
-            tags = (request.from_tag, request.to_tag)
+            tags = (request.fromTag, request.toTag)
         except SipParseError:
             return
         for tag in tags:
             if tag is not None:
-                self._dialogs.pop((request.call_id, tag), None)
+                self._dialogs.pop((request.callId, tag), None)
 
     def sweepDialogs(self, now):
         """Drop the dialog identities that expired (the service's sweep)."""
@@ -492,7 +492,7 @@ class PcscfProxy:
 
     # ------------------------------------------------------------ TU: ACK, strays
 
-    def ack_received(self, request, transport, source):
+    def ackReceived(self, request, transport, source):
         d = maybeDeferred(self._ack, request, transport, source)
         d.addErrback(lambda f: log.failure("P-CSCF: forwarding an ACK failed", f))
 
@@ -512,33 +512,33 @@ class PcscfProxy:
             return
         out = yield self.connections.transportFor(target.transport, target.host, target.port)
         # 16.11: a stateless branch, the same for a retransmitted ACK
-        top = request.top_via
-        stable = hashlib.md5(("%s|%s|%s" % (top.branch, top.sent_by, mine)).encode()).hexdigest()
+        top = request.topVia
+        stable = hashlib.md5(("%s|%s|%s" % (top.branch, top.sentBy, mine)).encode()).hexdigest()
         self._fixVia(fwd, out.name, mine, MAGIC_COOKIE + stable[:16] + "." + mine)
-        self.layer.send_stateless(fwd, out, target.address)
+        self.layer.sendStateless(fwd, out, target.address)
         self.stateless.labels("ack").inc()
 
-    def stray_response_received(self, response, transport, source):
+    def strayResponseReceived(self, response, transport, source):
         d = maybeDeferred(self._stray, response)
         d.addErrback(lambda f: log.failure("P-CSCF: forwarding a stray response failed", f))
 
     @inlineCallbacks
     def _stray(self, response):
-        vias = response.headers.get_all("Via")
+        vias = response.headers.getAll("Via")
         if len(vias) < 2 or not self._isOurVia(parse_via(vias[0])):
             return                      # not ours to forward (RFC 3261 16.7 step 1)
         up = response.copy()
-        up.headers.pop_first("Via")
+        up.headers.popFirst("Via")
         via = parse_via(vias[1])
         host = via.received or via.host
-        port = via.rport if isinstance(via.rport, int) else via.sent_by[1]
+        port = via.rport if isinstance(via.rport, int) else via.sentBy[1]
         out = yield self.connections.transportFor(via.transport, host, port)
         if not self._trusted(host, port) and _privacy_id(up):
             up.headers.remove("P-Asserted-Identity")
-        self.layer.send_stateless(up, out, (host, port))
+        self.layer.sendStateless(up, out, (host, port))
         self.stateless.labels("response").inc()
 
-    def transaction_failed(self, transaction, reason):
+    def transactionFailed(self, transaction, reason):
         self._started.pop(transaction, None)
         log.info("P-CSCF: {method} transaction ended without delivery ({reason})",
                  method=transaction.request.method, reason=reason)
@@ -572,7 +572,7 @@ class PcscfProxy:
             level = (log.info if txn.request.method in ("INVITE", "BYE")
                      or response.status >= 300 else log.debug)
             level("{method} {callid} from {transport} {source}: {status}",
-                  method=txn.request.method, callid=txn.request.call_id,
+                  method=txn.request.method, callid=txn.request.callId,
                   transport=txn.transport.name, source=_show(txn.source),
                   status=response.status, procedure=txn.request.method.lower(),
                   peer=_show(txn.source), result=response.status)
@@ -590,11 +590,11 @@ class _Forward:
         self.final = False
         self.cancelled = False
 
-    def response_received(self, response, transaction):
+    def responseReceived(self, response, transaction):
         if response.status == 100:
             return                              # hop by hop (16.7 step 3)
         up = response.copy()
-        up.headers.pop_first("Via")
+        up.headers.popFirst("Via")
         if not up.headers.get("Via"):
             return
         if _privacy_id(up) and not self._upstreamTrusted():
@@ -629,18 +629,18 @@ class _Forward:
             return
         self.cancelled = True
         cancel = make_cancel(self.client.request)
-        self.proxy.layer.send_request(cancel, self.client.transport, self.client.address,
+        self.proxy.layer.sendRequest(cancel, self.client.transport, self.client.address,
                                       _Ignore())
 
 
 @implementer(IClientTransactionUser)
 class _Ignore:
-    def response_received(self, response, transaction):
+    def responseReceived(self, response, transaction):
         pass
 
 
 def _privacy_id(message):
-    for value in message.headers.get_all("Privacy"):
+    for value in message.headers.getAll("Privacy"):
         for item in value.replace(";", ",").split(","):
             if item.strip().lower() == "id":
                 return True

@@ -40,8 +40,17 @@ from mbmsd.overload import AuthGuard
 from mbmsd.protocols import aka, digest
 from mbmsd.protocols.identity import normalize_impu, same_impu
 from mbmsd.roles import aka as procedure
-from mbmsd.roles.aka import AUTS_REJECTED, BAD_REQUEST, CHALLENGED, LOCKED, RESYNCHRONISED
-from mbmsd.roles.aka import SOURCE_LOCKED, STALE_NONCE, UNKNOWN_USER, WRONG_RESPONSE
+from mbmsd.roles.aka import (
+    AUTS_REJECTED,
+    BAD_REQUEST,
+    CHALLENGED,
+    LOCKED,
+    RESYNCHRONISED,
+    SOURCE_LOCKED,
+    STALE_NONCE,
+    UNKNOWN_USER,
+    WRONG_RESPONSE,
+)
 from mbmsd.sip.grammar import SipParseError, parse_name_addr
 from mbmsd.storage.sipreg import SipBinding
 
@@ -149,7 +158,7 @@ class Registrar:
             contacts, wildcard = self._contacts(request)
         except ValueError as e:
             return RegisterAnswer(400, BAD_REQUEST, "Bad Request: %s" % (e,))
-        values = h.get_all("Authorization")
+        values = h.getAll("Authorization")
         if len(values) > 1:
             return RegisterAnswer(400, BAD_REQUEST, "Bad Request: several Authorization headers")
         creds = None
@@ -235,7 +244,7 @@ class Registrar:
             if not expires.isdigit() or len(expires) > 10:
                 raise ValueError("malformed Expires")
             expires = int(expires)
-        values = h.get_all("Contact")
+        values = h.getAll("Contact")
         if values == ["*"]:
             if expires != 0:
                 raise ValueError("Contact: * needs Expires: 0")
@@ -285,7 +294,7 @@ class Registrar:
     def _update(self, request, subscriber, impu, contacts, wildcard, transport, source):
         """RFC 3261 10.3 steps 6 to 8, once the request is authenticated."""
         now = self.clock.seconds()
-        callId = request.call_id
+        callId = request.callId
         cseq = request.cseq[0]
         if wildcard:
             yield self.store.removeBindings(impu)

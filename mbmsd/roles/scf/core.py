@@ -179,13 +179,13 @@ class ScfCore:
 
     # ------------------------------------------------------------ TU: requests
 
-    def request_received(self, request: Request, transaction: Any) -> None:
+    def requestReceived(self, request: Request, transaction: Any) -> None:
         d = maybeDeferred(self._request, request, transaction)
         d.addErrback(self._internalError, transaction)
 
     def _internalError(self, failure: Failure, txn: Any) -> None:
         log.failure("SCF: handling {method} {callid} failed", failure,
-                    method=txn.request.method, callid=txn.request.call_id)
+                    method=txn.request.method, callid=txn.request.callId)
         if txn.request.method == "INVITE" and not getattr(txn, "counted", False):
             txn.counted = True
             self.invites.labels("internal_error").inc()
@@ -205,13 +205,13 @@ class ScfCore:
             return self.dialog.cancel(request, txn)
         unsupported = self._unsupported(request)
         if unsupported:
-            if method == "INVITE" and request.to_tag is None:
+            if method == "INVITE" and request.toTag is None:
                 self.invite.reject(txn, Reject(420, "bad_extension",
                                                headers=[("Unsupported", u) for u in unsupported]))
             else:
                 self.answer(txn, 420, headers=[("Unsupported", u) for u in unsupported])
             return None
-        if request.to_tag is not None:
+        if request.toTag is not None:
             return self.dialog.inDialog(request, txn)
         if method == "INVITE":
             return self.invite.initialInvite(request, txn)
@@ -227,7 +227,7 @@ class ScfCore:
 
     def _unsupported(self, request: Request) -> List[str]:
         out: List[str] = []
-        for value in request.headers.get_all("Require"):
+        for value in request.headers.getAll("Require"):
             for option in value.split(","):
                 option = option.strip().lower()
                 if option and option not in SUPPORTED and option not in out:
@@ -236,13 +236,13 @@ class ScfCore:
 
     # ------------------------------------------------------------ TU: the rest
 
-    def ack_received(self, request: Request, transport: Any, source: Any) -> None:
+    def ackReceived(self, request: Request, transport: Any, source: Any) -> None:
         self.dialog.ackReceived(request)
 
-    def stray_response_received(self, response: Response, transport: Any, source: Any) -> None:
+    def strayResponseReceived(self, response: Response, transport: Any, source: Any) -> None:
         pass
 
-    def transaction_failed(self, transaction: Any, reason: str) -> None:
+    def transactionFailed(self, transaction: Any, reason: str) -> None:
         self.dialog.transactionFailed(transaction, reason)
 
     def stop(self) -> Deferred:

@@ -21,7 +21,13 @@ from mbmsd.logs import Logger
 from mbmsd.roles.scf.sweep import Sweep, Timer
 from mbmsd.sip.grammar import SipParseError, parse_name_addr
 from mbmsd.sip.message import (
-    Request, Response, make_branch, make_response, parse_message, serialize)
+    Request,
+    Response,
+    make_branch,
+    make_response,
+    parse_message,
+    serialize,
+)
 
 if TYPE_CHECKING:
     from mbmsd.roles.scf.core import ScfCore
@@ -70,14 +76,14 @@ class Session:
     def __init__(self, invite: Request, txn: Any, localTag: str, impu: str, serviceId: str,
                  ueAddress: str, remoteTarget: str) -> None:
         h = invite.headers
-        self.callId: str = invite.call_id
+        self.callId: str = invite.callId
         self.localTag = localTag
-        self.remoteTag: str = invite.from_tag
+        self.remoteTag: str = invite.fromTag
         self.impu = impu
         self.serviceId = serviceId
         self.ueAddress = ueAddress
         self.remoteTarget = remoteTarget
-        self.routeSet: List[str] = list(h.get_all("Record-Route"))
+        self.routeSet: List[str] = list(h.getAll("Record-Route"))
         self.localUri = "%s;tag=%s" % (h.get("To"), localTag)
         self.remoteUri: str = h.get("From")
         self.remoteCseq: int = invite.cseq[0]
@@ -181,9 +187,9 @@ class Dialogs:
 
     def success(self, request: Request, session: Session, transport: Any) -> Response:
         response = make_response(request, 200, to_tag=session.localTag)
-        if request.to_tag is None:
+        if request.toTag is None:
             # RFC 3261 12.1.1: the dialog-creating 2xx copies the Record-Route
-            for value in request.headers.get_all("Record-Route"):
+            for value in request.headers.getAll("Record-Route"):
                 response.headers.add("Record-Route", value)
         response.headers.add("Contact", self.core.contact(transport))
         response.headers.add("Allow", ALLOW)
@@ -244,14 +250,14 @@ class Dialogs:
     def ackReceived(self, request: Request) -> None:
         """An ACK of a 2xx (RFC 3261 13.3.1.4), of a session or an ended one."""
         try:
-            key = (request.call_id, request.to_tag, request.from_tag)
+            key = (request.callId, request.toTag, request.fromTag)
             number = request.cseq[0]
         except SipParseError:
             return
         session = self.sessions.get(key)
         if session is None:
             if key in self.ended and self.ended[key] == number:
-                log.debug("{callid}: ACK of an ended session", callid=request.call_id)
+                log.debug("{callid}: ACK of an ended session", callid=request.callId)
             return
         if session.awaitingAck != number:
             return
@@ -264,7 +270,7 @@ class Dialogs:
     def inDialog(self, request: Request, txn: Any) -> None:
         method = request.method
         answer = self.core.answer
-        session = self.sessions.get((request.call_id, request.to_tag, request.from_tag))
+        session = self.sessions.get((request.callId, request.toTag, request.fromTag))
         if session is None or session.state not in (ACCEPTED, CONFIRMED):
             answer(txn, 481)
             return None
@@ -368,7 +374,7 @@ class Dialogs:
     def cancel(self, cancel: Request, txn: Any) -> None:
         """CANCEL (RFC 3261 9.2): 487 to a pending INVITE."""
         core = self.core
-        invite = core.layer.find_invite(cancel)
+        invite = core.layer.findInvite(cancel)
         if invite is None:
             core.answer(txn, 481)
             return
@@ -380,7 +386,7 @@ class Dialogs:
             session.cancelled = True
         invite.counted = True
         core.invites.labels("cancelled").inc()
-        log.info("INVITE {callid}: 487 (cancelled)", callid=cancel.call_id,
+        log.info("INVITE {callid}: 487 (cancelled)", callid=cancel.callId,
                  procedure="invite", result="cancelled")
         core.respond(invite, make_response(invite.request, 487, to_tag=True))
 
@@ -492,7 +498,7 @@ class Dialogs:
         for hname, value in extra:
             h.add(hname, value)
         waiting = _Outcome()
-        core.layer.send_request(request, transport, address, waiting)
+        core.layer.sendRequest(request, transport, address, waiting)
         response = yield waiting.final
         return response
 
@@ -511,6 +517,6 @@ class _Outcome:
     def __init__(self) -> None:
         self.final: Deferred = Deferred()
 
-    def response_received(self, response: Response, transaction: Any) -> None:
+    def responseReceived(self, response: Response, transaction: Any) -> None:
         if response.status >= 200 and not self.final.called:
             self.final.callback(response)

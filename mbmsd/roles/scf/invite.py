@@ -7,7 +7,7 @@ session it accepts goes to L{mbmsd.roles.scf.dialog.Dialogs}.
 """
 
 import ipaddress
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 
@@ -53,7 +53,7 @@ class InvitePipeline:
         detail = ": %s" % (reject.detail,) if reject.detail else ""
         # a peer that failed us (BM-SC, BSF) is a warning, a refused user not
         emit = log.warn if reject.status >= 500 and reject.detail else log.info
-        emit("INVITE {callid}: {status} ({result}{detail})", callid=request.call_id,
+        emit("INVITE {callid}: {status} ({result}{detail})", callid=request.callId,
              status=reject.status, result=reject.result, detail=detail, procedure="invite")
         self.core.answer(txn, reject.status, reject.reason, reject.headers)
 
@@ -71,7 +71,7 @@ class InvitePipeline:
 
     @inlineCallbacks
     def _authorizeInvite(self, request: Request, txn: Any) -> Any:
-        merged = (request.call_id, request.from_tag, request.cseq[0])
+        merged = (request.callId, request.fromTag, request.cseq[0])
         if merged in self.core.dialog.initial:
             # RFC 3261 8.2.2.2: the same request by another path
             raise Reject(482, "merged", "Loop Detected")
@@ -200,7 +200,7 @@ class InvitePipeline:
     def _assertedIdentity(self, request: Request) -> Optional[str]:
         """The IMPU the P-CSCF asserted (RFC 3325): the sip: URI, else tel:."""
         found = []
-        for value in request.headers.get_all("P-Asserted-Identity"):
+        for value in request.headers.getAll("P-Asserted-Identity"):
             try:
                 uri = parse_name_addr(value).uri
                 found.append(normalize_impu(uri))
@@ -213,16 +213,16 @@ class InvitePipeline:
 
     def _serviceOf(self, request: Request) -> str:
         try:
-            uri = request.request_uri
+            uri = request.requestUri
         except SipParseError:
             raise Reject(404, "unknown_service", "Not Found: no such MBMS user service")
-        serviceId = uri.user_unquoted if uri.scheme in ("sip", "sips") else None
+        serviceId = uri.userUnquoted if uri.scheme in ("sip", "sips") else None
         if serviceId is None or uri.host.lower() != self.core.serviceDomain:
             raise Reject(404, "unknown_service", "Not Found: no such MBMS user service")
         return serviceId
 
     def _ueContact(self, request: Request) -> Tuple[str, str]:
-        contacts = request.headers.get_all("Contact")
+        contacts = request.headers.getAll("Contact")
         try:
             if len(contacts) != 1:
                 raise ValueError("exactly one Contact")
@@ -282,7 +282,7 @@ class InvitePipeline:
         if interval < theirMin:
             interval = theirMin if asked is None else min(asked, theirMin)
         supported = any(o.strip().lower() == "timer"
-                        for v in request.headers.get_all("Supported") for o in v.split(","))
+                        for v in request.headers.getAll("Supported") for o in v.split(","))
         if not supported:
             refresher = "uas"
         elif refresher not in ("uac", "uas"):

@@ -8,7 +8,6 @@ from twisted.internet.defer import inlineCallbacks
 from zope.interface import implementer
 
 from mbmsd.interfaces import IDrainable, IReconfigurable
-
 from mbmsd.logs import Logger
 from mbmsd.overload import OverloadMetrics, SipAdmission
 from mbmsd.roles.scf.bmsc import service_authorization_client

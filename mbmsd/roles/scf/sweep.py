@@ -11,7 +11,6 @@ import heapq
 from itertools import count
 from typing import Any, Callable, List, Optional, Tuple
 
-
 __all__ = ["Sweep", "Timer"]
 
 # a timer this close to its time is due: a DelayedCall moved with reset()

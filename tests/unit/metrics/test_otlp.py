@@ -13,8 +13,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mbmsd.metrics import LATENCY_BUCKETS, Metrics
-from mbmsd.metrics import otlp
+from mbmsd.metrics import LATENCY_BUCKETS, Metrics, otlp
 from tests.support.helpers import missing_external
 from tests.unit.test_config import BASE, ConfigTestCase
 

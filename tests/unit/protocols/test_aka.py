@@ -12,7 +12,8 @@ import hashlib
 from twisted.trial.unittest import SynchronousTestCase
 
 from mbmsd.protocols import aka, digest, milenage
-from tests.support.helpers import TEST_SET_1_K as K, TEST_SET_1_OPC as OPC
+from tests.support.helpers import TEST_SET_1_K as K
+from tests.support.helpers import TEST_SET_1_OPC as OPC
 
 RAND = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")
 SQN = 0xFF9BB4D0B607

@@ -11,7 +11,8 @@ valid headers with random damage.
 
 from unittest import mock
 
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from mbmsd.protocols import digest
 from tests.conftest import edit

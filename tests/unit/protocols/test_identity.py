@@ -24,10 +24,10 @@ from mbmsd.sip.message import parse_message
 from mbmsd.sip.testing import FakeSipTransport
 from mbmsd.sip.transaction import TimerSettings
 from mbmsd.storage.records import Subscriber
+from tests.support.fakes import scf_services
 from tests.unit.roles.bmsc import test_keymanagement as test_bmsc
 from tests.unit.roles.pcscf import test_proxy as test_pcscf
 from tests.unit.roles.scf import test_core as test_scf
-from tests.support.fakes import scf_services
 
 # (written, normal form): RFC 3261 19.1.4 and 10.3 step 5, RFC 3966 4
 NORMAL = [

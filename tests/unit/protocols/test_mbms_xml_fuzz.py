@@ -12,10 +12,12 @@ instructions, odd encodings and namespaces.
 
 from datetime import datetime, timezone
 
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from mbmsd import profile
-from mbmsd.protocols import gba, mbms_xml as mx
+from mbmsd.protocols import gba
+from mbmsd.protocols import mbms_xml as mx
 from tests.conftest import budget, edit
 
 PARSERS = [mx.parse_authorize, mx.parse_authorize_response, mx.parse_register,

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from mbmsd import profile
-from mbmsd.protocols import gba, mbms_xml as mx
+from mbmsd.protocols import gba
+from mbmsd.protocols import mbms_xml as mx
 from mbmsd.roles.scf.bmsc import BmscRefused, HttpServiceAuthorizationClient
 from tests.unit.roles.bmsc import test_keymanagement as test_bmsc
 

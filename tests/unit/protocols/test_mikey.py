@@ -12,7 +12,8 @@ import struct
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mbmsd import profile
 from mbmsd.protocols import mikey

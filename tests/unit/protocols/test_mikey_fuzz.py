@@ -11,7 +11,8 @@ verifies; the UDP endpoints log no failure and verify only the real answer.
 """
 
 
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 

@@ -107,7 +107,7 @@ def test_f_functions(t):
 
 @pytest.mark.parametrize("t", TEST_SETS, ids=ids)
 def test_from_op(t):
-    m = Milenage.from_op(h(t["k"]), h(t["op"]))
+    m = Milenage.fromOp(h(t["k"]), h(t["op"]))
     assert m.f1(h(t["rand"]), h(t["sqn"]), h(t["amf"])) == h(t["f1"])
 
 

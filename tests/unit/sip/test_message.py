@@ -9,12 +9,32 @@ import random
 from twisted.trial.unittest import SynchronousTestCase
 
 from mbmsd.sip.grammar import (
-    NameAddr, SipParseError, SipUri, Via, parse_cseq, parse_media_type, parse_name_addr, parse_uri,
-    parse_via, split_comma_list)
+    NameAddr,
+    SipParseError,
+    SipUri,
+    Via,
+    parse_cseq,
+    parse_media_type,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    split_comma_list,
+)
 from mbmsd.sip.headers import COMPACT_FORMS, MULTI_VALUE_HEADERS, Headers
 from mbmsd.sip.message import (
-    MAGIC_COOKIE, Request, Response, SipStreamParser, make_ack, make_branch, make_cancel,
-    make_response, make_tag, parse_message, reason_phrase, serialize)
+    MAGIC_COOKIE,
+    Request,
+    Response,
+    SipStreamParser,
+    make_ack,
+    make_branch,
+    make_cancel,
+    make_response,
+    make_tag,
+    parse_message,
+    reason_phrase,
+    serialize,
+)
 from mbmsd.sip.multipart import build_multipart, parse_multipart
 
 
@@ -59,14 +79,14 @@ class ParseTests(SynchronousTestCase):
                               b"v=0\r\n"))
         self.assertIsInstance(m, Request)
         self.assertEqual(m.method, "INVITE")
-        self.assertEqual(m.request_uri.user_unquoted, "urn:mbmsd:news")
-        self.assertEqual(m.request_uri.host, "mbms.home1.net")
-        self.assertEqual(m.call_id, "c1@192.0.2.1")
+        self.assertEqual(m.requestUri.userUnquoted, "urn:mbmsd:news")
+        self.assertEqual(m.requestUri.host, "mbms.home1.net")
+        self.assertEqual(m.callId, "c1@192.0.2.1")
         self.assertEqual(m.cseq, (1, "INVITE"))
-        self.assertEqual(m.from_tag, "f1")
-        self.assertIsNone(m.to_tag)
+        self.assertEqual(m.fromTag, "f1")
+        self.assertIsNone(m.toTag)
         self.assertEqual(m.from_.display_name, "User One")
-        self.assertEqual(m.top_via.branch, "z9hG4bKabc1")
+        self.assertEqual(m.topVia.branch, "z9hG4bKabc1")
         self.assertEqual(m.body, b"v=0\r\n")
 
     def test_response(self):
@@ -88,7 +108,7 @@ class ParseTests(SynchronousTestCase):
                 b"e: gzip\r\nc: text/plain\r\nl: 3\r\n\r\nabc")
         m = parse_message(data)
         self.assertEqual(m.headers.get("Supported"), "path")
-        self.assertEqual(m.headers.get_all("supported"), ["path", "gruu"])
+        self.assertEqual(m.headers.getAll("supported"), ["path", "gruu"])
         self.assertEqual(m.headers.get("Contact"), "<sip:a@1.2.3.4>")
         for name, value in [("Subject", "hello"), ("Event", "presence"),
                             ("Allow-Events", "dialog"), ("Refer-To", "<sip:z@y>"),
@@ -112,7 +132,7 @@ class ParseTests(SynchronousTestCase):
         ])
         m = parse_message(data)
         self.assertEqual(m.headers.get("Subject"), "a long subject folded twice")
-        self.assertEqual(m.headers.get_all("Route"),
+        self.assertEqual(m.headers.getAll("Route"),
                          ["<sip:p1.home1.net;lr>", "<sip:p2.home1.net;lr>"])
 
     def test_folded_first_line_is_an_error(self):
@@ -128,7 +148,7 @@ class ParseTests(SynchronousTestCase):
             "Subject: not, split",
             'WWW-Authenticate: Digest realm="r", nonce="n"',
         ]))
-        self.assertEqual(m.headers.get_all("Contact"), [
+        self.assertEqual(m.headers.getAll("Contact"), [
             '"Doe, \\"J, r\\"" <sip:j@x;p=a>;q=0.5;+sip.instance="<urn:a,b>"',
             "<sip:k@y?h=a,b>",
             "sip:l@z"])
@@ -137,7 +157,7 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(first.uri.params["p"], "a")
         self.assertEqual(first.params["+sip.instance"], '"<urn:a,b>"')
         self.assertEqual(first.params["q"], "0.5")
-        self.assertEqual(len(m.headers.get_all("P-Asserted-Identity")), 2)
+        self.assertEqual(len(m.headers.getAll("P-Asserted-Identity")), 2)
         self.assertEqual(m.headers.get("Subject"), "not, split")
         self.assertEqual(m.headers.get("WWW-Authenticate"),
                          'Digest realm="r", nonce="n"')
@@ -146,7 +166,7 @@ class ParseTests(SynchronousTestCase):
         m = parse_message(msg("REGISTER sip:home1.net SIP/2.0",
                               [h.replace("INVITE", "REGISTER") for h in BASE]
                               + ["Contact: *", "Expires: 0"]))
-        self.assertEqual(m.headers.get_all("Contact"), ["*"])
+        self.assertEqual(m.headers.getAll("Contact"), ["*"])
 
     def test_via_comma_and_lws(self):
         m = parse_message(msg(INVITE_LINE, without("Via") + [
@@ -159,7 +179,7 @@ class ParseTests(SynchronousTestCase):
                          ("UDP", "192.0.2.9", None))
         self.assertEqual(vias[0].branch, "z9hG4bK9")
         self.assertIs(vias[0].rport, True)
-        self.assertEqual(vias[1].sent_by, ("2001:db8::1", 5070))
+        self.assertEqual(vias[1].sentBy, ("2001:db8::1", 5070))
         self.assertEqual(vias[1].received, "10.0.0.1")
 
     def test_content_length_padded(self):
@@ -231,13 +251,13 @@ class ParseTests(SynchronousTestCase):
     def test_tel_request_uri(self):
         m = parse_message(msg("INVITE tel:+358-50-1234567;phone-context=x SIP/2.0",
                               BASE))
-        self.assertEqual(m.request_uri.user, "+358-50-1234567")
+        self.assertEqual(m.requestUri.user, "+358-50-1234567")
 
     def test_wrong_version(self):
         err = self.assertParseError(msg("INVITE sip:a@b SIP/7.0", BASE), 505)
         self.assertEqual(err.reason, "Version Not Supported")
         self.assertIsInstance(err.partial, Request)
-        self.assertEqual(err.partial.call_id, "c1@192.0.2.1")
+        self.assertEqual(err.partial.callId, "c1@192.0.2.1")
         self.assertParseError(msg("SIP/3.0 200 OK", BASE), 505)
         # the version is case-insensitive
         parse_message(msg("INVITE sip:a@b sip/2.0", BASE))
@@ -307,7 +327,7 @@ class ParseTests(SynchronousTestCase):
 
     def test_lf_only_line_ends_tolerated(self):
         data = msg(INVITE_LINE, BASE).replace(b"\r\n", b"\n")
-        self.assertEqual(parse_message(data).call_id, "c1@192.0.2.1")
+        self.assertEqual(parse_message(data).callId, "c1@192.0.2.1")
 
     def test_invalid_utf8_header(self):
         data = msg(INVITE_LINE, BASE + ["Subject: x"]).replace(b"Subject: x",
@@ -407,7 +427,7 @@ class EmptyListHeaderTests(SynchronousTestCase):
                     m = parse_message(data)
                     # present and empty, which is not the same as absent
                     self.assertIn(name, m.headers, abnf)
-                    self.assertEqual(m.headers.get_all(name), [""], abnf)
+                    self.assertEqual(m.headers.getAll(name), [""], abnf)
                     self.assertIn(("\r\n%s: \r\n" % (name,)).encode(), serialize(m), abnf)
                 else:
                     with self.assertRaises(SipParseError, msg=abnf) as ctx:
@@ -417,11 +437,11 @@ class EmptyListHeaderTests(SynchronousTestCase):
 
     def test_compact_supported_empty(self):
         m = parse_message(msg(INVITE_LINE, BASE + ["k:"]))
-        self.assertEqual(m.headers.get_all("Supported"), [""])
+        self.assertEqual(m.headers.getAll("Supported"), [""])
 
     def test_empty_beside_a_full_one(self):
         m = parse_message(msg(INVITE_LINE, BASE + ["Supported:", "Supported: timer, 100rel"]))
-        self.assertEqual(m.headers.get_all("Supported"), ["", "timer", "100rel"])
+        self.assertEqual(m.headers.getAll("Supported"), ["", "timer", "100rel"])
 
     def test_only_commas_is_no_list(self):
         # "[option-tag *(COMMA option-tag)]": a COMMA needs an option-tag before it
@@ -457,7 +477,7 @@ class HeadersTests(SynchronousTestCase):
 
     def test_case_insensitive_multi(self):
         h = Headers([("via", "a"), ("To", "t"), ("VIA", "b"), ("v", "c")])
-        self.assertEqual(h.get_all("Via"), ["a", "b", "c"])
+        self.assertEqual(h.getAll("Via"), ["a", "b", "c"])
         self.assertEqual(h["TO"], "t")
         self.assertIn("call-id", Headers([("i", "x")]))
         self.assertEqual([n for n, _ in h], ["Via", "To", "Via", "Via"])
@@ -467,12 +487,12 @@ class HeadersTests(SynchronousTestCase):
     def test_set_remove_prepend(self):
         h = Headers([("Via", "a"), ("To", "t"), ("Via", "b")])
         h.prepend("Via", "z")
-        self.assertEqual(h.get_all("Via"), ["z", "a", "b"])
+        self.assertEqual(h.getAll("Via"), ["z", "a", "b"])
         h.prepend("Record-Route", "<sip:p;lr>")
         self.assertEqual(h.items()[0], ("Record-Route", "<sip:p;lr>"))
-        self.assertEqual(h.pop_first("via"), "z")
+        self.assertEqual(h.popFirst("via"), "z")
         h["Via"] = "only"
-        self.assertEqual(h.get_all("Via"), ["only"])
+        self.assertEqual(h.getAll("Via"), ["only"])
         self.assertEqual(h.items()[1], ("Via", "only"))
         self.assertEqual(h.remove("VIA"), 1)
         self.assertNotIn("Via", h)
@@ -481,7 +501,7 @@ class HeadersTests(SynchronousTestCase):
         h2 = Headers([("X-Custom", "1")])
         h3 = h2.copy()
         h3.add("X-Custom", "2")
-        self.assertEqual(h2.get_all("x-custom"), ["1"])
+        self.assertEqual(h2.getAll("x-custom"), ["1"])
 
     def test_split_comma_list(self):
         self.assertEqual(split_comma_list('a, "b,\\" c", <d,e>;x, ,f'),
@@ -501,7 +521,7 @@ class UriTests(SynchronousTestCase):
     def test_service_id_user(self):
         u = parse_uri("sip:urn%3Ambmsd%3Anews@mbms.home1.net")
         self.assertEqual(u.user, "urn%3Ambmsd%3Anews")
-        self.assertEqual(u.user_unquoted, "urn:mbmsd:news")
+        self.assertEqual(u.userUnquoted, "urn:mbmsd:news")
         self.assertEqual(str(u), "sip:urn%3Ambmsd%3Anews@mbms.home1.net")
 
     def test_user_with_semicolon(self):
@@ -557,10 +577,10 @@ class UriTests(SynchronousTestCase):
         self.assertEqual(v.transport, "UDP")
         self.assertEqual(v.rport, 5067)
         self.assertEqual(v.received, "1.2.3.4")
-        self.assertEqual(v.sent_by, ("host.example.com", 5066))
+        self.assertEqual(v.sentBy, ("host.example.com", 5066))
         self.assertEqual(str(v), "SIP/2.0/UDP host.example.com:5066;branch=z9hG4bKx;"
                                  "rport=5067;received=1.2.3.4;ttl=1")
-        self.assertEqual(parse_via("SIP/2.0/TLS h;branch=z9hG4bKy").sent_by, ("h", 5061))
+        self.assertEqual(parse_via("SIP/2.0/TLS h;branch=z9hG4bKy").sentBy, ("h", 5061))
         self.assertIsNone(parse_via("SIP/2.0/UDP h").rport)
         self.assertEqual(str(Via("tcp", "::1", 5060, {"branch": "z9hG4bK1"})),
                          "SIP/2.0/TCP [::1]:5060;branch=z9hG4bK1")
@@ -594,20 +614,20 @@ class BuildTests(SynchronousTestCase):
     def test_make_response(self):
         r = make_response(self.invite, 486)
         self.assertEqual((r.status, r.reason), (486, "Busy Here"))
-        self.assertEqual(r.headers.get_all("Via"), self.invite.headers.get_all("Via"))
+        self.assertEqual(r.headers.getAll("Via"), self.invite.headers.getAll("Via"))
         for name in ("From", "To", "Call-ID", "CSeq"):
             self.assertEqual(r.headers.get(name), self.invite.headers.get(name))
         self.assertNotIn("Route", r.headers)
         self.assertNotIn("Timestamp", r.headers)
         t = make_response(self.invite, 200, "Fine", to_tag="abc")
         self.assertEqual(t.reason, "Fine")
-        self.assertEqual(t.to_tag, "abc")
+        self.assertEqual(t.toTag, "abc")
         again = make_response(parse_message(serialize(self._with_to(t))), 200,
                               to_tag=True)
-        self.assertEqual(again.to_tag, "abc")
-        self.assertTrue(make_response(self.invite, 180, to_tag=True).to_tag)
+        self.assertEqual(again.toTag, "abc")
+        self.assertTrue(make_response(self.invite, 180, to_tag=True).toTag)
         trying = make_response(self.invite, 100, to_tag=True)
-        self.assertIsNone(trying.to_tag)
+        self.assertIsNone(trying.toTag)
         self.assertEqual(trying.headers.get("Timestamp"), "54")
 
     def _with_to(self, resp):
@@ -620,15 +640,15 @@ class BuildTests(SynchronousTestCase):
         ack = make_ack(self.invite, resp)
         self.assertEqual(ack.method, "ACK")
         self.assertEqual(ack.uri, self.invite.uri)
-        self.assertEqual(ack.headers.get_all("Via"), [self.invite.headers.get("Via")])
+        self.assertEqual(ack.headers.getAll("Via"), [self.invite.headers.get("Via")])
         self.assertEqual(ack.cseq, (1, "ACK"))
-        self.assertEqual(ack.to_tag, "tt")
-        self.assertEqual(ack.headers.get_all("Route"), ["<sip:pcscf.home1.net;lr>"])
+        self.assertEqual(ack.toTag, "tt")
+        self.assertEqual(ack.headers.getAll("Route"), ["<sip:pcscf.home1.net;lr>"])
         parse_message(serialize(ack))
         cancel = make_cancel(self.invite)
         self.assertEqual(cancel.cseq, (1, "CANCEL"))
-        self.assertEqual(cancel.top_via.branch, "z9hG4bKabc1")
-        self.assertIsNone(cancel.to_tag)
+        self.assertEqual(cancel.topVia.branch, "z9hG4bKabc1")
+        self.assertIsNone(cancel.toTag)
         parse_message(serialize(cancel))
 
     def test_reason_phrases(self):
@@ -889,7 +909,8 @@ class SplitOutsideQuotesTests(SynchronousTestCase):
     """The fast splitter agrees with the plain reading of the rule."""
 
     def test_agrees_with_the_reference(self):
-        from hypothesis import given, strategies as st
+        from hypothesis import given
+        from hypothesis import strategies as st
 
         from mbmsd.sip.grammar import SipParseError, _split_outside_quotes
 
@@ -906,7 +927,8 @@ class SplitOutsideQuotesTests(SynchronousTestCase):
 
     def test_comma_list_agrees_with_the_reference(self):
         """split_comma_list, single-item shortcut included, is the rule's reading."""
-        from hypothesis import given, strategies as st
+        from hypothesis import given
+        from hypothesis import strategies as st
 
         @given(st.text(alphabet='ab,;"<>\\ \t=:@', max_size=40))
         def check(value):
@@ -944,12 +966,12 @@ class ParseCacheTests(SynchronousTestCase):
     def test_via_mutation_does_not_leak(self):
         """A Via changed as stamp_via changes it is not what the next reader gets."""
         m = self.invite()
-        via = m.top_via
+        via = m.topVia
         via.params["received"] = "198.51.100.7"
         via.params["rport"] = "4000"
         via.host = "203.0.113.9"
         self.assertEqual(m.headers.get("Via"), self.VIA)
-        for again in (m.top_via, m.vias[0], parse_via(self.VIA), self.invite().top_via):
+        for again in (m.topVia, m.vias[0], parse_via(self.VIA), self.invite().topVia):
             self.assertEqual(str(again), self.VIA)
             self.assertNotIn("received", again.params)
             self.assertIsNone(again.params["rport"])
@@ -967,16 +989,16 @@ class ParseCacheTests(SynchronousTestCase):
         for again in (m.to, parse_name_addr(BASE[3][len("To: "):]), self.invite().to):
             self.assertEqual(str(again), "<sip:urn%3Ambmsd%3Anews@mbms.home1.net>")
             self.assertIsNone(again.tag)
-        self.assertIsNone(m.to_tag)
-        self.assertEqual(m.from_tag, "f1")
+        self.assertIsNone(m.toTag)
+        self.assertEqual(m.fromTag, "f1")
         self.assertEqual(self.invite().from_.params, {"tag": "f1"})
 
     def test_uri_mutation_does_not_leak(self):
         m = self.invite()
-        uri = m.request_uri
+        uri = m.requestUri
         uri.params["transport"] = "tcp"
         uri.host = "evil.example"
-        self.assertEqual(str(m.request_uri), "sip:urn%3Ambmsd%3Anews@mbms.home1.net")
+        self.assertEqual(str(m.requestUri), "sip:urn%3Ambmsd%3Anews@mbms.home1.net")
         self.assertEqual(parse_uri("sip:urn%3Ambmsd%3Anews@mbms.home1.net").params, {})
 
     def test_fresh_objects(self):
@@ -995,25 +1017,25 @@ class ParseCacheTests(SynchronousTestCase):
     def test_changed_headers_are_read_again(self):
         """After Headers.set/set_first/prepend the accessors see the new values."""
         m = self.invite()
-        self.assertIsNone(m.to_tag)
+        self.assertIsNone(m.toTag)
         self.assertEqual(m.cseq, (1, "INVITE"))
         m.headers.set("To", "<sip:bob@home1.net>;tag=t9")
         m.headers.set("From", "<sip:alice@home1.net>;tag=f2")
         m.headers.set("CSeq", "7 INVITE")
-        self.assertEqual(m.to_tag, "t9")
+        self.assertEqual(m.toTag, "t9")
         self.assertEqual(m.to.uri.user, "bob")
-        self.assertEqual(m.from_tag, "f2")
+        self.assertEqual(m.fromTag, "f2")
         self.assertEqual(m.cseq, (7, "INVITE"))
-        m.headers.set_first("Via", self.VIA.replace(";rport", ";rport=5070;received=10.0.0.1"))
-        self.assertEqual(m.top_via.rport, 5070)
-        self.assertEqual(m.top_via.received, "10.0.0.1")
+        m.headers.setFirst("Via", self.VIA.replace(";rport", ";rport=5070;received=10.0.0.1"))
+        self.assertEqual(m.topVia.rport, 5070)
+        self.assertEqual(m.topVia.received, "10.0.0.1")
         m.headers.prepend("Via", "SIP/2.0/TCP 10.0.0.2:5080;branch=z9hG4bKtop")
-        self.assertEqual(m.top_via.branch, "z9hG4bKtop")
+        self.assertEqual(m.topVia.branch, "z9hG4bKtop")
         self.assertEqual([v.branch for v in m.vias], ["z9hG4bKtop", "z9hG4bKabc1"])
         m.uri = "sip:other@home1.net"
-        self.assertEqual(m.request_uri.user, "other")
+        self.assertEqual(m.requestUri.user, "other")
         m.headers.set("To", "<sip:bob@home1.net>")
-        self.assertIsNone(m.to_tag)
+        self.assertIsNone(m.toTag)
 
     def test_stamp_via_does_not_leak(self):
         """stamp_via mutates the top Via: another request with that Via text is unaffected."""
@@ -1021,16 +1043,17 @@ class ParseCacheTests(SynchronousTestCase):
         first, second = self.invite(), self.invite()
         via = stamp_via(first, ("198.51.100.7", 4000))
         self.assertEqual(via.received, "198.51.100.7")
-        self.assertEqual(first.top_via.rport, 4000)
+        self.assertEqual(first.topVia.rport, 4000)
         self.assertEqual(second.headers.get("Via"), self.VIA)
-        self.assertIsNone(second.top_via.received)
-        self.assertIs(second.top_via.rport, True)
+        self.assertIsNone(second.topVia.received)
+        self.assertIs(second.topVia.rport, True)
         via = stamp_via(second, ("198.51.100.8", 4001))
         self.assertEqual((via.received, via.rport), ("198.51.100.8", 4001))
 
     def test_branch_added_by_send_request_does_not_leak(self):
         """Two requests with the same branchless Via each get a branch of their own."""
         from twisted.internet.task import Clock
+
         from mbmsd.sip.testing import FakeSipTransport, RecordingUser
         from mbmsd.sip.transaction import TransactionLayer
         clock = Clock()
@@ -1042,9 +1065,9 @@ class ParseCacheTests(SynchronousTestCase):
                 ("Via", "SIP/2.0/UDP 192.0.2.1:5060"), ("Max-Forwards", "70"),
                 ("From", "<sip:u@home1.net>;tag=1"), ("To", "<sip:a@192.0.2.9>"),
                 ("Call-ID", "c@x"), ("CSeq", "1 OPTIONS")])
-            txn = layer.send_request(req, transport, ("192.0.2.9", 5060), RecordingUser())
+            txn = layer.sendRequest(req, transport, ("192.0.2.9", 5060), RecordingUser())
             branches.append(txn.branch)
-            self.assertEqual(req.top_via.branch, txn.branch)
+            self.assertEqual(req.topVia.branch, txn.branch)
         self.assertNotEqual(branches[0], branches[1])
         self.assertNotIn("branch", parse_via("SIP/2.0/UDP 192.0.2.1:5060").params)
 

@@ -17,21 +17,37 @@ Budget: the hypothesis profile of tests/conftest.py.
 """
 
 
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from mbmsd.sip.grammar import (
-    NameAddr, SipParseError, SipUri, Via, parse_cseq, parse_media_type, parse_name_addr,
-    parse_params, parse_uri, parse_via)
+    NameAddr,
+    SipParseError,
+    SipUri,
+    Via,
+    parse_cseq,
+    parse_media_type,
+    parse_name_addr,
+    parse_params,
+    parse_uri,
+    parse_via,
+)
 from mbmsd.sip.headers import MULTI_VALUE_HEADERS
-from mbmsd.sip.message import Request, Response, SipStreamParser, parse_message, serialize
+from mbmsd.sip.message import (
+    Request,
+    Response,
+    SipStreamParser,
+    make_response,
+    parse_message,
+    serialize,
+)
 from mbmsd.sip.multipart import parse_multipart
 from mbmsd.sip.testing import FakeDatagramTransport, RecordingUser
 from mbmsd.sip.transaction import TransactionLayer
 from mbmsd.sip.transport import SipDatagramProtocol, SipStreamProtocol
-from mbmsd.sip.message import make_response
 from tests.conftest import budget, edit
 from tests.support.helpers import no_failure_logged
 
@@ -130,7 +146,7 @@ def same(a, b):
         return [(n.lower(), v) for n, v in m.headers if n != "Content-Length"]
 
     assert type(a) is type(b)
-    assert a.start_line() == b.start_line()
+    assert a.startLine() == b.startLine()
     assert headers(a) == headers(b)
     assert a.body == b.body
 

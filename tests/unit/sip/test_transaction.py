@@ -6,15 +6,20 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from mbmsd.interfaces import (
-    IClientTransactionUser, ISipTransport, ITransactionUser)
+from mbmsd.interfaces import IClientTransactionUser, ISipTransport, ITransactionUser
 from mbmsd.sip.grammar import parse_via
 from mbmsd.sip.message import Request, make_response, parse_message, serialize
 from mbmsd.sip.testing import FakeSipTransport, RecordingUser
 from mbmsd.sip.transaction import (
-    ClientInviteTransaction, ServerInviteTransaction,
-    ServerNonInviteTransaction, TimerSettings, TransactionError,
-    TransactionLayer, response_address, stamp_via)
+    ClientInviteTransaction,
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
+    TimerSettings,
+    TransactionError,
+    TransactionLayer,
+    response_address,
+    stamp_via,
+)
 
 UE = ("192.0.2.10", 5060)
 SCF = ("192.0.2.20", 5070)
@@ -66,8 +71,8 @@ class FakesTests(SynchronousTestCase):
         user = RecordingUser()
         answered = []
         user.on_request = lambda req, txn: answered.append(req)
-        user.request_received("r", "t")
-        user.response_received("resp", "t")
+        user.requestReceived("r", "t")
+        user.responseReceived("resp", "t")
         self.assertEqual(user.kinds(), ["request", "response"])
         self.assertEqual(answered, ["r"])
         self.assertEqual(user.of("response"), [("response", "resp", "t")])
@@ -102,7 +107,7 @@ class ClientInviteTests(Base):
 
     def send(self):
         invite = request(branch="z9hG4bKout1", sent_by="192.0.2.20:5070")
-        self.txn = self.layer.send_request(invite, self.transport, UE, self.user)
+        self.txn = self.layer.sendRequest(invite, self.transport, UE, self.user)
         return invite
 
     def test_retransmits_then_times_out(self):
@@ -117,7 +122,7 @@ class ClientInviteTests(Base):
         [resp] = self.responses()
         self.assertEqual(resp.status, 408)
         self.assertTrue(resp.local)
-        self.assertEqual(resp.call_id, "call-1@192.0.2.10")
+        self.assertEqual(resp.callId, "call-1@192.0.2.10")
         self.assertEqual(self.txn.state, "Terminated")
         self.assertEqual(self.layer.client_transactions, {})
         self.advance_to(100)
@@ -143,9 +148,9 @@ class ClientInviteTests(Base):
         self.assertEqual(ack.method, "ACK")
         self.assertEqual(ack.uri, invite.uri)
         self.assertEqual(ack.cseq, (1, "ACK"))
-        self.assertEqual(ack.top_via.branch, "z9hG4bKout1")
-        self.assertEqual(ack.to_tag, "t2")
-        self.assertEqual(ack.from_tag, "ue")
+        self.assertEqual(ack.topVia.branch, "z9hG4bKout1")
+        self.assertEqual(ack.toTag, "t2")
+        self.assertEqual(ack.fromTag, "ue")
         self.assertEqual([r.status for r in self.responses()], [486])
         # a retransmitted 486 is answered with the ACK again, not passed up
         self.clock.advance(1)
@@ -183,16 +188,16 @@ class ClientInviteTests(Base):
     def test_branch_added_and_duplicates_refused(self):
         invite = request(branch="x")
         invite.headers.set("Via", "SIP/2.0/UDP 192.0.2.20:5070")
-        txn = self.layer.send_request(invite, self.transport, UE, self.user)
+        txn = self.layer.sendRequest(invite, self.transport, UE, self.user)
         self.assertTrue(txn.branch.startswith("z9hG4bK"))
-        self.assertEqual(self.transport.messages()[0].top_via.branch, txn.branch)
-        self.assertRaises(ValueError, self.layer.send_request, invite,
+        self.assertEqual(self.transport.messages()[0].topVia.branch, txn.branch)
+        self.assertRaises(ValueError, self.layer.sendRequest, invite,
                           self.transport, UE, self.user)
-        self.assertRaises(ValueError, self.layer.send_request,
+        self.assertRaises(ValueError, self.layer.sendRequest,
                           request("ACK", cseq=1), self.transport, UE, self.user)
         novia = request()
         novia.headers.remove("Via")
-        self.assertRaises(ValueError, self.layer.send_request, novia,
+        self.assertRaises(ValueError, self.layer.sendRequest, novia,
                           self.transport, UE, self.user)
 
 
@@ -202,7 +207,7 @@ class ClientInviteReliableTests(Base):
 
     def test_no_retransmission_timeout_still(self):
         invite = request(branch="z9hG4bKr1")
-        txn = self.layer.send_request(invite, self.transport, UE, self.user)
+        txn = self.layer.sendRequest(invite, self.transport, UE, self.user)
         self.advance_to(31.9)
         self.assertEqual(len(self.transport.sent), 1)
         self.advance_to(32)
@@ -211,7 +216,7 @@ class ClientInviteReliableTests(Base):
 
     def test_timer_d_zero(self):
         invite = request(branch="z9hG4bKr2")
-        txn = self.layer.send_request(invite, self.transport, UE, self.user)
+        txn = self.layer.sendRequest(invite, self.transport, UE, self.user)
         self.layer.receive(wire(make_response(invite, 403, to_tag="x")),
                            self.transport, UE)
         self.assertEqual(txn.state, "Terminated")
@@ -222,7 +227,7 @@ class ClientNonInviteTests(Base):
 
     def test_retransmits_capped_at_t2_then_times_out(self):
         req = request("OPTIONS", branch="z9hG4bKo1")
-        txn = self.layer.send_request(req, self.transport, SCF, self.user)
+        txn = self.layer.sendRequest(req, self.transport, SCF, self.user)
         self.advance_to(31.99)
         self.assertEqual(self.transport.times(),
                          [0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5])
@@ -233,7 +238,7 @@ class ClientNonInviteTests(Base):
 
     def test_provisional_then_final(self):
         req = request("REGISTER", branch="z9hG4bKo2")
-        txn = self.layer.send_request(req, self.transport, SCF, self.user)
+        txn = self.layer.sendRequest(req, self.transport, SCF, self.user)
         self.clock.advance(0.2)
         self.layer.receive(wire(make_response(req, 100)), self.transport, SCF)
         self.assertEqual(txn.state, "Proceeding")
@@ -253,9 +258,9 @@ class ClientNonInviteTests(Base):
 
     def test_response_matching_uses_method(self):
         invite = request(branch="z9hG4bKsame")
-        itxn = self.layer.send_request(invite, self.transport, UE, self.user)
+        itxn = self.layer.sendRequest(invite, self.transport, UE, self.user)
         cancel_req = request("CANCEL", branch="z9hG4bKsame")
-        ctxn = self.layer.send_request(cancel_req, self.transport, UE, self.user)
+        ctxn = self.layer.sendRequest(cancel_req, self.transport, UE, self.user)
         self.layer.receive(wire(make_response(cancel_req, 200)), self.transport, UE)
         self.assertEqual(ctxn.state, "Completed")
         self.assertEqual(itxn.state, "Calling")
@@ -265,10 +270,10 @@ class ClientNonInviteTests(Base):
 
     def test_user_exception_contained(self):
         class Boom(RecordingUser):
-            def response_received(self, response, transaction):
+            def responseReceived(self, response, transaction):
                 raise RuntimeError("tu bug")
         req = request("OPTIONS", branch="z9hG4bKo3")
-        txn = self.layer.send_request(req, self.transport, SCF, Boom())
+        txn = self.layer.sendRequest(req, self.transport, SCF, Boom())
         self.layer.receive(wire(make_response(req, 200)), self.transport, SCF)
         self.assertEqual(txn.state, "Completed")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
@@ -280,7 +285,7 @@ class ClientNonInviteReliableTests(Base):
 
     def test_no_retransmissions_no_wait(self):
         req = request("OPTIONS", branch="z9hG4bKo4")
-        txn = self.layer.send_request(req, self.transport, SCF, self.user)
+        txn = self.layer.sendRequest(req, self.transport, SCF, self.user)
         self.advance_to(20)
         self.assertEqual(len(self.transport.sent), 1)
         self.layer.receive(wire(make_response(req, 200)), self.transport, SCF)
@@ -305,7 +310,7 @@ class ServerInviteTests(Base):
         self.advance_to(0.2)
         [(t, trying, addr)] = self.transport.sent
         self.assertEqual((t, trying.status, addr), (0.2, 100, UE))
-        self.assertIsNone(trying.to_tag)
+        self.assertIsNone(trying.toTag)
 
     def test_no_trying_when_tu_answers_quickly(self):
         self.user.on_request = lambda req, txn: txn.respond(
@@ -467,8 +472,8 @@ class MatchingTests(Base):
         txns = [e[2] for e in self.user.of("request")]
         cancel_txn = txns[2]
         self.assertIsInstance(cancel_txn, ServerNonInviteTransaction)
-        self.assertIs(self.layer.find_invite(cancel_txn.request), txns[0])
-        self.assertIsNone(self.layer.find_invite(request("CANCEL", branch="z9hG4bKnone")))
+        self.assertIs(self.layer.findInvite(cancel_txn.request), txns[0])
+        self.assertIsNone(self.layer.findInvite(request("CANCEL", branch="z9hG4bKnone")))
 
     def test_ack_outside_transaction_goes_to_tu(self):
         self.layer.receive(wire(request("ACK")), self.transport, UE)
@@ -496,12 +501,12 @@ class MatchingTests(Base):
         req.headers.set("Via", "SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bKnat")
         self.layer.receive(wire(req), self.transport, natted)
         [(_, got, txn)] = self.user.of("request")
-        via = got.top_via
+        via = got.topVia
         self.assertEqual((via.received, via.rport), ("203.0.113.5", 40000))
         txn.respond(make_response(got, 200))
         [(_, resp, addr)] = self.transport.sent
         self.assertEqual(addr, natted)
-        self.assertEqual(resp.top_via.received, "203.0.113.5")
+        self.assertEqual(resp.topVia.received, "203.0.113.5")
 
     def test_received_without_rport(self):
         req = request("OPTIONS")
@@ -515,7 +520,7 @@ class MatchingTests(Base):
                          ("192.0.2.99", 1111))
         same = request("OPTIONS")
         stamp_via(same, UE)
-        self.assertNotIn("received", same.top_via.params)
+        self.assertNotIn("received", same.topVia.params)
 
     def test_an_empty_rport_means_the_source_port(self):
         # RFC 3581 4, also for a Via nobody stamped (the answer to a malformed request)
@@ -533,7 +538,7 @@ class MatchingTests(Base):
 
     def test_send_stateless(self):
         ack = request("ACK", branch="z9hG4bKst")
-        self.layer.send_stateless(ack, self.transport, UE)
+        self.layer.sendStateless(ack, self.transport, UE)
         self.assertEqual(self.transport.messages()[0].method, "ACK")
         self.assertIsInstance(ack, Request)
 
@@ -570,10 +575,11 @@ class SlimFinishedTests(Base):
                 for v in table.values()]
 
     def assertSlim(self):
+        import types
+
         from mbmsd.sip.headers import Headers
         from mbmsd.sip.message import Response
         from mbmsd.sip.transaction import _Transaction
-        import types
         records = self.finishedRecords()
         self.assertTrue(records)
         for record in records:
@@ -642,14 +648,14 @@ class SlimFinishedTests(Base):
         self.assertEqual(len(self.user.of("ack")), 1)
         # a CANCEL finds it answered: no effect (RFC 3261 9.2)
         cancel = wire(request("CANCEL"))
-        self.assertEqual(self.layer.find_invite(cancel).state, "Accepted")
+        self.assertEqual(self.layer.findInvite(cancel).state, "Accepted")
         self.advance_to(32.5)       # Timer L
         self.assertEqual(self.layer.server_transactions, {})
-        self.assertIsNone(self.layer.find_invite(cancel))
+        self.assertIsNone(self.layer.findInvite(cancel))
 
     def test_client_invite_completed_resends_the_ack_bytes(self):
         invite = request(branch="z9hG4bKc1")
-        self.layer.send_request(invite, self.transport, SCF, self.user)
+        self.layer.sendRequest(invite, self.transport, SCF, self.user)
         busy = wire(make_response(invite, 486, to_tag="t"))
         self.layer.receive(busy, self.transport, SCF)
         ack = self.transport.wire[-1]

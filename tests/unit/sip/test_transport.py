@@ -10,14 +10,18 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from mbmsd.sip.echo import EchoUAS
 from mbmsd.interfaces import ISipTransport, ITransactionUser
+from mbmsd.sip.echo import EchoUAS
 from mbmsd.sip.grammar import SipParseError
 from mbmsd.sip.message import Response, SipStreamParser, parse_message
 from mbmsd.sip.testing import FakeDatagramTransport, RecordingUser
 from mbmsd.sip.transaction import TransactionLayer
 from mbmsd.sip.transport import (
-    SipDatagramProtocol, SipStreamFactory, SipStreamProtocol, error_response)
+    SipDatagramProtocol,
+    SipStreamFactory,
+    SipStreamProtocol,
+    error_response,
+)
 
 UE = ("127.0.0.1", 5061)
 
@@ -86,11 +90,11 @@ class UDPTests(SynchronousTestCase):
         [(resp, addr)] = self.written()
         self.assertEqual((resp.status, resp.reason), (400, "Bad Request: missing Max-Forwards"))
         self.assertEqual(addr, UE)
-        self.assertTrue(resp.to_tag)
+        self.assertTrue(resp.toTag)
         self.assertEqual(self.user.events, [])
 
     def test_parse_error_answered_and_logged(self):
-        from twisted.logger import globalLogPublisher, formatEvent
+        from twisted.logger import formatEvent, globalLogPublisher
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
@@ -237,7 +241,7 @@ class EchoUASTests(SynchronousTestCase):
         [ok] = self.written()
         self.assertIsInstance(ok, Response)
         self.assertEqual(ok.status, 200)
-        self.assertTrue(ok.to_tag)
+        self.assertTrue(ok.toTag)
         self.assertEqual(ok.body, b"v=0\r\n")
         self.assertEqual(ok.headers.get("Contact"), "<sip:echo@127.0.0.1:5070>")
         # 2xx retransmitted (T1, 2T1...) until the ACK comes

@@ -16,13 +16,18 @@ import tempfile
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from mbmsd.storage.sealing import KeyFileError, SealError, Sealer, load_key
+from mbmsd.storage.sealing import KeyFileError, Sealer, SealError, load_key
 from mbmsd.storage.sql import SchemaError
 from tests.support.daemon import Daemon
 from tests.support.fakes import SyncReactor, sqlite_storage
-from tests.support.store_contract import (authorization, challenge, msk, registration, session,
-                                  subscriber)
-
+from tests.support.store_contract import (
+    authorization,
+    challenge,
+    msk,
+    registration,
+    session,
+    subscriber,
+)
 
 # Keys unlike any other stored value (RAND, say, is public and stays clear).
 SECRETS = {name: bytes.fromhex(value) for name, value in {
@@ -228,8 +233,8 @@ class SqliteAtRestTests(SynchronousTestCase):
 @pytest.mark.external
 class PostgresAtRestTests(SynchronousTestCase):
     def test_pg_dump_holds_no_key_in_clear(self):
-        from tests.support import pg
         from tests.interop.test_store_postgresql import postgres_storage
+        from tests.support import pg
 
         storage = postgres_storage(SyncReactor())
         self.addCleanup(storage.close)

@@ -9,7 +9,6 @@ import shutil
 import tempfile
 
 import pytest
-
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject

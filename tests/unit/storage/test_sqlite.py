@@ -6,11 +6,10 @@ does what an operator relies on across restarts and upgrades.
 
 import os
 import shutil
+import sqlite3
 import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
-
-import sqlite3
 
 from mbmsd.storage.sql import SchemaError, migrate_txn, schema_files
 from tests.support.fakes import SyncReactor, sqlite_storage

@@ -21,10 +21,20 @@ from mbmsd.interfaces import ITransactionUser
 from mbmsd.protocols import milenage
 from mbmsd.sip.message import make_response, parse_message, serialize
 from mbmsd.ue.sip import (
-    ImsRegistration, InviteFailed, MbmsSession, RegistrationFailed, SipUserAgent, parse_pcscf,
-    sdp_offer, sdp_summary, service_uri)
+    ImsRegistration,
+    InviteFailed,
+    MbmsSession,
+    RegistrationFailed,
+    SipUserAgent,
+    parse_pcscf,
+    sdp_offer,
+    sdp_summary,
+    service_uri,
+)
 from mbmsd.ue.ub import Usim
-from tests.support.helpers import TEST_SET_1_K as K, TEST_SET_1_OP as OP, TEST_SET_1_OPC as OPC
+from tests.support.helpers import TEST_SET_1_K as K
+from tests.support.helpers import TEST_SET_1_OP as OP
+from tests.support.helpers import TEST_SET_1_OPC as OPC
 from tests.support.helpers import md5, parse_digest
 
 # TS 35.208 test set 1
@@ -210,7 +220,7 @@ class UeSipTests(SynchronousTestCase):
             self.assertEqual(str(r.to.uri), IMPU)
             self.assertEqual(r.headers.get("Contact"), "<sip:user1@127.0.0.1:5080>")
             self.assertEqual(r.headers.get("Expires"), "600")
-            self.assertEqual(r.call_id, first.call_id)
+            self.assertEqual(r.callId, first.callId)
             self.assertIn(";rport", r.headers.get("Via"))
         self.assertEqual((first.cseq[0], second.cseq[0]), (1, 2))
         a0 = parse_digest(first.headers.get("Authorization"))
@@ -304,10 +314,10 @@ class UeSipTests(SynchronousTestCase):
         # the ACK: remote target as Request-URI, the Record-Route reversed
         [ack] = self.sentRequests("ACK")
         self.assertEqual(ack.uri, "sip:scf@127.0.0.1:5070")
-        self.assertEqual(ack.headers.get_all("Route"),
+        self.assertEqual(ack.headers.getAll("Route"),
                          ["<sip:127.0.0.1:5060;lr>", "<sip:scscf.home1.net;lr>"])
-        self.assertEqual((ack.cseq, ack.to_tag, ack.call_id), ((1, "ACK"), "scf1", invite.call_id))
-        self.assertNotEqual(ack.top_via.branch, invite.top_via.branch)
+        self.assertEqual((ack.cseq, ack.toTag, ack.callId), ((1, "ACK"), "scf1", invite.callId))
+        self.assertNotEqual(ack.topVia.branch, invite.topVia.branch)
         # a retransmitted 2xx is ACKed again, with the same ACK
         self.pcscf.reply(self.pcscf.seen2xx)
         acks = self.sentRequests("ACK")
@@ -318,8 +328,8 @@ class UeSipTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(self.successResultOf(bye), 200)
         [b] = self.sentRequests("BYE")
-        self.assertEqual((b.uri, b.headers.get_all("Route"), b.cseq, b.to_tag),
-                         (ack.uri, ack.headers.get_all("Route"), (2, "BYE"), "scf1"))
+        self.assertEqual((b.uri, b.headers.getAll("Route"), b.cseq, b.toTag),
+                         (ack.uri, ack.headers.getAll("Route"), (2, "BYE"), "scf1"))
         self.assertEqual(self.successResultOf(session.ended), "bye")
         self.assertEqual(self.ua.sessions, {})
         self.assertEqual(self.pcscf.problems, [])
@@ -360,7 +370,7 @@ class UeSipTests(SynchronousTestCase):
         self.successResultOf(d)
         [ack] = self.sentRequests("ACK")
         self.assertEqual(ack.uri, "sip:127.0.0.1:5060")
-        self.assertEqual(ack.headers.get_all("Route"), ["<sip:scf@127.0.0.1:5070>"])
+        self.assertEqual(ack.headers.getAll("Route"), ["<sip:scf@127.0.0.1:5070>"])
 
     def test_invite_refused(self):
         self.pcscf.inviteStatus = 403
@@ -381,10 +391,10 @@ class UeSipTests(SynchronousTestCase):
                 "Max-Forwards: 69\r\nFrom: <SERVICE>;tag=scf1\r\nTo: <IMPU>;tag=TAG\r\n"
                 "Call-ID: CALLID\r\nCSeq: %d %s\r\nContent-Length: 0\r\n\r\n")
         base = (base.replace("SERVICE", SERVICE_URI.replace("%", "%%")).replace("IMPU", IMPU)
-                .replace("TAG", invite.from_tag).replace("CALLID", invite.call_id))
+                .replace("TAG", invite.fromTag).replace("CALLID", invite.callId))
         self.pcscf.sendRequest(base % ("UPDATE", "u1", 1, "UPDATE"))
         self.pcscf.sendRequest(base % ("MESSAGE", "m1", 2, "MESSAGE"))
-        self.pcscf.sendRequest(base.replace(invite.call_id, "other") % ("BYE", "x1", 3, "BYE"))
+        self.pcscf.sendRequest(base.replace(invite.callId, "other") % ("BYE", "x1", 3, "BYE"))
         self.assertNoResult(session.ended)
         self.pcscf.sendRequest(base % ("BYE", "b1", 4, "BYE"))
         self.assertEqual(self.successResultOf(session.ended), "bye from the network")
@@ -462,7 +472,7 @@ class RealPcscfTests(SynchronousTestCase):
             return
         r = make_response(message, 200, to_tag="scf1")
         if message.method == "INVITE":
-            for value in message.headers.get_all("Record-Route"):
+            for value in message.headers.getAll("Record-Route"):
                 r.headers.add("Record-Route", value)
             r.headers.add("Contact", "<sip:scf@127.0.0.1:5070>")
             r.headers.add("Content-Type", "application/sdp")
@@ -486,7 +496,7 @@ class RealPcscfTests(SynchronousTestCase):
         self.assertEqual(answer.routeSet, ["<sip:127.0.0.1:5060;transport=udp;lr>"])
         invite = self.atScf[0]
         self.assertEqual(invite.method, "INVITE")
-        self.assertEqual(invite.headers.get_all("P-Asserted-Identity"), ["<%s>" % IMPU])
+        self.assertEqual(invite.headers.getAll("P-Asserted-Identity"), ["<%s>" % IMPU])
         self.assertIsNone(invite.headers.get("P-Preferred-Identity"))
         self.assertEqual(invite.headers.get("Contact"), "<sip:user1@127.0.0.1:5080>")
 
@@ -496,5 +506,5 @@ class RealPcscfTests(SynchronousTestCase):
         self.assertEqual([m.method for m in self.atScf if hasattr(m, "method")],
                          ["INVITE", "ACK", "BYE"])
         ack = self.atScf[1]
-        self.assertEqual((ack.uri, ack.to_tag), ("sip:scf@127.0.0.1:5070", "scf1"))
-        self.assertEqual(ack.headers.get_all("Route"), [])
+        self.assertEqual((ack.uri, ack.toTag), ("sip:scf@127.0.0.1:5070", "scf1"))
+        self.assertEqual(ack.headers.getAll("Route"), [])

@@ -23,8 +23,8 @@ from mbmsd.protocols import mikey
 from mbmsd.ue.mikey_receiver import MikeyReceiver
 from mbmsd.ue.ua import UaClient, UaFailed
 from tests.support.helpers import md5, parse_digest
-from tests.unit.roles.bmsc.test_keymanagement import UA_HTTP, ks_naf
 from tests.support.webfake import SiteRequester, make_site
+from tests.unit.roles.bmsc.test_keymanagement import UA_HTTP, ks_naf
 
 # computed from TS 35.208 4.3 test set 1 by TS 33.220 B.3: Ks_NAF for
 # NAF_Id = bmsc.home1.net || 01 00 00 00 01

@@ -19,6 +19,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mbmsd import profile
+from mbmsd.httpclient import MAX_BODY, HttpClient
 from mbmsd.metrics import Metrics
 from mbmsd.protocols import digest, mbms_xml, mikey
 from mbmsd.roles.bmsc.delivery import MikeyDelivery, MskPush
@@ -30,11 +31,10 @@ from mbmsd.roles.bsf.zn import ZnLookup
 from mbmsd.sip.testing import FakeDatagramTransport
 from mbmsd.storage.memory import MemoryStorage
 from mbmsd.storage.records import BootstrapSession, Subscriber
-from mbmsd.httpclient import MAX_BODY, HttpClient
 from mbmsd.znclient import HttpZnLookup, ZnUnavailable
 from tests.support.fakes import key_groups
-from tests.unit.test_httpclient import FakeAgent, FakeResponse
 from tests.support.webfake import exchange, make_site, request_bytes
+from tests.unit.test_httpclient import FakeAgent, FakeResponse
 
 IMPI = "user1_private@home1.net"
 IMPU = "sip:user1@home1.net"

@@ -20,7 +20,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from mbmsd import profile
 from mbmsd.protocols import mbms_xml, mikey
 from tests.unit.roles.bmsc.test_keymanagement import (
-    BTID, IMPU, KS_NAF, KS_NAF_01, SCF_IP, SERVICE, UE_IP, Harness, ks_naf)
+    BTID,
+    IMPU,
+    KS_NAF,
+    KS_NAF_01,
+    SCF_IP,
+    SERVICE,
+    UE_IP,
+    Harness,
+    ks_naf,
+)
 
 SCF_FQDN = "scf.home1.net"
 

@@ -10,7 +10,7 @@ import json
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher, formatEvent
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from mbmsd.errors import NafNotAuthorized, UnknownBTID

@@ -10,7 +10,16 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mbmsd.roles.pcscf.bindings import BindingLimitReached, BindingTable
 from mbmsd.storage.sipreg import MemorySipRegistrationStore
-from tests.unit.roles.pcscf.test_proxy import IMPU, SCF, TEL, UE, UE2, Harness, invite_bytes, register_bytes
+from tests.unit.roles.pcscf.test_proxy import (
+    IMPU,
+    SCF,
+    TEL,
+    UE,
+    UE2,
+    Harness,
+    invite_bytes,
+    register_bytes,
+)
 from tests.unit.storage.test_sipreg import binding
 
 
@@ -73,13 +82,13 @@ class OwnershipTests(SynchronousTestCase):
         before = list(self.h.counting.calls)
         self.h.receive(invite_bytes(extra="P-Preferred-Identity: <%s>\r\n" % TEL))
         [fwd] = self.h.sentTo(SCF)
-        self.assertEqual(fwd.headers.get_all("P-Asserted-Identity"), ["<%s>" % TEL])
+        self.assertEqual(fwd.headers.getAll("P-Asserted-Identity"), ["<%s>" % TEL])
         self.h.receive(in_dialog("ACK", 1, "z9hG4bK-ack"))
         self.h.receive(in_dialog("BYE", 2, "z9hG4bK-bye"))
         ack, bye = self.h.sentTo(SCF)[-2:]
         self.assertEqual((ack.method, bye.method), ("ACK", "BYE"))
         # the dialog's identity (the INVITE's), not the default IMPU
-        self.assertEqual(bye.headers.get_all("P-Asserted-Identity"), ["<%s>" % TEL])
+        self.assertEqual(bye.headers.getAll("P-Asserted-Identity"), ["<%s>" % TEL])
         self.assertEqual(self.h.counting.calls, before)
 
     def test_dialogIdentityNotForAnotherPath(self):
@@ -90,7 +99,7 @@ class OwnershipTests(SynchronousTestCase):
         self.h.receive(data, source=UE2)
         bye = self.h.sentTo(SCF)[-1]
         self.assertEqual(bye.method, "BYE")
-        self.assertEqual(bye.headers.get_all("P-Asserted-Identity"), ["<%s>" % IMPU])
+        self.assertEqual(bye.headers.getAll("P-Asserted-Identity"), ["<%s>" % IMPU])
 
     def test_byeForgetsTheDialog(self):
         self.h.receive(invite_bytes(extra="P-Preferred-Identity: <%s>\r\n" % TEL))

@@ -28,7 +28,8 @@ from mbmsd.sip.message import parse_message, serialize
 from mbmsd.sip.testing import FakeDatagramTransport, FakeSipTransport
 from mbmsd.storage.memory import MemoryStorage
 from mbmsd.storage.records import Subscriber
-from tests.support.helpers import TEST_SET_1_K as K, TEST_SET_1_OPC as OPC
+from tests.support.helpers import TEST_SET_1_K as K
+from tests.support.helpers import TEST_SET_1_OPC as OPC
 
 RAND = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")
 SQN = 0xFF9BB4D0B607
@@ -182,7 +183,7 @@ class RegistrarTests(SynchronousTestCase):
         self.h.receive(register_bytes())
         r = self.h.last()
         self.assertEqual(r.status, 401)
-        self.assertIsNotNone(r.to_tag)
+        self.assertIsNotNone(r.toTag)
         ch = digest.parse_challenge(r.headers.get("WWW-Authenticate"))
         self.assertEqual((ch.realm, ch.algorithm, ch.qop, ch.stale), (REALM, "AKAv1-MD5", ["auth"], False))
         raw = base64.b64decode(ch.nonce)
@@ -194,8 +195,8 @@ class RegistrarTests(SynchronousTestCase):
     def test_registered(self):
         r = self.h.register()
         self.assertEqual(r.status, 200)
-        self.assertEqual(r.headers.get_all("P-Associated-URI"), ["<%s>" % IMPU, "<%s>" % TEL])
-        self.assertEqual(r.headers.get_all("Contact"), ["<sip:user1@127.0.0.1:5080>;expires=600"])
+        self.assertEqual(r.headers.getAll("P-Associated-URI"), ["<%s>" % IMPU, "<%s>" % TEL])
+        self.assertEqual(r.headers.getAll("Contact"), ["<sip:user1@127.0.0.1:5080>;expires=600"])
         live = self.successResultOf(self.h.storage.sipRegistrations.bindings(IMPU, self.h.clock.seconds()))
         self.assertEqual(len(live), 1)
         b = live[0]
@@ -270,7 +271,7 @@ class RegistrarTests(SynchronousTestCase):
         self.h.receive(register_bytes(cseq=3, expires=0))
         r = self.h.last()
         self.assertEqual(r.status, 200)
-        self.assertEqual(r.headers.get_all("Contact"), [])
+        self.assertEqual(r.headers.getAll("Contact"), [])
         self.assertEqual(self.successResultOf(self.h.storage.sipRegistrations.countBindings(0)), 0)
         self.assertEqual(self.h.value("mbmsd_pcscf_registrations_total", {"result": "deregistered"}), 1)
 
@@ -336,11 +337,11 @@ class ProxyTests(SynchronousTestCase):
         self.assertEqual(self.h.last().status, 100)         # a proxy's own 100 at once
         [fwd] = self.forwarded()
         h = fwd.headers
-        self.assertEqual(h.get_all("P-Asserted-Identity"), ["<%s>" % IMPU])
+        self.assertEqual(h.getAll("P-Asserted-Identity"), ["<%s>" % IMPU])
         self.assertNotIn(b"mallory", serialize(fwd))
         self.assertIsNone(h.get("P-Preferred-Identity"))
         self.assertEqual(h.get("Max-Forwards"), "69")
-        self.assertEqual(h.get_all("Record-Route"), ["<sip:127.0.0.1:5060;transport=udp;lr>"])
+        self.assertEqual(h.getAll("Record-Route"), ["<sip:127.0.0.1:5060;transport=udp;lr>"])
         vias = fwd.vias
         self.assertEqual(len(vias), 2)
         self.assertEqual((vias[0].host, vias[0].port), ("127.0.0.1", 5060))
@@ -351,13 +352,13 @@ class ProxyTests(SynchronousTestCase):
     def test_preferredIdentityChosen(self):
         self.h.receive(invite_bytes(extra="P-Preferred-Identity: <%s>\r\n" % TEL))
         [fwd] = self.forwarded()
-        self.assertEqual(fwd.headers.get_all("P-Asserted-Identity"), ["<%s>" % TEL])
+        self.assertEqual(fwd.headers.getAll("P-Asserted-Identity"), ["<%s>" % TEL])
         self.assertIsNone(fwd.headers.get("P-Preferred-Identity"))
 
     def test_preferredIdentityNotRegistered(self):
         self.h.receive(invite_bytes(extra="P-Preferred-Identity: <sip:bob@home1.net>\r\n"))
         [fwd] = self.forwarded()
-        self.assertEqual(fwd.headers.get_all("P-Asserted-Identity"), ["<%s>" % IMPU])
+        self.assertEqual(fwd.headers.getAll("P-Asserted-Identity"), ["<%s>" % IMPU])
 
     def test_unregisteredSource(self):
         self.h.receive(invite_bytes(via_port=5090), source=UE2)
@@ -389,8 +390,8 @@ class ProxyTests(SynchronousTestCase):
 
     def scfAnswer(self, fwd, status, tag="scf1", extra=()):
         lines = ["SIP/2.0 %d X" % status]
-        lines += ["Via: " + v for v in fwd.headers.get_all("Via")]
-        lines += ["Record-Route: " + v for v in fwd.headers.get_all("Record-Route")]
+        lines += ["Via: " + v for v in fwd.headers.getAll("Via")]
+        lines += ["Record-Route: " + v for v in fwd.headers.getAll("Record-Route")]
         lines += ["From: " + fwd.headers.get("From"),
                   "To: %s;tag=%s" % (fwd.headers.get("To"), tag),
                   "Call-ID: " + fwd.headers.get("Call-ID"),
@@ -408,7 +409,7 @@ class ProxyTests(SynchronousTestCase):
         self.assertEqual((ringing.status, ok.status), (180, 200))
         self.assertEqual(len(ok.vias), 1)
         self.assertEqual(ok.vias[0].branch, "z9hG4bK-inv-1")
-        self.assertEqual(ok.headers.get_all("Record-Route"), ["<sip:127.0.0.1:5060;transport=udp;lr>"])
+        self.assertEqual(ok.headers.getAll("Record-Route"), ["<sip:127.0.0.1:5060;transport=udp;lr>"])
         # a 2xx retransmission goes up too (RFC 6026)
         self.scfAnswer(fwd, 200)
         self.assertEqual(self.h.last().status, 200)
@@ -429,11 +430,11 @@ class ProxyTests(SynchronousTestCase):
                 "Content-Length: 0\r\n\r\n" % (method, branch, cseq, method)).encode())
             out = self.forwarded()[-1]
             self.assertEqual((out.method, out.uri), (method, "sip:scf@127.0.0.1:5070"))
-            self.assertEqual(out.headers.get_all("Route"), [])
+            self.assertEqual(out.headers.getAll("Route"), [])
             self.assertNotIn(b"mallory", serialize(out))
             self.assertEqual(len(out.vias), 2)
         bye = self.forwarded()[-1]
-        self.assertEqual(bye.headers.get_all("P-Asserted-Identity"), ["<%s>" % IMPU])
+        self.assertEqual(bye.headers.getAll("P-Asserted-Identity"), ["<%s>" % IMPU])
         self.scfAnswer(bye, 200)
         self.assertEqual((self.h.last().status, self.h.last().cseq), (200, (2, "BYE")))
         self.assertEqual(self.h.value("mbmsd_pcscf_stateless_total", {"kind": "ack"}), 1)
@@ -462,7 +463,7 @@ class ProxyTests(SynchronousTestCase):
         self.assertEqual((self.h.last().status, self.h.last().cseq[1]), (200, "CANCEL"))
         cancel = self.forwarded()[-1]
         self.assertEqual(cancel.method, "CANCEL")
-        self.assertEqual(cancel.top_via.branch, fwd.top_via.branch)
+        self.assertEqual(cancel.topVia.branch, fwd.topVia.branch)
         self.scfAnswer(fwd, 487)
         self.assertEqual(self.h.last().status, 487)
 
@@ -523,13 +524,13 @@ class ProxyTests(SynchronousTestCase):
             "Content-Length: 0\r\n\r\n" % (contact,)).encode(), source=SCF)
         bye = conn.messages()[-1]
         self.assertEqual((bye.method, bye.uri), ("BYE", contact))
-        self.assertEqual(bye.top_via.transport, "TCP")
+        self.assertEqual(bye.topVia.transport, "TCP")
         self.assertEqual(list(h.net.tcp), [source])
 
     def test_privacyKeptTowardsScf(self):
         self.h.receive(invite_bytes(extra="Privacy: id\r\n"))
         [fwd] = self.forwarded()
-        self.assertEqual(fwd.headers.get_all("P-Asserted-Identity"), ["<%s>" % IMPU])
+        self.assertEqual(fwd.headers.getAll("P-Asserted-Identity"), ["<%s>" % IMPU])
 
     def test_strayResponseForwarded(self):
         """A 2xx after the client transaction ended still reaches the UE (16.7)."""

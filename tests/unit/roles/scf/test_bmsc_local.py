@@ -12,7 +12,9 @@ asks for (200 and an authorization stored; 404 at the BM-SC -> SIP 500).
 """
 
 from pathlib import Path
+
 import pytest
+from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
@@ -22,23 +24,33 @@ from mbmsd.interfaces import IServiceAuthorization, IServiceAuthorizationClient
 from mbmsd.metrics import Metrics
 from mbmsd.protocols import mbms_xml
 from mbmsd.roles.bmsc.keymanagement import KmAnswer, LocalServiceAuthorization
+from mbmsd.roles.bsf.zn import ZnLookup
 from mbmsd.roles.scf.bmsc import (
-    BmscRefused, BmscUnavailable, HttpServiceAuthorizationClient,
-    LocalServiceAuthorizationClient)
-from mbmsd.roles.scf.core import ScfCore
+    BmscRefused,
+    BmscUnavailable,
+    HttpServiceAuthorizationClient,
+    LocalServiceAuthorizationClient,
+)
 from mbmsd.roles.scf.config import DEFAULT_BMSC_URL, effective_bmsc_url
+from mbmsd.roles.scf.core import ScfCore
 from mbmsd.roles.scf.plugin import ScfRoleFactory
 from mbmsd.sip.testing import FakeSipTransport
 from mbmsd.sip.transaction import TimerSettings
 from mbmsd.storage.memory import MemoryStorage
 from mbmsd.storage.records import BootstrapSession, Subscriber
-from mbmsd.roles.bsf.zn import ZnLookup
-from prometheus_client import CollectorRegistry
 from tests.support.fakes import scf_services
 from tests.unit.roles.bmsc.test_keymanagement import BTID, IMPI, KS, RAND, SCF_IP
 from tests.unit.roles.bmsc.test_keymanagement_sip_security import MUK, SipHarness
 from tests.unit.roles.scf.test_core import (
-    IMPU, PCSCF, SERVICE, FakeConnections, SiteAgent, in_dialog, invite, service)
+    IMPU,
+    PCSCF,
+    SERVICE,
+    FakeConnections,
+    SiteAgent,
+    in_dialog,
+    invite,
+    service,
+)
 from tests.unit.roles.scf.test_core_sip_security import SCF_FQDN, sip_invite
 
 SPORTS = "urn:mbmsd:sports"  # the SCF's, unknown to the BM-SC
@@ -274,7 +286,6 @@ def test_local_without_the_bmsc_role_is_a_config_error_naming_the_key():
 
 
 def test_load_config_refuses_local_on_an_edge_node(tmp_path):
-    from pathlib import Path
 
     from mbmsd import config as c
     from mbmsd.nodeconfig import load_config
@@ -290,7 +301,6 @@ def test_load_config_refuses_local_on_an_edge_node(tmp_path):
 
 def test_shipped_configs():
     """etc/mbmsd.toml (all-in-one) runs local; the split edge node keeps its URLs."""
-    from pathlib import Path
 
     from mbmsd.node import makeNode
     from mbmsd.nodeconfig import load_config

@@ -10,6 +10,7 @@ code under test.
 """
 
 from pathlib import Path
+
 from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
@@ -23,12 +24,11 @@ from mbmsd import profile
 from mbmsd.httpclient import HttpClient
 from mbmsd.interfaces import IServiceAuthorizationClient, ITransactionUser
 from mbmsd.metrics import Metrics
-from mbmsd.protocols import mbms_xml
-from mbmsd.protocols import sdp
-from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable, HttpServiceAuthorizationClient
-from mbmsd.roles.scf.core import ScfCore
+from mbmsd.protocols import mbms_xml, sdp
 from mbmsd.protocols.identity import normalize_impu
+from mbmsd.roles.scf.bmsc import BmscRefused, BmscUnavailable, HttpServiceAuthorizationClient
 from mbmsd.roles.scf.config import SCF_SECTION, SERVICE_SECTION
+from mbmsd.roles.scf.core import ScfCore
 from mbmsd.roles.scf.plugin import ScfRoleFactory
 from mbmsd.sip.message import Request, make_response, parse_message
 from mbmsd.sip.testing import FakeSipTransport
@@ -195,8 +195,8 @@ class InviteTests(Harness):
         [ok] = self.finals()
         self.assertEqual(ok.status, 200)
         h = ok.headers
-        self.assertTrue(ok.to_tag)
-        self.assertEqual(h.get_all("Record-Route"), ["<sip:192.0.2.10:5060;lr>"])
+        self.assertTrue(ok.toTag)
+        self.assertEqual(h.getAll("Record-Route"), ["<sip:192.0.2.10:5060;lr>"])
         self.assertEqual(h.get("Contact"), "<sip:scf@%s:5070>" % SCF_IP)
         # no "Supported: timer" in the INVITE: we refresh (RFC 4028 9)
         self.assertEqual(h.get("Session-Expires"), "1800;refresher=uas")
@@ -214,7 +214,7 @@ class InviteTests(Harness):
     def test_recordRouteKeptInOrder(self):
         rr = ("<sip:192.0.2.10:5060;transport=udp;lr>", "<sip:192.0.2.11:5080;lr>")
         ok = self.established(record_route=rr)
-        self.assertEqual(ok.headers.get_all("Record-Route"), list(rr))
+        self.assertEqual(ok.headers.getAll("Record-Route"), list(rr))
 
     def test_timerRequiredWhenUeRefreshes(self):
         ok = self.established(extra=["Supported: timer", "Session-Expires: 600"])
@@ -282,7 +282,7 @@ class InviteTests(Harness):
         self.receive(invite(extra=["Require: 100rel, foo"]))
         [r] = self.finals()
         self.assertEqual(r.status, 420)
-        self.assertEqual(r.headers.get_all("Unsupported"), ["100rel", "foo"])
+        self.assertEqual(r.headers.getAll("Unsupported"), ["100rel", "foo"])
 
     def test_offerWithoutTheServiceMedia(self):
         body = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n"
@@ -373,7 +373,7 @@ class InviteTests(Harness):
         self.receive(message)
         ok, refused = self.finals()
         self.assertEqual((ok.status, refused.status), (200, 405))
-        self.assertIn("INVITE", refused.headers.get_all("Allow")[0])
+        self.assertIn("INVITE", refused.headers.getAll("Allow")[0])
 
     def test_noIdentityInMetrics(self):
         self.established()
@@ -465,12 +465,12 @@ class DialogTests(Harness):
         self.assertEqual(self.connections.asked, [("UDP", "192.0.2.10", 5060)])
         self.assertEqual(bye.method, "BYE")
         self.assertEqual(bye.uri, "sip:user1@%s:5062" % UE_IP)
-        self.assertEqual(bye.headers.get_all("Route"), ["<sip:192.0.2.10:5060;lr>"])
-        self.assertEqual(bye.from_tag, ok.to_tag)
-        self.assertEqual(bye.to_tag, "ue1")
-        self.assertEqual(bye.call_id, "c1")
+        self.assertEqual(bye.headers.getAll("Route"), ["<sip:192.0.2.10:5060;lr>"])
+        self.assertEqual(bye.fromTag, ok.toTag)
+        self.assertEqual(bye.toTag, "ue1")
+        self.assertEqual(bye.callId, "c1")
         self.assertEqual(bye.cseq[1], "BYE")
-        self.assertEqual(bye.top_via.sent_by, (SCF_IP, 5070))
+        self.assertEqual(bye.topVia.sentBy, (SCF_IP, 5070))
         self.assertEqual(self.metric("mbmsd_scf_sessions_ended_total", reason="expired"), 1)
         self.assertEqual(self.metric("mbmsd_scf_sessions"), 0)
 
@@ -481,7 +481,7 @@ class DialogTests(Harness):
         self.clock.advance(60)
         [(_, bye, address)] = self.connections.udp.sent
         self.assertEqual(address, (UE_IP, 5062))
-        self.assertEqual(bye.headers.get_all("Route"), [])
+        self.assertEqual(bye.headers.getAll("Route"), [])
 
     def test_updateRefreshes(self):
         ok = self.established(extra=["Supported: timer", "Session-Expires: 300"])

@@ -15,8 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from mbmsd import logs
 from mbmsd.roles.scf.sweep import Sweep
 from mbmsd.sip.message import Request, Response, serialize
-from tests.unit.test_reload import capturedLog
 from tests.unit.roles.scf.test_core import Harness, in_dialog, invite
+from tests.unit.test_reload import capturedLog
 
 T1, T2 = 0.5, 4.0
 
@@ -81,7 +81,7 @@ class RetransmissionTests(Harness):
         ok = self.established()
         # the BYE overtakes the ACK (UDP): the session ends, its 2xx stops
         self.receive(in_dialog("BYE", ok, 2, "z9hG4bK-bye"))
-        key = ("c1", ok.to_tag, "ue1")
+        key = ("c1", ok.toTag, "ue1")
         self.assertEqual(self.core.dialogs, {})
         self.assertEqual(self.core.dialog.ended, {key: 1})
         sent = len(self.sent())
@@ -106,7 +106,7 @@ class RetransmissionTests(Harness):
         for i in range(6):
             self.receive(invite(callid="c%d" % i, branch="z9hG4bK-%d" % i))
             ok = self.finals()[-1]
-            sessions.append(weakref.ref(self.core.dialogs[("c%d" % i, ok.to_tag, "ue1")]))
+            sessions.append(weakref.ref(self.core.dialogs[("c%d" % i, ok.toTag, "ue1")]))
             if i % 3 == 0:
                 self.receive(in_dialog("BYE", ok, 2, "z9hG4bK-b%d" % i, callid="c%d" % i))
             elif i % 3 == 1:
