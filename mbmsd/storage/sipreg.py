@@ -7,11 +7,14 @@ Challenges reuse L{mbmsd.storage.records.Challenge} (nonce, IMPI, RAND, XRES,
 CK, IK, expiry), the same record the BSF keeps for Ub.
 """
 
-import dataclasses
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from __future__ import annotations
 
-from twisted.internet.defer import succeed
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from mbmsd.interfaces import ISipRegistrationStore
@@ -24,7 +27,8 @@ from mbmsd.storage.challenges import (
 
 if TYPE_CHECKING:
     from mbmsd.storage.memory import MemorySubscriberStore
-    from mbmsd.storage.sql import Database, Row, SqlSubscriberStore
+    from mbmsd.storage.records import Challenge, Subscriber
+    from mbmsd.storage.sql import Database, Row, SqlSubscriberStore, _Txn
 
 __all__ = ["SipBinding", "MemorySipRegistrationStore", "SqlSipRegistrationStore"]
 
@@ -46,7 +50,7 @@ class SipBinding:
     impu: str
     contact: str
     impi: str
-    associated: tuple
+    associated: tuple[str, ...]
     transport: str
     host: str
     port: int
@@ -56,7 +60,7 @@ class SipBinding:
     registered: float = 0.0
 
     @property
-    def source(self):
+    def source(self) -> tuple[str, str, int]:
         return (self.transport, self.host, self.port)
 
 
@@ -67,71 +71,88 @@ class MemorySipRegistrationStore:
         whose SQNs L{issueChallenge} advances.
     """
 
-    def __init__(self, subscribers: "MemorySubscriberStore | None" = None) -> None:
+    def __init__(self, subscribers: MemorySubscriberStore | None = None) -> None:
         self._subscribers = subscribers
-        self._challenges = {}
-        self._bindings = {}     # (impu, contact) -> SipBinding, insertion order
+        self._challenges: dict[str, Challenge] = {}
+        # (impu, contact) -> SipBinding, insertion order
+        self._bindings: dict[tuple[str, str], SipBinding] = {}
 
-    def putChallenge(self, challenge):
+    def putChallenge(self, challenge: Challenge) -> Deferred[None]:
         self._challenges[challenge.nonce] = challenge
         return succeed(None)
 
-    def issueChallenge(self, impi, challengeFor):
+    def issueChallenge(
+        self, impi: str, challengeFor: Callable[[Subscriber], Challenge],
+    ) -> Deferred[Challenge | None]:
         return issue_challenge_memory(self._subscribers, self._challenges, impi, challengeFor)
 
-    def takeChallenge(self, nonce):
+    def takeChallenge(self, nonce: str) -> Deferred[Challenge | None]:
         return succeed(self._challenges.pop(nonce, None))
 
-    def putBinding(self, binding):
+    def putBinding(self, binding: SipBinding) -> Deferred[None]:
         key = (binding.impu, binding.contact)
         self._bindings.pop(key, None)
         self._bindings[key] = binding
         return succeed(None)
 
-    def getBinding(self, impu, contact):
+    def getBinding(self, impu: str, contact: str) -> Deferred[SipBinding | None]:
         return succeed(self._bindings.get((impu, contact)))
 
-    def removeBinding(self, impu, contact):
+    def removeBinding(self, impu: str, contact: str) -> Deferred[int]:
         return succeed(1 if self._bindings.pop((impu, contact), None) is not None else 0)
 
-    def removeBindings(self, impu):
+    def removeBindings(self, impu: str) -> Deferred[int]:
         keys = [k for k in self._bindings if k[0] == impu]
         for k in keys:
             del self._bindings[k]
         return succeed(len(keys))
 
-    def _live(self, now, match):
+    def _live(self, now: float, match: Callable[[SipBinding], bool]) -> list[SipBinding]:
         rows = [b for b in self._bindings.values() if b.expires > now and match(b)]
         rows.sort(key=lambda b: b.registered)
         return rows
 
-    def bindings(self, impu, now):
+    def bindings(self, impu: str, now: float) -> Deferred[list[SipBinding]]:
         return succeed(self._live(now, lambda b: b.impu == impu))
 
-    def bindingsFromSource(self, transport, host, port, now):
+    def bindingsFromSource(
+        self, transport: str, host: str, port: int, now: float,
+    ) -> Deferred[list[SipBinding]]:
         source = (transport.upper(), host, int(port))
         return succeed(self._live(now, lambda b: b.source == source))
 
-    def liveBindings(self, now):
+    def liveBindings(self, now: float) -> Deferred[list[SipBinding]]:
         return succeed(self._live(now, lambda b: True))
 
-    def countBindings(self, now):
+    def countBindings(self, now: float) -> Deferred[int]:
         return succeed(sum(1 for b in self._bindings.values() if b.expires > now))
 
-    def prune(self, now):
-        removed = 0
-        for table in (self._challenges, self._bindings):
-            for key in [k for k, v in table.items() if v.expires <= now]:
-                del table[key]
-                removed += 1
-        return succeed(removed)
+    def prune(self, now: float) -> Deferred[int]:
+        return succeed(_prune(self._challenges, now) + _prune(self._bindings, now))
+
+
+class _Expiring(Protocol):
+    @property
+    def expires(self) -> float: ...
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V", bound=_Expiring)
+
+
+def _prune(table: dict[_K, _V], now: float) -> int:
+    """Delete C{table}'s entries expired at or before C{now}; how many."""
+    keys = [k for k, v in table.items() if v.expires <= now]
+    for key in keys:
+        del table[key]
+    return len(keys)
 
 
 _BINDING_COLUMNS = ("impu, contact, impi, associated, transport, host, port, expires, "
                     "call_id, cseq, registered")
 
 
-def _binding(row: "Row") -> "SipBinding":
+def _binding(row: Row) -> SipBinding:
     return SipBinding(
         impu=row[0], contact=row[1], impi=row[2],
         associated=tuple(row[3].split("\n")) if row[3] else (),
@@ -146,7 +167,7 @@ class SqlSipRegistrationStore:
     Over a L{mbmsd.storage.sql.Database}; every transaction named.
     """
 
-    def __init__(self, db: "Database", subscribers: "SqlSubscriberStore") -> None:
+    def __init__(self, db: Database, subscribers: SqlSubscriberStore) -> None:
         """
         @param subscribers: the L{mbmsd.storage.sql.SqlSubscriberStore} of
             the same database (the SQN that L{issueChallenge} advances).
@@ -154,24 +175,26 @@ class SqlSipRegistrationStore:
         self.db = db
         self._subscribers = subscribers
 
-    def putChallenge(self, challenge):
+    def putChallenge(self, challenge: Challenge) -> Deferred[None]:
         return self.db.runInteraction("sip_put_challenge", put_challenge_txn, "sip_challenges",
                                       challenge)
 
-    def issueChallenge(self, impi, challengeFor):
+    def issueChallenge(
+        self, impi: str, challengeFor: Callable[[Subscriber], Challenge],
+    ) -> Deferred[Challenge | None]:
         # one transaction, one commit: the SQN and the challenge it went into
         return self.db.runInteraction("sip_issue_challenge", issue_challenge_txn,
                                       self._subscribers, "sip_challenges", impi, challengeFor)
 
-    def takeChallenge(self, nonce):
+    def takeChallenge(self, nonce: str) -> Deferred[Challenge | None]:
         return self.db.runInteraction("sip_take_challenge", take_challenge_txn,
                                       "sip_challenges", nonce)
 
-    def putBinding(self, binding):
+    def putBinding(self, binding: SipBinding) -> Deferred[None]:
         return self.db.runInteraction("sip_put_binding", self._putBinding_txn, binding)
 
     @staticmethod
-    def _putBinding_txn(txn, b):
+    def _putBinding_txn(txn: _Txn, b: SipBinding) -> None:
         txn.execute(
             "INSERT INTO sip_bindings (" + _BINDING_COLUMNS + ") "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -183,43 +206,47 @@ class SqlSipRegistrationStore:
              b.port, b.expires, b.callId, b.cseq, b.registered),
         )
 
-    def getBinding(self, impu, contact):
+    def getBinding(self, impu: str, contact: str) -> Deferred[SipBinding | None]:
         return self.db.runInteraction("sip_get_binding", self._getBinding_txn, impu, contact)
 
     @staticmethod
-    def _getBinding_txn(txn, impu, contact):
+    def _getBinding_txn(txn: _Txn, impu: str, contact: str) -> SipBinding | None:
         row = txn.execute(
             "SELECT " + _BINDING_COLUMNS + " FROM sip_bindings WHERE impu = ? AND contact = ?",
             (impu, contact),
         ).fetchone()
         return _binding(row) if row is not None else None
 
-    def removeBinding(self, impu, contact):
+    def removeBinding(self, impu: str, contact: str) -> Deferred[int]:
         return self.db.runInteraction("sip_remove_binding", self._remove_txn,
                                       "impu = ? AND contact = ?", (impu, contact))
 
-    def removeBindings(self, impu):
+    def removeBindings(self, impu: str) -> Deferred[int]:
         return self.db.runInteraction("sip_remove_bindings", self._remove_txn,
                                       "impu = ?", (impu,))
 
     @staticmethod
-    def _remove_txn(txn, where, args):
+    def _remove_txn(txn: _Txn, where: str, args: tuple[str, ...]) -> int:
         return txn.execute("DELETE FROM sip_bindings WHERE " + where, args).rowcount
 
-    def bindings(self, impu, now):
+    def bindings(self, impu: str, now: float) -> Deferred[list[SipBinding]]:
         return self.db.runInteraction("sip_bindings_of_impu", self._select_txn,
                                       "impu = ?", (impu,), now)
 
-    def bindingsFromSource(self, transport, host, port, now):
+    def bindingsFromSource(
+        self, transport: str, host: str, port: int, now: float,
+    ) -> Deferred[list[SipBinding]]:
         return self.db.runInteraction(
             "sip_bindings_from_source", self._select_txn,
             "host = ? AND port = ? AND transport = ?", (host, int(port), transport.upper()), now)
 
-    def liveBindings(self, now):
+    def liveBindings(self, now: float) -> Deferred[list[SipBinding]]:
         return self.db.runInteraction("sip_live_bindings", self._select_txn, "1 = 1", (), now)
 
     @staticmethod
-    def _select_txn(txn, where, args, now):
+    def _select_txn(
+        txn: _Txn, where: str, args: Sequence[object], now: float,
+    ) -> list[SipBinding]:
         rows = txn.execute(
             "SELECT " + _BINDING_COLUMNS + " FROM sip_bindings WHERE " + where
             + " AND expires > ? ORDER BY registered, impu, contact",
@@ -227,24 +254,26 @@ class SqlSipRegistrationStore:
         ).fetchall()
         return [_binding(row) for row in rows]
 
-    def countBindings(self, now):
+    def countBindings(self, now: float) -> Deferred[int]:
         return self.db.runInteraction("sip_count_bindings", self._count_txn, now)
 
     @staticmethod
-    def _count_txn(txn, now):
-        return int(txn.execute("SELECT COUNT(*) FROM sip_bindings WHERE expires > ?",
-                               (now,)).fetchone()[0])
+    def _count_txn(txn: _Txn, now: float) -> int:
+        row = txn.execute("SELECT COUNT(*) FROM sip_bindings WHERE expires > ?",
+                          (now,)).fetchone()
+        assert row is not None  # an aggregate without GROUP BY yields one row
+        return int(row[0])
 
-    def prune(self, now):
+    def prune(self, now: float) -> Deferred[int]:
         return self.db.runInteraction("sip_prune", self._prune_txn, now)
 
     @staticmethod
-    def _prune_txn(txn, now):
+    def _prune_txn(txn: _Txn, now: float) -> int:
         removed = txn.execute("DELETE FROM sip_challenges WHERE expires <= ?", (now,)).rowcount
         removed += txn.execute("DELETE FROM sip_bindings WHERE expires <= ?", (now,)).rowcount
         return removed
 
 
-def replace(binding, **changes):
+def replace(binding: SipBinding, **changes: Any) -> SipBinding:  # Any: the fields' own types
     """A copy of C{binding} with C{changes}."""
     return dataclasses.replace(binding, **changes)
