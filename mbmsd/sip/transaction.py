@@ -20,9 +20,10 @@ send it, nothing else; one sweep per layer ends them.
 
 import collections
 import weakref
+from typing import overload
 
 from mbmsd.logs import Logger
-from mbmsd.sip.grammar import parse_via
+from mbmsd.sip.grammar import Via, parse_via
 from mbmsd.sip.message import (
     MAGIC_COOKIE,
     Request,
@@ -721,7 +722,17 @@ def stamp_via(request, source):
     return via
 
 
-def response_address(via, transport, source):
+@overload
+def response_address(via: Via, transport: object, source: tuple[str, int]) -> tuple[str, int]: ...
+
+
+@overload
+def response_address(via: Via, transport: object, source: None) -> None: ...
+
+
+def response_address(
+    via: Via, transport: object, source: tuple[str, int] | None,
+) -> tuple[str, int] | None:
     """
     Where responses to a request go (RFC 3261 18.2.2, RFC 3581): on a
     reliable transport back to the source; on UDP to the source address and

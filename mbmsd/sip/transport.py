@@ -11,7 +11,13 @@ dropped and logged. No exception escapes into the reactor, so a bad peer
 cannot kill a listener.
 """
 
+from __future__ import annotations
+
+import typing
+
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mbmsd.interfaces import ISipTransport
@@ -19,7 +25,9 @@ from mbmsd.logs import Logger
 from mbmsd.sip.grammar import SipParseError, parse_cseq, parse_via
 from mbmsd.sip.message import (
     DEFAULT_MAX_SIZE,
+    Message,
     Request,
+    Response,
     SipStreamParser,
     make_response,
     parse_message,
@@ -32,8 +40,19 @@ __all__ = ["SipDatagramProtocol", "SipStreamProtocol", "SipStreamFactory",
 
 log = Logger(namespace="mbmsd.sip.transport")
 
+# (host, port)
+Address = tuple[str, int]
 
-def error_response(error):
+
+class SipReceiver(typing.Protocol):
+    """What the adapters hand messages to (L{TransactionLayer.receive})."""
+
+    def receive(
+        self, message: Message, transport: ISipTransport, source: Address | None,
+    ) -> object: ...
+
+
+def error_response(error: SipParseError) -> Response | None:
     """
     The response answering a L{SipParseError}, or None when there is none to
     send: the input was a response, an ACK, or lacks the headers a response
@@ -47,8 +66,9 @@ def error_response(error):
         if not (h.get(name) or "").strip():
             return None
     try:
-        parse_via(h.get("Via"))
-        parse_cseq(h.get("CSeq"))
+        # both present: checked just above
+        parse_via(h.get("Via", ""))
+        parse_cseq(h.get("CSeq", ""))
     except SipParseError:
         return None
     return make_response(req, error.status, error.reason, to_tag=True)
@@ -65,18 +85,18 @@ class SipDatagramProtocol(DatagramProtocol):
     name = "UDP"
     reliable = False
 
-    def __init__(self, receiver, max_size=DEFAULT_MAX_SIZE):
+    def __init__(self, receiver: SipReceiver, max_size: int = DEFAULT_MAX_SIZE) -> None:
         self.receiver = receiver
         self.max_size = max_size
         self.dropped = 0
 
-    def datagramReceived(self, data, addr):
+    def datagramReceived(self, data: bytes, addr: Address) -> None:
         try:
             self._handle(data, addr)
         except Exception:
             log.failure("error handling a datagram from {addr!r}", addr=addr)
 
-    def _handle(self, data, addr):
+    def _handle(self, data: bytes, addr: Address) -> None:
         if not data.strip(b" \t\r\n"):
             return                              # keep-alive
         try:
@@ -86,7 +106,7 @@ class SipDatagramProtocol(DatagramProtocol):
             return
         self.receiver.receive(message, self, addr)
 
-    def _answer_error(self, error, addr):
+    def _answer_error(self, error: SipParseError, addr: Address) -> None:
         response = error_response(error)
         if response is None:
             self.dropped += 1
@@ -94,14 +114,16 @@ class SipDatagramProtocol(DatagramProtocol):
                      addr=addr, error=error)
             return
         log.info("answered a malformed message from {addr!r}: {error}", addr=addr, error=error)
-        via = parse_via(response.headers.get("Via"))
+        via = parse_via(response.headers.get("Via", ""))  # copied from the request
         self.send(response, response_address(via, self, addr))
 
-    def send(self, message, address):
+    def send(self, message: Message, address: Address) -> None:
+        assert self.transport is not None  # connected
         self.transport.write(serialize(message), address)
 
-    def sendBytes(self, data, address):
+    def sendBytes(self, data: bytes, address: Address) -> None:
         """Send an already serialized message (a kept retransmission)."""
+        assert self.transport is not None  # connected
         self.transport.write(data, address)
 
 
@@ -115,73 +137,81 @@ class SipStreamProtocol(Protocol):
 
     name = "TCP"
     reliable = True
-    peer = None
+    peer: tuple[str, int] | None = None
 
-    def __init__(self, receiver, max_size=DEFAULT_MAX_SIZE):
+    def __init__(self, receiver: SipReceiver, max_size: int = DEFAULT_MAX_SIZE) -> None:
         self.receiver = receiver
         self.max_size = max_size
         self.parser = SipStreamParser(self._message, self._error, max_size,
                                       ping_callback=self._ping)
         self.open = False
 
-    def connectionMade(self):
+    def connectionMade(self) -> None:
         self.open = True
+        assert self.transport is not None  # set before connectionMade
         peer = self.transport.getPeer()
-        self.peer = (getattr(peer, "host", None), getattr(peer, "port", None))
+        # an IPv4Address/IPv6Address on TCP and TLS: host and port both set
+        self.peer = typing.cast(
+            Address, (getattr(peer, "host", None), getattr(peer, "port", None)))
 
-    def connectionLost(self, reason=None):
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.open = False
 
-    def dataReceived(self, data):
+    def dataReceived(self, data: bytes) -> None:
         try:
             self.parser.feed(data)
         except Exception:
             log.failure("error handling data from {peer!r}", peer=self.peer)
 
-    def _message(self, message):
+    def _message(self, message: Message) -> None:
         try:
             self.receiver.receive(message, self, self.peer)
         except Exception:
             log.failure("error handling a message from {peer!r}",
                         peer=self.peer)
 
-    def _error(self, error):
+    def _error(self, error: SipParseError) -> None:
         response = error_response(error)
         if response is not None and self.open:
             log.info("answered a malformed message from {peer!r}: {error}",
                      peer=self.peer, error=error)
+            assert self.transport is not None  # connected
             self.transport.write(serialize(response))
         else:
             log.info("dropped a message from {peer!r}: {error}",
                      peer=self.peer, error=error)
         if error.fatal:
+            assert self.transport is not None  # connected
             self.transport.loseConnection()
 
-    def _ping(self):
+    def _ping(self) -> None:
         if self.open:
+            assert self.transport is not None  # connected
             self.transport.write(b"\r\n")
 
-    def send(self, message, address=None):
+    def send(self, message: Message, address: Address | None = None) -> None:
         """Send on this connection (C{address} is ignored)."""
         if not self.open:
             raise ConnectionError("connection to %r is closed" % (self.peer,))
+        assert self.transport is not None  # connected
         self.transport.write(serialize(message))
 
-    def sendBytes(self, data, address=None):
+    def sendBytes(self, data: bytes, address: Address | None = None) -> None:
         """Send an already serialized message on this connection."""
         if not self.open:
             raise ConnectionError("connection to %r is closed" % (self.peer,))
+        assert self.transport is not None  # connected
         self.transport.write(data)
 
 
 class SipStreamFactory(Factory):
     """Builds a L{SipStreamProtocol} per accepted connection."""
 
-    def __init__(self, receiver, max_size=DEFAULT_MAX_SIZE):
+    def __init__(self, receiver: SipReceiver, max_size: int = DEFAULT_MAX_SIZE) -> None:
         self.receiver = receiver
         self.max_size = max_size
 
-    def buildProtocol(self, addr):
+    def buildProtocol(self, addr: IAddress | None) -> SipStreamProtocol:
         protocol = SipStreamProtocol(self.receiver, self.max_size)
         protocol.factory = self
         return protocol
