@@ -18,15 +18,23 @@ serialized answer to resend (RFC 3261 17.2.1, 17.2.2, 17.1.1.2) and where to
 send it, nothing else; one sweep per layer ends them.
 """
 
+from __future__ import annotations
+
 import collections
 import weakref
-from typing import overload
+from collections.abc import Callable, Hashable
+from typing import Protocol, Union, final, overload
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from mbmsd.interfaces import IClientTransactionUser, ISipTransport, ITransactionUser
 from mbmsd.logs import Logger
 from mbmsd.sip.grammar import Via, parse_via
 from mbmsd.sip.message import (
     MAGIC_COOKIE,
+    Message,
     Request,
+    Response,
     make_ack,
     make_branch,
     make_response,
@@ -52,6 +60,28 @@ CONFIRMED = "Confirmed"
 TERMINATED = "Terminated"
 
 
+# (host, port)
+Address = tuple[str, int]
+# RFC 3261 17.1.3 / 17.2.3 matching keys: (branch, ..., method)
+_Key = tuple[Hashable, ...]
+
+
+class _Slot(Protocol):
+    """An L{mbmsd.overload.Slot}: held until the final response."""
+
+    def release(self) -> None: ...
+
+
+class _Admission(Protocol):
+    """What the layer asks of an L{mbmsd.overload.SipAdmission}."""
+
+    retryAfter: int
+
+    def roomFor(self, held: int) -> bool: ...
+
+    def admit(self, transport: ISipTransport, source: Address | None) -> _Slot | None: ...
+
+
 class TransactionError(Exception):
     """A transaction was used against its state machine (a TU bug)."""
 
@@ -65,8 +95,8 @@ class TimerSettings:
         not answered within 200 ms (a UAS, 17.2.1), None never.
     """
 
-    def __init__(self, t1=0.5, t2=4.0, t4=5.0, timer_d=32.0,
-                 trying_delay=0.2):
+    def __init__(self, t1: float = 0.5, t2: float = 4.0, t4: float = 5.0,
+                 timer_d: float = 32.0, trying_delay: float | None = 0.2) -> None:
         self.t1 = t1
         self.t2 = t2
         self.t4 = t4
@@ -74,7 +104,7 @@ class TimerSettings:
         self.trying_delay = trying_delay
 
     @property
-    def timer_b(self):
+    def timer_b(self) -> float:
         return 64 * self.t1
 
     timer_f = timer_h = timer_j = timer_l = timer_m = timer_b
@@ -83,10 +113,13 @@ class TimerSettings:
 class _Transaction:
     """Timers, sending and termination shared by the four machines."""
 
-    state = None
-    slot = None     # an mbmsd.overload.Slot held until the final response
+    state: str | None = None
+    slot: _Slot | None = None     # an mbmsd.overload.Slot held until the final response
 
-    def __init__(self, layer, key, request, transport, address):
+    def __init__(
+        self, layer: TransactionLayer, key: _Key, request: Request,
+        transport: ISipTransport, address: Address | None,
+    ) -> None:
         self.layer = layer
         self.clock = layer.clock
         self.timers = layer.timers
@@ -95,42 +128,43 @@ class _Transaction:
         self.transport = transport
         self.address = address
         self.reliable = bool(getattr(transport, "reliable", False))
-        self._calls = {}
+        self._calls: dict[str, IDelayedCall] = {}
 
     @property
-    def branch(self):
+    def branch(self) -> Hashable:
         return self.key[0]
 
-    def _start_timer(self, name, delay, fn):
+    def _start_timer(self, name: str, delay: float, fn: Callable[[], object]) -> None:
         self._cancel_timer(name)
         self._calls[name] = self.clock.callLater(delay, self._fire, name, fn)
 
-    def _fire(self, name, fn):
+    def _fire(self, name: str, fn: Callable[[], object]) -> None:
         self._calls.pop(name, None)
         if self.state != TERMINATED:
             fn()
 
-    def _cancel_timer(self, name):
+    def _cancel_timer(self, name: str) -> None:
         call = self._calls.pop(name, None)
         if call is not None and call.active():
             call.cancel()
 
-    def _send(self, message):
+    def _send(self, message: Message) -> bool:
         """Hand C{message} to the transport; False on a transport error."""
         try:
-            self.transport.send(message, self.address)
+            # None only from a source-less hop (connection-bound: it ignores the address)
+            self.transport.send(message, self.address)  # type: ignore[arg-type]
         except Exception:
             log.failure("transport error sending {msg!r} to {address!r}",
                         msg=message, address=self.address)
             return False
         return True
 
-    def _release_slot(self):
+    def _release_slot(self) -> None:
         slot, self.slot = self.slot, None
         if slot is not None:
             slot.release()
 
-    def _terminate(self):
+    def _terminate(self) -> None:
         self._release_slot()
         if self.state == TERMINATED:
             return
@@ -139,7 +173,9 @@ class _Transaction:
             self._cancel_timer(name)
         self.layer._remove(self)
 
-    def _wait_then_terminate(self, name, delay, resend=None, accepted=False):
+    def _wait_then_terminate(
+        self, name: str, delay: float, resend: Message | None = None, accepted: bool = False,
+    ) -> None:
         """
         Enter a wait state: terminate after C{delay} (now if zero). Until
         then the layer keeps only a L{_Finished} record that answers
@@ -153,7 +189,7 @@ class _Transaction:
             self._cancel_timer(name)
         self.layer._retire(self, delay, resend, accepted)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s %s %s %s>" % (self.__class__.__name__, self.request.method,
                                   self.key[0], self.state)
 
@@ -163,14 +199,17 @@ class _Transaction:
 
 class _ClientTransaction(_Transaction):
 
-    def __init__(self, layer, key, request, transport, address, user):
+    def __init__(
+        self, layer: TransactionLayer, key: _Key, request: Request,
+        transport: ISipTransport, address: Address | None, user: IClientTransactionUser,
+    ) -> None:
         _Transaction.__init__(self, layer, key, request, transport, address)
         self.user = user
 
-    def _deliver(self, response):
+    def _deliver(self, response: Response) -> None:
         self.layer._call_user(self.user.responseReceived, response, self)
 
-    def _fail(self, status):
+    def _fail(self, status: int) -> None:
         """Terminate and tell the TU with a locally generated response."""
         self._terminate()
         response = make_response(self.request, status)
@@ -181,7 +220,10 @@ class _ClientTransaction(_Transaction):
 class ClientInviteTransaction(_ClientTransaction):
     """RFC 3261 17.1.1 (figure 5) with RFC 6026's Accepted state."""
 
-    def start(self):
+    _interval_a: float
+    ack: Request
+
+    def start(self) -> None:
         self.state = CALLING
         if not self._send(self.request):
             return self._fail(503)
@@ -190,7 +232,7 @@ class ClientInviteTransaction(_ClientTransaction):
             self._start_timer("A", self._interval_a, self._timer_a)
         self._start_timer("B", self.timers.timer_b, self._timer_b)
 
-    def _timer_a(self):
+    def _timer_a(self) -> None:
         if self.state != CALLING:
             return
         if not self._send(self.request):
@@ -198,11 +240,11 @@ class ClientInviteTransaction(_ClientTransaction):
         self._interval_a *= 2
         self._start_timer("A", self._interval_a, self._timer_a)
 
-    def _timer_b(self):
+    def _timer_b(self) -> None:
         if self.state == CALLING:
             self._fail(408)
 
-    def receiveResponse(self, response):
+    def receiveResponse(self, response: Response) -> None:
         status = response.status
         if self.state in (CALLING, PROCEEDING):
             self._cancel_timer("A")
@@ -235,7 +277,9 @@ class ClientInviteTransaction(_ClientTransaction):
 class ClientNonInviteTransaction(_ClientTransaction):
     """RFC 3261 17.1.2 (figure 6)."""
 
-    def start(self):
+    _interval_e: float
+
+    def start(self) -> None:
         self.state = TRYING
         if not self._send(self.request):
             return self._fail(503)
@@ -244,7 +288,7 @@ class ClientNonInviteTransaction(_ClientTransaction):
             self._start_timer("E", self._interval_e, self._timer_e)
         self._start_timer("F", self.timers.timer_f, self._timer_f)
 
-    def _timer_e(self):
+    def _timer_e(self) -> None:
         if self.state not in (TRYING, PROCEEDING):
             return
         if not self._send(self.request):
@@ -255,11 +299,11 @@ class ClientNonInviteTransaction(_ClientTransaction):
             self._interval_e = self.timers.t2
         self._start_timer("E", self._interval_e, self._timer_e)
 
-    def _timer_f(self):
+    def _timer_f(self) -> None:
         if self.state in (TRYING, PROCEEDING):
             self._fail(408)
 
-    def receiveResponse(self, response):
+    def receiveResponse(self, response: Response) -> None:
         if self.state not in (TRYING, PROCEEDING):
             return          # Completed: retransmissions absorbed
         if response.status < 200:
@@ -278,9 +322,10 @@ class ClientNonInviteTransaction(_ClientTransaction):
 
 class _ServerTransaction(_Transaction):
 
-    last_response = None
+    last_response: Response | None = None
+    source: Address | None      # set by the layer when it creates the transaction
 
-    def _transport_error(self):
+    def _transport_error(self) -> None:
         self._terminate()
         self.layer._call_user(self.layer.tu.transactionFailed, self,
                               "transport")
@@ -289,7 +334,9 @@ class _ServerTransaction(_Transaction):
 class ServerInviteTransaction(_ServerTransaction):
     """RFC 3261 17.2.1 (figure 7) with RFC 6026's Accepted state."""
 
-    def start(self, trying=True):
+    _interval_g: float
+
+    def start(self, trying: bool = True) -> None:
         self.state = PROCEEDING
         delay = self.layer.trying_delay
         if delay is None or not trying:
@@ -299,11 +346,11 @@ class ServerInviteTransaction(_ServerTransaction):
         else:
             self._start_timer("Trying", delay, self._send_trying)
 
-    def _send_trying(self):
+    def _send_trying(self) -> None:
         if self.state == PROCEEDING and self.last_response is None:
             self.respond(make_response(self.request, 100))
 
-    def respond(self, response):
+    def respond(self, response: Response) -> None:
         """
         Send C{response} (built with L{make_response}) for this INVITE.
         Raises L{TransactionError} when the state allows no response.
@@ -337,21 +384,22 @@ class ServerInviteTransaction(_ServerTransaction):
             self._start_timer("G", self._interval_g, self._timer_g)
         self._start_timer("H", self.timers.timer_h, self._timer_h)
 
-    def _timer_g(self):
+    def _timer_g(self) -> None:
         if self.state != COMPLETED:
             return
+        assert self.last_response is not None  # Completed: the final answer was sent
         if not self._send(self.last_response):
             return self._transport_error()
         self._interval_g = min(2 * self._interval_g, self.timers.t2)
         self._start_timer("G", self._interval_g, self._timer_g)
 
-    def _timer_h(self):
+    def _timer_h(self) -> None:
         if self.state == COMPLETED:
             self._terminate()
             self.layer._call_user(self.layer.tu.transactionFailed, self,
                                   "timeout")
 
-    def receiveRequest(self, request, source):
+    def receiveRequest(self, request: Request, source: Address | None) -> None:
         """A retransmitted INVITE or the ACK of a non-2xx answer."""
         if request.method == "ACK":
             if self.state == COMPLETED:
@@ -369,6 +417,7 @@ class ServerInviteTransaction(_ServerTransaction):
                 if not self._send(self.last_response):
                     self._transport_error()
         elif self.state == COMPLETED:
+            assert self.last_response is not None  # Completed: the final answer was sent
             if not self._send(self.last_response):
                 self._transport_error()
         # Accepted, Confirmed: absorbed
@@ -377,10 +426,10 @@ class ServerInviteTransaction(_ServerTransaction):
 class ServerNonInviteTransaction(_ServerTransaction):
     """RFC 3261 17.2.2 (figure 8)."""
 
-    def start(self, trying=True):
+    def start(self, trying: bool = True) -> None:
         self.state = TRYING
 
-    def respond(self, response):
+    def respond(self, response: Response) -> None:
         """
         Send C{response} for this request. Raises L{TransactionError} once
         a final response was sent.
@@ -403,9 +452,10 @@ class ServerNonInviteTransaction(_ServerTransaction):
         self._wait_then_terminate("J", 0 if self.reliable
                                   else self.timers.timer_j, resend=response)
 
-    def receiveRequest(self, request, source):
+    def receiveRequest(self, request: Request, source: Address | None) -> None:
         """A retransmission: absorbed in Trying, else the last answer."""
         if self.state in (PROCEEDING, COMPLETED):
+            assert self.last_response is not None  # Proceeding, Completed: an answer was sent
             if not self._send(self.last_response):
                 self._transport_error()
 
@@ -413,6 +463,7 @@ class ServerNonInviteTransaction(_ServerTransaction):
 # --------------------------------------------------------------------------
 # Finished transactions
 
+@final  # never subclassed: the layer matches it with type() is
 class _Finished:
     """
     What the layer keeps of a transaction waiting out Timer J, L, I, D or K:
@@ -425,7 +476,7 @@ class _Finished:
     __slots__ = ("key", "data", "transport", "address", "state", "invite",
                  "accepted", "txn")
 
-    def __init__(self, txn, resend, accepted):
+    def __init__(self, txn: _Transaction, resend: Message | None, accepted: bool) -> None:
         self.key = txn.key
         self.data = None if resend is None else serialize(resend)
         self.transport = txn.transport
@@ -436,28 +487,36 @@ class _Finished:
         self.accepted = accepted
         self.txn = weakref.ref(txn)
 
-    def resend(self):
+    def resend(self) -> bool:
         """Send the kept bytes again; False on a transport error."""
         send = getattr(self.transport, "sendBytes", None)
         try:
+            assert self.data is not None  # the callers resend only kept bytes
             if send is not None:
                 send(self.data, self.address)
             else:
-                self.transport.send(parse_message(self.data), self.address)
+                # None only from a source-less hop, as in _Transaction._send
+                self.transport.send(parse_message(self.data),
+                                    self.address)  # type: ignore[arg-type]
         except Exception:
             log.failure("transport error resending to {address!r}",
                         address=self.address)
             return False
         return True
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<_Finished %s %s>" % (self.key[0], self.state)
 
 
 # --------------------------------------------------------------------------
 # The layer
 
-def _server_key(request, via):
+_ServerEntry = Union[ServerInviteTransaction, ServerNonInviteTransaction, _Finished]
+_ClientEntry = Union[ClientInviteTransaction, ClientNonInviteTransaction, _Finished]
+# the table a transaction or record lives in
+_Table = Union[dict[_Key, _ServerEntry], dict[_Key, _ClientEntry]]
+
+def _server_key(request: Request, via: Via) -> _Key:
     """RFC 3261 17.2.3; the RFC 2543 fallback is approximate."""
     method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch
@@ -469,7 +528,7 @@ def _server_key(request, via):
             via.sentBy, method)
 
 
-def _client_key(message_branch, method):
+def _client_key(message_branch: str | None, method: str) -> _Key:
     return (message_branch, method)
 
 
@@ -491,31 +550,34 @@ class TransactionLayer:
     # the long timers end in one sweep, at most this late (seconds)
     SWEEP_INTERVAL = 0.5
 
-    def __init__(self, clock, tu, timers=None, admission=None):
+    def __init__(
+        self, clock: IReactorTime, tu: ITransactionUser, timers: TimerSettings | None = None,
+        admission: _Admission | None = None,
+    ) -> None:
         self.clock = clock
         self.tu = tu
         self.admission = admission
         self.timers = timers if timers is not None else TimerSettings()
-        self.server_transactions = {}
-        self.client_transactions = {}
+        self.server_transactions: dict[_Key, _ServerEntry] = {}
+        self.client_transactions: dict[_Key, _ClientEntry] = {}
         # per timer length, a time-ordered deque of (deadline, table, record)
-        self._expiries = {}
-        self._sweep = None
-        self._lastSweep = None
+        self._expiries: dict[float, collections.deque[tuple[float, _Table, _Finished]]] = {}
+        self._sweep: IDelayedCall | None = None
+        self._lastSweep: float | None = None
 
     @property
-    def trying_delay(self):
+    def trying_delay(self) -> float | None:
         return self.timers.trying_delay
 
-    def _call_user(self, fn, *args):
+    def _call_user(self, fn: Callable[..., object], *args: object) -> None:
         """Call up into a TU, never letting its exception break a machine."""
         try:
             fn(*args)
         except Exception:
             log.failure("transaction user {fn!r} raised", fn=fn)
 
-    def _remove(self, txn):
-        table = (self.server_transactions
+    def _remove(self, txn: _Transaction) -> None:
+        table: _Table = (self.server_transactions
                  if isinstance(txn, _ServerTransaction)
                  else self.client_transactions)
         if table.get(txn.key) is txn:
@@ -523,10 +585,12 @@ class TransactionLayer:
 
     # -- finished transactions: one sweep for the long timers
 
-    def _retire(self, txn, delay, resend, accepted):
+    def _retire(
+        self, txn: _Transaction, delay: float, resend: Message | None, accepted: bool,
+    ) -> None:
         """Replace C{txn} in its table by a L{_Finished} for C{delay} s."""
         server = isinstance(txn, _ServerTransaction)
-        table = self.server_transactions if server else self.client_transactions
+        table: _Table = self.server_transactions if server else self.client_transactions
         if table.get(txn.key) is not txn:
             return
         record = _Finished(txn, resend, accepted)
@@ -538,7 +602,7 @@ class TransactionLayer:
         queue.append((deadline, table, record))
         self._scheduleSweep()
 
-    def _scheduleSweep(self):
+    def _scheduleSweep(self) -> None:
         heads = [q[0][0] for q in self._expiries.values() if q]
         if not heads:
             return
@@ -551,7 +615,7 @@ class TransactionLayer:
         elif due < self._sweep.getTime():
             self._sweep.reset(delay)
 
-    def _sweepFinished(self):
+    def _sweepFinished(self) -> None:
         self._sweep = None
         now = self._lastSweep = self.clock.seconds()
         for delay, queue in list(self._expiries.items()):
@@ -564,12 +628,12 @@ class TransactionLayer:
                 del self._expiries[delay]
         self._scheduleSweep()
 
-    def _expire(self, record):
+    def _expire(self, record: _Finished) -> None:
         txn = record.txn()
         if txn is not None:
             txn.state = TERMINATED
 
-    def _dropFinished(self, record, table):
+    def _dropFinished(self, record: _Finished, table: _Table) -> None:
         """A transport error on a resend: end the record now."""
         if table.get(record.key) is record:
             del table[record.key]
@@ -578,7 +642,9 @@ class TransactionLayer:
             txn.state = TERMINATED
             self._call_user(self.tu.transactionFailed, txn, "transport")
 
-    def _finishedRequest(self, record, request, source):
+    def _finishedRequest(
+        self, record: _Finished, request: Request, source: Address | None,
+    ) -> None:
         """RFC 3261 17.2.1 (Confirmed), 17.2.2 (Completed), RFC 6026 7.1."""
         if request.method == "ACK":
             if record.accepted:
@@ -588,14 +654,16 @@ class TransactionLayer:
         if record.data is not None and not record.resend():
             self._dropFinished(record, self.server_transactions)
 
-    def _finishedResponse(self, record, response):
+    def _finishedResponse(self, record: _Finished, response: Response) -> None:
         """RFC 3261 17.1.1.2 (Completed: ACK again), 17.1.2.2 (absorbed)."""
         if record.data is not None and response.status >= 300:
             record.resend()
 
     # -- incoming
 
-    def receive(self, message, transport, source):
+    def receive(
+        self, message: Message, transport: ISipTransport, source: Address | None,
+    ) -> None:
         """
         A parsed message arrived on C{transport} from C{source}
         (C{(host, port)}). Dispatches it to its transaction or the TU.
@@ -605,7 +673,9 @@ class TransactionLayer:
         else:
             self._receive_response(message, transport, source)
 
-    def _receive_request(self, request, transport, source):
+    def _receive_request(
+        self, request: Request, transport: ISipTransport, source: Address | None,
+    ) -> None:
         via = stamp_via(request, source)
         key = _server_key(request, via)
         txn = self.server_transactions.get(key)
@@ -623,8 +693,9 @@ class TransactionLayer:
             # memory is bounded: past max_transactions a new request is lost
             return
         address = response_address(via, transport, source)
-        cls = (ServerInviteTransaction if request.method == "INVITE"
-               else ServerNonInviteTransaction)
+        cls: type[ServerInviteTransaction] | type[ServerNonInviteTransaction] = (
+            ServerInviteTransaction if request.method == "INVITE"
+            else ServerNonInviteTransaction)
         txn = cls(self, key, request, transport, address)
         txn.source = source
         self.server_transactions[key] = txn
@@ -641,7 +712,9 @@ class TransactionLayer:
         txn.start()
         self._call_user(self.tu.requestReceived, request, txn)
 
-    def _receive_response(self, response, transport, source):
+    def _receive_response(
+        self, response: Response, transport: ISipTransport, source: Address | None,
+    ) -> None:
         via = response.topVia
         key = _client_key(via.branch if via else None, response.cseq[1])
         txn = self.client_transactions.get(key)
@@ -656,7 +729,10 @@ class TransactionLayer:
 
     # -- outgoing
 
-    def sendRequest(self, request, transport, address, user):
+    def sendRequest(
+        self, request: Request, transport: ISipTransport, address: Address | None,
+        user: IClientTransactionUser,
+    ) -> ClientInviteTransaction | ClientNonInviteTransaction:
         """
         Send C{request} to C{address} through a new client transaction.
 
@@ -678,20 +754,24 @@ class TransactionLayer:
         if key in self.client_transactions:
             raise ValueError("a client transaction with branch %s exists"
                              % (via.branch,))
-        cls = (ClientInviteTransaction if request.method == "INVITE"
-               else ClientNonInviteTransaction)
+        cls: type[ClientInviteTransaction] | type[ClientNonInviteTransaction] = (
+            ClientInviteTransaction if request.method == "INVITE"
+            else ClientNonInviteTransaction)
         txn = cls(self, key, request, transport, address, user)
         self.client_transactions[key] = txn
         txn.start()
         return txn
 
-    def sendStateless(self, message, transport, address):
+    def sendStateless(
+        self, message: Message, transport: ISipTransport, address: Address,
+    ) -> None:
         """Send outside any transaction (ACK of a 2xx, stateless forwarding)."""
         transport.send(message, address)
 
-    def findInvite(self, cancel):
+    def findInvite(self, cancel: Request) -> _Transaction | _Finished | None:
         """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2)."""
         via = cancel.topVia
+        assert via is not None  # a received request has one (parse_message validates it)
         key = _server_key(cancel, via)
         key = key[:-1] + ("INVITE",)
         txn = self.server_transactions.get(key)
@@ -701,12 +781,13 @@ class TransactionLayer:
         return txn if isinstance(txn, ServerInviteTransaction) else None
 
 
-def stamp_via(request, source):
+def stamp_via(request: Request, source: Address | None) -> Via:
     """
     Add C{received} (RFC 3261 18.2.1) and fill C{rport} (RFC 3581) in the
     top Via of a received request. Returns the (updated) top L{Via}.
     """
     via = request.topVia
+    assert via is not None  # a received request has one (parse_message validates it)
     changed = False
     if source is not None:
         host, port = source[0], source[1]
