@@ -6,21 +6,37 @@ requests and responses leave (RFC 3261 18: the UDP socket we listen on, and
 one TCP connection per peer, reused in both directions).
 """
 
+from __future__ import annotations
+
 import ipaddress
 import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IAddress, IListeningPort, IProtocol
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from mbmsd import config as c
 from mbmsd.errors import listenFailed
-from mbmsd.sip.transport import SipDatagramProtocol, SipStreamFactory, SipStreamProtocol
+from mbmsd.interfaces import ISipTransport
+from mbmsd.sip.grammar import SipParseError
+from mbmsd.sip.transport import (
+    SipDatagramProtocol,
+    SipReceiver,
+    SipStreamFactory,
+    SipStreamProtocol,
+)
 from mbmsd.workerid import worker_number
 from mbmsd.workers import listen_udp_shared, server_endpoint
+
+if TYPE_CHECKING:
+    from mbmsd.metrics import RoleMetrics
+    from mbmsd.overload import SipAdmission, Slot
 
 __all__ = ["Connections", "SipListenSettings", "parse_udp_listen", "udp_listen_field",
            "tcp_listen_field", "tls_listen_field", "attach_listeners"]
@@ -29,7 +45,7 @@ __all__ = ["Connections", "SipListenSettings", "parse_udp_listen", "udp_listen_f
 # ---------------------------------------------------------------- config
 
 
-def parse_udp_listen(value):
+def parse_udp_listen(value: str) -> tuple[str, int] | None:
     """
     C{"udp:PORT[:interface=HOST]"} (the Twisted endpoint spelling) or
     C{"HOST:PORT"} -> C{(host, port)}; C{""} -> None (UDP off).
@@ -55,8 +71,8 @@ def parse_udp_listen(value):
     return host, port
 
 
-def udp_listen_field(port):
-    def check(value):
+def udp_listen_field(port: int) -> c.Field:
+    def check(value: object) -> str:
         if not isinstance(value, str):
             raise c.Invalid("must be a string such as 'udp:%d:interface=127.0.0.1'" % (port,))
         parse_udp_listen(value)
@@ -66,23 +82,24 @@ def udp_listen_field(port):
                    "SIP over UDP: 'udp:PORT:interface=HOST' or '' for none")
 
 
-def _stream_endpoint_or_off():
+def _stream_endpoint_or_off() -> Callable[[str], str]:
     endpoint = c.endpoint()
 
-    def check(value):
+    def check(value: str) -> str:
         if value == "":
             return value
-        return endpoint(value)
+        result: str = endpoint(value)  # the normalised description
+        return result
 
     return check
 
 
-def tcp_listen_field(port):
+def tcp_listen_field(port: int) -> c.Field:
     return c.Field(_stream_endpoint_or_off(), "tcp:%d:interface=127.0.0.1" % (port,),
                    "SIP over TCP: a Twisted endpoint string or '' for none")
 
 
-def tls_listen_field(port):
+def tls_listen_field(port: int) -> c.Field:
     # RFC 3261 26.2 / TS 24.229: SIP over TLS, port 5061 by convention
     return c.Field(_stream_endpoint_or_off(), "",
                    "SIP over TLS: a Twisted stream endpoint string such as "
@@ -96,18 +113,18 @@ class SipListenSettings:
     Via, Contact and Record-Route, and the port per transport.
     """
 
-    def __init__(self, config, defaultPort):
+    def __init__(self, config: Mapping[str, Any], defaultPort: int) -> None:
         self.udp = parse_udp_listen(config["udp_listen"])
-        self.udpDescription = config["udp_listen"]
-        self.tcp = config["tcp_listen"]
-        self.tls = config.get("tls_listen") or ""
-        advertised = config["advertised_host"]
+        self.udpDescription: str = config["udp_listen"]
+        self.tcp: str = config["tcp_listen"]
+        self.tls: str = config.get("tls_listen") or ""
+        advertised: str | None = config["advertised_host"]
         if advertised is None:
             advertised = (self.udp[0] if self.udp else _tcp_interface(self.tcp)) or "127.0.0.1"
             if advertised in ("0.0.0.0", "::"):
                 advertised = "127.0.0.1"
-        self.advertised = advertised
-        self.ports = {}
+        self.advertised: str = advertised
+        self.ports: dict[str, int] = {}
         if self.udp is not None:
             self.ports["UDP"] = self.udp[1]
         if self.tcp:
@@ -118,7 +135,7 @@ class SipListenSettings:
             self.ports["TLS"] = int(m.group(1)) if m else defaultPort + 1
 
 
-def _tcp_interface(description):
+def _tcp_interface(description: str) -> str | None:
     m = re.search(r"(?:^|:)interface=([^:]+)", description)
     return m.group(1) if m else None
 
@@ -129,11 +146,13 @@ def _tcp_interface(description):
 class _Datagram(SipDatagramProtocol):
     noisy = False
 
-    def __init__(self, receiver, max_size, connections):
+    def __init__(
+        self, receiver: SipReceiver, max_size: int, connections: Connections,
+    ) -> None:
         SipDatagramProtocol.__init__(self, receiver, max_size)
         self.connections = connections
 
-    def _answer_error(self, error, addr):
+    def _answer_error(self, error: SipParseError, addr: tuple[str, int]) -> None:
         self.connections.countMalformed(error)
         SipDatagramProtocol._answer_error(self, error, addr)
 
@@ -142,25 +161,28 @@ class _Stream(SipStreamProtocol):
     """A TCP connection that the L{Connections} table knows about."""
 
     outbound = False
-    slot = None  # its place under the listener's connection bound
+    slot: Slot | None = None  # its place under the listener's connection bound
 
-    def __init__(self, receiver, max_size, connections, outbound=False):
+    def __init__(
+        self, receiver: SipReceiver, max_size: int, connections: Connections,
+        outbound: bool = False,
+    ) -> None:
         SipStreamProtocol.__init__(self, receiver, max_size)
         self.connections = connections
         self.outbound = outbound
 
-    def connectionMade(self):
+    def connectionMade(self) -> None:
         SipStreamProtocol.connectionMade(self)
         self.connections._add(self)
 
-    def connectionLost(self, reason=None):
+    def connectionLost(self, reason: Failure | None = None) -> None:
         SipStreamProtocol.connectionLost(self, reason)
         self.connections._remove(self)
         slot, self.slot = self.slot, None
         if slot is not None:
             slot.release()
 
-    def _error(self, error):
+    def _error(self, error: SipParseError) -> None:
         self.connections.countMalformed(error)
         SipStreamProtocol._error(self, error)
 
@@ -168,12 +190,12 @@ class _Stream(SipStreamProtocol):
 class _StreamFactory(SipStreamFactory):
     noisy = False
 
-    def __init__(self, connections, name="TCP"):
+    def __init__(self, connections: Connections, name: str = "TCP") -> None:
         SipStreamFactory.__init__(self, connections.receiver, connections.max_size)
         self.connections = connections
         self.name = name
 
-    def buildProtocol(self, addr):
+    def buildProtocol(self, addr: IAddress | None) -> _Stream | None:
         c = self.connections
         slot = None
         if c.admission is not None:
@@ -190,10 +212,10 @@ class _StreamFactory(SipStreamFactory):
 class _OutboundFactory(Factory):
     noisy = False
 
-    def __init__(self, connections):
+    def __init__(self, connections: Connections) -> None:
         self.connections = connections
 
-    def buildProtocol(self, addr):
+    def buildProtocol(self, addr: IAddress | None) -> _Stream:
         c = self.connections
         return _Stream(c.receiver, c.max_size, c, outbound=True)
 
@@ -209,44 +231,49 @@ class Connections:
         C{mbmsd_<role>_malformed_total} and C{mbmsd_<role>_tcp_connections}.
     """
 
-    def __init__(self, reactor, receiver, max_size, metrics, role, connectTimeout=5):
+    def __init__(
+        self, reactor: Any, receiver: SipReceiver | None, max_size: int, metrics: RoleMetrics,
+        role: str, connectTimeout: float = 5,
+    ) -> None:
         self.reactor = reactor
-        self.receiver = receiver
+        # None until the role sets its transaction layer, before any listener
+        self.receiver: SipReceiver = receiver  # type: ignore[assignment]
         self.max_size = max_size
         self.connectTimeout = connectTimeout
-        self.udp = None
-        self.streams = {}
-        self._pending = {}
-        self.admission = None  # an mbmsd.overload.SipAdmission bounding accepted connections
+        self.udp: _Datagram | None = None
+        self.streams: dict[tuple[str, int], _Stream] = {}
+        self._pending: dict[tuple[str, int], list[Deferred[ISipTransport]]] = {}
+        # the mbmsd.overload.SipAdmission bounding accepted connections
+        self.admission: SipAdmission | None = None
         self.malformed = metrics.counter(
             "mbmsd_%s_malformed_total" % (role,),
             "Messages refused by the parser, by the status answered (or dropped)", ["status"])
         self.open = metrics.gauge("mbmsd_%s_tcp_connections" % (role,),
                                   "Open SIP TCP connections")
 
-    def countMalformed(self, error):
+    def countMalformed(self, error: SipParseError) -> None:
         self.malformed.labels(str(getattr(error, "status", 400))).inc()
 
-    def datagramProtocol(self):
+    def datagramProtocol(self) -> _Datagram:
         return _Datagram(self.receiver, self.max_size, self)
 
-    def streamFactory(self, name="TCP"):
+    def streamFactory(self, name: str = "TCP") -> _StreamFactory:
         return _StreamFactory(self, name)
 
-    def _add(self, protocol):
+    def _add(self, protocol: _Stream) -> None:
         if protocol.peer is not None:
             self.streams[protocol.peer] = protocol
         self.open.set(len(self.streams))
 
-    def _remove(self, protocol):
-        if self.streams.get(protocol.peer) is protocol:
+    def _remove(self, protocol: _Stream) -> None:
+        if protocol.peer is not None and self.streams.get(protocol.peer) is protocol:
             del self.streams[protocol.peer]
         self.open.set(len(self.streams))
 
-    def isOutbound(self, transport):
+    def isOutbound(self, transport: object) -> bool:
         return bool(getattr(transport, "outbound", False))
 
-    def transportFor(self, name, host, port):
+    def transportFor(self, name: str, host: str, port: int) -> Deferred[ISipTransport]:
         """
         @return: Deferred of the ISipTransport that reaches C{(host, port)}
             over C{name} ('UDP' or 'TCP').
@@ -265,7 +292,7 @@ class Connections:
             # TLS peers (UEs) connect to us; requests to them reuse their
             # connection (RFC 3261 18, RFC 5626 5.3): we open none
             return fail(ConnectionError("no TLS connection from %s:%s" % (host, port)))
-        waiting = Deferred()
+        waiting: Deferred[ISipTransport] = Deferred()
         if key in self._pending:
             self._pending[key].append(waiting)
             return waiting
@@ -274,18 +301,19 @@ class Connections:
         connecting = cls(self.reactor, host, port, timeout=self.connectTimeout).connect(
             _OutboundFactory(self))
 
-        def done(result):
+        def done(result: IProtocol | Failure) -> None:
             for d in self._pending.pop(key, []):
                 if isinstance(result, Failure):
                     d.errback(result)
                 else:
-                    d.callback(result)
+                    d.callback(cast(_Stream, result))  # what _OutboundFactory builds
 
         connecting.addBoth(done)
         return waiting
 
-    def closeAll(self):
+    def closeAll(self) -> None:
         for protocol in list(self.streams.values()):
+            assert protocol.transport is not None  # in the table while connected
             protocol.transport.loseConnection()
 
 
@@ -295,18 +323,22 @@ class Connections:
 class _Listener(Service):
     """A port bound in startService (C{listening}), closed in stopService."""
 
-    listening = None
+    listening: IListeningPort | None = None
 
-    def stopService(self):
+    def stopService(self) -> Deferred[None] | None:
         Service.stopService(self)
         if self.listening is not None:
             d = self.listening.stopListening()
             self.listening = None
             return d
+        return None
 
 
 class _UdpListener(_Listener):
-    def __init__(self, reactor, key, description, host, port, protocol, onBound):
+    def __init__(
+        self, reactor: Any, key: str, description: str, host: str, port: int,
+        protocol: _Datagram, onBound: Callable[[int], object],
+    ) -> None:
         self.reactor = reactor
         self.key = key
         self.description = description
@@ -315,32 +347,37 @@ class _UdpListener(_Listener):
         self.protocol = protocol
         self.onBound = onBound
 
-    def startService(self):
+    def startService(self) -> None:
         Service.startService(self)
         try:
+            listening: Any  # a twisted.internet.udp.Port: getHost() an IPv4Address
             if worker_number() is None:
-                self.listening = self.reactor.listenUDP(self.port, self.protocol,
-                                                        interface=self.host)
+                listening = self.reactor.listenUDP(self.port, self.protocol,
+                                                   interface=self.host)
             else:  # the node's workers share the port
-                self.listening = listen_udp_shared(self.reactor, self.port, self.protocol,
-                                                   self.host)
+                listening = listen_udp_shared(self.reactor, self.port, self.protocol,
+                                              self.host)
+            self.listening = listening
         except CannotListenError as e:
             raise listenFailed(self.key, self.description, e) from None
-        self.onBound(self.listening.getHost().port)
+        self.onBound(listening.getHost().port)
 
 
 class _StreamListener(_Listener):
-    def __init__(self, reactor, key, description, factory, onBound):
+    def __init__(
+        self, reactor: Any, key: str, description: str, factory: Factory,
+        onBound: Callable[[int | None], object],
+    ) -> None:
         self.reactor = reactor
         self.key = key
         self.description = description
         self.factory = factory
         self.onBound = onBound
 
-    def startService(self):
+    def startService(self) -> None:
         Service.startService(self)
         d = server_endpoint(self.reactor, self.description, worker_number()).listen(self.factory)
-        result = []
+        result: list[Any] = []  # the IListeningPort or a Failure
         d.addBoth(result.append)
         if not result:
             raise RuntimeError("%s: %s did not bind at once" % (self.key, self.description))
@@ -352,7 +389,10 @@ class _StreamListener(_Listener):
         self.onBound(getattr(self.listening.getHost(), "port", None))
 
 
-def attach_listeners(parent, reactor, role, settings, connections, ports, tls=None):
+def attach_listeners(
+    parent: Any, reactor: Any, role: str, settings: SipListenSettings, connections: Connections,
+    ports: dict[str, int], tls: Any = None,
+) -> None:
     """
     Add the role's UDP, TCP and TLS listeners to C{parent} (they bind when
     it starts); C{ports}, the core's port per transport, learns the bound
@@ -364,26 +404,31 @@ def attach_listeners(parent, reactor, role, settings, connections, ports, tls=No
     if settings.udp is not None:
         connections.udp = connections.datagramProtocol()
 
-        def boundUdp(port):
+        def boundUdp(port: int) -> None:
             ports["UDP"] = port
 
-        _UdpListener(reactor, "%s.udp_listen" % (role,), settings.udpDescription,
-                     settings.udp[0], settings.udp[1], connections.udp,
-                     boundUdp).setServiceParent(parent)
+        # Service's method named: mypy's untyped-call exclusion matches it there
+        Service.setServiceParent(
+            _UdpListener(reactor, "%s.udp_listen" % (role,), settings.udpDescription,
+                         settings.udp[0], settings.udp[1], connections.udp, boundUdp),
+            parent)
     if settings.tcp:
-        def boundTcp(port):
+        def boundTcp(port: int | None) -> None:
             if port:
                 ports["TCP"] = port
 
-        _StreamListener(reactor, "%s.tcp_listen" % (role,), settings.tcp,
-                        connections.streamFactory(), boundTcp).setServiceParent(parent)
+        Service.setServiceParent(
+            _StreamListener(reactor, "%s.tcp_listen" % (role,), settings.tcp,
+                            connections.streamFactory(), boundTcp),
+            parent)
     if settings.tls:
         from mbmsd.tls import wrapServer
 
-        def boundTls(port):
+        def boundTls(port: int | None) -> None:
             if port:
                 ports["TLS"] = port
 
-        _StreamListener(reactor, "%s.tls_listen" % (role,), settings.tls,
-                        wrapServer(tls, connections.streamFactory("TLS")),
-                        boundTls).setServiceParent(parent)
+        Service.setServiceParent(
+            _StreamListener(reactor, "%s.tls_listen" % (role,), settings.tls,
+                            wrapServer(tls, connections.streamFactory("TLS")), boundTls),
+            parent)

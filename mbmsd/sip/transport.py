@@ -211,7 +211,7 @@ class SipStreamFactory(Factory):
         self.receiver = receiver
         self.max_size = max_size
 
-    def buildProtocol(self, addr: IAddress | None) -> SipStreamProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> SipStreamProtocol | None:
         protocol = SipStreamProtocol(self.receiver, self.max_size)
         protocol.factory = self
         return protocol
