@@ -11,15 +11,26 @@ REGISTER -> 200 OK; anything else -> 501.
 prints C{listening udp HOST PORT} (and tcp) once bound; port 0 picks one.
 """
 
+from __future__ import annotations
+
 import argparse
 import sys
+from collections.abc import Sequence
+from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
 
-from mbmsd.interfaces import ITransactionUser
+from mbmsd.interfaces import ISipTransport, ITransactionUser
 from mbmsd.logs import Logger
-from mbmsd.sip.message import make_response
-from mbmsd.sip.transaction import TransactionError, TransactionLayer
+from mbmsd.sip.message import Request, Response, make_response
+from mbmsd.sip.transaction import (
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
+    TimerSettings,
+    TransactionError,
+    TransactionLayer,
+)
 
 log = Logger(namespace="mbmsd.sip.echo")
 
@@ -28,15 +39,22 @@ log = Logger(namespace="mbmsd.sip.echo")
 class EchoUAS:
     """The echo transaction user. C{clock} drives 2xx retransmissions."""
 
-    def __init__(self, clock, contact="sip:echo@127.0.0.1", timers=None):
+    def __init__(
+        self, clock: IReactorTime, contact: str = "sip:echo@127.0.0.1",
+        timers: TimerSettings | None = None,
+    ) -> None:
         self.clock = clock
         self.contact = contact
         self.layer = TransactionLayer(clock, self, timers)
         self.timers = self.layer.timers
-        self.pending_2xx = {}       # (Call-ID, CSeq number) -> DelayedCall
-        self.counts = {}
+        # (Call-ID, CSeq number) -> DelayedCall
+        self.pending_2xx: dict[tuple[str | None, int], IDelayedCall] = {}
+        self.counts: dict[str, int] = {}
 
-    def requestReceived(self, request, transaction):
+    def requestReceived(
+        self, request: Request,
+        transaction: ServerInviteTransaction | ServerNonInviteTransaction,
+    ) -> None:
         method = request.method
         self.counts[method] = self.counts.get(method, 0) + 1
         if method == "INVITE":
@@ -58,8 +76,12 @@ class EchoUAS:
             return
         transaction.respond(make_response(request, 501, to_tag=True))
 
-    def _retransmit(self, key, transaction, response, interval, deadline):
-        def again():
+    def _retransmit(
+        self, key: tuple[str | None, int],
+        transaction: ServerInviteTransaction | ServerNonInviteTransaction,
+        response: Response, interval: float, deadline: float,
+    ) -> None:
+        def again() -> None:
             if self.clock.seconds() >= deadline:
                 self.pending_2xx.pop(key, None)
                 return
@@ -72,21 +94,25 @@ class EchoUAS:
                              min(2 * interval, self.timers.t2), deadline)
         self.pending_2xx[key] = self.clock.callLater(interval, again)
 
-    def ackReceived(self, request, transport, source):
+    def ackReceived(
+        self, request: Request, transport: ISipTransport, source: tuple[str, int] | None,
+    ) -> None:
         self.counts["ACK"] = self.counts.get("ACK", 0) + 1
         call = self.pending_2xx.pop((request.callId, request.cseq[0]), None)
         if call is not None and call.active():
             call.cancel()
 
-    def strayResponseReceived(self, response, transport, source):
+    def strayResponseReceived(
+        self, response: Response, transport: ISipTransport, source: tuple[str, int] | None,
+    ) -> None:
         pass
 
-    def transactionFailed(self, transaction, reason):
+    def transactionFailed(self, transaction: object, reason: str) -> None:
         log.info("transaction {txn!r} failed: {reason}", txn=transaction,
                  reason=reason)
 
 
-def main(argv=None, reactor=None):
+def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mbmsd.sip.echo")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5070)
@@ -94,7 +120,8 @@ def main(argv=None, reactor=None):
                         help="listen on TCP too (same port number)")
     args = parser.parse_args(argv)
     if reactor is None:
-        from twisted.internet import reactor
+        from twisted.internet import reactor as _reactor
+        reactor = _reactor
     from mbmsd.sip.transport import SipDatagramProtocol, SipStreamFactory
 
     uas = EchoUAS(reactor)
