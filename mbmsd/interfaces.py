@@ -518,7 +518,7 @@ class ISipTransport(Interface):
         "True for stream transports (TCP, TLS): transactions then skip "
         "retransmissions and wait-states (RFC 3261 17).")
 
-    def send(message: Request | Response, address: tuple[str, int]) -> None:
+    def send(message: Request | Response, address: tuple[str, int] | None) -> None:
         """Serialize and send C{message} (a Request or Response) to C{address},
         a C{(host, port)} tuple. A connection-bound transport may ignore the
         address. Returns None; raises an exception when the message cannot be

@@ -152,7 +152,7 @@ class _Transaction:
         """Hand C{message} to the transport; False on a transport error."""
         try:
             # None only from a source-less hop (connection-bound: it ignores the address)
-            self.transport.send(message, self.address)  # type: ignore[arg-type]
+            self.transport.send(message, self.address)
         except Exception:
             log.failure("transport error sending {msg!r} to {address!r}",
                         msg=message, address=self.address)
@@ -496,8 +496,7 @@ class _Finished:
                 send(self.data, self.address)
             else:
                 # None only from a source-less hop, as in _Transaction._send
-                self.transport.send(parse_message(self.data),
-                                    self.address)  # type: ignore[arg-type]
+                self.transport.send(parse_message(self.data), self.address)
         except Exception:
             log.failure("transport error resending to {address!r}",
                         address=self.address)

@@ -117,12 +117,13 @@ class SipDatagramProtocol(DatagramProtocol):
         via = parse_via(response.headers.get("Via", ""))  # copied from the request
         self.send(response, response_address(via, self, addr))
 
-    def send(self, message: Message, address: Address) -> None:
-        assert self.transport is not None  # connected
-        self.transport.write(serialize(message), address)
+    def send(self, message: Message, address: Address | None) -> None:
+        self.sendBytes(serialize(message), address)
 
-    def sendBytes(self, data: bytes, address: Address) -> None:
+    def sendBytes(self, data: bytes, address: Address | None) -> None:
         """Send an already serialized message (a kept retransmission)."""
+        if address is None:
+            raise ValueError("a datagram needs a destination address")
         assert self.transport is not None  # connected
         self.transport.write(data, address)
 
