@@ -18,7 +18,7 @@ from mbmsd.storage.records import Challenge, Subscriber
 
 __all__ = ["AkaChallenger", "CHALLENGED", "STALE_NONCE", "BAD_REQUEST", "LOCKED",
            "SOURCE_LOCKED", "RESYNCHRONISED", "MALFORMED_AUTS", "WRONG_RESPONSE",
-           "UNKNOWN_USER", "AUTS_REJECTED"]
+           "UNKNOWN_USER", "AUTS_REJECTED", "OUTCOMES"]
 
 # Outcomes both roles count (values of their result label: bounded, no
 # identifiers); a resynchronisation comes to one of the last five.
@@ -32,6 +32,9 @@ MALFORMED_AUTS = "malformed_auts"
 WRONG_RESPONSE = "wrong_response"
 UNKNOWN_USER = "unknown_user"
 AUTS_REJECTED = "auts_rejected"
+# what both count (MALFORMED_AUTS is answered as BAD_REQUEST)
+OUTCOMES = (CHALLENGED, STALE_NONCE, BAD_REQUEST, LOCKED, SOURCE_LOCKED, RESYNCHRONISED,
+            WRONG_RESPONSE, UNKNOWN_USER, AUTS_REJECTED)
 
 
 class ChallengeStore(Protocol):

@@ -17,17 +17,6 @@ from mbmsd.logs import Logger
 from mbmsd.overload import AuthGuard
 from mbmsd.protocols import aka, digest, gba
 from mbmsd.roles import aka as procedure
-from mbmsd.roles.aka import (
-    AUTS_REJECTED,
-    BAD_REQUEST,
-    CHALLENGED,
-    LOCKED,
-    RESYNCHRONISED,
-    SOURCE_LOCKED,
-    STALE_NONCE,
-    UNKNOWN_USER,
-    WRONG_RESPONSE,
-)
 from mbmsd.storage.records import BootstrapSession
 
 log = Logger(namespace="mbmsd.bsf.ub")
@@ -37,15 +26,11 @@ QOP = "auth-int"
 
 # Outcomes, the values of the result label (bounded, no identifiers).
 BOOTSTRAPPED = "bootstrapped"
-SYNC_FAILURE_REJECTED = AUTS_REJECTED
+SYNC_FAILURE_REJECTED = procedure.AUTS_REJECTED
 METHOD_NOT_ALLOWED = "method_not_allowed"
 # verdicts answered 400 (counted as bad_request)
 _BAD_URI, _BAD_REALM, _BAD_QOP = "bad_uri", "bad_realm", "bad_qop"
-OUTCOMES = (
-    CHALLENGED, BOOTSTRAPPED, RESYNCHRONISED, BAD_REQUEST, UNKNOWN_USER,
-    WRONG_RESPONSE, STALE_NONCE, SYNC_FAILURE_REJECTED, LOCKED, SOURCE_LOCKED,
-    METHOD_NOT_ALLOWED,
-)
+OUTCOMES = procedure.OUTCOMES + (BOOTSTRAPPED, METHOD_NOT_ALLOWED)
 
 
 @dataclass
@@ -115,25 +100,25 @@ class Bootstrapper:
         refused = self.guard.refused(source=seen["source"])
         if refused is not None:
             # brute force from one address: 429 (RFC 6585 4) until the window ends
-            return plainAnswer(429, SOURCE_LOCKED, "too many failed authentications from "
+            return plainAnswer(429, procedure.SOURCE_LOCKED, "too many failed authentications from "
                                "this address; try later", [("Retry-After", str(refused[1]))])
         if authorization is None:
-            return plainAnswer(400, BAD_REQUEST,
+            return plainAnswer(400, procedure.BAD_REQUEST,
                           "Authorization with the IMPI as username is required (TS 24.109 4.4.2)")
         try:
             creds = digest.parse_authorization(authorization)
         except digest.DigestError as e:
-            return plainAnswer(400, BAD_REQUEST, "malformed Authorization: %s" % (e,))
+            return plainAnswer(400, procedure.BAD_REQUEST, "malformed Authorization: %s" % (e,))
         impi = seen["impi"] = creds.username
         if not impi or len(impi) > 255:
-            return plainAnswer(400, BAD_REQUEST, "username must be the IMPI")
+            return plainAnswer(400, procedure.BAD_REQUEST, "username must be the IMPI")
         if not aka.algorithm_ok(creds):
-            return plainAnswer(400, BAD_REQUEST, "algorithm must be %s" % (ALGORITHM,))
+            return plainAnswer(400, procedure.BAD_REQUEST, "algorithm must be %s" % (ALGORITHM,))
         if self.guard.refused(impi=impi) is not None:
-            return plainAnswer(403, LOCKED, "too many failed authentications; try later")
+            return plainAnswer(403, procedure.LOCKED, "too many failed authentications; try later")
         if not creds.nonce:
             # First request (TS 24.109 4.4.2): no nonce yet, challenge it.
-            answer = yield self._challenge(impi, CHALLENGED, source=seen["source"])
+            answer = yield self._challenge(impi, procedure.CHALLENGED, source=seen["source"])
             return answer
         now = self.clock.seconds()
         made = {}
@@ -143,21 +128,22 @@ class Bootstrapper:
             creds.nonce, lambda c: self._acceptedSession(creds, method, uri, c, now, made))
         # the checks ran once, in the transaction, when there was a challenge
         verdict = made.get("verdict") or self._verdict(creds, method, uri, challenge, now)
-        if verdict == STALE_NONCE:
+        if verdict == procedure.STALE_NONCE:
             # Unknown, replayed or stale nonce: a fresh challenge (RFC 2617 3.2.1 stale).
-            answer = yield self._challenge(impi, STALE_NONCE, stale=True)
+            answer = yield self._challenge(impi, procedure.STALE_NONCE, stale=True)
             return answer
         if verdict == _BAD_URI:
-            return plainAnswer(400, BAD_REQUEST, "digest-uri does not match the Request-URI")
+            return plainAnswer(400, procedure.BAD_REQUEST,
+                               "digest-uri does not match the Request-URI")
         if verdict == _BAD_REALM:
-            return plainAnswer(400, BAD_REQUEST, "realm must be %s" % (self.realm,))
+            return plainAnswer(400, procedure.BAD_REQUEST, "realm must be %s" % (self.realm,))
         if verdict == _BAD_QOP:
-            return plainAnswer(400, BAD_REQUEST, "qop must be %s" % (QOP,))
-        if verdict == RESYNCHRONISED:
+            return plainAnswer(400, procedure.BAD_REQUEST, "qop must be %s" % (QOP,))
+        if verdict == procedure.RESYNCHRONISED:
             answer = yield self._resynchronise(creds, challenge, method, seen["source"])
             return answer
-        if verdict == WRONG_RESPONSE:
-            answer = yield self._failed(impi, WRONG_RESPONSE, seen["source"])
+        if verdict == procedure.WRONG_RESPONSE:
+            answer = yield self._failed(impi, procedure.WRONG_RESPONSE, seen["source"])
             return answer
         # accepted: its session was stored with the used-up nonce
         return self._bootstrapped(creds, challenge, made["session"])
@@ -168,7 +154,7 @@ class Bootstrapper:
         Pure: it runs inside the store's transaction.
         """
         if challenge is None or challenge.impi != creds.username or challenge.expires <= now:
-            return STALE_NONCE
+            return procedure.STALE_NONCE
         if creds.uri != uri:
             return _BAD_URI
         if creds.realm != self.realm:
@@ -176,9 +162,9 @@ class Bootstrapper:
         if creds.qop != QOP:
             return _BAD_QOP
         if creds.auts is not None:
-            return RESYNCHRONISED
+            return procedure.RESYNCHRONISED
         if not aka.verify_response(creds, challenge.xres, method, b""):
-            return WRONG_RESPONSE
+            return procedure.WRONG_RESPONSE
         return BOOTSTRAPPED
 
     def _acceptedSession(self, creds, method, uri, challenge, now, made):
@@ -208,7 +194,7 @@ class Bootstrapper:
             # Zh would answer DIAMETER_ERROR_IDENTITY_UNKNOWN (TS 29.109);
             # guessing IMPIs counts against the source
             self.guard.failed(None, source)
-            return plainAnswer(403, UNKNOWN_USER, "unknown IMPI")
+            return plainAnswer(403, procedure.UNKNOWN_USER, "unknown IMPI")
         return plainAnswer(401, outcome, "authentication required",
                            [("WWW-Authenticate", issued[1])])
 
@@ -217,23 +203,23 @@ class Bootstrapper:
         # Synchronisation failure (RFC 3310 3.4, TS 33.102 6.3.5)
         result, detail = yield self.aka.resynchronise(creds, challenge, method, b"")
         if result == procedure.MALFORMED_AUTS:
-            return plainAnswer(400, BAD_REQUEST, "malformed auts: %s" % (detail,))
+            return plainAnswer(400, procedure.BAD_REQUEST, "malformed auts: %s" % (detail,))
         if result == procedure.UNKNOWN_USER:
-            return plainAnswer(403, UNKNOWN_USER, "unknown IMPI")
+            return plainAnswer(403, procedure.UNKNOWN_USER, "unknown IMPI")
         if result != procedure.RESYNCHRONISED:
             answer = yield self._failed(creds.username, {
-                procedure.WRONG_RESPONSE: WRONG_RESPONSE,
+                procedure.WRONG_RESPONSE: procedure.WRONG_RESPONSE,
                 procedure.AUTS_REJECTED: SYNC_FAILURE_REJECTED}[result], source)
             return answer
         log.info("Ub: SQN resynchronised for a subscriber")
-        answer = yield self._challenge(creds.username, RESYNCHRONISED)
+        answer = yield self._challenge(creds.username, procedure.RESYNCHRONISED)
         return answer
 
     @inlineCallbacks
     def _failed(self, impi, outcome, source=None):
         # a wrong RES is a fresh 401 until the limit (docs/design.md 7.1), then 403
         if self.guard.failed(impi, source):
-            return plainAnswer(403, LOCKED, "too many failed authentications; try later")
+            return plainAnswer(403, procedure.LOCKED, "too many failed authentications; try later")
         answer = yield self._challenge(impi, outcome, source=source)
         return answer
 

@@ -7,7 +7,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from mbmsd.logs import Logger
-from mbmsd.roles.bsf.bootstrap import BAD_REQUEST, OUTCOMES, plainAnswer
+from mbmsd.roles.aka import BAD_REQUEST
+from mbmsd.roles.bsf.bootstrap import OUTCOMES, plainAnswer
 from mbmsd.web import writeAnswer
 
 log = Logger(namespace="mbmsd.bsf.ub")

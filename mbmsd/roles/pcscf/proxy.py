@@ -46,8 +46,9 @@ from zope.interface import implementer
 
 from mbmsd.interfaces import IClientTransactionUser, ITransactionUser
 from mbmsd.logs import Logger
+from mbmsd.roles.aka import CHALLENGED
 from mbmsd.roles.pcscf.bindings import BindingLimitReached
-from mbmsd.roles.pcscf.registrar import CHALLENGED, RegisterAnswer, aor
+from mbmsd.roles.pcscf.registrar import RegisterAnswer, aor
 from mbmsd.sip.grammar import SipParseError, parse_name_addr, parse_uri, parse_via
 from mbmsd.sip.message import MAGIC_COOKIE, make_branch, make_cancel, make_response, reason_phrase
 from mbmsd.sip.transaction import TimerSettings, TransactionError, TransactionLayer

@@ -40,17 +40,6 @@ from mbmsd.overload import AuthGuard
 from mbmsd.protocols import aka, digest
 from mbmsd.protocols.identity import normalize_impu, same_impu
 from mbmsd.roles import aka as procedure
-from mbmsd.roles.aka import (
-    AUTS_REJECTED,
-    BAD_REQUEST,
-    CHALLENGED,
-    LOCKED,
-    RESYNCHRONISED,
-    SOURCE_LOCKED,
-    STALE_NONCE,
-    UNKNOWN_USER,
-    WRONG_RESPONSE,
-)
 from mbmsd.sip.grammar import SipParseError, parse_name_addr
 from mbmsd.storage.sipreg import SipBinding
 
@@ -67,11 +56,8 @@ QUERIED = "queried"
 FOREIGN_IMPU = "impu_not_owned"
 TOO_BRIEF = "interval_too_brief"
 OUT_OF_ORDER = "out_of_order"
-OUTCOMES = (
-    CHALLENGED, REGISTERED, DEREGISTERED, QUERIED, STALE_NONCE, WRONG_RESPONSE,
-    UNKNOWN_USER, FOREIGN_IMPU, BAD_REQUEST, TOO_BRIEF, RESYNCHRONISED, AUTS_REJECTED,
-    OUT_OF_ORDER, LOCKED, SOURCE_LOCKED,
-)
+OUTCOMES = procedure.OUTCOMES + (REGISTERED, DEREGISTERED, QUERIED, FOREIGN_IMPU, TOO_BRIEF,
+                                  OUT_OF_ORDER)
 
 
 @dataclass
@@ -132,15 +118,15 @@ class Registrar:
         refused = self.guard.refused(source=host)
         if refused is not None:
             # brute force from one address: no vector, no SQN step
-            answer = RegisterAnswer(403, SOURCE_LOCKED,
+            answer = RegisterAnswer(403, procedure.SOURCE_LOCKED,
                                     "Forbidden: too many failed authentications")
         else:
             answer = yield self._register(request, transport.upper(), source, seen)
-        if answer.outcome in (UNKNOWN_USER, FOREIGN_IMPU):
+        if answer.outcome in (procedure.UNKNOWN_USER, FOREIGN_IMPU):
             self.guard.failed(None, host)
-        elif answer.outcome in (WRONG_RESPONSE, AUTS_REJECTED):
+        elif answer.outcome in (procedure.WRONG_RESPONSE, procedure.AUTS_REJECTED):
             if self.guard.failed(seen.get("impi"), host):
-                answer.outcome = LOCKED
+                answer.outcome = procedure.LOCKED
         elif answer.outcome in (REGISTERED, DEREGISTERED, QUERIED) and "impi" in seen:
             self.guard.succeeded(seen["impi"])
         answer.impi = seen.get("impi", "")
@@ -153,22 +139,24 @@ class Registrar:
         try:
             impu = seen["impu"] = aor(parse_name_addr(h.get("To", "")).uri)
         except SipParseError:
-            return RegisterAnswer(400, BAD_REQUEST, "Bad Request: malformed To")
+            return RegisterAnswer(400, procedure.BAD_REQUEST, "Bad Request: malformed To")
         try:
             contacts, wildcard = self._contacts(request)
         except ValueError as e:
-            return RegisterAnswer(400, BAD_REQUEST, "Bad Request: %s" % (e,))
+            return RegisterAnswer(400, procedure.BAD_REQUEST, "Bad Request: %s" % (e,))
         values = h.getAll("Authorization")
         if len(values) > 1:
-            return RegisterAnswer(400, BAD_REQUEST, "Bad Request: several Authorization headers")
+            return RegisterAnswer(400, procedure.BAD_REQUEST,
+                                  "Bad Request: several Authorization headers")
         creds = None
         if values:
             try:
                 creds = digest.parse_authorization(values[0])
             except digest.DigestError as e:
-                return RegisterAnswer(400, BAD_REQUEST, "Bad Request: Authorization: %s" % (e,))
+                return RegisterAnswer(400, procedure.BAD_REQUEST,
+                                      "Bad Request: Authorization: %s" % (e,))
             if not aka.algorithm_ok(creds):
-                return RegisterAnswer(400, BAD_REQUEST,
+                return RegisterAnswer(400, procedure.BAD_REQUEST,
                                       "Bad Request: algorithm must be %s" % (ALGORITHM,))
             impi = creds.username
         elif impu.startswith("sip:") or impu.startswith("sips:"):
@@ -176,16 +164,19 @@ class Registrar:
             # without an ISIM): the IMPI is derived from the IMPU.
             impi = impu.split(":", 1)[1].split(":")[0]
         else:
-            return RegisterAnswer(403, UNKNOWN_USER, "Forbidden: give the IMPI in Authorization")
+            return RegisterAnswer(403, procedure.UNKNOWN_USER,
+                                  "Forbidden: give the IMPI in Authorization")
         if not impi or len(impi) > 255:
-            return RegisterAnswer(400, BAD_REQUEST, "Bad Request: username must be the IMPI")
+            return RegisterAnswer(400, procedure.BAD_REQUEST,
+                                  "Bad Request: username must be the IMPI")
         seen["impi"] = impi
         if self.guard.refused(impi=impi) is not None:
-            return RegisterAnswer(403, LOCKED, "Forbidden: too many failed authentications")
+            return RegisterAnswer(403, procedure.LOCKED,
+                                  "Forbidden: too many failed authentications")
 
         subscriber = yield self.subscribers.get(impi)
         if subscriber is None:
-            return RegisterAnswer(403, UNKNOWN_USER, "Forbidden: unknown user")
+            return RegisterAnswer(403, procedure.UNKNOWN_USER, "Forbidden: unknown user")
         if not any(same_impu(impu, own) for own in subscriber.impus):
             return RegisterAnswer(403, FOREIGN_IMPU,
                                   "Forbidden: the IMPU is not one of the user's")
@@ -201,30 +192,31 @@ class Registrar:
                 return answer
 
         if creds is None or not creds.nonce:
-            answer = yield self._challenge(subscriber, CHALLENGED)
+            answer = yield self._challenge(subscriber, procedure.CHALLENGED)
             return answer
         challenge = yield self.store.takeChallenge(creds.nonce)
         if challenge is None or challenge.impi != impi or challenge.expires <= now:
             # unknown, replayed or expired nonce (RFC 2617 3.2.1 stale)
-            answer = yield self._challenge(subscriber, STALE_NONCE, stale=True)
+            answer = yield self._challenge(subscriber, procedure.STALE_NONCE, stale=True)
             return answer
         if creds.realm != self.realm:
-            return RegisterAnswer(400, BAD_REQUEST, "Bad Request: realm must be %s" % (self.realm,))
+            return RegisterAnswer(400, procedure.BAD_REQUEST,
+                                  "Bad Request: realm must be %s" % (self.realm,))
         if creds.uri != request.uri:
-            return RegisterAnswer(400, BAD_REQUEST,
+            return RegisterAnswer(400, procedure.BAD_REQUEST,
                                   "Bad Request: digest uri does not match the Request-URI")
         if creds.qop is not None and creds.qop.lower() not in ("auth", "auth-int"):
-            return RegisterAnswer(400, BAD_REQUEST, "Bad Request: unsupported qop")
+            return RegisterAnswer(400, procedure.BAD_REQUEST, "Bad Request: unsupported qop")
         if creds.auts is not None:
             answer = yield self._resynchronise(subscriber, creds, challenge, request)
             return answer
         try:
             good = aka.verify_response(creds, challenge.xres, request.method, request.body)
         except digest.DigestError as e:
-            return RegisterAnswer(400, BAD_REQUEST, "Bad Request: %s" % (e,))
+            return RegisterAnswer(400, procedure.BAD_REQUEST, "Bad Request: %s" % (e,))
         if not good:
             log.warn("REGISTER: wrong AKA response for {impi}", impi=impi)
-            return RegisterAnswer(403, WRONG_RESPONSE, "Forbidden: authentication failed")
+            return RegisterAnswer(403, procedure.WRONG_RESPONSE, "Forbidden: authentication failed")
         answer = yield self._update(request, subscriber, impu, contacts, wildcard,
                                     transport, source)
         return answer
@@ -273,7 +265,7 @@ class Registrar:
     def _challenge(self, subscriber, outcome, stale=False):
         issued = yield self.aka.challenge(subscriber.impi, stale)
         if issued is None:
-            return RegisterAnswer(403, UNKNOWN_USER, "Forbidden: unknown user")
+            return RegisterAnswer(403, procedure.UNKNOWN_USER, "Forbidden: unknown user")
         return RegisterAnswer(401, outcome, None, [("WWW-Authenticate", issued[1])])
 
     @inlineCallbacks
@@ -281,13 +273,13 @@ class Registrar:
         result, detail = yield self.aka.resynchronise(creds, challenge, request.method,
                                                       request.body, subscriber)
         if result == procedure.MALFORMED_AUTS:
-            return RegisterAnswer(400, BAD_REQUEST, "Bad Request: %s" % (detail,))
+            return RegisterAnswer(400, procedure.BAD_REQUEST, "Bad Request: %s" % (detail,))
         if result == procedure.WRONG_RESPONSE:
-            return RegisterAnswer(403, WRONG_RESPONSE, "Forbidden: authentication failed")
+            return RegisterAnswer(403, procedure.WRONG_RESPONSE, "Forbidden: authentication failed")
         if result == procedure.AUTS_REJECTED:
-            return RegisterAnswer(403, AUTS_REJECTED, "Forbidden: AUTS rejected")
+            return RegisterAnswer(403, procedure.AUTS_REJECTED, "Forbidden: AUTS rejected")
         log.info("REGISTER: SQN resynchronised for {impi}", impi=subscriber.impi)
-        answer = yield self._challenge(subscriber, RESYNCHRONISED)
+        answer = yield self._challenge(subscriber, procedure.RESYNCHRONISED)
         return answer
 
     @inlineCallbacks

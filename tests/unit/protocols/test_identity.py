@@ -16,7 +16,8 @@ from mbmsd.admin import api
 from mbmsd.metrics import Metrics
 from mbmsd.protocols import mbms_xml
 from mbmsd.protocols.identity import is_impi, is_impu, normalize_impu, same_impu
-from mbmsd.roles.pcscf.registrar import CHALLENGED, FOREIGN_IMPU
+from mbmsd.roles.aka import CHALLENGED
+from mbmsd.roles.pcscf.registrar import FOREIGN_IMPU
 from mbmsd.roles.scf import config as scfconfig
 from mbmsd.roles.scf.core import ScfCore
 from mbmsd.sip.grammar import parse_uri
