@@ -9,10 +9,15 @@ one line each, naming the file and the key::
     etc/mbmsd.toml: bsf.key_lifetime: must be an integer >= 60, got 'x'
 """
 
+from __future__ import annotations
+
 import ipaddress
+import os
 import re
 import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
@@ -23,7 +28,7 @@ class ConfigError(Exception):
     One or more configuration errors, each C{"<file>: <key>: <problem>"}.
     """
 
-    def __init__(self, lines):
+    def __init__(self, lines: Iterable[str]) -> None:
         self.lines = list(lines)
         Exception.__init__(self, "\n".join(self.lines))
 
@@ -36,6 +41,12 @@ class Invalid(ValueError):
 
 # ---------------------------------------------------------------- fields
 
+# a field's check: the TOML value in, the normalised value out, or Invalid
+Check = Callable[[Any], Any]
+# (key path) -> the file that set it
+KeyPath = tuple[str, ...]
+Where = Callable[[KeyPath], str]
+
 
 @dataclass
 class Field:
@@ -45,7 +56,7 @@ class Field:
     A field with C{default=REQUIRED} must be present.
     """
 
-    check: object
+    check: Check
     default: object = None
     doc: str = ""
     secret: bool = False
@@ -54,27 +65,27 @@ class Field:
 REQUIRED = object()
 
 
-def _show(value, secret=False):
+def _show(value: object, secret: bool = False) -> str:
     if secret:
         return "(secret value hidden)"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def string(pattern=None, what=None):
+def string(pattern: str | None = None, what: str | None = None) -> Check:
     rx = re.compile(pattern) if pattern else None
 
-    def check(value):
+    def check(value: object) -> str:
         if not isinstance(value, str):
             raise Invalid("must be a string")
         if rx is not None and not rx.fullmatch(value):
-            raise Invalid("must be %s" % (what or "of the form " + pattern))
+            raise Invalid("must be %s" % (what or "of the form %s" % (pattern,)))
         return value
 
     return check
 
 
-def fqdn():
+def fqdn() -> Check:
     return string(
         r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
         r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
@@ -82,8 +93,8 @@ def fqdn():
     )
 
 
-def integer(minimum=None, maximum=None):
-    def check(value):
+def integer(minimum: int | None = None, maximum: int | None = None) -> Check:
+    def check(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid("must be an integer")
         if minimum is not None and value < minimum:
@@ -95,8 +106,8 @@ def integer(minimum=None, maximum=None):
     return check
 
 
-def number(minimum=None, maximum=None):
-    def check(value):
+def number(minimum: float | None = None, maximum: float | None = None) -> Check:
+    def check(value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise Invalid("must be a number")
         if minimum is not None and value < minimum:
@@ -108,8 +119,8 @@ def number(minimum=None, maximum=None):
     return check
 
 
-def boolean():
-    def check(value):
+def boolean() -> Check:
+    def check(value: object) -> bool:
         if not isinstance(value, bool):
             raise Invalid("must be true or false")
         return value
@@ -117,8 +128,8 @@ def boolean():
     return check
 
 
-def choice(*options):
-    def check(value):
+def choice(*options: object) -> Check:
+    def check(value: object) -> object:
         if value not in options:
             raise Invalid("must be one of %s" % (", ".join(map(repr, options)),))
         return value
@@ -126,8 +137,8 @@ def choice(*options):
     return check
 
 
-def hexbytes(length):
-    def check(value):
+def hexbytes(length: int) -> Check:
+    def check(value: object) -> bytes:
         if not isinstance(value, str):
             raise Invalid("must be a hex string of %d bytes" % (length,))
         try:
@@ -141,13 +152,13 @@ def hexbytes(length):
     return check
 
 
-def endpoint():
+def endpoint() -> Check:
     """
     A Twisted server endpoint description (tcp:8080:interface=127.0.0.1,
     ssl:..., systemd:...). Parsed, not listened on.
     """
 
-    def check(value):
+    def check(value: object) -> str:
         if not isinstance(value, str):
             raise Invalid("must be a Twisted endpoint string such as 'tcp:8080'")
         if value.startswith("systemd:"):
@@ -165,8 +176,8 @@ def endpoint():
     return check
 
 
-def _systemd_endpoint(value):
-    args = {}
+def _systemd_endpoint(value: str) -> str:
+    args: dict[str, str] = {}
     for part in value.split(":")[1:]:
         key, sep, val = part.partition("=")
         if not sep or key not in ("domain", "index", "name") or key in args:
@@ -181,8 +192,8 @@ def _systemd_endpoint(value):
     return value
 
 
-def ip_address():
-    def check(value):
+def ip_address() -> Check:
+    def check(value: object) -> str:
         if not isinstance(value, str):
             raise Invalid("must be an IP address string")
         try:
@@ -193,13 +204,13 @@ def ip_address():
     return check
 
 
-def array(item, minimum=0):
-    def check(value):
+def array(item: Check, minimum: int = 0) -> Check:
+    def check(value: object) -> list[Any]:
         if not isinstance(value, list):
             raise Invalid("must be an array")
         if len(value) < minimum:
             raise Invalid("must have at least %d item(s)" % (minimum,))
-        out = []
+        out: list[Any] = []
         for i, v in enumerate(value):
             try:
                 out.append(item(v))
@@ -220,17 +231,19 @@ class Section:
     C{arrays} are arrays of tables (C{[[x]]}), each item a Section.
     """
 
-    fields: dict = field(default_factory=dict)
-    tables: dict = field(default_factory=dict)
-    arrays: dict = field(default_factory=dict)
+    fields: dict[str, Field] = field(default_factory=dict)
+    tables: dict[str, Section] = field(default_factory=dict)
+    arrays: dict[str, Section] = field(default_factory=dict)
     open_tables: bool = False
 
-    def validate(self, data, path, errors, where):
+    def validate(
+        self, data: object, path: KeyPath, errors: list[str], where: Where,
+    ) -> dict[str, Any]:
         """
         Check C{data} (a dict) against this section; append error lines to
         C{errors}; return the normalised dict with defaults filled in.
         """
-        out = {}
+        out: dict[str, Any] = {}
         if not isinstance(data, dict):
             errors.append("%s: %s: must be a table" % (where(path), ".".join(path)))
             return out
@@ -272,14 +285,16 @@ class Section:
             ]
         return out
 
-    def known(self):
+    def known(self) -> list[str]:
         return sorted(list(self.fields) + list(self.tables) + list(self.arrays))
 
 
 # ---------------------------------------------------------------- loading
 
 
-def load_files(paths, selectors=None):
+def load_files(
+    paths: Sequence[str | os.PathLike[str]], selectors: Mapping[KeyPath, str] | None = None,
+) -> tuple[dict[str, Any], Where]:
     """
     Read and merge TOML files in order: a later file's table is merged key
     by key into the earlier one's (nested tables alike); any other value,
@@ -293,9 +308,9 @@ def load_files(paths, selectors=None):
         that set the key (or its nearest table).
     @raise ConfigError: unreadable file or TOML syntax error.
     """
-    merged = {}
-    origins = {}
-    errors = []
+    merged: dict[str, Any] = {}
+    origins: dict[KeyPath, str] = {}
+    errors: list[str] = []
     for path in paths:
         try:
             with open(path, "rb") as f:
@@ -313,14 +328,14 @@ def load_files(paths, selectors=None):
             errors.append("%s: TOML nested too deeply" % (path,))
             continue
         try:
-            _merge(merged, data, (), path, origins, selectors or {})
+            _merge(merged, data, (), os.fspath(path), origins, selectors or {})
         except RecursionError:
             errors.append("%s: TOML nested too deeply" % (path,))
     if errors:
         raise ConfigError(errors)
-    first = paths[0] if paths else "<no config>"
+    first = os.fspath(paths[0]) if paths else "<no config>"
 
-    def where(keypath):
+    def where(keypath: KeyPath) -> str:
         keypath = tuple(k.split("[")[0] for k in keypath)
         for n in range(len(keypath), -1, -1):
             if keypath[:n] in origins:
@@ -330,7 +345,10 @@ def load_files(paths, selectors=None):
     return merged, where
 
 
-def _merge(into, data, path, source, origins, selectors):
+def _merge(
+    into: dict[str, Any], data: Mapping[str, Any], path: KeyPath, source: str,
+    origins: dict[KeyPath, str], selectors: Mapping[KeyPath, str],
+) -> None:
     for key, value in data.items():
         keypath = path + (key,)
         selector = selectors.get(keypath)
@@ -349,7 +367,9 @@ def _merge(into, data, path, source, origins, selectors):
                 _note(value, keypath, source, origins)
 
 
-def _note(data, path, source, origins):
+def _note(
+    data: Mapping[str, Any], path: KeyPath, source: str, origins: dict[KeyPath, str],
+) -> None:
     for key, value in data.items():
         origins[path + (key,)] = source
         if isinstance(value, dict):

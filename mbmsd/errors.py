@@ -2,6 +2,8 @@
 Errors that cross the boundary between roles (the ports of interfaces.py).
 """
 
+from __future__ import annotations
+
 
 class UnknownBTID(Exception):
     """
@@ -24,7 +26,7 @@ class StartupError(Exception):
     """
 
 
-def listenFailed(key, description, error):
+def listenFailed(key: str, description: str, error: BaseException) -> StartupError:
     """
     The L{StartupError} of a listener that could not bind C{description}
     (the value of config key C{key}), from the C{CannotListenError} (or

@@ -7,7 +7,13 @@ is unbounded and they are personal data).
 Names follow C{mbmsd_<role>_<what>_total} and C{..._seconds}.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
+from prometheus_client.metrics import MetricWrapperBase
 
 FORBIDDEN_LABELS = frozenset(
     {"impi", "impu", "btid", "b_tid", "user", "subscriber", "imsi", "msisdn", "ip", "ue_ip"}
@@ -22,17 +28,17 @@ class Metrics:
     The node's registry and its constant labels.
     """
 
-    def __init__(self, node, registry=None):
+    def __init__(self, node: str, registry: CollectorRegistry | None = None) -> None:
         self.node = node
         self.registry = registry if registry is not None else CollectorRegistry()
         # process_* (CPU, memory, open files, start time), as prometheus-client
         # gives its default registry; ours is the node's own
         ProcessCollector(registry=self.registry)
 
-    def forRole(self, role):
+    def forRole(self, role: str) -> RoleMetrics:
         return RoleMetrics(self, role)
 
-    def info(self, name, doc, values):
+    def info(self, name: str, doc: str, values: Mapping[str, str]) -> None:
         i = Info(name, doc, registry=self.registry)
         i.info(dict(values, node=self.node))
 
@@ -42,11 +48,14 @@ class RoleMetrics:
     Declares a role's metrics; each comes back already bound to node and role.
     """
 
-    def __init__(self, metrics, role):
+    def __init__(self, metrics: Metrics, role: str) -> None:
         self.metrics = metrics
         self.role = role
 
-    def _declare(self, cls, name, doc, labelnames, **kwargs):
+    def _declare(
+        self, cls: type[MetricWrapperBase], name: str, doc: str, labelnames: Sequence[str],
+        **kwargs: Any,
+    ) -> _Bound:
         bad = FORBIDDEN_LABELS.intersection(name.lower() for name in labelnames)
         if bad:
             raise ValueError(
@@ -59,7 +68,10 @@ class RoleMetrics:
         )
         return _Bound(metric, {"node": self.metrics.node, "role": self.role}, labelnames)
 
-    def counter(self, name, doc, labelnames=(), initial=()):
+    def counter(
+        self, name: str, doc: str, labelnames: Sequence[str] = (),
+        initial: Iterable[Sequence[str]] = (),
+    ) -> _Bound:
         """
         @param initial: label value tuples to expose at 0 from the start.
         """
@@ -68,26 +80,31 @@ class RoleMetrics:
             bound.labels(*values)
         return bound
 
-    def gauge(self, name, doc, labelnames=()):
+    def gauge(self, name: str, doc: str, labelnames: Sequence[str] = ()) -> _Bound:
         return self._declare(Gauge, name, doc, labelnames)
 
-    def histogram(self, name, doc, labelnames=(), buckets=LATENCY_BUCKETS):
+    def histogram(
+        self, name: str, doc: str, labelnames: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> _Bound:
         return self._declare(Histogram, name, doc, labelnames, buckets=buckets)
 
 
 class _Bound:
-    def __init__(self, metric, constant, labelnames):
+    def __init__(
+        self, metric: MetricWrapperBase, constant: dict[str, str], labelnames: Sequence[str],
+    ) -> None:
         self._metric = metric
         self._constant = constant
         self._labelnames = tuple(labelnames)
         self._plain = metric.labels(**constant) if not labelnames else None
 
-    def labels(self, *values, **kw):
+    def labels(self, *values: object, **kw: object) -> Any:
         if values:
             kw.update(zip(self._labelnames, values))
         return self._metric.labels(**self._constant, **kw)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         # inc / observe / set / time on a metric without extra labels
         if self._plain is None:
             raise AttributeError(
