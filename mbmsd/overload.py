@@ -20,11 +20,23 @@ address, mbmsd.metrics):
     mbmsd_<role>_auth_rate_limited_total{scope=impi|source}
 """
 
+from __future__ import annotations
+
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from mbmsd import config as c
 from mbmsd.logs import Logger
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+    from mbmsd.metrics import RoleMetrics
+
+# a validated role section
+Config = dict[str, Any]
 
 __all__ = ["ConcurrencyLimiter", "Slot", "FailureLimiter", "AuthGuard", "OverloadMetrics",
            "SipAdmission", "concurrency_fields", "auth_fields", "live_keys", "LISTENER", "PEER",
@@ -48,8 +60,10 @@ MAX_TRACKED_KEYS = 100_000
 # ---------------------------------------------------------------- config
 
 
-def concurrency_fields(maxConcurrent=1000, perPeer=100, retryAfter=5, maxConnections=10000,
-                       connectionsPerPeer=100):
+def concurrency_fields(
+    maxConcurrent: int = 1000, perPeer: int = 100, retryAfter: int = 5,
+    maxConnections: int = 10000, connectionsPerPeer: int = 100,
+) -> dict[str, c.Field]:
     """
     The keys a role section takes for bounded concurrency (requests in
     progress and TCP connections), with the role's defaults.
@@ -68,7 +82,7 @@ def concurrency_fields(maxConcurrent=1000, perPeer=100, retryAfter=5, maxConnect
     }
 
 
-def transaction_fields(maxTransactions=50_000):
+def transaction_fields(maxTransactions: int = 50_000) -> dict[str, c.Field]:
     """
     The key a SIP role's section takes for the server transactions it keeps:
     answered ones linger (Timer J/H, 32 s over UDP, RFC 3261 17.2), so a
@@ -82,7 +96,7 @@ def transaction_fields(maxTransactions=50_000):
     }
 
 
-def connection_fields(maxConnections=10000, perPeer=100):
+def connection_fields(maxConnections: int = 10000, perPeer: int = 100) -> dict[str, c.Field]:
     """
     The keys a role section takes for bounded TCP connections.
     """
@@ -97,7 +111,9 @@ def connection_fields(maxConnections=10000, perPeer=100):
     }
 
 
-def auth_fields(perImpi=5, perSource=100, window=300):
+def auth_fields(
+    perImpi: int = 5, perSource: int = 100, window: int = 300,
+) -> dict[str, c.Field]:
     """
     The keys a role section takes for failed-authentication rate limits.
     """
@@ -112,7 +128,7 @@ def auth_fields(perImpi=5, perSource=100, window=300):
     }
 
 
-def live_keys():
+def live_keys() -> frozenset[str]:
     """
     The keys of L{concurrency_fields}, L{transaction_fields} and
     L{auth_fields}: a reload (SIGHUP) applies them to the running limiters
@@ -132,9 +148,9 @@ class OverloadMetrics:
     @param metrics: the role's L{mbmsd.metrics.RoleMetrics}.
     """
 
-    def __init__(self, metrics):
+    def __init__(self, metrics: RoleMetrics) -> None:
         self._metrics = metrics
-        self._dropped = None
+        self._dropped: Any = None
         role = self.role = metrics.role
         self.inProgress = metrics.gauge(
             "mbmsd_%s_requests_in_progress" % (role,),
@@ -161,7 +177,7 @@ class OverloadMetrics:
 
 
     @property
-    def dropped(self):
+    def dropped(self) -> Any:
         """SIP only, declared when first asked for."""
         if self._dropped is None:
             self._dropped = self._metrics.counter(
@@ -182,11 +198,11 @@ class Slot:
 
     __slots__ = ("_limiter", "_peer")
 
-    def __init__(self, limiter, peer):
-        self._limiter = limiter
+    def __init__(self, limiter: ConcurrencyLimiter, peer: str | None) -> None:
+        self._limiter: ConcurrencyLimiter | None = limiter
         self._peer = peer
 
-    def release(self):
+    def release(self) -> None:
         limiter, self._limiter = self._limiter, None
         if limiter is not None:
             limiter._release(self._peer)
@@ -207,8 +223,11 @@ class ConcurrencyLimiter:
     @param clock: C{IReactorTime} for rate-limited warnings, or None (silent).
     """
 
-    def __init__(self, maxTotal, maxPerPeer=0, exempt=(), retryAfter=5, metrics=None,
-                 name="listener", kind=None, clock=None):
+    def __init__(
+        self, maxTotal: int, maxPerPeer: int = 0, exempt: Iterable[str] = (),
+        retryAfter: int = 5, metrics: OverloadMetrics | None = None, name: str = "listener",
+        kind: str | None = None, clock: IReactorTime | None = None,
+    ) -> None:
         self.maxTotal = maxTotal
         self.maxPerPeer = maxPerPeer
         self.exempt = frozenset(exempt)
@@ -217,11 +236,12 @@ class ConcurrencyLimiter:
         self.kind = kind or REQUESTS
         self.clock = clock
         self.total = 0
-        self._perPeer = {}
-        self._gauge = self._rejected = None
+        self._perPeer: dict[str, int] = {}
+        self._gauge: Any = None
+        self._rejected: dict[str, Any] | None = None
         self._role = getattr(metrics, "role", "-")
         self._unreported = 0
-        self._warned = None
+        self._warned: float | None = None
         if metrics is not None:
             gauge, rejected = ((metrics.inProgress, metrics.rejected) if self.kind == REQUESTS
                                else (metrics.connections, metrics.connectionsRejected))
@@ -230,16 +250,22 @@ class ConcurrencyLimiter:
             self._rejected = {s: rejected.labels(name, s) for s in (LISTENER, PEER)}
 
     @classmethod
-    def fromConfig(cls, config, metrics, name, exempt=(), clock=None):
+    def fromConfig(
+        cls, config: Config, metrics: OverloadMetrics | None, name: str,
+        exempt: Iterable[str] = (), clock: IReactorTime | None = None,
+    ) -> ConcurrencyLimiter:
         return cls(config["max_concurrent"], config["max_concurrent_per_peer"], exempt,
                    config["retry_after"], metrics, name, REQUESTS, clock)
 
     @classmethod
-    def connectionsFromConfig(cls, config, metrics, name, exempt=(), clock=None):
+    def connectionsFromConfig(
+        cls, config: Config, metrics: OverloadMetrics | None, name: str,
+        exempt: Iterable[str] = (), clock: IReactorTime | None = None,
+    ) -> ConcurrencyLimiter:
         return cls(config["max_connections"], config["max_connections_per_peer"], exempt,
                    config["retry_after"], metrics, name, CONNECTIONS, clock)
 
-    def reconfigure(self, config, exempt=()):
+    def reconfigure(self, config: Config, exempt: Iterable[str] = ()) -> None:
         """
         New bounds from a role section (a reload): requests or connections
         already admitted keep their slots; the new bounds apply to the next.
@@ -253,16 +279,18 @@ class ConcurrencyLimiter:
         self.exempt = frozenset(exempt)
         self.retryAfter = config["retry_after"]
 
-    def acquire(self, peer):
+    def acquire(self, peer: str | None) -> Slot | None:
         """
         @param peer: the source address (a host string), or None.
         @return: a L{Slot}, or None when a bound is reached (counted).
         """
         if self.total >= self.maxTotal:
-            return self._refuse(LISTENER)
-        bounded = self.maxPerPeer and peer is not None and peer not in self.exempt
-        if bounded and self._perPeer.get(peer, 0) >= self.maxPerPeer:
-            return self._refuse(PEER)
+            self._refuse(LISTENER)
+            return None
+        if (self.maxPerPeer and peer is not None and peer not in self.exempt
+                and self._perPeer.get(peer, 0) >= self.maxPerPeer):
+            self._refuse(PEER)
+            return None
         self.total += 1
         if peer is not None:
             self._perPeer[peer] = self._perPeer.get(peer, 0) + 1
@@ -270,10 +298,10 @@ class ConcurrencyLimiter:
             self._gauge.set(self.total)
         return Slot(self, peer)
 
-    def inProgress(self, peer=None):
+    def inProgress(self, peer: str | None = None) -> int:
         return self.total if peer is None else self._perPeer.get(peer, 0)
 
-    def _refuse(self, scope):
+    def _refuse(self, scope: str) -> None:
         if self._rejected is not None:
             self._rejected[scope].inc()
         self._unreported += 1
@@ -288,7 +316,7 @@ class ConcurrencyLimiter:
                 self._warned, self._unreported = now, 0
         return None
 
-    def _release(self, peer):
+    def _release(self, peer: str | None) -> None:
         self.total -= 1
         if peer is not None:
             n = self._perPeer.get(peer, 0) - 1
@@ -308,19 +336,22 @@ class SipAdmission:
     transaction holds its slot until its final response.
     """
 
-    def __init__(self, config, metrics, exempt=(), clock=None):
+    def __init__(
+        self, config: Config, metrics: OverloadMetrics | None, exempt: Iterable[str] = (),
+        clock: IReactorTime | None = None,
+    ) -> None:
         self.retryAfter = config["retry_after"]
         self.maxTransactions = config.get("max_transactions")
         self._config = config
         self._metrics = metrics
         self._exempt = exempt
         self._clock = clock
-        self.limiters = {}
+        self.limiters: dict[str, ConcurrencyLimiter] = {}
         self._dropped = metrics.dropped if metrics is not None and self.maxTransactions else None
         self._unreported = 0
-        self._warned = None
+        self._warned: float | None = None
 
-    def reconfigure(self, config, exempt=()):
+    def reconfigure(self, config: Config, exempt: Iterable[str] = ()) -> None:
         """New bounds and exempt peers for every listener (a reload)."""
         self.retryAfter = config["retry_after"]
         self.maxTransactions = config.get("max_transactions")
@@ -331,7 +362,7 @@ class SipAdmission:
         for limiter in self.limiters.values():
             limiter.reconfigure(config, exempt)
 
-    def roomFor(self, held):
+    def roomFor(self, held: int) -> bool:
         """
         @param held: the server transactions the layer keeps now.
         @return: True when one more may be made; False (counted, warned at
@@ -352,7 +383,7 @@ class SipAdmission:
                 self._warned, self._unreported = now, 0
         return False
 
-    def limiter(self, transportName):
+    def limiter(self, transportName: str) -> ConcurrencyLimiter:
         name = transportName.upper()
         limiter = self.limiters.get(name)
         if limiter is None:
@@ -360,7 +391,7 @@ class SipAdmission:
                 self._config, self._metrics, name.lower(), self._exempt, self._clock)
         return limiter
 
-    def connection(self, listenerName, host):
+    def connection(self, listenerName: str, host: str | None) -> Slot | None:
         """
         A TCP (or TLS) connection accepted on C{listenerName} from C{host}.
         @return: a L{Slot} to release when it closes, or None: close it.
@@ -372,7 +403,7 @@ class SipAdmission:
                 self._config, self._metrics, listenerName.lower(), self._exempt, self._clock)
         return limiter.acquire(host)
 
-    def admit(self, transport, source):
+    def admit(self, transport: object, source: tuple[str, int] | None) -> Slot | None:
         """
         @return: a L{Slot}, or None: answer 503 with C{Retry-After:
             retryAfter} (RFC 3261 21.5.4).
@@ -394,21 +425,25 @@ class FailureLimiter:
     @param maxFailures: 0 turns the limiter off.
     """
 
-    def __init__(self, clock, maxFailures, window, maxKeys=MAX_TRACKED_KEYS):
+    def __init__(
+        self, clock: IReactorTime, maxFailures: int, window: float,
+        maxKeys: int = MAX_TRACKED_KEYS,
+    ) -> None:
         self.clock = clock
         self.maxFailures = maxFailures
         self.window = window
         self.maxKeys = maxKeys
-        self._entries = OrderedDict()  # key -> [count, first failure time]
+        # key -> [count, first failure time]
+        self._entries: OrderedDict[str, list[float]] = OrderedDict()
 
-    def _entry(self, key):
+    def _entry(self, key: str) -> list[float] | None:
         entry = self._entries.get(key)
         if entry is not None and self.clock.seconds() - entry[1] > self.window:
             del self._entries[key]
             return None
         return entry
 
-    def blockedFor(self, key):
+    def blockedFor(self, key: str | None) -> int:
         """
         @return: seconds until C{key} may try again; 0 when it may now.
         """
@@ -419,7 +454,7 @@ class FailureLimiter:
             return 0
         return max(1, math.ceil(entry[1] + self.window - self.clock.seconds()))
 
-    def failed(self, key):
+    def failed(self, key: str | None) -> bool:
         """
         Count one failure. @return: True when C{key} is now refused.
         """
@@ -432,13 +467,13 @@ class FailureLimiter:
         entry[0] += 1
         return entry[0] >= self.maxFailures
 
-    def clear(self, key):
+    def clear(self, key: str) -> None:
         self._entries.pop(key, None)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._entries)
 
-    def _makeRoom(self):
+    def _makeRoom(self) -> None:
         if len(self._entries) < self.maxKeys:
             return
         now = self.clock.seconds()
@@ -459,23 +494,28 @@ class AuthGuard:
     must not reset a guessing source).
     """
 
-    def __init__(self, clock, maxPerImpi, maxPerSource, window, metrics=None):
+    def __init__(
+        self, clock: IReactorTime, maxPerImpi: int, maxPerSource: int, window: float,
+        metrics: OverloadMetrics | None = None,
+    ) -> None:
         self.impis = FailureLimiter(clock, maxPerImpi, window)
         self.sources = FailureLimiter(clock, maxPerSource, window)
         self.metrics = metrics
 
     @classmethod
-    def fromConfig(cls, clock, config, metrics=None):
+    def fromConfig(
+        cls, clock: IReactorTime, config: Config, metrics: OverloadMetrics | None = None,
+    ) -> AuthGuard:
         return cls(clock, config["max_auth_failures"], config["max_auth_failures_per_source"],
                    config["auth_failure_window"], metrics)
 
-    def reconfigure(self, config):
+    def reconfigure(self, config: Config) -> None:
         """New limits (a reload); the failures counted so far stay counted."""
         self.impis.maxFailures = config["max_auth_failures"]
         self.sources.maxFailures = config["max_auth_failures_per_source"]
         self.impis.window = self.sources.window = config["auth_failure_window"]
 
-    def refused(self, source=None, impi=None):
+    def refused(self, source: str | None = None, impi: str | None = None) -> tuple[str, int] | None:
         """
         Is a request from C{source} (for C{impi}) refused now? Counted.
 
@@ -489,7 +529,7 @@ class AuthGuard:
                 return scope, wait
         return None
 
-    def failed(self, impi=None, source=None):
+    def failed(self, impi: str | None = None, source: str | None = None) -> bool:
         """
         One failed authentication (C{impi} None when there is no known
         subscriber to charge it to). @return: True when C{impi} is now refused.
@@ -499,5 +539,5 @@ class AuthGuard:
         self.sources.failed(source)
         return self.impis.failed(impi)
 
-    def succeeded(self, impi):
+    def succeeded(self, impi: str) -> None:
         self.impis.clear(impi)

@@ -20,14 +20,18 @@ interfaces; TS 33.222 for HTTPS on Ua, the server authenticated by its
 certificate and the UE by GBA).
 """
 
-from collections import namedtuple
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 from OpenSSL import crypto
 from twisted.internet import ssl
-from twisted.internet.interfaces import IOpenSSLContextFactory
+from twisted.internet.interfaces import IAddress, IOpenSSLContextFactory, IProtocolFactory
+from twisted.internet.protocol import Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
@@ -41,10 +45,10 @@ __all__ = ["TLS_SECTION", "HTTP_CLIENT_SECTION", "check", "enabled", "serverOpti
 MINIMUM = ssl.TLSVersion.TLSv1_2
 
 
-def pem_file(what):
+def pem_file(what: str) -> c.Check:
     """A readable file (checked when the config is loaded)."""
 
-    def check(value):
+    def check(value: object) -> str:
         if not isinstance(value, str) or not value:
             raise c.Invalid("must be the path of a PEM file (%s)" % (what,))
         try:
@@ -87,12 +91,12 @@ class TlsConfigError(ValueError):
 # ---------------------------------------------------------------- loading
 
 
-def _read(path):
+def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
 
 
-def _certificates(path):
+def _certificates(path: str) -> list[x509.Certificate]:
     try:
         certs = x509.load_pem_x509_certificates(_read(path))
     except (OSError, ValueError):
@@ -100,7 +104,7 @@ def _certificates(path):
     return certs
 
 
-def _key(path):
+def _key(path: str) -> Any:
     try:
         return serialization.load_pem_private_key(_read(path), password=None)
     except (OSError, ValueError, TypeError):
@@ -108,12 +112,15 @@ def _key(path):
         raise TlsConfigError("no unencrypted PEM private key in %s" % (path,)) from None
 
 
-def _public(key):
-    return key.public_bytes(serialization.Encoding.DER,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+def _public(key: Any) -> bytes:
+    der: bytes = key.public_bytes(serialization.Encoding.DER,
+                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    return der
 
 
-def check(section, prefix, needCertificate=False, server=True):
+def check(
+    section: Mapping[str, Any], prefix: str, needCertificate: bool = False, server: bool = True,
+) -> list[str]:
     """
     Load the files of a TLS section.
 
@@ -125,7 +132,7 @@ def check(section, prefix, needCertificate=False, server=True):
         L{HTTP_CLIENT_SECTION}.
     @return: a list of C{"<key>: <problem>"} lines (empty when usable).
     """
-    errors = []
+    errors: list[str] = []
     cert, key = section.get("certificate"), section.get("private_key")
     if needCertificate and cert is None:
         errors.append("%s.certificate: required (the role listens with TLS)" % (prefix,))
@@ -159,23 +166,27 @@ def check(section, prefix, needCertificate=False, server=True):
     return errors
 
 
-def enabled(section):
+def enabled(section: Mapping[str, Any] | None) -> bool:
     """Does the TLS section name a certificate (the role listens with TLS)?"""
-    return bool(section) and section.get("certificate") is not None
+    return section is not None and bool(section) and section.get("certificate") is not None
 
 
-def _privateCertificate(section):
+def _privateCertificate(
+    section: Mapping[str, Any],
+) -> tuple[crypto.X509, crypto.PKey, list[crypto.X509]]:
     chain = [crypto.X509.from_cryptography(x) for x in _certificates(section["certificate"])]
     key = crypto.PKey.from_cryptography_key(_key(section["private_key"]))
     return chain[0], key, chain[1:]
 
 
-def _trustRoot(path):
+def _trustRoot(path: str) -> Any:
     return ssl.trustRootFromCertificates(
         [ssl.Certificate(crypto.X509.from_cryptography(x)) for x in _certificates(path)])
 
 
-def serverOptions(section, clientCertificates=True):
+def serverOptions(
+    section: Mapping[str, Any], clientCertificates: bool = True,
+) -> ssl.CertificateOptions:
     """
     The server side of a role's listener.
 
@@ -187,15 +198,15 @@ def serverOptions(section, clientCertificates=True):
     @return: an C{IOpenSSLContextFactory} (C{CertificateOptions}).
     """
     cert, key, extra = _privateCertificate(section)
-    kwargs = {}
     if clientCertificates and section.get("ca") is not None:
         # verify a certificate when one comes, do not require it (trustRoot
         # would): caCerts with verify
-        kwargs = {"verify": True, "requireCertificate": False,
-                  "caCerts": [crypto.X509.from_cryptography(x)
-                              for x in _certificates(section["ca"])]}
+        return ssl.CertificateOptions(
+            privateKey=key, certificate=cert, extraCertChain=extra, raiseMinimumTo=MINIMUM,
+            verify=True, requireCertificate=False,
+            caCerts=[crypto.X509.from_cryptography(x) for x in _certificates(section["ca"])])
     return ssl.CertificateOptions(privateKey=key, certificate=cert, extraCertChain=extra,
-                                  raiseMinimumTo=MINIMUM, **kwargs)
+                                  raiseMinimumTo=MINIMUM)
 
 
 @implementer(IOpenSSLContextFactory)
@@ -206,20 +217,24 @@ class ServerTls:
     open keep theirs.
     """
 
-    def __init__(self, section, clientCertificates=True):
+    def __init__(self, section: Mapping[str, Any], clientCertificates: bool = True) -> None:
         self.clientCertificates = clientCertificates
         self.options = serverOptions(section, clientCertificates)
 
-    def getContext(self):
+    def getContext(self) -> Any:
         return self.options.getContext()
 
     @classmethod
-    def forSection(cls, section, clientCertificates=True):
+    def forSection(
+        cls, section: Mapping[str, Any] | None, clientCertificates: bool = True,
+    ) -> ServerTls | None:
         """A L{ServerTls} when C{section} names a certificate, else None."""
-        return cls(section, clientCertificates) if enabled(section) else None
+        return cls(section, clientCertificates) if section and enabled(section) else None
 
 
-def prepareReload(current, section, prefix):
+def prepareReload(
+    current: ServerTls | None, section: Mapping[str, Any], prefix: str,
+) -> Callable[[], None]:
     """
     The reload of a listener's TLS: the new certificate, key and CA are
     loaded now, so a bad file refuses the reload before anything changes.
@@ -242,7 +257,8 @@ def prepareReload(current, section, prefix):
     except Exception as e:
         raise TlsConfigError("%s: cannot use the files (%s)" % (prefix, e)) from None
 
-    def apply():
+    def apply() -> None:
+        assert current is not None
         current.options = options
 
     return apply
@@ -251,7 +267,7 @@ def prepareReload(current, section, prefix):
 class _ServerFactory(TLSMemoryBIOFactory):
     noisy = False
 
-    def buildProtocol(self, addr):
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:  # type: ignore[override]
         inner = self.wrappedFactory.buildProtocol(addr)
         if inner is None:
             # the wrapped factory refused the connection (a bound is full):
@@ -260,7 +276,7 @@ class _ServerFactory(TLSMemoryBIOFactory):
         return self.protocol(self, inner)
 
 
-def wrapServer(options, factory):
+def wrapServer(options: IOpenSSLContextFactory, factory: IProtocolFactory) -> _ServerFactory:
     """C{factory} behind TLS, for any stream server endpoint."""
     return _ServerFactory(options, False, factory)
 
@@ -274,25 +290,28 @@ class ClientPolicy:
     C{clientCertificate} (a C{PrivateCertificate}) when given.
     """
 
-    def __init__(self, trustRoot=None, clientCertificate=None, extraCertChain=()):
+    def __init__(
+        self, trustRoot: Any = None, clientCertificate: ssl.PrivateCertificate | None = None,
+        extraCertChain: Iterable[crypto.X509] = (),
+    ) -> None:
         self.trustRoot = trustRoot
         self.clientCertificate = clientCertificate
-        self.extra = {"raiseMinimumTo": MINIMUM}
+        self.extra: dict[str, Any] = {"raiseMinimumTo": MINIMUM}
         if extraCertChain:
             self.extra["extraCertChain"] = list(extraCertChain)
 
-    def replaceWith(self, other):
+    def replaceWith(self, other: ClientPolicy) -> None:
         """Take the CA and client certificate of C{other} (a reload): new connections use them."""
         self.trustRoot, self.clientCertificate, self.extra = (
             other.trustRoot, other.clientCertificate, other.extra)
 
-    def creatorForNetloc(self, hostname, port):
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
         return ssl.optionsForClientTLS(
             hostname.decode("ascii"), trustRoot=self.trustRoot,
             clientCertificate=self.clientCertificate, extraCertificateOptions=self.extra)
 
 
-def clientPolicy(section=None, ca=None):
+def clientPolicy(section: Mapping[str, Any] | None = None, ca: str | None = None) -> ClientPolicy:
     """
     The C{ClientPolicy} of a C{[node.http_client]} section (or of a CA file
     alone, for mbms-ue).
@@ -301,7 +320,8 @@ def clientPolicy(section=None, ca=None):
     if ca is not None:
         section["ca"] = ca
     trustRoot = _trustRoot(section["ca"]) if section.get("ca") else None
-    clientCertificate, extra = None, ()
+    clientCertificate: ssl.PrivateCertificate | None = None
+    extra: list[crypto.X509] = []
     if section.get("certificate"):
         cert, key, extra = _privateCertificate(section)
         clientCertificate = ssl.PrivateCertificate.fromCertificateAndKeyPair(
@@ -311,14 +331,17 @@ def clientPolicy(section=None, ca=None):
 
 # ---------------------------------------------------------------- peers
 
-Peer = namedtuple("Peer", ["address", "names"])
-Peer.__doc__ = """
-Who is asking: C{address} (IP address, str) and C{names} (frozenset of the
-lower-case DNS names of its verified TLS client certificate; empty without).
-"""
+class Peer(NamedTuple):
+    """
+    Who is asking: C{address} (IP address, str) and C{names} (frozenset of the
+    lower-case DNS names of its verified TLS client certificate; empty without).
+    """
+
+    address: str
+    names: frozenset[str]
 
 
-def peerNames(transport):
+def peerNames(transport: object) -> frozenset[str]:
     """
     The DNS names (subjectAltName dNSName, else the subject CN) of the
     certificate the peer on C{transport} presented, lower case; empty when
@@ -334,18 +357,18 @@ def peerNames(transport):
         return frozenset()
     if cert is None:
         return frozenset()
-    cert = cert.to_cryptography()
+    certificate = cert.to_cryptography()
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        san = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
         names = san.value.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
         names = []
     if not names:
-        names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        names = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     return frozenset(n.lower() for n in names if isinstance(n, str))
 
 
-def requestPeer(request):
+def requestPeer(request: Any) -> Peer:
     """The L{Peer} of a twisted.web request."""
     address = getattr(request.getClientAddress(), "host", "?")
     transport = getattr(getattr(request, "channel", None), "transport", None)

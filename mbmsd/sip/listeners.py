@@ -17,7 +17,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IAddress, IListeningPort, IProtocol
+from twisted.internet.interfaces import IAddress, IListeningPort, IProtocol, IProtocolFactory
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
@@ -365,7 +365,7 @@ class _UdpListener(_Listener):
 
 class _StreamListener(_Listener):
     def __init__(
-        self, reactor: Any, key: str, description: str, factory: Factory,
+        self, reactor: Any, key: str, description: str, factory: IProtocolFactory,
         onBound: Callable[[int | None], object],
     ) -> None:
         self.reactor = reactor
