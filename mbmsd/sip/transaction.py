@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 import weakref
 from collections.abc import Callable, Hashable
-from typing import Protocol, Union, final, overload
+from typing import Protocol, Union, final
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -41,6 +41,7 @@ from mbmsd.sip.message import (
     parse_message,
     serialize,
 )
+from mbmsd.sip.transport import response_address, stamp_via
 
 __all__ = [
     "TimerSettings", "TransactionLayer", "ClientInviteTransaction",
@@ -778,57 +779,4 @@ class TransactionLayer:
             # answered already: the TU sees its state (CANCEL has no effect)
             return (txn.txn() or txn) if txn.invite else None
         return txn if isinstance(txn, ServerInviteTransaction) else None
-
-
-def stamp_via(request: Request, source: Address | None) -> Via:
-    """
-    Add C{received} (RFC 3261 18.2.1) and fill C{rport} (RFC 3581) in the
-    top Via of a received request. Returns the (updated) top L{Via}.
-    """
-    via = request.topVia
-    assert via is not None  # a received request has one (parse_message validates it)
-    changed = False
-    if source is not None:
-        host, port = source[0], source[1]
-        if via.params.get("rport", "") is None:
-            via.params["rport"] = str(port)
-            via.params["received"] = host
-            changed = True
-        elif via.host != host:
-            via.params["received"] = host
-            changed = True
-    if changed:
-        request.headers.setFirst("Via", str(via))
-    return via
-
-
-@overload
-def response_address(via: Via, transport: object, source: tuple[str, int]) -> tuple[str, int]: ...
-
-
-@overload
-def response_address(via: Via, transport: object, source: None) -> None: ...
-
-
-def response_address(
-    via: Via, transport: object, source: tuple[str, int] | None,
-) -> tuple[str, int] | None:
-    """
-    Where responses to a request go (RFC 3261 18.2.2, RFC 3581): on a
-    reliable transport back to the source; on UDP to the source address and
-    the rport, else the sent-by port.
-    """
-    if getattr(transport, "reliable", False) or source is None:
-        return source
-    if "rport" in via.params:
-        rport = via.params["rport"]
-        if not rport:
-            # RFC 3581 4: rport without a value (a Via not stamped, as when a
-            # malformed request is answered) means the source port
-            return source
-        try:
-            return (source[0], int(rport))
-        except ValueError:
-            pass
-    return (source[0], via.port if via.port is not None else via.defaultPort)
 

@@ -14,6 +14,7 @@ cannot kill a listener.
 from __future__ import annotations
 
 import typing
+from typing import overload
 
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
@@ -22,7 +23,7 @@ from zope.interface import implementer
 
 from mbmsd.interfaces import ISipTransport
 from mbmsd.logs import Logger
-from mbmsd.sip.grammar import SipParseError, parse_cseq, parse_via
+from mbmsd.sip.grammar import SipParseError, Via, parse_cseq, parse_via
 from mbmsd.sip.message import (
     DEFAULT_MAX_SIZE,
     Message,
@@ -33,10 +34,9 @@ from mbmsd.sip.message import (
     parse_message,
     serialize,
 )
-from mbmsd.sip.transaction import response_address
 
 __all__ = ["SipDatagramProtocol", "SipStreamProtocol", "SipStreamFactory",
-           "error_response"]
+           "error_response", "stamp_via", "response_address"]
 
 log = Logger(namespace="mbmsd.sip.transport")
 
@@ -216,3 +216,57 @@ class SipStreamFactory(Factory):
         protocol = SipStreamProtocol(self.receiver, self.max_size)
         protocol.factory = self
         return protocol
+
+
+def stamp_via(request: Request, source: Address | None) -> Via:
+    """
+    Add C{received} (RFC 3261 18.2.1) and fill C{rport} (RFC 3581) in the
+    top Via of a received request. Returns the (updated) top L{Via}.
+    """
+    via = request.topVia
+    assert via is not None  # a received request has one (parse_message validates it)
+    changed = False
+    if source is not None:
+        host, port = source[0], source[1]
+        if via.params.get("rport", "") is None:
+            via.params["rport"] = str(port)
+            via.params["received"] = host
+            changed = True
+        elif via.host != host:
+            via.params["received"] = host
+            changed = True
+    if changed:
+        request.headers.setFirst("Via", str(via))
+    return via
+
+
+@overload
+def response_address(via: Via, transport: object, source: tuple[str, int]) -> tuple[str, int]: ...
+
+
+@overload
+def response_address(via: Via, transport: object, source: None) -> None: ...
+
+
+def response_address(
+    via: Via, transport: object, source: tuple[str, int] | None,
+) -> tuple[str, int] | None:
+    """
+    Where responses to a request go (RFC 3261 18.2.2, RFC 3581): on a
+    reliable transport back to the source; on UDP to the source address and
+    the rport, else the sent-by port.
+    """
+    if getattr(transport, "reliable", False) or source is None:
+        return source
+    if "rport" in via.params:
+        rport = via.params["rport"]
+        if not rport:
+            # RFC 3581 4: rport without a value (a Via not stamped, as when a
+            # malformed request is answered) means the source port
+            return source
+        try:
+            return (source[0], int(rport))
+        except ValueError:
+            pass
+    return (source[0], via.port if via.port is not None else via.defaultPort)
+
