@@ -26,6 +26,7 @@ from mbmsd.nodeconfig import exporterFactories, roleFactories, storageFactories
 from mbmsd.provisioning import seedFromConfig
 from mbmsd.storage.sealing import KeyFileError
 from mbmsd.storage.sql import SchemaError
+from mbmsd.workerid import worker_number, worker_restarts
 
 log = Logger(namespace="mbmsd.node")
 
@@ -179,6 +180,14 @@ def makeNode(config, reactor, onStartupFailure=None, registry=None):
     metrics.info("mbmsd_node", "This mbmsd node", {
         "version": __version__, "roles": ",".join(config["node"]["roles"]),
     })
+    worker = worker_number()
+    if worker is not None:
+        # node.workers > 1: the supervisor's restarts of this worker number
+        # (mbmsd/workers.py), exported here since the supervisor binds nothing
+        metrics.forRole("node").counter(
+            "mbmsd_worker_restarts_total",
+            "Times the supervisor restarted this worker (node.workers > 1)",
+            ["worker"]).labels(str(worker)).inc(worker_restarts())
     clientTls = config["node"].get("http_client") or {}
     policy = None
     if clientTls.get("certificate") or clientTls.get("ca"):

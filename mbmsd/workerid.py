@@ -8,12 +8,20 @@ and the workers can log.
 import os
 from collections.abc import Mapping
 
-__all__ = ["WORKER_ENV", "worker_number"]
+__all__ = ["WORKER_ENV", "RESTARTS_ENV", "worker_number", "worker_restarts"]
 
 WORKER_ENV = "MBMSD_WORKER"  # the worker number, 0 .. N - 1, in a worker process
+# how often the supervisor restarted this worker number before this start
+RESTARTS_ENV = "MBMSD_WORKER_RESTARTS"
 
 
 def worker_number(environ: Mapping[str, str] = os.environ) -> int | None:
     """@return: this process's worker number, or None in a node without workers."""
     value = environ.get(WORKER_ENV)
     return int(value) if value is not None and value.isdigit() else None
+
+
+def worker_restarts(environ: Mapping[str, str] = os.environ) -> int:
+    """@return: the restarts of this worker number before this process (0 at first)."""
+    value = environ.get(RESTARTS_ENV, "")
+    return int(value) if value.isdigit() else 0

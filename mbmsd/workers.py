@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mbmsd.logs import Logger
-from mbmsd.workerid import WORKER_ENV
+from mbmsd.workerid import RESTARTS_ENV, WORKER_ENV
 
 log = Logger(namespace="mbmsd.workers")
 
@@ -200,7 +200,10 @@ class Supervisor(service.Service):
     @param failedStart: called with no argument when no worker stays up
         past C{stable} seconds C{giveUp} times in a row: the node cannot
         start (twistd then exits non-zero).
-    @param restarts: optional counter (C{inc()}) of workers restarted.
+    @param restarts: optional counter (C{inc()}) of workers restarted. A
+        restarted worker is also told how often its number was restarted
+        (C{MBMSD_WORKER_RESTARTS}), which it exports as
+        C{mbmsd_worker_restarts_total} (the supervisor exports nothing).
     """
 
     name = "workers"
@@ -225,6 +228,7 @@ class Supervisor(service.Service):
         self.workers: dict[int, tuple[_Worker, IProcessTransport]] = {}
         self._delay: dict[int, float] = {}  # number -> the next restart's backoff
         self._failures: dict[int, int] = {}  # number -> quick deaths in a row
+        self._restarted: dict[int, int] = {}  # number -> restarts so far
         self._pending: dict[int, IDelayedCall] = {}  # number -> its restart
         self._stopping: Deferred[None] | None = None
 
@@ -236,6 +240,8 @@ class Supervisor(service.Service):
     def _spawn(self, number: int) -> None:
         self._pending.pop(number, None)
         env = dict(self.environ, **{WORKER_ENV: str(number)})
+        if self._restarted.get(number):
+            env[RESTARTS_ENV] = str(self._restarted[number])
         worker = _Worker(self, number)
         worker.started = self.reactor.seconds()
         transport = self.reactor.spawnProcess(worker, self.argv[0], self.argv, env=env,
@@ -273,6 +279,7 @@ class Supervisor(service.Service):
             self.failedStart()
             return
         log.warn("worker {n} {how}: restarting it in {delay} s", n=number, how=how, delay=delay)
+        self._restarted[number] = self._restarted.get(number, 0) + 1
         if self.restarts is not None:
             self.restarts.inc()
         self._pending[number] = self.reactor.callLater(delay, self._spawn, number)

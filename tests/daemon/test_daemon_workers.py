@@ -1,13 +1,15 @@
 """
 node.workers = 2 as operators run it (twistd, SQLite): both workers serve Ub
 bootstraps on the shared port, each exports its own metrics (port + its
-number), and a worker killed (SIGKILL) is restarted while the node serves.
+number), and a worker killed (SIGKILL) is restarted while the node serves,
+its restart counted in the metrics it exports.
 """
 
 import os
 import re
 import signal
 import socket
+import urllib.request
 
 from tests.support.daemon import Daemon, run_ue, wait_for
 from tests.support.helpers import missing_external
@@ -38,6 +40,14 @@ def bootstrap(d):
     return p
 
 
+def restarts(port):
+    """mbmsd_worker_restarts_total of the worker exporting on C{port}: {worker: value}."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % (port,), timeout=10) as r:
+        text = r.read().decode()
+    return {w: float(v) for w, v in re.findall(
+        r'^mbmsd_worker_restarts_total\{[^}]*worker="(\d+)"[^}]*\} (\S+)$', text, re.M)}
+
+
 def test_two_workers_share_ub_and_one_killed_is_restarted(tmp_path):
     if not hasattr(socket, "SO_REUSEPORT"):
         missing_external("SO_REUSEPORT (Linux) is needed for node.workers")
@@ -61,6 +71,9 @@ def test_two_workers_share_ub_and_one_killed_is_restarted(tmp_path):
         assert wait_for(lambda: d.log().count("ready (mbmsd") >= 3, 60), d.log()
         for _ in range(4):
             bootstrap(d)
+        # each worker exports its own restarts: worker 1 was restarted once
+        assert restarts(metrics) == {"0": 0.0}
+        assert wait_for(lambda: restarts(metrics + 1) == {"1": 1.0}, 30)
     finally:
         assert d.stop() in (0, -signal.SIGTERM), d.log()
     assert "Traceback" not in d.log(), d.log()

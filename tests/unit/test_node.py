@@ -321,3 +321,41 @@ class NodeDrainTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(self.log, ["drain core", "stop edge", "stop core", "stop store",
                                     "storage.close"])
+
+
+class WorkerRestartMetricTests(SynchronousTestCase):
+    """node.workers > 1: a worker exports how often the supervisor restarted it."""
+
+    def registry(self, environ):
+        from prometheus_client import CollectorRegistry
+
+        saved = dict(os.environ)
+
+        def restore():
+            os.environ.clear()
+            os.environ.update(saved)
+
+        self.addCleanup(restore)
+        for key in ("MBMSD_WORKER", "MBMSD_WORKER_RESTARTS"):
+            os.environ.pop(key, None)
+        os.environ.update(environ)
+        registry = CollectorRegistry()
+        makeNode(demoConfig(), UDPMemoryReactorClock(), registry=registry)
+        return registry
+
+    def test_restartedWorkerExportsItsRestarts(self):
+        registry = self.registry({"MBMSD_WORKER": "1", "MBMSD_WORKER_RESTARTS": "3"})
+        value = registry.get_sample_value("mbmsd_worker_restarts_total",
+                                          {"node": "mbmsd-1", "role": "node", "worker": "1"})
+        self.assertEqual(value, 3.0)
+
+    def test_firstStartExportsZero(self):
+        registry = self.registry({"MBMSD_WORKER": "0"})
+        self.assertEqual(registry.get_sample_value(
+            "mbmsd_worker_restarts_total", {"node": "mbmsd-1", "role": "node", "worker": "0"}),
+            0.0)
+
+    def test_noWorkersNoMetric(self):
+        registry = self.registry({})
+        names = {m.name for m in registry.collect()}
+        self.assertNotIn("mbmsd_worker_restarts", names)

@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mbmsd.workerid import WORKER_ENV, worker_number
+from mbmsd.workerid import RESTARTS_ENV, WORKER_ENV, worker_number, worker_restarts
 from mbmsd.workers import Supervisor, listen_tcp_shared, listen_udp_shared
 
 
@@ -85,6 +85,20 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(len(self.clock.spawned), 4)
         self.assertEqual(self.restarts.value, 2)
         self.assertEqual(self.failed, [])
+
+    def test_restartedWorkerIsToldItsRestarts(self):
+        """A restarted worker gets its number's restarts (it exports them), a first start none."""
+        self.assertNotIn(RESTARTS_ENV, self.clock.spawned[1][3])
+        self.clock.advance(60)
+        die(self.clock.spawned[1])
+        self.clock.advance(1.0)
+        self.assertEqual(self.clock.spawned[2][3][RESTARTS_ENV], "1")
+        self.clock.advance(60)
+        die(self.clock.spawned[2])
+        self.clock.advance(1.0)
+        self.assertEqual(self.clock.spawned[3][3][RESTARTS_ENV], "2")
+        self.assertEqual(worker_restarts(self.clock.spawned[3][3]), 2)
+        self.assertEqual(worker_restarts({}), 0)
 
     def test_noWorkerStaysUpIsAFailedStart(self):
         for _ in range(3):
