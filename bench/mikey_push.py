@@ -9,7 +9,8 @@ messages from the UE's own address.
   rotation, against the bare crypto of one message in this same process
   (MIKEY-1 PRF for the three PSK keys + AES-CM-128 of the key data +
   HMAC-SHA-1-160 over a message-sized buffer).
-- rekey: wall time of the whole rotation (goal: 100 000 UEs in <= 10 s).
+- rekey: wall time of the whole rotation (goal: 100 000 UEs in <= 20 s with
+  one process; bench/rekey_workers.py measures two workers against 10 s).
 - mem_registered_ue: RSS growth of this (BM-SC) process from before the
   registrations to the peak of the rotation, per UE, against the RSS growth
   per entry of a plain dict {B-TID: 32-byte key} of the same size.
@@ -170,8 +171,10 @@ def run(reactor, args):
     figures = [
         dict(name=prefix + "msk_push", ratio=rate / baseline, a=rate, b=baseline,
              unit="verified MSK msgs/s vs bare crypto msgs/s", goal=(">=", 0.5), notes=note),
-        dict(name=prefix + "rekey", ratio=wall / 10.0 * (100000 / args.ues), a=wall, b=float(args.ues),
-             unit="s for the rotation, UEs (ratio = time scaled to 100 000 UEs / 10 s)",
+        # the goal of one worker (issue 16): 100 000 UEs in <= 20 s; with two,
+        # bench/rekey_workers.py's rekey_2_workers against 10 s
+        dict(name=prefix + "rekey", ratio=wall / 20.0 * (100000 / args.ues), a=wall, b=float(args.ues),
+             unit="s for the rotation, UEs (ratio = time scaled to 100 000 UEs / 20 s)",
              goal=("<=", 1.0), notes=note),
         dict(name=prefix + "mem_registered_ue", ratio=perUe / perEntry, a=perUe, b=perEntry,
              unit="bytes/UE vs bytes/bare dict entry", goal=None,

@@ -19,13 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 FIGURES = ("ub_bootstrap", "mem_bootstrap_session", "ub_workers_cpu", "ub_workers_scaling",
            "invite_flow", "invite_flow_http",
-           "pcscf_vs_kamailio",
-           "msk_push", "rekey", "mem_registered_ue", "store_scale", "store_scale_p50",
+           "pcscf_vs_kamailio", "pcscf_vs_kamailio_2",
+           "msk_push", "rekey", "mem_registered_ue", "rekey_2_workers", "store_scale",
+           "store_scale_p50",
            "import_sqlite", "import_rss_sqlite", "ub_at_scale", "register_at_scale",
            "import_postgresql", "import_rss_postgresql", "srtp_forward", "mtk_fanout")
 # Kamailio comes only from `make bench-deps`, which CI does not run; PostgreSQL
 # is an external the suite may go without unless MBMSD_REQUIRE_EXTERNAL=1
-MAY_SKIP = ("pcscf_vs_kamailio",) + (
+MAY_SKIP = ("pcscf_vs_kamailio", "pcscf_vs_kamailio_2") + (
     () if external_required() else ("import_postgresql", "import_rss_postgresql", "srtp_forward",
                                     "mtk_fanout", "ub_workers_cpu", "ub_workers_scaling"))
 NUMBER = r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?"
