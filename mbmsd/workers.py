@@ -106,6 +106,14 @@ def _split_tcp(description):
     return int(port), kw.get("interface", ""), int(kw.get("backlog", 50))
 
 
+def tcp_parts(description):
+    """
+    C{(port, interface, backlog)} of a C{tcp:} server description, None for
+    any other endpoint (ssl:, unix:, systemd:, ...).
+    """
+    return _split_tcp(description)
+
+
 @implementer(IStreamServerEndpoint)
 class SharedTCPEndpoint:
     """A TCP server endpoint whose port the node's workers share (SO_REUSEPORT)."""

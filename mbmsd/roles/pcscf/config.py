@@ -16,10 +16,12 @@ import ipaddress
 from mbmsd import config as c
 from mbmsd import overload, tls
 from mbmsd.sip.listeners import (
+    check_worker_ports,
     parse_udp_listen,
     tcp_listen_field,
     tls_listen_field,
     udp_listen_field,
+    worker_ports_field,
 )
 
 __all__ = ["PCSCF_SECTION", "check_node", "parse_next_hop", "parse_udp_listen"]
@@ -66,6 +68,7 @@ PCSCF_SECTION = c.Section(
         "udp_listen": udp_listen_field(5060),
         "tcp_listen": tcp_listen_field(5060),
         "tls_listen": tls_listen_field(5061),
+        "worker_ports": worker_ports_field(5100),
         "advertised_host": c.Field(c.ip_address(), None,
                                    "address put in Via and Record-Route "
                                    "(default: the listen interface, 127.0.0.1 for 0.0.0.0)"),
@@ -118,6 +121,7 @@ def check_node(config):
                           "and pcscf.max_expires (%d)" % (lo, hi))
     if section.get("udp_listen") == "" and section.get("tcp_listen") == "":
         errors.append("pcscf.udp_listen: UDP and TCP cannot both be off ('')")
+    errors += check_worker_ports(config, "pcscf")
     if section.get("tls_listen") or tls.enabled(section.get("tls")):
         errors += tls.check(section.get("tls") or {}, "pcscf.tls",
                             needCertificate=bool(section.get("tls_listen")))
