@@ -6,13 +6,14 @@ and the workers can log.
 """
 
 import os
+from collections.abc import Mapping
 
 __all__ = ["WORKER_ENV", "worker_number"]
 
 WORKER_ENV = "MBMSD_WORKER"  # the worker number, 0 .. N - 1, in a worker process
 
 
-def worker_number(environ=os.environ):
+def worker_number(environ: Mapping[str, str] = os.environ) -> int | None:
     """@return: this process's worker number, or None in a node without workers."""
     value = environ.get(WORKER_ENV)
     return int(value) if value is not None and value.isdigit() else None

@@ -9,18 +9,28 @@ kernel spreads the connections and datagrams, keeping one source on one
 worker. Their state is in storage, so any worker serves any request.
 """
 
+from __future__ import annotations
+
 import os
 import re
 import signal
 import socket
 import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError, ProcessDone
-from twisted.internet.interfaces import IStreamServerEndpoint
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProcessTransport,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mbmsd.logs import Logger
@@ -31,7 +41,7 @@ log = Logger(namespace="mbmsd.workers")
 # ---------------------------------------------------------------- shared listeners
 
 
-def _reusable(family, kind, host, port):
+def _reusable(family: int, kind: int, host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -48,11 +58,13 @@ def _reusable(family, kind, host, port):
     return sock
 
 
-def _family(host):
+def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def listen_tcp_shared(reactor, port, factory, interface="", backlog=50):
+def listen_tcp_shared(
+    reactor: Any, port: int, factory: IProtocolFactory, interface: str = "", backlog: int = 50,
+) -> IListeningPort:
     """
     C{reactor.listenTCP}, with SO_REUSEPORT set before bind (Twisted's does
     not), so the workers of a node share the port.
@@ -62,12 +74,16 @@ def listen_tcp_shared(reactor, port, factory, interface="", backlog=50):
     sock = _reusable(family, socket.SOCK_STREAM, interface, port)
     try:
         sock.listen(backlog)
-        return reactor.adoptStreamPort(sock.fileno(), family, factory)
+        listening: IListeningPort = reactor.adoptStreamPort(sock.fileno(), family, factory)
+        return listening
     finally:
         sock.close()  # the reactor holds its own duplicate
 
 
-def listen_udp_shared(reactor, port, protocol, interface="", maxPacketSize=8192):
+def listen_udp_shared(
+    reactor: Any, port: int, protocol: DatagramProtocol, interface: str = "",
+    maxPacketSize: int = 8192,
+) -> Any:
     """
     C{reactor.listenUDP}, with SO_REUSEPORT set before bind.
     @return: the IListeningPort.
@@ -83,7 +99,7 @@ def listen_udp_shared(reactor, port, protocol, interface="", maxPacketSize=8192)
 _COLON = re.compile(r"(?<!\\):")
 
 
-def _split_tcp(description):
+def _split_tcp(description: str) -> tuple[int, str, int] | None:
     """
     C{tcp:PORT[:interface=HOST][:backlog=N]} as (port, interface, backlog),
     or None for any other endpoint (ssl:, unix:, systemd:, ...).
@@ -91,7 +107,8 @@ def _split_tcp(description):
     parts = [p.replace("\\:", ":") for p in _COLON.split(description)]
     if parts[0] != "tcp" or len(parts) < 2:
         return None
-    args, kw = [], {}
+    args: list[str] = []
+    kw: dict[str, str] = {}
     for part in parts[1:]:
         key, eq, value = part.partition("=")
         if eq:
@@ -101,12 +118,12 @@ def _split_tcp(description):
     if set(kw) - {"port", "interface", "backlog"} or len(args) > 1:
         return None
     port = kw.get("port", args[0] if args else None)
-    if port is None or not str(port).isdigit():
+    if port is None or not port.isdigit():
         return None
     return int(port), kw.get("interface", ""), int(kw.get("backlog", 50))
 
 
-def tcp_parts(description):
+def tcp_parts(description: str) -> tuple[int, str, int] | None:
     """
     C{(port, interface, backlog)} of a C{tcp:} server description, None for
     any other endpoint (ssl:, unix:, systemd:, ...).
@@ -118,18 +135,20 @@ def tcp_parts(description):
 class SharedTCPEndpoint:
     """A TCP server endpoint whose port the node's workers share (SO_REUSEPORT)."""
 
-    def __init__(self, reactor, port, interface="", backlog=50):
+    def __init__(self, reactor: Any, port: int, interface: str = "", backlog: int = 50) -> None:
         self.reactor = reactor
         self.port = port
         self.interface = interface
         self.backlog = backlog
 
-    def listen(self, factory):
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         return maybeDeferred(listen_tcp_shared, self.reactor, self.port, factory,
                              self.interface, self.backlog)
 
 
-def server_endpoint(reactor, description, worker=None):
+def server_endpoint(
+    reactor: Any, description: str, worker: int | None = None,
+) -> IStreamServerEndpoint:
     """
     C{serverFromString}, except in a worker (C{worker} a number): a C{tcp:}
     listener is then shared with the other workers. Other endpoints stay as
@@ -139,16 +158,17 @@ def server_endpoint(reactor, description, worker=None):
         tcp = _split_tcp(description)
         if tcp is not None:
             return SharedTCPEndpoint(reactor, *tcp)
-    return serverFromString(reactor, description)
+    endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
+    return endpoint
 
 
-def worker_description(description, worker):
+def worker_description(description: str, worker: int | None) -> str:
     """
     A C{tcp:} description moved to port + C{worker}: each worker's own
     port (its metrics exporter), next to the node's.
     """
     tcp = _split_tcp(description) if worker is not None else None
-    if tcp is None or tcp[0] == 0:
+    if tcp is None or tcp[0] == 0 or worker is None:
         return description
     port, interface, backlog = tcp
     out = "tcp:%d" % (port + worker,)
@@ -161,12 +181,12 @@ def worker_description(description, worker):
 
 
 class _Worker(ProcessProtocol):
-    def __init__(self, supervisor, number):
+    def __init__(self, supervisor: Supervisor, number: int) -> None:
         self.supervisor = supervisor
         self.number = number
-        self.started = None
+        self.started = 0.0  # reactor.seconds() at its spawn
 
-    def processEnded(self, reason):
+    def processEnded(self, reason: Failure) -> None:
         self.supervisor._ended(self, reason)
 
 
@@ -190,8 +210,12 @@ class Supervisor(service.Service):
 
     name = "workers"
 
-    def __init__(self, reactor, count, argv=None, environ=None, backoff=0.5, maxBackoff=30.0,
-                 stable=10.0, giveUp=5, failedStart=None, restarts=None):
+    def __init__(
+        self, reactor: Any, count: int, argv: Sequence[str] | None = None,
+        environ: Mapping[str, str] | None = None, backoff: float = 0.5,
+        maxBackoff: float = 30.0, stable: float = 10.0, giveUp: int = 5,
+        failedStart: Callable[[], object] | None = None, restarts: Any = None,
+    ) -> None:
         self.reactor = reactor
         self.count = count
         self.argv = list(argv if argv is not None else [sys.executable] + sys.argv)
@@ -202,35 +226,37 @@ class Supervisor(service.Service):
         self.giveUp = giveUp
         self.failedStart = failedStart
         self.restarts = restarts
-        self.workers = {}  # number -> (its _Worker, its IProcessTransport)
-        self._delay = {}  # number -> the next restart's backoff
-        self._failures = {}  # number -> quick deaths in a row
-        self._pending = {}  # number -> IDelayedCall of its restart
-        self._stopping = None
+        # number -> (its _Worker, its IProcessTransport)
+        self.workers: dict[int, tuple[_Worker, IProcessTransport]] = {}
+        self._delay: dict[int, float] = {}  # number -> the next restart's backoff
+        self._failures: dict[int, int] = {}  # number -> quick deaths in a row
+        self._pending: dict[int, Any] = {}  # number -> IDelayedCall of its restart
+        self._stopping: Deferred[None] | None = None
 
-    def startService(self):
+    def startService(self) -> None:
         service.Service.startService(self)
         for number in range(self.count):
             self._spawn(number)
 
-    def _spawn(self, number):
+    def _spawn(self, number: int) -> None:
         self._pending.pop(number, None)
         env = dict(self.environ, **{WORKER_ENV: str(number)})
         worker = _Worker(self, number)
         worker.started = self.reactor.seconds()
-        transport = self.reactor.spawnProcess(worker, self.argv[0], self.argv, env=env,
-                                              childFDs={0: "w", 1: 1, 2: 2})
+        transport: IProcessTransport = self.reactor.spawnProcess(
+            worker, self.argv[0], self.argv, env=env, childFDs={0: "w", 1: 1, 2: 2})
         self.workers[number] = (worker, transport)
         log.info("worker {n} started (pid {pid})", n=number, pid=transport.pid)
 
-    def _ended(self, worker, reason):
+    def _ended(self, worker: _Worker, reason: Failure) -> None:
         number = worker.number
-        if self.workers.get(number, (None,))[0] is worker:
+        entry = self.workers.get(number)
+        if entry is not None and entry[0] is worker:
             del self.workers[number]
         if self._stopping is not None:
             if not self.workers:
-                d, self._stopping = self._stopping, None
-                d.callback(None)
+                stopping, self._stopping = self._stopping, None
+                stopping.callback(None)
             return
         code = getattr(reason.value, "exitCode", None)
         how = ("exited" if reason.check(ProcessDone) else
@@ -257,7 +283,7 @@ class Supervisor(service.Service):
             self.restarts.inc()
         self._pending[number] = self.reactor.callLater(delay, self._spawn, number)
 
-    def signal(self, signum):
+    def signal(self, signum: int) -> None:
         """Pass a signal (SIGHUP: reload) on to every worker."""
         for _, transport in list(self.workers.values()):
             try:
@@ -265,7 +291,7 @@ class Supervisor(service.Service):
             except Exception as e:  # it ended meanwhile
                 log.debug("worker signal: {e}", e=str(e))
 
-    def stopService(self):
+    def stopService(self) -> Deferred[None]:
         """
         Stop the workers: SIGTERM to each (each stops cleanly within its
         node.stop_grace). @return: Deferred firing once all have ended.
@@ -283,7 +309,10 @@ class Supervisor(service.Service):
         return d
 
 
-def worker_argv(serverOptions, configPaths, executable=sys.executable):
+def worker_argv(
+    serverOptions: Mapping[str, Any], configPaths: Sequence[str],
+    executable: str = sys.executable,
+) -> list[str]:
     """
     The command of a worker: this twistd's, in the foreground, without a
     pidfile (the supervisor has it), logging where the supervisor does.
@@ -303,27 +332,29 @@ def worker_argv(serverOptions, configPaths, executable=sys.executable):
     return argv
 
 
-def makeSupervisor(reactor, count, serverOptions, configPaths):
+def makeSupervisor(
+    reactor: Any, count: int, serverOptions: Mapping[str, Any], configPaths: Sequence[str],
+) -> Supervisor:
     """
     The service of C{twistd mbmsd} when C{node.workers} > 1: the workers,
     SIGHUP passed on to them, exit 1 when they cannot start.
     """
 
-    def failedStart():
+    def failedStart() -> None:
         reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
         reactor.stop()
 
     supervisor = Supervisor(reactor, count, argv=worker_argv(serverOptions, configPaths),
                             failedStart=failedStart)
 
-    def onSighup(*_):
+    def onSighup(*_: object) -> None:
         reactor.callFromThread(supervisor.signal, signal.SIGHUP)
 
     reactor.callWhenRunning(signal.signal, signal.SIGHUP, onSighup)
     return supervisor
 
 
-def die_with_supervisor():
+def die_with_supervisor() -> None:
     """
     In a worker (Linux): be sent SIGTERM when the supervisor dies, even by
     SIGKILL, so that no orphan worker keeps the node's ports.
