@@ -26,6 +26,8 @@ from mbmsd.nodeconfig import exporterFactories, roleFactories, storageFactories
 from mbmsd.provisioning import seedFromConfig
 from mbmsd.storage.sealing import KeyFileError
 from mbmsd.storage.sql import SchemaError
+from mbmsd.workerid import worker_number
+from mbmsd.workers import export_restarts
 
 log = Logger(namespace="mbmsd.node")
 
@@ -176,6 +178,8 @@ def makeNode(config, reactor, onStartupFailure=None, registry=None):
     logs.setLevel(config["node"]["log_level"])
     storage = storageFactories()[config["storage"]["backend"]].open(config["storage"], reactor)
     metrics = Metrics(config["node"]["name"], registry)
+    # worker 0 exports the supervisor's restart count (node.workers > 1)
+    export_restarts(metrics.registry, config["node"]["name"], worker_number())
     metrics.info("mbmsd_node", "This mbmsd node", {
         "version": __version__, "roles": ",".join(config["node"]["roles"]),
     })

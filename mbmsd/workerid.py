@@ -8,9 +8,11 @@ and the workers can log.
 import os
 from collections.abc import Mapping
 
-__all__ = ["WORKER_ENV", "worker_number"]
+__all__ = ["WORKER_ENV", "RESTARTS_ENV", "worker_number"]
 
 WORKER_ENV = "MBMSD_WORKER"  # the worker number, 0 .. N - 1, in a worker process
+# the file where the supervisor counts the workers it restarted
+RESTARTS_ENV = "MBMSD_WORKER_RESTARTS"
 
 
 def worker_number(environ: Mapping[str, str] = os.environ) -> int | None:

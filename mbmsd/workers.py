@@ -19,6 +19,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import CollectorRegistry
 from twisted.application import service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
@@ -34,7 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mbmsd.logs import Logger
-from mbmsd.workerid import WORKER_ENV
+from mbmsd.workerid import RESTARTS_ENV, WORKER_ENV
 
 log = Logger(namespace="mbmsd.workers")
 
@@ -175,6 +177,74 @@ def worker_description(description: str, worker: int | None) -> str:
     if interface:
         out += ":interface=" + interface.replace(":", "\\:")
     return out + ":backlog=%d" % (backlog,)
+
+
+# ---------------------------------------------------------------- restarts metric
+
+
+class RestartCount:
+    """
+    The supervisor's count of the workers it restarted, kept in a file (one
+    number, replaced whole) since the supervisor has no exporter: worker 0
+    exports it (L{RestartsCollector}) as C{mbmsd_worker_restarts_total}.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.value = 0
+        self._write()
+
+    def inc(self) -> None:
+        self.value += 1
+        self._write()
+
+    def _write(self) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % (self.value,))
+        os.replace(tmp, self.path)  # a reader sees the old number or the new
+
+
+def read_restarts(path: str) -> int | None:
+    """The count in C{path}, None when it cannot be read."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class RestartsCollector:
+    """Reads the supervisor's count at each scrape (prometheus custom collector)."""
+
+    def __init__(self, path: str, node: str) -> None:
+        self.path = path
+        self.node = node
+
+    def collect(self) -> list[CounterMetricFamily]:
+        value = read_restarts(self.path)
+        if value is None:
+            return []
+        family = CounterMetricFamily(
+            "mbmsd_worker_restarts", "Workers the node's supervisor restarted after they died",
+            labels=["node", "role"])
+        family.add_metric([self.node, "workers"], value)
+        return [family]
+
+
+def export_restarts(
+    registry: CollectorRegistry, node: str, worker: int | None,
+    environ: Mapping[str, str] = os.environ,
+) -> bool:
+    """
+    In worker 0 of a node with workers: export the supervisor's restart
+    count on C{registry}. @return: whether it did.
+    """
+    path = environ.get(RESTARTS_ENV)
+    if worker != 0 or not path:
+        return False
+    registry.register(RestartsCollector(path, node))
+    return True
 
 
 # ---------------------------------------------------------------- supervisor
@@ -344,8 +414,16 @@ def makeSupervisor(
         reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
         reactor.stop()
 
+    import shutil
+    import tempfile
+
+    # the restart count, for worker 0 to export; gone when the node stops
+    folder = tempfile.mkdtemp(prefix="mbmsd-workers-")
+    reactor.addSystemEventTrigger("after", "shutdown", shutil.rmtree, folder, True)
+    restarts = RestartCount(os.path.join(folder, "restarts"))
     supervisor = Supervisor(reactor, count, argv=worker_argv(serverOptions, configPaths),
-                            failedStart=failedStart)
+                            environ=dict(os.environ, **{RESTARTS_ENV: restarts.path}),
+                            failedStart=failedStart, restarts=restarts)
 
     def onSighup(*_: object) -> None:
         reactor.callFromThread(supervisor.signal, signal.SIGHUP)

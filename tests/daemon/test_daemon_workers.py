@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support.daemon import Daemon, lines_of, run_ue, wait_for
+from tests.support.daemon import Daemon, http, lines_of, run_ue, wait_for
 from tests.support.helpers import missing_external
 from tests.support.ports import free_ports
 
@@ -37,6 +37,16 @@ def free_pair():
 
 def pids(log):
     return dict((int(n), int(p)) for n, p in re.findall(r"worker (\d+) started \(pid (\d+)\)", log))
+
+
+def restarts(port):
+    """mbmsd_worker_restarts_total on the exporter at C{port}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, _, body = http("GET", "http://127.0.0.1:%d/metrics" % (port,))
+    values = [s.value for family in text_string_to_metric_families(body.decode())
+              for s in family.samples if s.name == "mbmsd_worker_restarts_total"]
+    return values[0] if values else None
 
 
 def bootstrap(d):
@@ -75,6 +85,8 @@ def test_two_workers_share_ub_and_one_killed_is_restarted(tmp_path):
         assert wait_for(lambda: d.log().count("ready (mbmsd") >= 3, 60), d.log()
         for _ in range(4):
             bootstrap(d)
+        # the supervisor's count, exported by worker 0 (on the metrics port + 0)
+        assert restarts(metrics) == 1.0, d.log()
     finally:
         assert d.stop() in (0, -signal.SIGTERM), d.log()
     assert "Traceback" not in d.log(), d.log()

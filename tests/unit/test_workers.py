@@ -7,14 +7,22 @@ import signal
 import socket
 import sys
 
+from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mbmsd.workerid import WORKER_ENV, worker_number
-from mbmsd.workers import Supervisor, listen_tcp_shared, listen_udp_shared
+from mbmsd.workerid import RESTARTS_ENV, WORKER_ENV, worker_number
+from mbmsd.workers import (
+    RestartCount,
+    Supervisor,
+    export_restarts,
+    listen_tcp_shared,
+    listen_udp_shared,
+    read_restarts,
+)
 
 
 class Counter:
@@ -111,6 +119,51 @@ class SupervisorTests(SynchronousTestCase):
     def test_workerNumberFromEnvironment(self):
         self.assertEqual(worker_number({WORKER_ENV: "3"}), 3)
         self.assertIsNone(worker_number({}))
+
+
+class RestartsMetricTests(SynchronousTestCase):
+    """
+    The supervisor counts restarts in a file; worker 0 exports it as
+    mbmsd_worker_restarts_total, read at each scrape.
+    """
+
+    def setUp(self):
+        self.path = self.mktemp()
+        self.count = RestartCount(self.path)
+
+    def test_theFileHoldsTheSupervisorsCount(self):
+        self.assertEqual(read_restarts(self.path), 0)
+        clock = ProcessClock()
+        sup = Supervisor(clock, 2, argv=["twistd"], environ={}, backoff=1.0,
+                         restarts=self.count)
+        sup.startService()
+        clock.advance(60)
+        die(clock.spawned[0])
+        die(clock.spawned[1])
+        self.assertEqual(read_restarts(self.path), 2)
+
+    def test_workerZeroExportsIt(self):
+        registry = CollectorRegistry()
+        env = {RESTARTS_ENV: self.path}
+        self.assertTrue(export_restarts(registry, "node-a", 0, env))
+        self.count.inc()
+        self.count.inc()
+        text = generate_latest(registry).decode()
+        self.assertIn('mbmsd_worker_restarts_total{node="node-a",role="workers"} 2.0', text)
+        self.count.inc()  # read at each scrape
+        self.assertIn("} 3.0", generate_latest(registry).decode())
+
+    def test_otherWorkersAndNodesWithoutWorkersExportNothing(self):
+        registry = CollectorRegistry()
+        self.assertFalse(export_restarts(registry, "n", 1, {RESTARTS_ENV: self.path}))
+        self.assertFalse(export_restarts(registry, "n", None, {}))
+        self.assertFalse(export_restarts(registry, "n", 0, {}))
+        self.assertNotIn("mbmsd_worker_restarts", generate_latest(registry).decode())
+
+    def test_aMissingFileIsNoSample(self):
+        registry = CollectorRegistry()
+        export_restarts(registry, "n", 0, {RESTARTS_ENV: self.path + ".gone"})
+        self.assertNotIn("mbmsd_worker_restarts", generate_latest(registry).decode())
 
 
 class SharedListenerTests(TestCase):
