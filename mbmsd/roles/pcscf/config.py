@@ -5,6 +5,7 @@ The C{pcscf} role's config schema: the [pcscf] section and its cross-key checks.
     udp_listen = "udp:5060:interface=127.0.0.1"   # "" turns UDP off
     tcp_listen = "tcp:5060:interface=127.0.0.1"   # "" turns TCP off
     tls_listen = "tcp:5061:interface=127.0.0.1"   # SIP over TLS ("" or absent: off)
+    worker_ports = 5100                           # node.workers > 1: worker k's own port
     [pcscf.tls]                                   # its certificate (mbmsd.tls)
     certificate = "/etc/mbmsd/tls/pcscf.pem"
     private_key = "/etc/mbmsd/tls/pcscf.key"
