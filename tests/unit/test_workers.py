@@ -3,9 +3,12 @@ Workers (mbmsd/workers.py): the listeners shared through SO_REUSEPORT, and
 the supervisor that starts, restarts and stops the worker processes.
 """
 
+import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 
 from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -128,7 +131,9 @@ class RestartsMetricTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        self.path = self.mktemp()
+        folder = tempfile.mkdtemp(prefix="mbmsd-test-restarts-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        self.path = os.path.join(folder, "restarts")
         self.count = RestartCount(self.path)
 
     def test_theFileHoldsTheSupervisorsCount(self):
