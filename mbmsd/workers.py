@@ -126,6 +126,14 @@ def _split_tcp(description: str) -> tuple[int, str, int] | None:
     return int(port), kw.get("interface", ""), int(kw.get("backlog", 50))
 
 
+def tcp_parts(description: str) -> tuple[int, str, int] | None:
+    """
+    C{(port, interface, backlog)} of a C{tcp:} server description, None for
+    any other endpoint (ssl:, unix:, systemd:, ...).
+    """
+    return _split_tcp(description)
+
+
 @implementer(IStreamServerEndpoint)
 class SharedTCPEndpoint:
     """A TCP server endpoint whose port the node's workers share (SO_REUSEPORT)."""

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from mbmsd import config as c
 from mbmsd.errors import listenFailed
 from mbmsd.interfaces import ISipTransport
+from mbmsd.logs import Logger
 from mbmsd.sip.grammar import SipParseError
 from mbmsd.sip.transport import (
     SipDatagramProtocol,
@@ -31,15 +32,17 @@ from mbmsd.sip.transport import (
     SipStreamFactory,
     SipStreamProtocol,
 )
-from mbmsd.workerid import worker_number
-from mbmsd.workers import listen_udp_shared, server_endpoint
+from mbmsd.workers import listen_udp_shared, server_endpoint, tcp_parts
 
 if TYPE_CHECKING:
     from mbmsd.metrics import RoleMetrics
     from mbmsd.overload import SipAdmission, Slot
 
 __all__ = ["Connections", "SipListenSettings", "parse_udp_listen", "udp_listen_field",
-           "tcp_listen_field", "tls_listen_field", "attach_listeners"]
+           "tcp_listen_field", "tls_listen_field", "worker_ports_field", "check_worker_ports",
+           "attach_listeners"]
+
+log = Logger(namespace="mbmsd.sip.listeners")
 
 
 # ---------------------------------------------------------------- config
@@ -107,13 +110,80 @@ def tls_listen_field(port: int) -> c.Field:
                    "or '' for none" % (port,))
 
 
+def worker_ports_field(port: int) -> c.Field:
+    return c.Field(c.integer(1, 65535), port,
+                   "with node.workers = N > 1: worker k also binds this port + k (UDP and "
+                   "TCP, on the listeners' interfaces) and puts it in its Via, Record-Route "
+                   "and Contact, so that responses and in-dialog requests reach it; unused "
+                   "with one worker")
+
+
+_SIP_ROLES = ("pcscf", "scf")
+
+
+def _listen_port(key: str, value: object) -> int | None:
+    """The port of a listen key's value (None: off, or not a numbered port)."""
+    if not isinstance(value, str) or value == "":
+        return None
+    if key == "udp_listen":
+        udp = parse_udp_listen(value)
+        return udp[1] if udp else None
+    tcp = tcp_parts(value)
+    return tcp[0] if tcp else None
+
+
+def check_worker_ports(config: Mapping[str, Any], role: str) -> list[str]:
+    """
+    The cross-key checks of C{<role>.worker_ports} on a node with workers:
+    the range (C{worker_ports} .. + C{node.workers} - 1) within 65535 and
+    clear of the node's SIP listen ports and of the other SIP role's range.
+    @return: error lines, each naming the key.
+    """
+    workers = (config.get("node") or {}).get("workers") or 1
+    section = config.get(role) or {}
+    base = section.get("worker_ports")
+    if workers <= 1 or not isinstance(base, int):
+        return []
+    key = "%s.worker_ports" % (role,)
+    last = base + workers - 1
+    if last > 65535:
+        return ["%s: %d + %d workers runs past port 65535 (at most %d)"
+                % (key, base, workers, 65536 - workers)]
+    errors = []
+    roles = set((config.get("node") or {}).get("roles") or ())
+    for other in _SIP_ROLES:
+        if other not in roles or other not in config:
+            continue
+        for listen in ("udp_listen", "tcp_listen", "tls_listen"):
+            port = _listen_port(listen, (config.get(other) or {}).get(listen))
+            if port is not None and base <= port <= last:
+                errors.append("%s: ports %d-%d (one per worker) clash with %s.%s (port %d)"
+                              % (key, base, last, other, listen, port))
+        theirs = (config.get(other) or {}).get("worker_ports")
+        if other < role and isinstance(theirs, int) \
+                and base <= theirs + workers - 1 and theirs <= last:
+            errors.append("%s: ports %d-%d (one per worker) clash with %s.worker_ports "
+                          "(%d-%d)" % (key, base, last, other, theirs, theirs + workers - 1))
+    return errors
+
+
 class SipListenSettings:
     """
     A role's listen keys read once: the UDP address, the address we put in
     Via, Contact and Record-Route, and the port per transport.
+
+    In a worker (C{worker} a number, C{node.workers} > 1) the UDP and TCP
+    listeners are shared by the node's workers (C{sharedPorts}) and this
+    worker binds C{worker_ports} + C{worker} of its own (C{workerPort}):
+    C{ports}, what goes in Via, Record-Route and Contact, names that one,
+    so that responses and in-dialog requests come back to this worker
+    (docs/design.md, workers). TLS stays on the shared port only (its UEs
+    keep their connection, which is one worker's).
     """
 
-    def __init__(self, config: Mapping[str, Any], defaultPort: int) -> None:
+    def __init__(
+        self, config: Mapping[str, Any], defaultPort: int, worker: int | None = None,
+    ) -> None:
         self.udp = parse_udp_listen(config["udp_listen"])
         self.udpDescription: str = config["udp_listen"]
         self.tcp: str = config["tcp_listen"]
@@ -133,6 +203,21 @@ class SipListenSettings:
         if self.tls:
             m = re.match(r"tcp6?:(?:port=)?(\d+)", self.tls)
             self.ports["TLS"] = int(m.group(1)) if m else defaultPort + 1
+        self.worker = worker
+        self.sharedPorts: dict[str, int] = dict(self.ports)
+        self.workerPort: int | None = None
+        self.workerTcp: str | None = None  # the endpoint of this worker's own TCP port
+        base = config.get("worker_ports")
+        if worker is not None and isinstance(base, int):
+            self.workerPort = base + worker
+            if self.udp is not None:
+                self.ports["UDP"] = self.workerPort
+            tcp = tcp_parts(self.tcp) if self.tcp else None
+            if tcp is not None:  # a tcp: listener (not systemd:): its interface
+                interface = tcp[1].replace(":", "\\:")
+                self.workerTcp = "tcp:%d" % (self.workerPort,) + (
+                    ":interface=" + interface if interface else "")
+                self.ports["TCP"] = self.workerPort
 
 
 def _tcp_interface(description: str) -> str | None:
@@ -337,9 +422,10 @@ class _Listener(Service):
 class _UdpListener(_Listener):
     def __init__(
         self, reactor: Any, key: str, description: str, host: str, port: int,
-        protocol: _Datagram, onBound: Callable[[int], object],
+        protocol: _Datagram, onBound: Callable[[int], object], shared: bool = False,
     ) -> None:
         self.reactor = reactor
+        self.shared = shared
         self.key = key
         self.description = description
         self.host = host
@@ -351,7 +437,7 @@ class _UdpListener(_Listener):
         Service.startService(self)
         try:
             listening: Any  # a twisted.internet.udp.Port: getHost() an IPv4Address
-            if worker_number() is None:
+            if not self.shared:
                 listening = self.reactor.listenUDP(self.port, self.protocol,
                                                    interface=self.host)
             else:  # the node's workers share the port
@@ -366,9 +452,10 @@ class _UdpListener(_Listener):
 class _StreamListener(_Listener):
     def __init__(
         self, reactor: Any, key: str, description: str, factory: IProtocolFactory,
-        onBound: Callable[[int | None], object],
+        onBound: Callable[[int | None], object], shared: bool = False,
     ) -> None:
         self.reactor = reactor
+        self.shared = shared
         self.key = key
         self.description = description
         self.factory = factory
@@ -376,7 +463,9 @@ class _StreamListener(_Listener):
 
     def startService(self) -> None:
         Service.startService(self)
-        d = server_endpoint(self.reactor, self.description, worker_number()).listen(self.factory)
+        # in a worker, a tcp: port shared with the node's other workers
+        d = server_endpoint(self.reactor, self.description, 0 if self.shared else None).listen(
+            self.factory)
         result: list[Any] = []  # the IListeningPort or a Failure
         d.addBoth(result.append)
         if not result:
@@ -391,36 +480,76 @@ class _StreamListener(_Listener):
 
 def attach_listeners(
     parent: Any, reactor: Any, role: str, settings: SipListenSettings, connections: Connections,
-    ports: dict[str, int], tls: Any = None,
+    ports: dict[str, int], tls: Any = None, sharedPorts: dict[str, int] | None = None,
 ) -> None:
     """
     Add the role's UDP, TCP and TLS listeners to C{parent} (they bind when
-    it starts); C{ports}, the core's port per transport, learns the bound
-    ports (port 0 in tests).
+    it starts); C{ports}, the core's port per transport (its Via, Contact,
+    Record-Route), learns the bound ports (port 0 in tests).
+
+    In a worker (C{settings.workerPort}), the UDP and TCP listeners are
+    shared with the other workers and C{sharedPorts} learns their ports;
+    the worker's own UDP and TCP ports bind besides them, C{ports} learns
+    those, and our UDP requests leave from the own one (its Via's port).
 
     @param tls: the C{CertificateOptions} of the TLS listener
         (L{mbmsd.tls.serverOptions}), needed when C{settings.tls} is set.
     """
+    worker = settings.workerPort is not None
+    inWorker = settings.worker is not None  # its listeners shared with the other workers
+    learns = sharedPorts if worker and sharedPorts is not None else {}
     if settings.udp is not None:
-        connections.udp = connections.datagramProtocol()
+        host = settings.udp[0]
 
         def boundUdp(port: int) -> None:
             ports["UDP"] = port
 
-        # Service's method named: mypy's untyped-call exclusion matches it there
-        Service.setServiceParent(
-            _UdpListener(reactor, "%s.udp_listen" % (role,), settings.udpDescription,
-                         settings.udp[0], settings.udp[1], connections.udp, boundUdp),
-            parent)
+        def boundSharedUdp(port: int) -> None:
+            learns["UDP"] = port
+
+        own = connections.datagramProtocol()
+        if worker:
+            assert settings.workerPort is not None
+            # Service's method named: mypy's untyped-call exclusion matches it there
+            Service.setServiceParent(
+                _UdpListener(reactor, "%s.udp_listen" % (role,), settings.udpDescription,
+                             host, settings.udp[1], connections.datagramProtocol(),
+                             boundSharedUdp, shared=True),
+                parent)
+            Service.setServiceParent(
+                _UdpListener(reactor, "%s.worker_ports" % (role,),
+                             "udp:%d:interface=%s" % (settings.workerPort, host),
+                             host, settings.workerPort, own, boundUdp),
+                parent)
+        else:
+            Service.setServiceParent(
+                _UdpListener(reactor, "%s.udp_listen" % (role,), settings.udpDescription,
+                             host, settings.udp[1], own, boundUdp, shared=inWorker),
+                parent)
+        connections.udp = own  # our requests leave from the port in our Via
     if settings.tcp:
         def boundTcp(port: int | None) -> None:
             if port:
                 ports["TCP"] = port
 
+        def boundSharedTcp(port: int | None) -> None:
+            if port:
+                learns["TCP"] = port
+
         Service.setServiceParent(
             _StreamListener(reactor, "%s.tcp_listen" % (role,), settings.tcp,
-                            connections.streamFactory(), boundTcp),
+                            connections.streamFactory(),
+                            boundSharedTcp if settings.workerTcp else boundTcp,
+                            shared=inWorker),
             parent)
+        if settings.workerTcp:
+            Service.setServiceParent(
+                _StreamListener(reactor, "%s.worker_ports" % (role,), settings.workerTcp,
+                                connections.streamFactory(), boundTcp),
+                parent)
+    if worker:
+        log.info("{role}: worker {worker}'s own SIP port {port} (Via, Record-Route, Contact)",
+                 role=role, worker=settings.worker, port=settings.workerPort)
     if settings.tls:
         from mbmsd.tls import wrapServer
 
@@ -430,5 +559,6 @@ def attach_listeners(
 
         Service.setServiceParent(
             _StreamListener(reactor, "%s.tls_listen" % (role,), settings.tls,
-                            wrapServer(tls, connections.streamFactory("TLS")), boundTls),
+                            wrapServer(tls, connections.streamFactory("TLS")), boundTls,
+                            shared=inWorker),
             parent)

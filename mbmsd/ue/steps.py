@@ -197,6 +197,8 @@ def _invite_step(reactor, args, ua, reg, parts=()):
         emit({"step": "invite", "result": "ok", "service": service, "uri": session.uri,
               "status": answer.status, "provisional": answer.provisional,
               "callId": session.callId, "contentType": answer.contentType,
+              # the dialog's remote target (the SCF's Contact) and route set
+              "target": answer.remoteTarget, "routeSet": answer.routeSet,
               "sdp": sdp_summary(answer.sdp)})
     return sessions, ok
 

@@ -48,3 +48,16 @@ def free_port():
             _handed_out.add(port)
             return port
     raise RuntimeError("no free port below the ephemeral range")
+
+
+def free_ports(count):
+    """
+    The first of C{count} consecutive ports, each free for TCP and UDP and
+    not handed out before (a range such as C{pcscf.worker_ports}).
+    """
+    for port in _candidates():
+        run = range(port, port + count)
+        if all(p not in _handed_out and _free(p) for p in run):
+            _handed_out.update(run)
+            return port
+    raise RuntimeError("no %d consecutive free ports below the ephemeral range" % (count,))

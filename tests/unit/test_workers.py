@@ -3,9 +3,12 @@ Workers (mbmsd/workers.py): the listeners shared through SO_REUSEPORT, and
 the supervisor that starts, restarts and stops the worker processes.
 """
 
+import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
@@ -159,9 +162,6 @@ class SharedListenerTests(TestCase):
 
 class WorkersConfigTests(SynchronousTestCase):
     def load(self, node, storage):
-        import os
-        import shutil
-        import tempfile
 
         from mbmsd.nodeconfig import load_config
 

@@ -5,6 +5,7 @@ The C{pcscf} role's config schema: the [pcscf] section and its cross-key checks.
     udp_listen = "udp:5060:interface=127.0.0.1"   # "" turns UDP off
     tcp_listen = "tcp:5060:interface=127.0.0.1"   # "" turns TCP off
     tls_listen = "tcp:5061:interface=127.0.0.1"   # SIP over TLS ("" or absent: off)
+    worker_ports = 5100                           # node.workers > 1: worker k's own port
     [pcscf.tls]                                   # its certificate (mbmsd.tls)
     certificate = "/etc/mbmsd/tls/pcscf.pem"
     private_key = "/etc/mbmsd/tls/pcscf.key"
@@ -16,10 +17,12 @@ import ipaddress
 from mbmsd import config as c
 from mbmsd import overload, tls
 from mbmsd.sip.listeners import (
+    check_worker_ports,
     parse_udp_listen,
     tcp_listen_field,
     tls_listen_field,
     udp_listen_field,
+    worker_ports_field,
 )
 
 __all__ = ["PCSCF_SECTION", "check_node", "parse_next_hop", "parse_udp_listen"]
@@ -66,6 +69,7 @@ PCSCF_SECTION = c.Section(
         "udp_listen": udp_listen_field(5060),
         "tcp_listen": tcp_listen_field(5060),
         "tls_listen": tls_listen_field(5061),
+        "worker_ports": worker_ports_field(5100),
         "advertised_host": c.Field(c.ip_address(), None,
                                    "address put in Via and Record-Route "
                                    "(default: the listen interface, 127.0.0.1 for 0.0.0.0)"),
@@ -118,6 +122,7 @@ def check_node(config):
                           "and pcscf.max_expires (%d)" % (lo, hi))
     if section.get("udp_listen") == "" and section.get("tcp_listen") == "":
         errors.append("pcscf.udp_listen: UDP and TCP cannot both be off ('')")
+    errors += check_worker_ports(config, "pcscf")
     if section.get("tls_listen") or tls.enabled(section.get("tls")):
         errors += tls.check(section.get("tls") or {}, "pcscf.tls",
                             needCertificate=bool(section.get("tls_listen")))

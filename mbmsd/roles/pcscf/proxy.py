@@ -137,14 +137,18 @@ class PcscfProxy:
         ISipTransport; C{isOutbound(transport)} -> bool.
     @param scf: C{(host, port, transport)} of the next hop.
     @param advertised: our IP address in Via and Record-Route.
-    @param ports: C{{'UDP': port, 'TCP': port}} we listen on.
+    @param ports: C{{'UDP': port, 'TCP': port}} we listen on, put in our Via
+        and Record-Route: a worker's own ports (node.workers > 1).
+    @param sharedPorts: in a worker, the ports it shares with the node's
+        other workers: ours too (a Route or Via naming them is us).
     @param metrics: a L{mbmsd.metrics.RoleMetrics}.
     @param trustedPeers: IP addresses inside the trust domain besides the SCF.
     @param maxDialogs: the most dialog identities remembered.
     """
 
     def __init__(self, clock, registrar, store, connections, scf, advertised, ports, metrics,
-                 trustedPeers=(), timers=None, onRegistration=None, maxDialogs=100_000):
+                 trustedPeers=(), timers=None, onRegistration=None, maxDialogs=100_000,
+                 sharedPorts=None):
         self.clock = clock
         self.registrar = registrar
         self.store = store
@@ -152,6 +156,7 @@ class PcscfProxy:
         self.scf = scf
         self.advertised = advertised
         self.ports = dict(ports)
+        self.sharedPorts = dict(sharedPorts or {})
         self.ownHosts = {advertised}
         self.trustedPeers = set(trustedPeers)
         self.onRegistration = onRegistration
@@ -186,7 +191,10 @@ class PcscfProxy:
         if uri.host.lower() not in self.ownHosts:
             return False
         port = uri.port if uri.port is not None else 5060
-        return port in self.ports.values()
+        return self._isMyPort(port)
+
+    def _isMyPort(self, port):
+        return port in self.ports.values() or port in self.sharedPorts.values()
 
     def _myPort(self, transport):
         return self.ports.get(transport) or next(iter(self.ports.values()))
@@ -203,7 +211,7 @@ class PcscfProxy:
                                                 branch)
 
     def _isOurVia(self, via):
-        return via.host.lower() in self.ownHosts and via.sentBy[1] in self.ports.values()
+        return via.host.lower() in self.ownHosts and self._isMyPort(via.sentBy[1])
 
     def _trusted(self, host, port=None):
         scf_host, scf_port, _ = self.scf

@@ -18,6 +18,7 @@ from mbmsd.roles.pcscf.proxy import PcscfProxy
 from mbmsd.roles.pcscf.registrar import Registrar
 from mbmsd.sip.listeners import Connections, SipListenSettings, attach_listeners
 from mbmsd.sip.transaction import TimerSettings
+from mbmsd.workerid import worker_number
 
 __all__ = ["PcscfService", "Connections"]
 
@@ -29,7 +30,7 @@ class PcscfService(MultiService):
     def __init__(self, node, config):
         MultiService.__init__(self)
         reactor = node.reactor
-        listen = SipListenSettings(config, 5060)
+        listen = SipListenSettings(config, 5060, worker_number())
         scf = parse_next_hop(config["scf"])
         metrics = node.metrics.forRole("pcscf")
         overloaded = OverloadMetrics(metrics)
@@ -60,6 +61,7 @@ class PcscfService(MultiService):
             metrics, trustedPeers=config["trusted_peers"],
             timers=TimerSettings(t1=config["t1"], trying_delay=0),
             onRegistration=self.updateGauge, maxDialogs=config["max_bindings"],
+            sharedPorts=listen.sharedPorts,
         )
         # the SCF and trusted peers carry many users' requests: per listener only
         self.proxy.layer.admission = self.connections.admission = SipAdmission(
@@ -67,7 +69,7 @@ class PcscfService(MultiService):
         self.connections.receiver = self.proxy.layer
         self.tls = tls.ServerTls(config["tls"]) if listen.tls else None
         attach_listeners(self, reactor, "pcscf", listen, self.connections, self.proxy.ports,
-                         tls=self.tls)
+                         tls=self.tls, sharedPorts=self.proxy.sharedPorts)
         timer = TimerService(config["prune_interval"], self.prune)
         timer.clock = reactor
         timer.setName("prune")

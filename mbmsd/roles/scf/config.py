@@ -30,7 +30,13 @@ import re
 from mbmsd import config as c
 from mbmsd import overload
 from mbmsd.protocols.identity import PUBLIC_ID, normalize_impu
-from mbmsd.sip.listeners import parse_udp_listen, tcp_listen_field, udp_listen_field
+from mbmsd.sip.listeners import (
+    check_worker_ports,
+    parse_udp_listen,
+    tcp_listen_field,
+    udp_listen_field,
+    worker_ports_field,
+)
 
 __all__ = ["SCF_SECTION", "check_node", "effective_bmsc_url", "parse_udp_listen"]
 
@@ -145,6 +151,7 @@ SCF_SECTION = c.Section(
     fields={
         "udp_listen": udp_listen_field(5070),
         "tcp_listen": tcp_listen_field(5070),
+        "worker_ports": worker_ports_field(5200),
         "advertised_host": c.Field(c.ip_address(), None,
                                    "address in our Contact and Via "
                                    "(default: the listen interface, 127.0.0.1 for 0.0.0.0)"),
@@ -211,6 +218,7 @@ def check_node(config):
         errors.append("scf.min_se: must be <= scf.session_expires (%d)" % (hi,))
     if section.get("udp_listen") == "" and section.get("tcp_listen") == "":
         errors.append("scf.udp_listen: UDP and TCP cannot both be off ('')")
+    errors += check_worker_ports(config, "scf")
     if not section.get("bmsc_url"):
         errors.append("scf.bmsc_url: required (the BM-SC.UPF to authorize users at)")
     roles = config.get("node", {}).get("roles", ())

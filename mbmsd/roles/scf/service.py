@@ -15,6 +15,7 @@ from mbmsd.roles.scf.core import ScfCore
 from mbmsd.roles.scf.provisioning import StoredServices
 from mbmsd.sip.listeners import Connections, SipListenSettings, attach_listeners
 from mbmsd.sip.transaction import TimerSettings
+from mbmsd.workerid import worker_number
 from mbmsd.znclient import zn_lookup
 
 __all__ = ["ScfService", "Connections"]
@@ -27,7 +28,7 @@ class ScfService(MultiService):
     def __init__(self, node, config):
         MultiService.__init__(self)
         reactor = node.reactor
-        listen = SipListenSettings(config, 5070)
+        listen = SipListenSettings(config, 5070, worker_number())
         serviceDomain = config["service_domain"] or "mbms." + node.homeDomain
         metrics = node.metrics.forRole("scf")
         self.client = service_authorization_client(node, config)

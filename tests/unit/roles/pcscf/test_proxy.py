@@ -104,7 +104,8 @@ def invite_bytes(branch="z9hG4bK-inv-1", via_port=5080, extra="", max_forwards=7
 
 
 class Harness:
-    def __init__(self, impus=(IMPU, TEL), privacyTrusted=(), minExpires=60, maxExpires=7200):
+    def __init__(self, impus=(IMPU, TEL), privacyTrusted=(), minExpires=60, maxExpires=7200,
+                 ports=None, sharedPorts=None):
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.storage = MemoryStorage()
@@ -121,8 +122,8 @@ class Harness:
         self.net = FakeConnections(self.clock)
         self.proxy = PcscfProxy(
             self.clock, self.registrar, self.bindings, self.net,
-            ("127.0.0.1", 5070, "UDP"), "127.0.0.1", {"UDP": 5060, "TCP": 5060}, metrics,
-            trustedPeers=privacyTrusted)
+            ("127.0.0.1", 5070, "UDP"), "127.0.0.1", ports or {"UDP": 5060, "TCP": 5060},
+            metrics, trustedPeers=privacyTrusted, sharedPorts=sharedPorts)
 
     # the network
 
@@ -550,6 +551,44 @@ class ProxyTests(SynchronousTestCase):
             for sample in metric.samples:
                 for value in sample.labels.values():
                     self.assertNotIn("user1", value)
+
+
+class WorkerPortTests(SynchronousTestCase):
+    """
+    A worker (node.workers > 1) puts its own port in its Via and Record-Route,
+    so that the SCF's responses and in-dialog requests come back to it; the
+    shared port stays ours (docs/design.md, workers).
+    """
+
+    def setUp(self):
+        self.h = Harness(ports={"UDP": 5101, "TCP": 5101},
+                         sharedPorts={"UDP": 5060, "TCP": 5060})
+        self.assertEqual(self.h.register().status, 200)
+
+    forwarded = ProxyTests.forwarded
+    scfAnswer = ProxyTests.scfAnswer
+
+    def test_viaAndRecordRouteCarryTheWorkersPort(self):
+        self.h.receive(invite_bytes())
+        [fwd] = self.forwarded()
+        self.assertEqual(fwd.headers.getAll("Record-Route"),
+                         ["<sip:127.0.0.1:5101;transport=udp;lr>"])
+        self.assertEqual((fwd.vias[0].host, fwd.vias[0].port), ("127.0.0.1", 5101))
+        # the 200 to our Via reaches the transaction, and goes to the UE
+        self.scfAnswer(fwd, 200)
+        ok = self.h.last()
+        self.assertEqual(ok.status, 200)
+        self.assertEqual(ok.headers.getAll("Record-Route"),
+                         ["<sip:127.0.0.1:5101;transport=udp;lr>"])
+
+    def test_sharedAndOwnPortsAreMe(self):
+        from mbmsd.sip.grammar import parse_uri
+
+        isMe = self.h.proxy.isMe
+        self.assertTrue(isMe(parse_uri("sip:127.0.0.1:5101;lr")))
+        self.assertTrue(isMe(parse_uri("sip:127.0.0.1:5060;lr")))
+        self.assertTrue(isMe(parse_uri("sip:127.0.0.1;lr")))  # 5060 by default
+        self.assertFalse(isMe(parse_uri("sip:127.0.0.1:5102;lr")))  # another worker's
 
 
 class TransportEdgeTests(SynchronousTestCase):
