@@ -153,8 +153,19 @@ def _demoted(event):
     return event
 
 
+# the last second's text: every line of one second shares its timestamp, so
+# strftime and the time-zone lookup run once a second, not once a line (they
+# were a quarter of a log line's cost under the invite load, README Performance)
+_lastSecond = [None, ""]
+
+
 def _time(when):
-    return formatTime(when, timeFormat=timeFormatRFC3339)
+    if when is None:
+        return formatTime(when, timeFormat=timeFormatRFC3339)
+    second = math.floor(when)
+    if second != _lastSecond[0]:
+        _lastSecond[:] = [second, formatTime(second, timeFormat=timeFormatRFC3339)]
+    return _lastSecond[1]
 
 
 def _traceback(failure):

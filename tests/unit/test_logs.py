@@ -187,3 +187,18 @@ def test_timing_out_client_is_debug(events):
     assert logs.jsonFormatter("n")(event) is None
     logs.setLevel("debug")
     assert "[twisted.web.http.HTTPChannel#debug] Timing out client" in logs.formatText(event)
+
+
+@pytest.mark.parametrize("when", [1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.25,
+                                  1_700_000_000.5, 0.75])
+def test_the_text_timestamp_is_twisteds_rfc3339_of_that_second_however_often_it_is_asked(when):
+    from twisted.logger import formatTime, timeFormatRFC3339
+
+    # asked twice and after another second: the cached text is the right second's
+    for _ in range(2):
+        assert logs._time(when) == formatTime(when, timeFormat=timeFormatRFC3339)
+        assert logs._time(when + 1) == formatTime(when + 1, timeFormat=timeFormatRFC3339)
+    assert logs._time(None) == formatTime(None, timeFormat=timeFormatRFC3339)
+    event = {"log_format": "x", "log_time": when, "log_namespace": "mbmsd.t",
+             "log_level": LogLevel.info, "log_system": "-"}
+    assert logs.formatText(event).startswith(formatTime(when, timeFormat=timeFormatRFC3339))
