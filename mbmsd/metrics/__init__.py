@@ -90,6 +90,10 @@ class RoleMetrics:
         return self._declare(Histogram, name, doc, labelnames, buckets=buckets)
 
 
+# labelled children a bound metric keeps (_Bound.labels)
+CHILDREN_KEPT = 1024
+
+
 class _Bound:
     def __init__(
         self, metric: MetricWrapperBase, constant: dict[str, str], labelnames: Sequence[str],
@@ -98,11 +102,22 @@ class _Bound:
         self._constant = constant
         self._labelnames = tuple(labelnames)
         self._plain = metric.labels(**constant) if not labelnames else None
+        self._children: dict[object, Any] = {}
 
     def labels(self, *values: object, **kw: object) -> Any:
-        if values:
-            kw.update(zip(self._labelnames, values))
-        return self._metric.labels(**self._constant, **kw)
+        # the labelled children, kept: prometheus-client's labels() validates
+        # and converts every value under a lock, a few microseconds a call and
+        # several calls per SIP message (README Performance); at most
+        # CHILDREN_KEPT kept, past that each call asks prometheus-client again
+        key: object = (values, tuple(kw.items())) if kw else values
+        child = self._children.get(key)
+        if child is None:
+            if values:
+                kw.update(zip(self._labelnames, values))
+            child = self._metric.labels(**self._constant, **kw)
+            if len(self._children) < CHILDREN_KEPT:
+                self._children[key] = child
+        return child
 
     def __getattr__(self, name: str) -> Any:
         # inc / observe / set / time on a metric without extra labels

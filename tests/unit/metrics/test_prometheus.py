@@ -68,6 +68,35 @@ class RoleMetricsTests(SynchronousTestCase):
         self.assertRaises(AttributeError, lambda: c.inc)
 
 
+    def test_labelledChildrenKeptAndCountedAlike(self):
+        from mbmsd import metrics as module
+
+        c = self.bsf.counter("mbmsd_bsf_kept_total", "kept", ["result", "code"])
+        # positional and keyword forms reach the same series, each kept
+        self.assertIs(c.labels("ok", "200"), c.labels("ok", "200"))
+        c.labels("ok", "200").inc()
+        c.labels(result="ok", code="200").inc()
+        c.labels("ok", code="200").inc()
+        c.labels("fail", "500").inc()
+        values = {(s.labels["result"], s.labels["code"]): s.value
+                  for s in samples(self.metrics.registry, "mbmsd_bsf_kept_total")}
+        self.assertEqual(values, {("ok", "200"): 3.0, ("fail", "500"): 1.0})
+        # a wrong label is still refused, and not kept
+        with self.assertRaises(ValueError):
+            c.labels(result="ok", nope="1")
+        with self.assertRaises(ValueError):
+            c.labels(result="ok", nope="1")
+        # past CHILDREN_KEPT, children are asked of prometheus-client each time
+        self.patch(module, "CHILDREN_KEPT", 2)
+        g = self.bsf.gauge("mbmsd_bsf_many", "many", ["n"])
+        for n in range(5):
+            g.labels(str(n)).set(n)
+            g.labels(str(n)).inc()
+        self.assertEqual(len(g._children), 2)
+        self.assertEqual(sorted(s.value for s in samples(self.metrics.registry, "mbmsd_bsf_many")),
+                         [1.0, 2.0, 3.0, 4.0, 5.0])
+
+
 class PrometheusExporterTests(SynchronousTestCase):
     def setUp(self):
         self.reactor = MemoryReactorClock()
