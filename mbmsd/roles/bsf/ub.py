@@ -77,5 +77,7 @@ class UbResource(Resource):
 
 
 def _peer(request):
+    # the host alone; str() (attrs' repr, costly) only for an address without one
     peer = request.getClientAddress()
-    return getattr(peer, "host", str(peer))
+    host = getattr(peer, "host", None)
+    return host if host is not None else str(peer)
