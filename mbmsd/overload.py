@@ -31,9 +31,10 @@ from mbmsd import config as c
 from mbmsd.logs import Logger
 
 if TYPE_CHECKING:
+    from prometheus_client import Counter, Gauge
     from twisted.internet.interfaces import IReactorTime
 
-    from mbmsd.metrics import RoleMetrics
+    from mbmsd.metrics import RoleMetrics, _Bound
 
 # a validated role section
 Config = dict[str, Any]
@@ -150,7 +151,7 @@ class OverloadMetrics:
 
     def __init__(self, metrics: RoleMetrics) -> None:
         self._metrics = metrics
-        self._dropped: Any = None
+        self._dropped: _Bound | None = None
         role = self.role = metrics.role
         self.inProgress = metrics.gauge(
             "mbmsd_%s_requests_in_progress" % (role,),
@@ -177,7 +178,7 @@ class OverloadMetrics:
 
 
     @property
-    def dropped(self) -> Any:
+    def dropped(self) -> _Bound:
         """SIP only, declared when first asked for."""
         if self._dropped is None:
             self._dropped = self._metrics.counter(
@@ -237,8 +238,8 @@ class ConcurrencyLimiter:
         self.clock = clock
         self.total = 0
         self._perPeer: dict[str, int] = {}
-        self._gauge: Any = None
-        self._rejected: dict[str, Any] | None = None
+        self._gauge: Gauge | None = None
+        self._rejected: dict[str, Counter] | None = None
         self._role = getattr(metrics, "role", "-")
         self._unreported = 0
         self._warned: float | None = None

@@ -22,27 +22,45 @@ certificate and the UE by GBA).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtensionOID, NameOID
-from OpenSSL import crypto
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
-from twisted.internet.interfaces import IAddress, IOpenSSLContextFactory, IProtocolFactory
-from twisted.internet.protocol import Protocol
-from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.internet.interfaces import (
+    IAddress,
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLContextFactory,
+    IProtocolFactory,
+)
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.web.iweb import IPolicyForHTTPS, IRequest
 from zope.interface import implementer
 
 from mbmsd import config as c
+
+if TYPE_CHECKING:
+    # the interface of ssl.trustRootFromCertificates' answers; Twisted
+    # defines it there only
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 __all__ = ["TLS_SECTION", "HTTP_CLIENT_SECTION", "check", "enabled", "serverOptions",
            "ServerTls", "prepareReload",
            "wrapServer", "ClientPolicy", "clientPolicy", "peerNames", "requestPeer", "Peer"]
 
 MINIMUM = ssl.TLSVersion.TLSv1_2
+
+# a validated TLS_SECTION or HTTP_CLIENT_SECTION: key -> PEM file path, or None
+TlsSection = Mapping[str, str | None]
+
+# the private keys crypto.PKey takes (the others it refuses with TypeError)
+_PKEY_TYPES = (dsa.DSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey,
+               ed448.Ed448PrivateKey, rsa.RSAPrivateKey)
 
 
 def pem_file(what: str) -> c.Check:
@@ -104,7 +122,7 @@ def _certificates(path: str) -> list[x509.Certificate]:
     return certs
 
 
-def _key(path: str) -> Any:
+def _key(path: str) -> PrivateKeyTypes:
     try:
         return serialization.load_pem_private_key(_read(path), password=None)
     except (OSError, ValueError, TypeError):
@@ -112,14 +130,21 @@ def _key(path: str) -> Any:
         raise TlsConfigError("no unencrypted PEM private key in %s" % (path,)) from None
 
 
-def _public(key: Any) -> bytes:
-    der: bytes = key.public_bytes(serialization.Encoding.DER,
-                                  serialization.PublicFormat.SubjectPublicKeyInfo)
-    return der
+def _public(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _path(section: TlsSection, key: str) -> str:
+    path = section[key]
+    if path is None:
+        # the config checks (L{check}) require it wherever this is reached
+        raise TlsConfigError("%s: not set" % (key,))
+    return path
 
 
 def check(
-    section: Mapping[str, Any], prefix: str, needCertificate: bool = False, server: bool = True,
+    section: TlsSection, prefix: str, needCertificate: bool = False, server: bool = True,
 ) -> list[str]:
     """
     Load the files of a TLS section.
@@ -133,10 +158,10 @@ def check(
     @return: a list of C{"<key>: <problem>"} lines (empty when usable).
     """
     errors: list[str] = []
-    cert, key = section.get("certificate"), section.get("private_key")
+    cert, key, ca = section.get("certificate"), section.get("private_key"), section.get("ca")
     if needCertificate and cert is None:
         errors.append("%s.certificate: required (the role listens with TLS)" % (prefix,))
-    elif server and cert is None and section.get("ca") is not None:
+    elif server and cert is None and ca is not None:
         errors.append("%s.certificate: required with %s.ca (client certificates are asked "
                       "for over TLS only)" % (prefix, prefix))
     if (cert is None) != (key is None):
@@ -158,34 +183,39 @@ def check(
             if chain and _public(chain[0].public_key()) != _public(private.public_key()):
                 errors.append("%s.private_key: does not match the first certificate of %s"
                               % (prefix, cert))
-    if section.get("ca") is not None:
+    if ca is not None:
         try:
-            _certificates(section["ca"])
+            _certificates(ca)
         except TlsConfigError as e:
             errors.append("%s.ca: %s" % (prefix, e))
     return errors
 
 
-def enabled(section: Mapping[str, Any] | None) -> bool:
+def enabled(section: TlsSection | None) -> bool:
     """Does the TLS section name a certificate (the role listens with TLS)?"""
     return section is not None and bool(section) and section.get("certificate") is not None
 
 
 def _privateCertificate(
-    section: Mapping[str, Any],
+    section: TlsSection,
 ) -> tuple[crypto.X509, crypto.PKey, list[crypto.X509]]:
-    chain = [crypto.X509.from_cryptography(x) for x in _certificates(section["certificate"])]
-    key = crypto.PKey.from_cryptography_key(_key(section["private_key"]))
+    chain = [crypto.X509.from_cryptography(x)
+             for x in _certificates(_path(section, "certificate"))]
+    private = _key(_path(section, "private_key"))
+    if not isinstance(private, _PKEY_TYPES):
+        raise TypeError("Unsupported key type")  # as crypto.PKey would
+    key = crypto.PKey.from_cryptography_key(private)
     return chain[0], key, chain[1:]
 
 
-def _trustRoot(path: str) -> Any:
-    return ssl.trustRootFromCertificates(
+def _trustRoot(path: str) -> IOpenSSLTrustRoot:
+    root: IOpenSSLTrustRoot = ssl.trustRootFromCertificates(
         [ssl.Certificate(crypto.X509.from_cryptography(x)) for x in _certificates(path)])
+    return root
 
 
 def serverOptions(
-    section: Mapping[str, Any], clientCertificates: bool = True,
+    section: TlsSection, clientCertificates: bool = True,
 ) -> ssl.CertificateOptions:
     """
     The server side of a role's listener.
@@ -198,13 +228,14 @@ def serverOptions(
     @return: an C{IOpenSSLContextFactory} (C{CertificateOptions}).
     """
     cert, key, extra = _privateCertificate(section)
-    if clientCertificates and section.get("ca") is not None:
+    ca = section.get("ca")
+    if clientCertificates and ca is not None:
         # verify a certificate when one comes, do not require it (trustRoot
         # would): caCerts with verify
         return ssl.CertificateOptions(
             privateKey=key, certificate=cert, extraCertChain=extra, raiseMinimumTo=MINIMUM,
             verify=True, requireCertificate=False,
-            caCerts=[crypto.X509.from_cryptography(x) for x in _certificates(section["ca"])])
+            caCerts=[crypto.X509.from_cryptography(x) for x in _certificates(ca)])
     return ssl.CertificateOptions(privateKey=key, certificate=cert, extraCertChain=extra,
                                   raiseMinimumTo=MINIMUM)
 
@@ -217,23 +248,23 @@ class ServerTls:
     open keep theirs.
     """
 
-    def __init__(self, section: Mapping[str, Any], clientCertificates: bool = True) -> None:
+    def __init__(self, section: TlsSection, clientCertificates: bool = True) -> None:
         self.clientCertificates = clientCertificates
         self.options = serverOptions(section, clientCertificates)
 
-    def getContext(self) -> Any:
+    def getContext(self) -> SSL.Context:
         return self.options.getContext()
 
     @classmethod
     def forSection(
-        cls, section: Mapping[str, Any] | None, clientCertificates: bool = True,
+        cls, section: TlsSection | None, clientCertificates: bool = True,
     ) -> ServerTls | None:
         """A L{ServerTls} when C{section} names a certificate, else None."""
         return cls(section, clientCertificates) if section and enabled(section) else None
 
 
 def prepareReload(
-    current: ServerTls | None, section: Mapping[str, Any], prefix: str,
+    current: ServerTls | None, section: TlsSection, prefix: str,
 ) -> Callable[[], None]:
     """
     The reload of a listener's TLS: the new certificate, key and CA are
@@ -267,7 +298,11 @@ def prepareReload(
 class _ServerFactory(TLSMemoryBIOFactory):
     noisy = False
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:  # type: ignore[override]
+    # WrappingFactory (Twisted) declares a protocol always; IProtocolFactory
+    # lets buildProtocol refuse with None, which this passes on
+    def buildProtocol(  # type: ignore[override]
+        self, addr: IAddress | None,
+    ) -> TLSMemoryBIOProtocol | None:
         inner = self.wrappedFactory.buildProtocol(addr)
         if inner is None:
             # the wrapped factory refused the connection (a bound is full):
@@ -291,12 +326,14 @@ class ClientPolicy:
     """
 
     def __init__(
-        self, trustRoot: Any = None, clientCertificate: ssl.PrivateCertificate | None = None,
+        self, trustRoot: IOpenSSLTrustRoot | None = None,
+        clientCertificate: ssl.PrivateCertificate | None = None,
         extraCertChain: Iterable[crypto.X509] = (),
     ) -> None:
         self.trustRoot = trustRoot
         self.clientCertificate = clientCertificate
-        self.extra: dict[str, Any] = {"raiseMinimumTo": MINIMUM}
+        # keyword arguments of ssl.CertificateOptions
+        self.extra: dict[str, object] = {"raiseMinimumTo": MINIMUM}
         if extraCertChain:
             self.extra["extraCertChain"] = list(extraCertChain)
 
@@ -305,13 +342,13 @@ class ClientPolicy:
         self.trustRoot, self.clientCertificate, self.extra = (
             other.trustRoot, other.clientCertificate, other.extra)
 
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
         return ssl.optionsForClientTLS(
             hostname.decode("ascii"), trustRoot=self.trustRoot,
             clientCertificate=self.clientCertificate, extraCertificateOptions=self.extra)
 
 
-def clientPolicy(section: Mapping[str, Any] | None = None, ca: str | None = None) -> ClientPolicy:
+def clientPolicy(section: TlsSection | None = None, ca: str | None = None) -> ClientPolicy:
     """
     The C{ClientPolicy} of a C{[node.http_client]} section (or of a CA file
     alone, for mbms-ue).
@@ -319,7 +356,8 @@ def clientPolicy(section: Mapping[str, Any] | None = None, ca: str | None = None
     section = dict(section or {})
     if ca is not None:
         section["ca"] = ca
-    trustRoot = _trustRoot(section["ca"]) if section.get("ca") else None
+    ca = section.get("ca")
+    trustRoot = _trustRoot(ca) if ca else None
     clientCertificate: ssl.PrivateCertificate | None = None
     extra: list[crypto.X509] = []
     if section.get("certificate"):
@@ -357,9 +395,10 @@ def peerNames(transport: object) -> frozenset[str]:
         return frozenset()
     if cert is None:
         return frozenset()
-    certificate = cert.to_cryptography()
+    certificate: x509.Certificate = cert.to_cryptography()
+    names: Sequence[str | bytes]
     try:
-        san = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         names = san.value.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
         names = []
@@ -368,8 +407,9 @@ def peerNames(transport: object) -> frozenset[str]:
     return frozenset(n.lower() for n in names if isinstance(n, str))
 
 
-def requestPeer(request: Any) -> Peer:
+def requestPeer(request: IRequest) -> Peer:
     """The L{Peer} of a twisted.web request."""
-    address = getattr(request.getClientAddress(), "host", "?")
+    # IRequest.getClientAddress (-> IAddress) is unannotated in Twisted
+    address = getattr(request.getClientAddress(), "host", "?")  # type: ignore[no-untyped-call]
     transport = getattr(getattr(request, "channel", None), "transport", None)
     return Peer(address, peerNames(transport))
