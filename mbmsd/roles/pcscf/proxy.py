@@ -141,6 +141,9 @@ class PcscfProxy:
         and Record-Route: a worker's own ports (node.workers > 1).
     @param sharedPorts: in a worker, the ports it shares with the node's
         other workers: ours too (a Route or Via naming them is us).
+    @param scfPorts: the SCF's ports besides the one in C{scf}: its
+        workers' own (C{scf.worker_ports} + k), from which a multi-worker
+        SCF of this node sends its requests over UDP.
     @param metrics: a L{mbmsd.metrics.RoleMetrics}.
     @param trustedPeers: IP addresses inside the trust domain besides the SCF.
     @param maxDialogs: the most dialog identities remembered.
@@ -148,7 +151,7 @@ class PcscfProxy:
 
     def __init__(self, clock, registrar, store, connections, scf, advertised, ports, metrics,
                  trustedPeers=(), timers=None, onRegistration=None, maxDialogs=100_000,
-                 sharedPorts=None):
+                 sharedPorts=None, scfPorts=()):
         self.clock = clock
         self.registrar = registrar
         self.store = store
@@ -157,6 +160,7 @@ class PcscfProxy:
         self.advertised = advertised
         self.ports = dict(ports)
         self.sharedPorts = dict(sharedPorts or {})
+        self.scfPorts = frozenset(scfPorts) | {scf[1]}
         self.ownHosts = {advertised}
         self.trustedPeers = set(trustedPeers)
         self.onRegistration = onRegistration
@@ -215,7 +219,8 @@ class PcscfProxy:
 
     def _trusted(self, host, port=None):
         scf_host, scf_port, _ = self.scf
-        return host in self.trustedPeers or (host == scf_host and port in (None, scf_port))
+        return host in self.trustedPeers or (host == scf_host
+                                             and (port is None or port in self.scfPorts))
 
     # ------------------------------------------------------------ TU: requests
 
@@ -325,7 +330,7 @@ class PcscfProxy:
         if self.connections.isOutbound(transport):
             return "network", None
         if source is not None and source[0] == scf_host:
-            if transport.name == "UDP" and source[1] == scf_port:
+            if transport.name == "UDP" and source[1] in self.scfPorts:
                 return "network", None
             if transport.name != "UDP" and request.toTag and self._topRouteIsMe(request):
                 # an in-dialog request of the SCF on a connection it opened

@@ -25,6 +25,18 @@ __all__ = ["PcscfService", "Connections"]
 log = Logger(namespace="mbmsd.pcscf")
 
 
+def _scfWorkerPorts(config):
+    """
+    The own ports of this node's SCF workers (node.workers > 1 with the scf
+    role): its UDP requests (a BYE at the session timer's end) come from them.
+    """
+    workers = config["node"].get("workers") or 1
+    if workers < 2 or "scf" not in config["node"]["roles"]:
+        return ()
+    base = config["scf"]["worker_ports"]
+    return range(base, base + workers)
+
+
 @implementer(IReconfigurable)
 class PcscfService(MultiService):
     def __init__(self, node, config):
@@ -61,7 +73,7 @@ class PcscfService(MultiService):
             metrics, trustedPeers=config["trusted_peers"],
             timers=TimerSettings(t1=config["t1"], trying_delay=0),
             onRegistration=self.updateGauge, maxDialogs=config["max_bindings"],
-            sharedPorts=listen.sharedPorts,
+            sharedPorts=listen.sharedPorts, scfPorts=_scfWorkerPorts(node.config),
         )
         # the SCF and trusted peers carry many users' requests: per listener only
         self.proxy.layer.admission = self.connections.admission = SipAdmission(

@@ -581,6 +581,37 @@ class WorkerPortTests(SynchronousTestCase):
         self.assertEqual(ok.headers.getAll("Record-Route"),
                          ["<sip:127.0.0.1:5101;transport=udp;lr>"])
 
+    def test_byeFromAnScfWorkersOwnPort(self):
+        """
+        With workers, the SCF's UDP requests leave from its worker's own port
+        (scf.worker_ports + k): the P-CSCF knows them as the SCF's, and other
+        ports of its host stay untrusted.
+        """
+        bye = ("BYE sip:user1@127.0.0.1:5080 SIP/2.0\r\n"
+               "Via: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK-scfw%d\r\n"
+               "Route: <sip:127.0.0.1:5101;transport=udp;lr>\r\n"
+               "Max-Forwards: 70\r\n"
+               "From: <sip:urn%%3Ambmsd%%3Anews@mbms.home1.net>;tag=scf1\r\n"
+               "To: <sip:user1@home1.net>;tag=ue1\r\n"
+               "Call-ID: call-w@ue\r\n"
+               "CSeq: 9 BYE\r\n"
+               "Content-Length: 0\r\n\r\n")
+        self.h.proxy.scfPorts = frozenset({5070, 5200, 5201})
+        self.h.receive((bye % (5201, 1)).encode(), source=("127.0.0.1", 5201))
+        out = self.h.last(UE)
+        self.assertEqual((out.method, out.uri), ("BYE", "sip:user1@127.0.0.1:5080"))
+        self.h.receive((bye % (5202, 2)).encode(), source=("127.0.0.1", 5202))
+        self.assertEqual(self.h.last(("127.0.0.1", 5202)).status, 403)
+
+    def test_scfWorkerPortsFromTheNodeConfig(self):
+        from mbmsd.roles.pcscf.service import _scfWorkerPorts
+
+        node = {"roles": ["pcscf", "scf"], "workers": 3}
+        self.assertEqual(list(_scfWorkerPorts({"node": node, "scf": {"worker_ports": 5200}})),
+                         [5200, 5201, 5202])
+        self.assertEqual(list(_scfWorkerPorts({"node": dict(node, workers=1)})), [])
+        self.assertEqual(list(_scfWorkerPorts({"node": dict(node, roles=["pcscf"])})), [])
+
     def test_sharedAndOwnPortsAreMe(self):
         from mbmsd.sip.grammar import parse_uri
 
