@@ -102,7 +102,7 @@ def listen_udp_shared(
 _COLON = re.compile(r"(?<!\\):")
 
 
-def _split_tcp(description: str) -> tuple[int, str, int] | None:
+def tcp_parts(description: str) -> tuple[int, str, int] | None:
     """
     C{tcp:PORT[:interface=HOST][:backlog=N]} as (port, interface, backlog),
     or None for any other endpoint (ssl:, unix:, systemd:, ...).
@@ -124,14 +124,6 @@ def _split_tcp(description: str) -> tuple[int, str, int] | None:
     if port is None or not str(port).isdigit():
         return None
     return int(port), kw.get("interface", ""), int(kw.get("backlog", 50))
-
-
-def tcp_parts(description: str) -> tuple[int, str, int] | None:
-    """
-    C{(port, interface, backlog)} of a C{tcp:} server description, None for
-    any other endpoint (ssl:, unix:, systemd:, ...).
-    """
-    return _split_tcp(description)
 
 
 @implementer(IStreamServerEndpoint)
@@ -158,7 +150,7 @@ def server_endpoint(
     they are (systemd sockets: give the unit C{ReusePort=yes}).
     """
     if worker is not None:
-        tcp = _split_tcp(description)
+        tcp = tcp_parts(description)
         if tcp is not None:
             return SharedTCPEndpoint(reactor, *tcp)
     endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
@@ -170,7 +162,7 @@ def worker_description(description: str, worker: int | None) -> str:
     A C{tcp:} description moved to port + C{worker}: each worker's own
     port (its metrics exporter), next to the node's.
     """
-    tcp = _split_tcp(description) if worker is not None else None
+    tcp = tcp_parts(description) if worker is not None else None
     if tcp is None or tcp[0] == 0 or worker is None:
         return description
     port, interface, backlog = tcp
