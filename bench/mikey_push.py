@@ -53,6 +53,22 @@ def btid_for(i):
     return "YmVuY2gtJTA4ZA%08d==@bsf.home1.net" % (i,)
 
 
+def registration_rows(ues, expires):
+    """The N MSK registration rows of the benchmark: (IMPU, service, B-TID, UE IP, expiry)."""
+    return [("sip:ue%d@home1.net" % (i,), SERVICE, btid_for(i), ue_ip(i), expires)
+            for i in range(ues)]
+
+
+def insert_registrations(storage, rows):
+    """Store the rows in one transaction of the SQL storage (bulk, for the benchmark)."""
+    def insert(txn, rows):
+        txn.cursor.executemany(
+            "INSERT INTO bmsc_registrations (impu, service_id, btid, ue_address, expires) "
+            "VALUES (?, ?, ?, ?, ?)", rows)
+
+    return storage.db.runInteraction("bench_registrations", insert, rows)
+
+
 def crypto_baseline(seconds):
     """
     Messages per second of the bare crypto of one MSK message: the three PSK
@@ -110,15 +126,10 @@ def run(reactor, args):
         rss0 = common.rss()
         # N registrations: the MSK registration rows and the MUK cache
         expires = reactor.seconds() + 86400
-        rows = [(("sip:ue%d@home1.net" % (i,)), SERVICE, btid_for(i), ue_ip(i), expires)
-                for i in range(args.ues)]
+        rows = registration_rows(args.ues, expires)
         muks = {r[2]: muk_for(seed, r[3]) for r in rows}
         if storage is not None:
-            def insert(txn, rows):
-                txn.cursor.executemany(
-                    "INSERT INTO bmsc_registrations (impu, service_id, btid, ue_address, expires) "
-                    "VALUES (?, ?, ?, ?, ?)", rows)
-            yield storage.db.runInteraction("bench_registrations", insert, rows)
+            yield insert_registrations(storage, rows)
         else:
             from mbmsd.storage.records import MskRegistration
             for r in rows:

@@ -27,7 +27,15 @@ import time
 from twisted.internet import defer, task
 
 from bench import common
-from bench.mikey_push import IDI, KEY_DOMAIN, SERVICE, _Push, btid_for
+from bench.mikey_push import (
+    IDI,
+    KEY_DOMAIN,
+    SERVICE,
+    _Push,
+    btid_for,
+    insert_registrations,
+    registration_rows,
+)
 from bench.ue_farm import muk_for, ue_ip
 from mbmsd.metrics import Metrics
 from mbmsd.roles.bmsc.counters import CounterReservations
@@ -115,16 +123,7 @@ def setup(reactor, db, ues, due):
     yield storage.open()
     try:
         yield storage.provisioning.putService(MbmsService(SERVICE, 0x1234))
-        expires = time.time() + 86400
-        rows = [("sip:ue%d@home1.net" % (i,), SERVICE, btid_for(i), ue_ip(i), expires)
-                for i in range(ues)]
-
-        def insert(txn, rows):
-            txn.cursor.executemany(
-                "INSERT INTO bmsc_registrations (impu, service_id, btid, ue_address, expires) "
-                "VALUES (?, ?, ?, ?, ?)", rows)
-
-        yield storage.db.runInteraction("bench_registrations", insert, rows)
+        yield insert_registrations(storage, registration_rows(ues, time.time() + 86400))
         created = due - ROTATION
         yield storage.bmsc.putMsk(Msk(serviceId=SERVICE, keyDomainId=KEY_DOMAIN,
                                       mskId=(0x1234).to_bytes(2, "big") + (1).to_bytes(2, "big"),
