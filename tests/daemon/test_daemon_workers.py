@@ -176,3 +176,74 @@ def test_sip_responses_and_in_dialog_requests_reach_their_worker(tmp_path, trans
     finally:
         assert d.stop() in (0, -signal.SIGTERM), d.log()
     assert "Traceback" not in d.log(), d.log()
+
+
+def options_from(source, pcscf):
+    """
+    An OPTIONS of the demo service sent from C{source} (a UE's registered
+    network path) to the P-CSCF's shared UDP port.
+    @return: the final response's status.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(source)
+        s.settimeout(10)
+        host, port = source
+        s.sendto((
+            "OPTIONS sip:urn%%3Ambmsd%%3Anews@mbms.home1.net SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP %s:%d;branch=z9hG4bK-opt-%d;rport\r\n"
+            "Max-Forwards: 70\r\n"
+            "From: <sip:user1@home1.net>;tag=opt\r\n"
+            "To: <sip:urn%%3Ambmsd%%3Anews@mbms.home1.net>\r\n"
+            "Call-ID: options-%s-%d@test\r\n"
+            "CSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n" % (host, port, port, host, port)).encode(), pcscf)
+        while True:
+            data, _ = s.recvfrom(65535)
+            status = int(data.split(b" ", 2)[1])
+            if status >= 200:
+                return status
+
+
+def test_ues_of_a_killed_worker_are_served_by_the_other(tmp_path):
+    """
+    A worker killed takes nothing of its UEs with it: the kernel moves the
+    UEs' sources to the other worker (SO_REUSEPORT), which reads their
+    bindings from storage on the first request (pcscf/bindings.py), so they
+    are served without registering again.
+    """
+    if not hasattr(socket, "SO_REUSEPORT"):
+        missing_external("SO_REUSEPORT (Linux) is needed for node.workers")
+    d, _, _ = sip_node(tmp_path)
+    d.start(timeout=60)
+    try:
+        assert wait_for(lambda: d.log().count("ready (mbmsd") >= 2, 60), d.log()
+        pcscf = ("127.0.0.1", d.ports["pcscf"])
+        holder = {}
+        for i in range(8):
+            source = ("127.0.0.%d" % (20 + i,), free_ports(1))
+            p = run_ue("register", "--pcscf", "sip:%s:%d" % pcscf, "--local-ip", source[0],
+                       "--local-port", str(source[1]), timeout=60)
+            assert p.returncode == 0, p.stdout + p.stderr + d.log()[-6000:]
+            [holder[source]] = worker_of(d.log(), r"REGISTER .* from UDP %s: 200" % (
+                re.escape("%s:%d" % source),))
+        # the worker holding registrations is killed; the other one had
+        # started before them, so it knows none of them
+        victim = min(holder.values())
+        moved = [s for s, k in holder.items() if k == victim]
+        os.kill(pids(d.log())[victim], signal.SIGKILL)
+        assert wait_for(lambda: len(re.findall(r"worker %d started" % (victim,), d.log())) == 2,
+                        30), d.log()
+        assert wait_for(lambda: d.log().count("ready (mbmsd") >= 3, 60), d.log()
+        for source in holder:
+            assert options_from(source, pcscf) == 200, (source, d.log()[-6000:])
+        # the kernel gave the victim's slot to the other worker: its UEs
+        # came to a worker without them in memory, which read them once
+        recalled = {s for s in moved if worker_of(d.log(), r"P-CSCF: 1 binding\(s\) of UDP %s "
+                                                  r"read from storage" % (
+                                                      re.escape("%s:%d" % s),))}
+        assert recalled, d.log()[-6000:]
+        assert "not registered from this address" not in d.log(), d.log()[-6000:]
+    finally:
+        assert d.stop() in (0, -signal.SIGTERM), d.log()
+    assert "Traceback" not in d.log(), d.log()

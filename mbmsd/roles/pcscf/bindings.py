@@ -18,7 +18,14 @@ second edge node sees none of them.
     service's one sweep timer, frees what expired;
   - C{limit} bounds the bindings held: a new binding beyond it raises
     L{BindingLimitReached} (the proxy answers 503 with Retry-After, RFC 3261
-    21.5.4: a capacity condition, not a refusal of the user).
+    21.5.4: a capacity condition, not a refusal of the user);
+  - with C{node.workers} > 1 the workers share storage, and the kernel's
+    SO_REUSEPORT hash may move a UE's source to another worker when one
+    restarts: L{BindingTable.recallFrom} reads a source missing from memory
+    from storage once (at most C{RECALLS_AT_ONCE} at a time, a source found
+    missing is not read again for C{MISS_HOLD} seconds), and a recalled
+    binding is read again after C{RECALL_HOLD} seconds, so a de-registration
+    at the other worker is seen.
 
 It offers the L{mbmsd.interfaces.ISipRegistrationStore} methods the
 L{mbmsd.roles.pcscf.registrar.Registrar} uses (challenges pass through to
@@ -26,7 +33,7 @@ storage), so the registrar is unchanged, plus synchronous lookups for the
 proxy's per-request path.
 """
 
-from twisted.internet.defer import fail, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 
 from mbmsd.logs import Logger
 
@@ -37,6 +44,13 @@ log = Logger(namespace="mbmsd.pcscf.bindings")
 
 class BindingLimitReached(Exception):
     """A new binding would exceed C{pcscf.max_bindings}."""
+
+
+# a recall reads storage on the proxy's request path: bounded
+RECALLS_AT_ONCE = 16
+MISS_HOLD = 2.0
+MISSES_KEPT = 4096
+RECALL_HOLD = 30.0
 
 
 def _order(b):
@@ -60,6 +74,9 @@ class BindingTable:
         self._byImpu = {}       # impu -> {contact: SipBinding}
         self._bySource = {}     # (transport, host, port) -> {(impu, contact): SipBinding}
         self._pending = set()   # keys of new bindings being written
+        self._recalled = {}     # source -> when its bindings came from storage
+        self._missed = {}       # source -> until when a miss holds (insertion order)
+        self._recalling = {}    # source -> [Deferred] waiting for the one read
 
     def __len__(self):
         return len(self._byKey)
@@ -95,12 +112,74 @@ class BindingTable:
 
     def liveFrom(self, transport, host, port, now):
         """The live bindings registered from one network path (no I/O)."""
-        paths = self._bySource.get((transport.upper(), host, int(port)))
+        source = (transport.upper(), host, int(port))
+        paths = self._bySource.get(source)
         if not paths:
+            return []
+        if self._recalled and now - self._recalled.get(source, now) >= RECALL_HOLD:
+            # a copy read from the other workers' storage: read it again
+            del self._recalled[source]
+            for key in list(paths):
+                self._drop(key)
             return []
         rows = [b for b in paths.values() if b.expires > now]
         rows.sort(key=_order)
         return rows
+
+    def recallFrom(self, transport, host, port, now):
+        """
+        Read the live bindings of one network path from storage into memory:
+        a worker's read-through on a miss of L{liveFrom} (C{node.workers} >
+        1, where another worker may have registered the source).
+
+        @return: Deferred firing with C{(outcome, bindings)}: C{'recalled'}
+            and the live bindings, C{'missing'} and C{[]} (storage has none,
+            or a miss of the last C{MISS_HOLD} seconds), or C{'busy'} and
+            C{[]} (C{RECALLS_AT_ONCE} reads are running, or the table is
+            full); never fails (a storage error counts as C{'busy'}).
+        """
+        source = (transport.upper(), host, int(port))
+        waiting = self._recalling.get(source)
+        if waiting is not None:
+            d = Deferred()
+            waiting.append(d)
+            return d
+        if self._missed.get(source, 0) > now:
+            return succeed(("missing", []))
+        if len(self._recalling) >= RECALLS_AT_ONCE or len(self._byKey) >= self.limit:
+            return succeed(("busy", []))
+        self._recalling[source] = waiting = []
+        d = self.store.bindingsFromSource(source[0], host, int(port), now)
+
+        def read(rows):
+            rows = [b for b in rows if b.expires > now]
+            for b in rows:
+                if (b.impu, b.contact) not in self._byKey:
+                    self._add(b)
+            if rows:
+                self._recalled[source] = now
+                self._missed.pop(source, None)
+                return ("recalled", self.liveFrom(*source, now))
+            self._missed.pop(source, None)
+            self._missed[source] = now + MISS_HOLD
+            while len(self._missed) > MISSES_KEPT:
+                del self._missed[next(iter(self._missed))]
+            return ("missing", [])
+
+        def failed(f):
+            log.warn("P-CSCF: reading the bindings of {source} from storage failed: {e}",
+                     source="%s %s:%d" % source, e=f.getErrorMessage())
+            return ("busy", [])
+
+        def done(result):
+            del self._recalling[source]
+            for w in waiting:
+                w.callback(result)
+            return result
+
+        d.addCallbacks(read, failed)
+        d.addCallback(done)
+        return d
 
     # ------------------------------------------------------------ start
 
@@ -152,6 +231,8 @@ class BindingTable:
 
         def written(_):
             self._add(binding)
+            # registered here: this worker's own, no longer a recalled copy
+            self._recalled.pop(binding.source, None)
 
         def done(result):
             if new:
@@ -200,4 +281,8 @@ class BindingTable:
         """
         for key in [k for k, b in self._byKey.items() if b.expires <= now]:
             self._drop(key)
+        for source in [s for s in self._recalled if s not in self._bySource]:
+            del self._recalled[source]
+        for source in [s for s, until in self._missed.items() if until <= now]:
+            del self._missed[source]
         return self.store.prune(now)

@@ -147,11 +147,14 @@ class PcscfProxy:
     @param metrics: a L{mbmsd.metrics.RoleMetrics}.
     @param trustedPeers: IP addresses inside the trust domain besides the SCF.
     @param maxDialogs: the most dialog identities remembered.
+    @param recall: read a UE source missing from memory from storage
+        (L{BindingTable.recallFrom}): with node.workers > 1, where another
+        worker may hold the registration.
     """
 
     def __init__(self, clock, registrar, store, connections, scf, advertised, ports, metrics,
                  trustedPeers=(), timers=None, onRegistration=None, maxDialogs=100_000,
-                 sharedPorts=None, scfPorts=()):
+                 sharedPorts=None, scfPorts=(), recall=False):
         self.clock = clock
         self.registrar = registrar
         self.store = store
@@ -165,6 +168,7 @@ class PcscfProxy:
         self.trustedPeers = set(trustedPeers)
         self.onRegistration = onRegistration
         self.maxDialogs = maxDialogs
+        self.recall = recall
         # (Call-ID, UE's tag) -> (network path, asserted IMPU, expiry), oldest first
         self._dialogs = OrderedDict()
         if timers is None:
@@ -186,6 +190,10 @@ class PcscfProxy:
             "mbmsd_pcscf_stateless_total",
             "Messages forwarded outside a transaction (ACK of 2xx, stray responses)",
             ["kind"])
+        self.recalls = metrics.counter(
+            "mbmsd_pcscf_binding_recalls_total",
+            "Requests from a source missing from a worker's memory, read from storage, "
+            "by outcome (node.workers > 1)", ["result"])
         self._started = {}
 
     # ------------------------------------------------------------ addresses
@@ -248,6 +256,8 @@ class PcscfProxy:
             self._answer(txn, 483, "too_many_hops")
             return
         side, bindings = self._classify(request, txn.transport, txn.source)
+        if side is None and self.recall and txn.source is not None:
+            side, bindings = yield self._recallFrom(txn.transport, txn.source)
         if side is None:
             self._answer(txn, 403, "not_registered", "Forbidden: not registered from this address")
             return
@@ -335,6 +345,18 @@ class PcscfProxy:
             if transport.name != "UDP" and request.toTag and self._topRouteIsMe(request):
                 # an in-dialog request of the SCF on a connection it opened
                 return "network", None
+        return None, None
+
+    @inlineCallbacks
+    def _recallFrom(self, transport, source):
+        """A UE source missing from memory, read from storage (another worker's)."""
+        outcome, bindings = yield self.store.recallFrom(
+            transport.name, source[0], source[1], self.clock.seconds())
+        self.recalls.labels(outcome).inc()
+        if outcome == "recalled":
+            log.info("P-CSCF: {n} binding(s) of {transport} {source} read from storage",
+                     n=len(bindings), transport=transport.name, source=_show(source))
+            return "ue", bindings
         return None, None
 
     def _topRouteIsMe(self, request):
@@ -515,6 +537,8 @@ class PcscfProxy:
         if int(request.headers.get("Max-Forwards").strip()) == 0:
             return
         side, bindings = self._classify(request, transport, source)
+        if side is None and self.recall and source is not None:
+            side, bindings = yield self._recallFrom(transport, source)
         if side is None:
             log.info("P-CSCF: ACK from an unknown source {source} dropped", source=_show(source))
             return

@@ -74,6 +74,7 @@ class PcscfService(MultiService):
             timers=TimerSettings(t1=config["t1"], trying_delay=0),
             onRegistration=self.updateGauge, maxDialogs=config["max_bindings"],
             sharedPorts=listen.sharedPorts, scfPorts=_scfWorkerPorts(node.config),
+            recall=(node.config["node"].get("workers") or 1) > 1,
         )
         # the SCF and trusted peers carry many users' requests: per listener only
         self.proxy.layer.admission = self.connections.admission = SipAdmission(

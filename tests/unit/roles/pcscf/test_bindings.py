@@ -5,7 +5,9 @@ in memory, the table is bounded, and a UE's dialog keeps its asserted
 identity.
 """
 
-from twisted.internet.defer import fail
+from dataclasses import replace
+
+from twisted.internet.defer import Deferred, fail
 from twisted.trial.unittest import SynchronousTestCase
 
 from mbmsd.roles.pcscf.bindings import BindingLimitReached, BindingTable
@@ -223,3 +225,163 @@ class StartOrderTests(SynchronousTestCase):
         self.assertEqual(pcscf.store.liveFrom("UDP", "127.0.0.1", 5080, reactor.seconds()),
                          [stored])
         self.successResultOf(node.stopService())
+
+
+def second_worker(first):
+    """
+    Another worker of the same node (node.workers > 1): its own memory, the
+    first's storage, and the read-through on a miss.
+    """
+    h = CountingHarness()
+    h.storage = first.storage
+    h.counting = CountingStore(first.storage.sipRegistrations)
+    h.bindings = BindingTable(h.counting, h.clock)
+    h.registrar.store = h.bindings
+    h.proxy.store = h.bindings
+    h.proxy.recall = True
+    h.clock.advance(first.clock.seconds() - h.clock.seconds())
+    return h
+
+
+class PendingStore(CountingStore):
+    """Reads of bindingsFromSource wait until fired by hand."""
+
+    def __init__(self, inner):
+        CountingStore.__init__(self, inner)
+        self.pending = []
+
+    def __getattr__(self, name):
+        if name != "bindingsFromSource":
+            return CountingStore.__getattr__(self, name)
+
+        def read(*args):
+            self.calls.append(name)
+            d = Deferred()
+            self.pending.append((d, args))
+            return d
+
+        return read
+
+
+class WorkerRecallTests(SynchronousTestCase):
+    """
+    With node.workers > 1 a UE registered at one worker may reach another
+    once the kernel's SO_REUSEPORT hash moves its source (a worker
+    restarted): the other reads the source's bindings from storage once.
+    """
+
+    def setUp(self):
+        self.first = CountingHarness()
+        self.assertEqual(self.first.register().status, 200)
+        self.h = second_worker(self.first)
+
+    def reads(self):
+        return self.h.counting.calls.count("bindingsFromSource")
+
+    def test_anotherWorkersUeIsServed(self):
+        self.h.receive(invite_bytes(extra="P-Preferred-Identity: <%s>\r\n" % TEL))
+        [fwd] = self.h.sentTo(SCF)
+        self.assertEqual(fwd.method, "INVITE")
+        self.assertEqual(fwd.headers.getAll("P-Asserted-Identity"), ["<%s>" % TEL])
+        self.assertEqual(self.reads(), 1)
+        self.assertEqual(self.h.value("mbmsd_pcscf_binding_recalls_total",
+                                      {"result": "recalled"}), 1)
+        # from memory now: the ACK and BYE of the call and the next call
+        self.h.receive(in_dialog("ACK", 1, "z9hG4bK-ack"))
+        self.h.receive(in_dialog("BYE", 2, "z9hG4bK-bye"))
+        self.h.receive(invite_bytes(branch="z9hG4bK-inv-2").replace(b"call-1@ue", b"call-2@ue"))
+        self.assertEqual([m.method for m in self.h.sentTo(SCF)], ["INVITE", "ACK", "BYE", "INVITE"])
+        self.assertEqual(self.reads(), 1)
+
+    def test_ackFromAnotherWorkersUeIsForwarded(self):
+        self.h.receive(in_dialog("ACK", 1, "z9hG4bK-ack"))
+        [ack] = self.h.sentTo(SCF)
+        self.assertEqual(ack.method, "ACK")
+        self.assertEqual(self.reads(), 1)
+
+    def test_unregisteredSourceIs403AndItsMissHeld(self):
+        from mbmsd.roles.pcscf import bindings
+
+        self.h.receive(invite_bytes(via_port=5090), source=UE2)
+        self.assertEqual(self.h.last(UE2).status, 403)
+        self.assertEqual(self.h.sentTo(SCF), [])
+        # the miss holds: no read per request of a source storage has not
+        self.h.receive(invite_bytes(branch="z9hG4bK-inv-2", via_port=5090), source=UE2)
+        self.assertEqual(self.h.last(UE2).status, 403)
+        self.assertEqual(self.reads(), 1)
+        self.h.clock.advance(bindings.MISS_HOLD)
+        self.h.receive(invite_bytes(branch="z9hG4bK-inv-3", via_port=5090), source=UE2)
+        self.assertEqual(self.reads(), 2)
+        self.assertEqual(self.h.value("mbmsd_pcscf_binding_recalls_total",
+                                      {"result": "missing"}), 3)
+
+    def test_deregistrationAtTheOtherWorkerSeenAfterTheHold(self):
+        from mbmsd.roles.pcscf import bindings
+
+        self.h.receive(invite_bytes())
+        self.assertEqual(len(self.h.sentTo(SCF)), 1)
+        self.first.receive(register_bytes(cseq=3, expires=0))
+        self.assertEqual(self.first.last().status, 200)
+        self.h.clock.advance(bindings.RECALL_HOLD)
+        self.h.receive(invite_bytes(branch="z9hG4bK-inv-2").replace(b"call-1@ue", b"call-2@ue"))
+        self.assertEqual(self.h.last().status, 403)
+        self.assertEqual(self.reads(), 2)
+        self.assertEqual(len(self.h.bindings), 0)
+
+    def test_registeredHereIsNotReadAgain(self):
+        """A source that registered at this worker is its own: no re-read after the hold."""
+        from mbmsd.roles.pcscf import bindings
+
+        self.h.receive(invite_bytes())
+        # the registrar's write of a refresh from the same source (registrar.py)
+        [b] = self.h.bindings.liveFrom("UDP", *UE, self.h.clock.seconds())
+        self.successResultOf(self.h.bindings.putBinding(replace(b, expires=b.expires + 60)))
+        self.h.clock.advance(bindings.RECALL_HOLD)
+        self.h.receive(invite_bytes(branch="z9hG4bK-inv-2").replace(b"call-1@ue", b"call-2@ue"))
+        self.assertEqual(self.h.sentTo(SCF)[-1].callId, "call-2@ue")
+        self.assertEqual(self.reads(), 1)
+
+    def test_oneWorkerNeverReads(self):
+        """node.workers = 1: memory is the whole truth, a miss is a 403 with no read."""
+        self.h.proxy.recall = False
+        self.h.receive(invite_bytes())
+        self.assertEqual(self.h.last().status, 403)
+        self.assertEqual(self.reads(), 0)
+
+    def test_readsCoalescedAndBounded(self):
+        from mbmsd.roles.pcscf import bindings
+
+        pending = PendingStore(self.first.storage.sipRegistrations)
+        self.h.bindings.store = self.h.counting = pending
+        # two requests of one source while its read runs: one read
+        self.h.receive(invite_bytes())
+        self.h.receive(invite_bytes(branch="z9hG4bK-inv-2").replace(b"call-1@ue", b"call-2@ue"))
+        self.assertEqual(len(pending.pending), 1)
+        for i in range(bindings.RECALLS_AT_ONCE - 1):
+            self.h.receive(invite_bytes(via_port=6000 + i), source=("127.0.0.2", 6000 + i))
+        self.assertEqual(len(pending.pending), bindings.RECALLS_AT_ONCE)
+        # one more source: refused at once, storage not asked
+        self.h.receive(invite_bytes(via_port=7000), source=("127.0.0.3", 7000))
+        self.assertEqual(self.h.last(("127.0.0.3", 7000)).status, 403)
+        self.assertEqual(len(pending.pending), bindings.RECALLS_AT_ONCE)
+        self.assertEqual(self.h.value("mbmsd_pcscf_binding_recalls_total",
+                                      {"result": "busy"}), 1)
+        d, args = pending.pending[0]
+        d.callback(self.successResultOf(self.first.storage.sipRegistrations.bindingsFromSource(
+            *args)))
+        self.assertEqual([m.method for m in self.h.sentTo(SCF)], ["INVITE", "INVITE"])
+
+    def test_storageErrorIs403NotACrash(self):
+        self.h.bindings.store = FailingReads(self.first.storage.sipRegistrations)
+        self.h.receive(invite_bytes())
+        self.assertEqual(self.h.last().status, 403)
+        self.assertEqual(self.h.value("mbmsd_pcscf_binding_recalls_total",
+                                      {"result": "busy"}), 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class FailingReads(CountingStore):
+    def __getattr__(self, name):
+        if name == "bindingsFromSource":
+            return lambda *args: fail(RuntimeError("database is locked"))
+        return CountingStore.__getattr__(self, name)
