@@ -117,6 +117,38 @@ def test_example_label_layout():
     assert _ref_prf(EXAMPLE_PSK, label, 128) == h("6b53aec4239482a44bc783c525627f50")
 
 
+# RFC 2202 section 3: HMAC-SHA-1 test cases 1, 2, 3, 6 and 7 (key, data, digest)
+RFC2202_HMAC_SHA1 = [
+    (b"\x0b" * 20, b"Hi There", "b617318655057264e28bc0b6fb378c8ef146be00"),
+    (b"Jefe", b"what do ya want for nothing?", "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"),
+    (b"\xaa" * 20, b"\xdd" * 50, "125d7342b9ac11cd91a39af48aa17b4f63f175d3"),
+    (b"\xaa" * 80, b"Test Using Larger Than Block-Size Key - Hash Key First",
+     "aa4ae5e15272d00e95705637ce8a3b55ed402112"),
+    (b"\xaa" * 80,
+     b"Test Using Larger Than Block-Size Key and Larger Than One Block-Size Data",
+     "e8e99d0f45237d786d6bbaa7965c7808bbff1a91"),
+]
+
+
+@pytest.mark.parametrize("key,data,digest", RFC2202_HMAC_SHA1)
+def test_hmac_sha1_rfc2202(key, data, digest):
+    """The keyed HMAC-SHA-1 (pads hashed once) against RFC 2202's vectors, reused."""
+    mac = mikey._HmacSha1(key)
+    assert mac(data) == h(digest)
+    assert mac(data) == h(digest)  # the key's state is copied, not consumed
+    assert mikey._hmac_sha1(key, data) == h(digest)
+
+
+@pytest.mark.parametrize("key_len", [0, 1, 20, 32, 63, 64, 65, 200])
+def test_hmac_sha1_matches_the_standard_library(key_len):
+    import hmac
+
+    key = bytes((5 * i + 1) & 0xFF for i in range(key_len))
+    mac = mikey._HmacSha1(key)
+    for data in (b"", b"x", bytes(range(64)), bytes(range(256)) * 3):
+        assert mac(data) == hmac.digest(key, data, "sha1")
+
+
 @pytest.mark.parametrize("key_len", [1, 16, 20, 32, 33, 48, 64, 65, 100])
 @pytest.mark.parametrize("out_bits", [8, 112, 128, 160, 168, 336, 512])
 def test_prf_matches_independent_reimplementation(key_len, out_bits):
