@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from bench import common
 from bench.ue_farm import muk_for, ue_ip
+from mbmsd import gctune
 from mbmsd.interfaces import IMskPush
 from mbmsd.metrics import Metrics
 from mbmsd.protocols import mikey
@@ -144,6 +145,11 @@ def run(reactor, args):
                              metrics, _Push(delivery, muks))
         yield manager.current(SERVICE)
 
+        if args.gc == "node":
+            # the collector as twistd tunes it (mbmsd/tap.py, mbmsd/gctune.py)
+            gctune.tuneThresholds()
+            gc.collect()
+            gc.freeze()
         peak = [common.rss()]
 
         def sample():
@@ -173,10 +179,10 @@ def run(reactor, args):
     # the same count of bare dict entries {B-TID: 32-byte key}, measured the same way
     perEntry = common.bare_entry_bytes()
     perUe = max(0, peak[0] - rss0) / args.ues
-    note = ("%d UEs, store %s%s, counters %s; sent %d, retransmitted %d, verified %d; UE farm accepted %s; "
+    note = ("%d UEs, store %s%s, counters %s, collector %s; sent %d, retransmitted %d, verified %d; UE farm accepted %s; "
             "CPU BM-SC %.0f%%, UE farm %.0f%%"
             % (args.ues, args.store, "/" + args.synchronous if args.store == "sqlite" else "",
-               args.counters, sent, retransmitted, verified, done[1] if len(done) > 1 else "?",
+               args.counters, args.gc, sent, retransmitted, verified, done[1] if len(done) > 1 else "?",
                100 * cpu, 100 * farmCpu))
     prefix = args.prefix
     figures = [
@@ -221,6 +227,8 @@ def main():
                          "transaction per message")
     ap.add_argument("--block", type=int, default=None,
                     help="counters reserved per MUK (default: mbmsd.roles.bmsc.counters.BLOCK)")
+    ap.add_argument("--gc", choices=("node", "default"), default="node",
+                    help="the collector as twistd tunes it (mbmsd/gctune.py) or Python's defaults")
     ap.add_argument("--profile", default=None, help="cProfile this process into the file")
     args = ap.parse_args()
     args.ues = args.ues or (500 if args.quick else 100000)

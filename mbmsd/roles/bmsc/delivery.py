@@ -88,6 +88,7 @@ class MikeyDelivery(DatagramProtocol):
         self._due = [deque() for _ in self.waits]  # per send number: _Pending by deadline
         self._timer = None
         self._templates = {}
+        self._socket = None
         self.messages = metrics.counter(
             "mbmsd_bmsc_mikey_messages_total", "MIKEY MSK messages and verifications, by result",
             ["result"], initial=[(r,) for r in RESULTS])
@@ -105,6 +106,9 @@ class MikeyDelivery(DatagramProtocol):
         # net.core.rmem_max).
         sock = getattr(self.transport, "socket", None)
         if sock is not None:
+            # sent to directly (_send): Twisted's write checks the address
+            # text three times per datagram
+            self._socket = sock
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             except OSError as e:
@@ -175,7 +179,12 @@ class MikeyDelivery(DatagramProtocol):
         elif entry.deadline < self._timer.getTime():
             self._timer.reset(wait)
         try:
-            self.transport.write(entry.message, entry.address)
+            if self._socket is not None:
+                # an IP address, never a name to resolve (inet_pton raises OSError)
+                socket.inet_pton(self._socket.family, entry.address[0])
+                self._socket.sendto(entry.message, entry.address)
+            else:
+                self.transport.write(entry.message, entry.address)
         except Exception as e:
             self._count["send_error"].inc()
             log.warn("MIKEY send to {host} failed: {e}", host=entry.address[0], e=e)
@@ -242,6 +251,7 @@ class MikeyDelivery(DatagramProtocol):
         self._finish(entry, True)
 
     def stopProtocol(self):
+        self._socket = None
         queued, self._queued = self._queued, deque()
         for entry in list(self._pending.values()):
             self._finish(entry, False)

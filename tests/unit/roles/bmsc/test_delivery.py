@@ -235,3 +235,47 @@ def test_one_template_per_msk_is_kept():
     assert (one.msk_id, one.msk) == (MSK.mskId, MSK.key)
     assert (two.msk_id, two.msk) == (other.mskId, other.key)
     assert len(r.delivery._templates) == 2
+
+
+class SocketTransport(FakeDatagramTransport):
+    """A transport with a real UDP socket, as Twisted's udp.Port has (C{.socket})."""
+
+    def __init__(self, sock):
+        super().__init__(port=sock.getsockname()[1])
+        self.socket = sock
+
+
+def test_a_real_socket_is_sent_to_directly_and_a_name_is_refused():
+    """
+    With a real socket the delivery sends on it itself (no Twisted address
+    checks per datagram), to an IP address only: a host name is a
+    send_error, never a name lookup.
+    """
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ue, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        ue.bind(("127.0.0.1", 0))
+        ue.settimeout(5)
+        sock.bind(("127.0.0.1", 0))
+        clock = Clock()
+        registry = CollectorRegistry()
+        delivery = MikeyDelivery(clock, Counters(), IDI, ue.getsockname()[1],
+                                 Metrics("n", registry).forRole("bmsc"))
+        transport = SocketTransport(sock)
+        delivery.makeConnection(transport)
+        results = []
+        delivery.deliver("127.0.0.1", btid(1), muk(1), MSK).addBoth(results.append)
+        data, source = ue.recvfrom(65535)
+        assert transport.written == []  # not through the transport's write
+        assert mikey.parse_msk_message(muk(1), data).counter == 1
+        delivery.datagramReceived(mikey.build_verification(muk(1), data), ("127.0.0.1", 4359))
+        assert results == [True]
+        delivery.deliver("localhost", btid(2), muk(2), MSK)
+
+        def count(result):
+            return registry.get_sample_value("mbmsd_bmsc_mikey_messages_total",
+                                             {"node": "n", "role": "bmsc", "result": result})
+
+        assert (count("sent"), count("send_error")) == (1, 1)
+        delivery.stopProtocol()
