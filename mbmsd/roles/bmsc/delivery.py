@@ -89,6 +89,7 @@ class MikeyDelivery(DatagramProtocol):
         self._timer = None
         self._templates = {}
         self._socket = None
+        self._family = socket.AF_INET
         self.messages = metrics.counter(
             "mbmsd_bmsc_mikey_messages_total", "MIKEY MSK messages and verifications, by result",
             ["result"], initial=[(r,) for r in RESULTS])
@@ -109,6 +110,7 @@ class MikeyDelivery(DatagramProtocol):
             # sent to directly (_send): Twisted's write checks the address
             # text three times per datagram
             self._socket = sock
+            self._family = int(sock.family)  # the property builds an enum per call
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             except OSError as e:
@@ -181,7 +183,7 @@ class MikeyDelivery(DatagramProtocol):
         try:
             if self._socket is not None:
                 # an IP address, never a name to resolve (inet_pton raises OSError)
-                socket.inet_pton(self._socket.family, entry.address[0])
+                socket.inet_pton(self._family, entry.address[0])
                 self._socket.sendto(entry.message, entry.address)
             else:
                 self.transport.write(entry.message, entry.address)
