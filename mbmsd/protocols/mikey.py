@@ -136,6 +136,7 @@ _C_SALT = 0x29B88916
 ENCR_KEY_BITS = 128
 AUTH_KEY_BITS = 160
 SALT_KEY_BITS = 112
+_PSK_CONSTANTS = tuple(struct.pack("!I", c) for c in (_C_ENCR, _C_AUTH, _C_SALT))
 
 # No MIKEY message we handle comes near this; anything larger is refused
 # before parsing.
@@ -691,6 +692,13 @@ def derive_psk_keys(psk: bytes, csb_id: int, rand: bytes) -> tuple[bytes, bytes,
     salt_key 14 bytes).
     """
     tail = b"\xff" + struct.pack("!I", csb_id) + bytes(rand)
+    if 0 < len(psk) <= 32:
+        # one 256-bit key block, and each key fits one P block (<= 160 bits):
+        # PRF = HMAC(s, A_1 || label), A_1 = HMAC(s, label) (4.1.2)
+        mac = _HmacSha1(psk)
+        labels = [c + tail for c in _PSK_CONSTANTS]
+        encr, auth, salt = (mac(mac(label) + label) for label in labels)
+        return encr[: ENCR_KEY_BITS // 8], auth[: AUTH_KEY_BITS // 8], salt[: SALT_KEY_BITS // 8]
     macs = _prf_macs(psk)
     encr = _prf(macs, struct.pack("!I", _C_ENCR) + tail, ENCR_KEY_BITS)
     auth = _prf(macs, struct.pack("!I", _C_AUTH) + tail, AUTH_KEY_BITS)

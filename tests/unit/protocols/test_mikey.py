@@ -158,6 +158,17 @@ def test_prf_matches_independent_reimplementation(key_len, out_bits):
     assert mikey.prf(inkey, label, out_bits) == _ref_prf(inkey, label, out_bits)
 
 
+@pytest.mark.parametrize("key_len", [1, 16, 31, 32, 33, 64, 65])
+def test_psk_keys_are_the_prf_of_each_label(key_len):
+    """derive_psk_keys (one-block keys take a shorter path) is the reference PRF per label."""
+    psk = bytes((3 * i + key_len) & 0xFF for i in range(key_len))
+    tail = h("ff") + EXAMPLE_CSB_ID.to_bytes(4, "big") + EXAMPLE_RAND
+    assert mikey.derive_psk_keys(psk, EXAMPLE_CSB_ID, EXAMPLE_RAND) == (
+        _ref_prf(psk, h("150533e1") + tail, 128),
+        _ref_prf(psk, h("2d22ac75") + tail, 160),
+        _ref_prf(psk, h("29b88916") + tail, 112))
+
+
 def test_prf_two_block_key_is_xor_of_slices():
     """A 48-byte key: PRF = P(first 32 bytes) XOR P(last 16 bytes)."""
     inkey = bytes(range(48))
