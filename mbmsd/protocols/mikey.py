@@ -997,6 +997,14 @@ class MskMessageTemplate:
         self._answerHead = _encode_header(
             _profile_header(profile.VERIFICATION_DATA_TYPE, False, self.csb_id), PT_T)
         self._answerVHead = struct.pack("!BB", PT_LAST, MAC_HMAC_SHA1_160)
+        # the per-UE payloads' heads (RFC 3830 6.6 T, 6.11 RAND, 6.7 IDr), written by hand in build
+        if profile.TS_TYPE not in _TS_LEN:
+            raise MikeyError("unsupported TS type %r" % (profile.TS_TYPE,))
+        self._tsLen = _TS_LEN[profile.TS_TYPE]
+        self._tsHead = struct.pack("!BB", PT_RAND, profile.TS_TYPE)
+        self._randHead = struct.pack("!BB", PT_ID, profile.RAND_LEN)
+        self._idrHead = struct.pack("!BB", self._afterIdr, _u8(profile.IDR_TYPE, "ID type"))
+        self._answerTHead = struct.pack("!BB", PT_V, profile.TS_TYPE)
 
     def build(
         self, muk: bytes, counter: int, rand: bytes, idr: bytes,
@@ -1010,20 +1018,21 @@ class MskMessageTemplate:
         if not muk:
             raise MikeyError("MUK must not be empty")
         idr = bytes(idr)
+        if len(idr) > 0xFFFF:
+            raise MikeyError("ID data longer than 65535 bytes")
         encr, auth, salt = derive_psk_keys(muk, self.csb_id, rand)
-        t = _encode_payload(Timestamp(profile.TS_TYPE, counter), PT_RAND)
+        tv = counter.to_bytes(self._tsLen, "big")
         body = b"".join((
-            self._head, t, _encode_payload(Rand(rand), PT_ID), self._idiPayload,
-            _encode_payload(Id(profile.IDR_TYPE, idr), self._afterIdr), self._sp, self._kemacHead,
+            self._head, self._tsHead, tv, self._randHead, rand, self._idiPayload,
+            self._idrHead, struct.pack("!H", len(idr)), idr, self._sp, self._kemacHead,
             aes_cm(encr, salt, self.csb_id, counter, self._plain), self._macAlg))
         if len(body) + 20 > MAX_MESSAGE_SIZE:
             raise MikeyError("message longer than %d bytes" % (MAX_MESSAGE_SIZE,))
         ids = self._idi + idr if profile.VERIFICATION_MAC_INCLUDES_IDS else b""
         # RFC 3830 5.2 as docs/design.md 7.7 reads it (see _verification_mac_input)
-        answer = (self._answerHead + struct.pack("!BB", PT_V, profile.TS_TYPE) + t[2:]
-                  + self._answerVHead)
+        answer = self._answerHead + self._answerTHead + tv + self._answerVHead
         mac = _HmacSha1(auth)
-        answer += mac(answer + ids + t[2:])
+        answer += mac(answer + ids + tv)
         return (body + mac(body),
                 ExpectedVerification(self.csb_id, counter, ids, auth, answer))
 
