@@ -407,8 +407,12 @@ class IBmscStore(Interface):
     def removeRegistration(impu: str, serviceId: str) -> Deferred[bool]:
         """@return: Deferred firing with True if a registration was removed."""
 
-    def registrationsFor(serviceId: str) -> Deferred[list[MskRegistration]]:
-        """@return: Deferred firing with the list of L{MskRegistration}s of a service."""
+    def registrationsFor(
+        serviceId: str, shard: int = 0, shards: int = 1,
+    ) -> Deferred[list[MskRegistration]]:
+        """The registrations of a service, or of one of its MSK rotation shards
+        (L{mbmsd.storage.records.rotation_shard} of the IMPU is C{shard}).
+        @return: Deferred firing with the list of L{MskRegistration}s, by IMPU."""
 
     def getRegistration(impu: str, serviceId: str) -> Deferred[MskRegistration | None]:
         """@return: Deferred firing with the L{MskRegistration} or None."""

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from mbmsd.interfaces import IBmscStore
-from mbmsd.storage.records import Authorization, Msk, MskRegistration
+from mbmsd.storage.records import Authorization, Msk, MskRegistration, rotation_shard
 
 if TYPE_CHECKING:
     from mbmsd.storage.sql import Database, Row, _Txn
@@ -67,8 +67,11 @@ class MemoryBmscStore:
     def removeRegistration(self, impu: str, serviceId: str) -> Deferred[bool]:
         return succeed(self._reg.pop((impu, serviceId), None) is not None)
 
-    def registrationsFor(self, serviceId: str) -> Deferred[list[MskRegistration]]:
-        return succeed(sorted((r for r in self._reg.values() if r.serviceId == serviceId),
+    def registrationsFor(
+        self, serviceId: str, shard: int = 0, shards: int = 1,
+    ) -> Deferred[list[MskRegistration]]:
+        return succeed(sorted((r for r in self._reg.values() if r.serviceId == serviceId
+                               and (shards == 1 or rotation_shard(r.impu, shards) == shard)),
                               key=lambda r: r.impu))
 
     def getRegistration(self, impu: str, serviceId: str) -> Deferred[MskRegistration | None]:
@@ -222,14 +225,22 @@ class SqlBmscStore:
         return txn.execute("DELETE FROM bmsc_registrations WHERE impu = ? AND service_id = ?",
                            (impu, serviceId)).rowcount > 0
 
-    def registrationsFor(self, serviceId: str) -> Deferred[list[MskRegistration]]:
-        return self.db.runInteraction("registrations_for", self._registrationsFor_txn, serviceId)
+    def registrationsFor(
+        self, serviceId: str, shard: int = 0, shards: int = 1,
+    ) -> Deferred[list[MskRegistration]]:
+        return self.db.runInteraction("registrations_for", self._registrationsFor_txn, serviceId,
+                                      shard, shards)
 
     @staticmethod
-    def _registrationsFor_txn(txn: _Txn, serviceId: str) -> list[MskRegistration]:
+    def _registrationsFor_txn(
+        txn: _Txn, serviceId: str, shard: int, shards: int,
+    ) -> list[MskRegistration]:
         rows = txn.execute(
             "SELECT %s FROM bmsc_registrations "
             "WHERE service_id = ? ORDER BY impu" % (_REG_COLUMNS,), (serviceId,)).fetchall()
+        if shards > 1:
+            # the shard by the IMPU column, before a row becomes an object
+            rows = [r for r in rows if rotation_shard(r[0], shards) == shard]
         return [_registration(txn, r) for r in rows]
 
     def getRegistration(self, impu: str, serviceId: str) -> Deferred[MskRegistration | None]:

@@ -5,6 +5,7 @@ repr so that a record can never leak into a log line by accident.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -109,6 +110,11 @@ class MskRegistration:
     muk: bytes | None = field(default=None, repr=False)
     mukExpires: float | None = None
     nafFqdn: str | None = None
+
+
+def rotation_shard(impu: str, shards: int) -> int:
+    """The MSK rotation shard (0 .. shards - 1) of a UE's registration, by its IMPU."""
+    return zlib.crc32(impu.encode("utf-8")) % shards
 
 
 @dataclass(frozen=True)

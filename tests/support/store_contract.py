@@ -625,6 +625,21 @@ class BmscStoreContract(_StorageFixture):
                          [regs[4], regs[2]])
         self.assertEqual(self.result(self.store.registrationsFor("svc-3")), [])
 
+    def test_registrationsForOneRotationShard(self):
+        """A shard is the registrations whose IMPU's CRC-32 modulo the shard count is its number."""
+        import zlib
+
+        regs = [registration("sip:ue%d@home1.net" % i, "svc-1", btid="b-%d" % i)
+                for i in range(30)]
+        for r in regs + [registration("sip:ue1@home1.net", "svc-2", btid="b-x")]:
+            self.result(self.store.putRegistration(r))
+        byImpu = sorted(regs, key=lambda r: r.impu)
+        for shard in range(3):
+            self.assertEqual(
+                self.result(self.store.registrationsFor("svc-1", shard, 3)),
+                [r for r in byImpu if zlib.crc32(r.impu.encode()) % 3 == shard])
+        self.assertEqual(self.result(self.store.registrationsFor("svc-1", 0, 1)), byImpu)
+
     # the SIP-based procedure: a registration with the MUK the SCF handed over
 
     def sipRegistration(self, impu="sip:user1@home1.net", serviceId="urn:3gpp:mbms:svc1", **kw):

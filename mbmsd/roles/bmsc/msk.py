@@ -23,7 +23,7 @@ from twisted.internet.task import LoopingCall
 from mbmsd.cluster import Lease
 from mbmsd.logs import Logger
 from mbmsd.storage.leases import MemoryLeaseStore
-from mbmsd.storage.records import Msk
+from mbmsd.storage.records import Msk, rotation_shard
 
 log = Logger(namespace="mbmsd.bmsc.msk")
 
@@ -32,9 +32,7 @@ LEASE_PREFIX = "bmsc.msk-rotation:"  # + MBMS User Service ID
 MEMBER_PREFIX = "bmsc.msk-members:"  # + holder: the nodes sharing the shards
 
 
-def shard_of(impu, shards):
-    """The rotation shard (0 .. shards - 1) of a UE's registration."""
-    return zlib.crc32(impu.encode("utf-8")) % shards
+shard_of = rotation_shard  # the rotation shard of a registration (storage filters by it)
 
 
 def shard_lease(serviceId, shard, shards):
@@ -200,12 +198,11 @@ class MskManager:
                 return None
             if done == msk.mskId.hex():
                 return None
-            registrations = yield self.store.registrationsFor(serviceId)
+            registrations = yield self.store.registrationsFor(serviceId, shard, self.shards)
             if not lease.held:
                 return None  # lost meanwhile: the next holder pushes
             now = self.clock.seconds()
-            live = [r for r in registrations
-                    if r.expires > now and shard_of(r.impu, self.shards) == shard]
+            live = [r for r in registrations if r.expires > now]
             results = yield DeferredList([self.push.pushMsk(r, msk) for r in live],
                                          consumeErrors=True)
             verified = sum(1 for ok, value in results if ok and value)
